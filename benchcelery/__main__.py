@@ -1,0 +1,3 @@
+from benchcelery.cli import main
+
+main()

@@ -1,0 +1,252 @@
+"""The bench on disk: finding it, its sites and apps, and reading/writing its JSON config files.
+
+Layout (Frappe's)::
+
+    <bench>/sites/common_site_config.json   bench-wide config
+    <bench>/sites/<site>/site_config.json   per-site config (wins over common)
+    <bench>/sites/apps.txt                  installed apps, one importable package a line
+    <bench>/config/  <bench>/logs/  <bench>/Procfile
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchcelery.errors import NotInBenchError, SiteNotFoundError, SiteNotSpecifiedError, ValidationError
+
+COMMON_CONFIG = "common_site_config.json"
+SITE_CONFIG = "site_config.json"
+BENCH_PATH_ENV = "BENCH_PATH"
+SITE_ENVS = ("BENCH_SITE", "FRAPPE_SITE")
+_SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def derive_bench_id(root: Path) -> str:
+    """Frappe's rule: the bench path without leading/trailing '/', other '/' replaced by '-'."""
+    return str(root.resolve()).strip("/").replace("/", "-").replace(":", "-") or "bench"
+
+
+@dataclass(frozen=True)
+class Bench:
+    root: Path
+
+    @property
+    def sites_path(self) -> Path:
+        return self.root / "sites"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config"
+
+    @property
+    def logs_path(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def common_config_file(self) -> Path:
+        return self.sites_path / COMMON_CONFIG
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    def site_path(self, site: str) -> Path:
+        return self.sites_path / site
+
+    def site_config_file(self, site: str) -> Path:
+        return self.site_path(site) / SITE_CONFIG
+
+    # --- reading ---
+    def common_config(self) -> dict[str, Any]:
+        return read_json(self.common_config_file)
+
+    def site_config(self, site: str) -> dict[str, Any]:
+        self.require_site(site)
+        return read_json(self.site_config_file(site))
+
+    def merged_config(self, site: str | None = None) -> dict[str, Any]:
+        """common_site_config.json overlaid by the site's site_config.json (the site wins)."""
+        conf = self.common_config()
+        if site:
+            conf.update(self.site_config(site))
+        return conf
+
+    @property
+    def bench_id(self) -> str:
+        value = self.common_config().get("bench_id")
+        return str(value) if value else derive_bench_id(self.root)
+
+    def sites(self) -> list[str]:
+        """Every site directory holding a site_config.json (not symlinks), sorted."""
+        if not self.sites_path.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.sites_path.iterdir()
+            if p.is_dir() and not p.is_symlink() and (p / SITE_CONFIG).is_file()
+        )
+
+    def site_exists(self, site: str) -> bool:
+        path = self.site_path(site)
+        return bool(_SITE_NAME.match(site)) and path.is_dir() and (path / SITE_CONFIG).is_file()
+
+    def require_site(self, site: str) -> None:
+        if not self.site_exists(site):
+            raise SiteNotFoundError(site)
+
+    def activate(self) -> None:
+        """Make apps kept in ``<bench>/apps/<app>/`` importable (pip-installed apps need nothing)."""
+        import sys
+
+        apps_dir = str(self.root / "apps")
+        if os.path.isdir(apps_dir) and apps_dir not in sys.path:
+            sys.path.insert(0, apps_dir)
+
+    def apps(self) -> list[str]:
+        path = self.sites_path / "apps.txt"
+        if not path.is_file():
+            return []
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+    def resolve_sites(self, site: str | None, required: bool = True) -> list[str]:
+        """Frappe's site resolution: ``--site NAME|all``, then $BENCH_SITE/$FRAPPE_SITE, then default_site.
+
+        Raises SiteNotSpecifiedError (when ``required``) or SiteNotFoundError.
+        """
+        if not site:
+            site = next((os.environ[e] for e in SITE_ENVS if os.environ.get(e)), None)
+        if not site:
+            site = self.common_config().get("default_site") or None
+        if not site:
+            if required:
+                raise SiteNotSpecifiedError()
+            return []
+        if site == "all":
+            return self.sites()
+        self.require_site(site)
+        return [site]
+
+    # --- writing ---
+    def update_config(self, updates: dict[str, Any], site: str | None = None) -> dict[str, Any]:
+        """Set keys (a value of None deletes the key) in the site's or the common config, atomically."""
+        path = self.site_config_file(site) if site else self.common_config_file
+        if site:
+            self.require_site(site)
+        with locked_json(path) as data:
+            for key, value in updates.items():
+                if value is None:
+                    data.pop(key, None)
+                else:
+                    data[key] = value
+            return dict(data)
+
+    def new_site(self, site: str, config: dict[str, Any] | None = None) -> Path:
+        if not _SITE_NAME.match(site) or site == "all":
+            raise ValidationError(f"Invalid site name: {site!r}")
+        if self.site_exists(site):
+            raise ValidationError(f"Site {site} already exists")
+        path = self.site_path(site)
+        (path / "logs").mkdir(parents=True, exist_ok=True)
+        write_json(path / SITE_CONFIG, dict(config or {}))
+        return path
+
+
+def find_bench(explicit: str | os.PathLike[str] | None = None, start: Path | None = None) -> Bench:
+    """The bench at ``explicit`` / $BENCH_PATH, else the nearest one above ``start`` (the cwd)."""
+    given = explicit or os.environ.get(BENCH_PATH_ENV)
+    if given:
+        root = Path(given).expanduser().resolve()
+        if not (root / "sites").is_dir():
+            raise NotInBenchError(f"{root} is not a bench directory (no sites/ folder)")
+        return Bench(root)
+    here = (start or Path.cwd()).resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "sites" / COMMON_CONFIG).is_file() or (
+            (candidate / "sites").is_dir() and (candidate / "sites" / "apps.txt").is_file()
+        ):
+            return Bench(candidate)
+    raise NotInBenchError(
+        "Command not being executed in bench directory (no bench found above "
+        f"{here}; use --bench PATH or set {BENCH_PATH_ENV})"
+    )
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return {}
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"{path} must hold a JSON object")
+    return data
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a temporary file in the same folder, fsynced, then renamed over."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=1, sort_keys=True)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def locked_json(path: Path) -> Iterator[dict[str, Any]]:
+    """Read-modify-write a JSON config under an exclusive lock, so concurrent writers never lose keys."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.parent / f".{path.name}.lock"
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            data = read_json(path)
+            yield data
+            write_json(path, data)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def parse_config_value(value: str, parse: bool = False) -> Any:
+    """Frappe's ``set-config`` parsing: "0"/"1" -> int, "true"/"false" -> bool, "None" -> delete.
+
+    With ``parse`` the value is read as JSON (or a Python literal), e.g. a dict or a number.
+    """
+    if parse:
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            import ast
+
+            try:
+                return ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise ValidationError(f"Cannot parse value {value!r}") from None
+    if value in ("0", "1"):
+        return int(value)
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if value == "None":
+        return None
+    return value

@@ -1,0 +1,51 @@
+"""The ``bench`` command: one root group; each command family registers itself from its module.
+
+Exit codes: 0 ok (also "nothing to do"), 1 failure, 2 usage error, 69 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from benchcelery.cli.base import BenchGroup, CliContext
+
+FAMILIES = ("site", "worker", "jobs_cli")
+OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs_ops", "deploy", "realtime")
+
+
+@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--site", envvar=None, help="Site name, or 'all' (default: $BENCH_SITE, then default_site).")
+@click.option("--bench", "bench_path", type=click.Path(file_okay=False), help="Bench directory (default: $BENCH_PATH or the nearest one above the current directory).")
+@click.option("--verbose", is_flag=True, help="More output.")
+@click.option("--force", is_flag=True, hidden=True)
+@click.pass_context
+def cli(ctx: click.Context, site: str | None, bench_path: str | None, verbose: bool, force: bool) -> None:
+    """Background jobs, workers and the scheduler of a bench, on Celery + Redis.
+
+    \b
+    Exit codes: 0 ok (also "nothing to do"), 1 failure, 2 usage error,
+    69 Redis unreachable.
+    """
+    ctx.obj = CliContext(site_option=site, bench_option=bench_path, verbose=verbose)
+
+
+def _register() -> None:
+    for name in FAMILIES:
+        importlib.import_module(f"benchcelery.cli.{name}").register(cli)
+    for name in OPTIONAL_FAMILIES:
+        try:
+            module = importlib.import_module(f"benchcelery.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"benchcelery.cli.{name}":
+                raise
+            continue
+        module.register(cli)
+
+
+_register()
+
+
+def main() -> None:
+    cli(prog_name="bench")

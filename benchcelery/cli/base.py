@@ -1,0 +1,106 @@
+"""What every command shares: the lazy context object, error handling, output rendering.
+
+Resources (bench, settings, Redis, the Celery app) are built on first use, so ``--help`` and usage
+errors never touch Redis, and read commands never import Celery.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+
+from benchcelery.bench import Bench, find_bench
+from benchcelery.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, BenchError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class CliContext:
+    site_option: str | None = None
+    bench_option: str | None = None
+    verbose: bool = False
+    _bench: Bench | None = field(default=None, repr=False)
+    _runtime: Any = field(default=None, repr=False)
+
+    @property
+    def bench(self) -> Bench:
+        if self._bench is None:
+            self._bench = find_bench(self.bench_option)
+        return self._bench
+
+    def sites(self, required: bool = True) -> list[str]:
+        """Sites selected by --site (``all`` = every site), $BENCH_SITE/$FRAPPE_SITE or default_site."""
+        return self.bench.resolve_sites(self.site_option, required=required)
+
+    def site(self) -> str:
+        """The one site a single-site command works on (the first when --site all)."""
+        sites = self.sites()
+        if not sites:
+            raise BenchError("No sites in this bench")
+        return sites[0]
+
+    def runtime(self, username: str | None = None, password: str | None = None, strategy: str | None = None):  # type: ignore[no-untyped-def]
+        """The bench's runtime (settings + lazy Redis and Celery app), made current for this process."""
+        if self._runtime is None or username or password or strategy:
+            from benchcelery.config import Settings
+            from benchcelery.runtime import Runtime, set_runtime
+
+            settings = Settings.from_bench(self.bench, username=username, password=password)
+            self._runtime = Runtime(settings, strategy=strategy)
+            set_runtime(self._runtime)
+        return self._runtime
+
+
+pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
+
+
+class BenchGroup(click.Group):
+    """Turns expected errors into one line on stderr and their exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BenchError as exc:
+            fail(str(exc), exc.exit_code)
+        except Exception as exc:
+            code = _connection_error_code(exc)
+            if code is None:
+                raise
+            fail(f"Redis is unreachable: {exc}", code)
+
+
+def _connection_error_code(exc: Exception) -> int | None:
+    redis = sys.modules.get("redis")
+    if redis is not None and isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return EXIT_UNAVAILABLE
+    kombu_exc = sys.modules.get("kombu.exceptions")
+    if kombu_exc is not None and isinstance(exc, kombu_exc.OperationalError):
+        return EXIT_UNAVAILABLE
+    return None
+
+
+def fail(message: str, code: int = EXIT_FAILURE) -> None:
+    click.secho(message, fg="red" if code != 1 else "yellow", err=True)
+    sys.exit(code)
+
+
+def format_option(f: F) -> F:
+    return click.option(
+        "-f",
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Output format (json has a stable schema).",
+    )(f)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))

@@ -1,0 +1,67 @@
+"""``bench enqueue`` (for scripts) and ``bench console``."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from benchcelery.cli.base import CliContext, pass_ctx
+from benchcelery.errors import ValidationError
+
+
+@click.command("enqueue")
+@click.argument("method")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
+@click.option("--job-id", help="Job id (deduplicated while queued or running with --deduplicate).")
+@click.option("--deduplicate", is_flag=True, help="Skip when a job with --job-id is queued or running.")
+@click.option("--at-front", is_flag=True, help="Run before the jobs already waiting in the queue.")
+@click.option("--timeout", type=click.IntRange(min=1), help="Seconds (default: the queue's timeout).")
+@click.option("--event", help="Event tag (purge-jobs --event finds it).")
+@pass_ctx
+def enqueue_cmd(obj: CliContext, method: str, queue: str, kwargs_json: str, job_id: str | None, deduplicate: bool,
+                at_front: bool, timeout: int | None, event: str | None) -> None:
+    """Enqueue METHOD (a dotted path in an installed app) for the site; prints the job id."""
+    from benchcelery.context import local
+    from benchcelery.jobs.enqueue import enqueue
+
+    try:
+        kwargs = json.loads(kwargs_json)
+    except json.JSONDecodeError as exc:
+        raise ValidationError(f"--kwargs must be a JSON object: {exc}") from None
+    if not isinstance(kwargs, dict):
+        raise ValidationError("--kwargs must be a JSON object")
+    sites = obj.sites()
+    obj.runtime()
+    for site in sites:
+        local.site, local.user = site, "Administrator"
+        job = enqueue(method, queue=queue, timeout=timeout, event=event, at_front=at_front, job_id=job_id,
+                      deduplicate=deduplicate, **kwargs)
+        click.echo(job.id if job is not None else f"Not queued: job {site}::{job_id} is already queued or running")
+
+
+@click.command("console")
+@pass_ctx
+def console_cmd(obj: CliContext) -> None:
+    """Interactive Python with the site initialised; ``enqueue`` and ``frappe`` at hand."""
+    import code
+
+    import benchcelery
+    from benchcelery.shims import frappe_shim
+
+    site = obj.site()
+    benchcelery.init(site=site, bench_path=str(obj.bench.root))
+    namespace = {"benchcelery": benchcelery, "enqueue": benchcelery.enqueue, "frappe": frappe_shim(), "site": site}
+    banner = f"bench console for {site}: enqueue(), frappe.enqueue(), frappe.cache() are available."
+    try:
+        from IPython import start_ipython
+
+        start_ipython(argv=[], user_ns=namespace, display_banner=False)
+    except ImportError:
+        code.interact(banner=banner, local=namespace, exitmsg="")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(enqueue_cmd)
+    cli.add_command(console_cmd)

@@ -1,0 +1,87 @@
+"""Bench and site management: init, new-site, new-app, use, set-config, show-config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from benchcelery.bench import parse_config_value
+from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
+from benchcelery.scaffold import create_app, create_bench, create_site
+
+
+@click.command("init")
+@click.argument("path", type=click.Path(file_okay=False))
+@click.option("--redis-url", help="redis_queue URL (default: redis://127.0.0.1:<free port from 11000>).")
+@click.option("--example-app", is_flag=True, help="Also create and install the example app 'jobs_demo'.")
+def init_cmd(path: str, redis_url: str | None, example_app: bool) -> None:
+    """Create a bench at PATH (sites/, config/, logs/, Procfile)."""
+    bench = create_bench(Path(path), redis_url=redis_url, example_app=example_app)
+    conf = bench.common_config()
+    click.echo(f"Created bench {bench.root} (bench_id {conf['bench_id']}, redis_queue {conf['redis_queue']})")
+
+
+@click.command("new-site")
+@click.argument("name")
+@pass_ctx
+def new_site_cmd(obj: CliContext, name: str) -> None:
+    """Create sites/NAME/site_config.json."""
+    create_site(obj.bench, name)
+    click.echo(f"Created site {name}")
+
+
+@click.command("new-app")
+@click.argument("name")
+@pass_ctx
+def new_app_cmd(obj: CliContext, name: str) -> None:
+    """Create an app skeleton in apps/NAME (hooks.py, tasks.py) and install it."""
+    path = create_app(obj.bench, name)
+    click.echo(f"Created app {name} in {path}")
+
+
+@click.command("use")
+@click.argument("site")
+@pass_ctx
+def use_cmd(obj: CliContext, site: str) -> None:
+    """Set the default site."""
+    obj.bench.require_site(site)
+    obj.bench.update_config({"default_site": site})
+    click.echo(f"Current Site set to {site}")
+
+
+@click.command("set-config")
+@click.argument("key")
+@click.argument("value")
+@click.option("-g", "--global", "global_", is_flag=True, help="Write common_site_config.json.")
+@click.option("-p", "--parse", is_flag=True, help="Parse VALUE as JSON (e.g. a number or an object).")
+@pass_ctx
+def set_config_cmd(obj: CliContext, key: str, value: str, global_: bool, parse: bool) -> None:
+    """Set KEY to VALUE in the site's config (or the common config with -g); "None" deletes KEY."""
+    parsed = parse_config_value(value, parse)
+    sites = [None] if global_ else obj.sites()
+    for site in sites:
+        obj.bench.update_config({key: parsed}, site=site)
+
+
+@click.command("show-config")
+@format_option
+@pass_ctx
+def show_config_cmd(obj: CliContext, fmt: str) -> None:
+    """Show the merged config (common overlaid by the site's)."""
+    sites = obj.sites(required=False)
+    configs = {site: obj.bench.merged_config(site) for site in sites} or {"": obj.bench.common_config()}
+    if fmt == "json":
+        echo_json(configs if len(configs) > 1 else next(iter(configs.values())))
+        return
+    for site, conf in configs.items():
+        if site:
+            click.echo(f"-- {site} --")
+        for key in sorted(conf):
+            value = "********" if "password" in key or key.endswith("secret") else conf[key]
+            click.echo(f"{key}: {value}")
+
+
+def register(cli: click.Group) -> None:
+    for command in (init_cmd, new_site_cmd, new_app_cmd, use_cmd, set_config_cmd, show_config_cmd):
+        cli.add_command(command)

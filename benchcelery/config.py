@@ -1,0 +1,159 @@
+"""Typed settings of a bench, with every default in one place.
+
+Precedence: command-line flag > environment variable > site_config.json > common_site_config.json
+> the defaults below. ``Settings.from_bench`` validates once; commands build it lazily.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from benchcelery.bench import Bench
+from benchcelery.errors import ValidationError
+from benchcelery.keys import Keys
+
+DEFAULT_REDIS_QUEUE = "redis://127.0.0.1:11000"
+REDIS_QUEUE_ENVS = ("BENCH_REDIS_QUEUE", "FRAPPE_REDIS_QUEUE")
+
+# Queue types in their default worker order (short is served first), with default timeouts (s).
+BUILTIN_QUEUES: dict[str, int] = {"short": 300, "default": 1800, "long": 7200}
+CUSTOM_QUEUE_TIMEOUT = 300
+# A job gets SoftTimeLimitExceeded at its timeout and is killed this many seconds later.
+HARD_LIMIT_GRACE = 5
+
+DEFAULTS: dict[str, Any] = {
+    "rq_failed_jobs_limit": 1000,  # failed records kept per queue
+    "rq_job_failure_ttl": 7 * 24 * 3600,  # how long failed records are kept (s)
+    "rq_results_ttl": 600,  # how long a finished tracked job answers "finished" (s)
+    "background_workers": 1,
+    "scheduler_interval": 240,  # period of "all" scheduled events (s)
+    "scheduler_tick_interval": 60,  # the scheduler wakes at least this often (s)
+    "time_zone": "UTC",
+    "max_redeliveries": 3,  # a job whose worker died this often is failed, not run again
+    "socketio_port": 9000,
+}
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    name: str
+    timeout: int  # seconds; the job gets SoftTimeLimitExceeded after this
+
+    @property
+    def hard_limit(self) -> int:
+        return self.timeout + HARD_LIMIT_GRACE
+
+
+@dataclass(frozen=True)
+class Settings:
+    bench: Bench
+    redis_url: str
+    bench_id: str
+    queues: dict[str, QueueSpec]
+    conf: dict[str, Any] = field(repr=False)
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_bench(
+        cls,
+        bench: Bench,
+        username: str | None = None,
+        password: str | None = None,
+        redis_url: str | None = None,
+    ) -> Settings:
+        conf = {**DEFAULTS, **bench.common_config()}
+        url = redis_url or next((os.environ[e] for e in REDIS_QUEUE_ENVS if os.environ.get(e)), None)
+        url = url or conf.get("redis_queue") or DEFAULT_REDIS_QUEUE
+        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValidationError(f"redis_queue must be a redis:// URL, got {mask_url(url)}")
+        if conf.get("use_rq_auth") or username or password:
+            username = username or conf.get("rq_username") or bench.bench_id
+            password = password or conf.get("rq_password")
+        bench_id = str(conf.get("bench_id") or bench.bench_id)
+        if ":" in bench_id or not bench_id:
+            raise ValidationError(f"bench_id must be non-empty and contain no ':' (got {bench_id!r})")
+        return cls(
+            bench=bench,
+            redis_url=url,
+            bench_id=bench_id,
+            queues=queue_specs(conf),
+            conf=conf,
+            username=username or None,
+            password=password or None,
+        )
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(self.bench_id)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.conf.get(key, default)
+
+    def int(self, key: str) -> int:
+        try:
+            return int(self.conf.get(key, DEFAULTS.get(key, 0)))
+        except (TypeError, ValueError):
+            raise ValidationError(f"Config key {key} must be a number") from None
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Seconds before a message taken by a worker that died is handed to another worker.
+
+        Never below the largest hard time limit (else a long job would run twice); config
+        ``visibility_timeout`` may raise it.
+        """
+        floor = max(q.hard_limit for q in self.queues.values()) + 5
+        configured = self.conf.get("visibility_timeout")
+        return max(int(configured), floor) if configured else floor + 55
+
+    def validate_queue(self, queue: str) -> QueueSpec:
+        try:
+            return self.queues[queue]
+        except KeyError:
+            raise ValidationError(f"Queue should be one of {', '.join(self.queues)}") from None
+
+    def parse_queues(self, value: str | None) -> list[str]:
+        """A comma-separated ``--queue`` value -> validated queue names (all queues when empty)."""
+        if not value:
+            return list(self.queues)
+        names = [q.strip() for q in value.split(",") if q.strip()]
+        for name in names:
+            self.validate_queue(name)
+        return list(dict.fromkeys(names))
+
+    @property
+    def display_url(self) -> str:
+        return mask_url(self.redis_url)
+
+
+def queue_specs(conf: dict[str, Any]) -> dict[str, QueueSpec]:
+    """short, default, long (timeouts overridable by ``workers.<q>.timeout``) then custom queues."""
+    workers = conf.get("workers") or {}
+    if not isinstance(workers, dict):
+        raise ValidationError("Config key workers must be an object {queue: {timeout, background_workers}}")
+    specs: dict[str, QueueSpec] = {}
+    for name in [*BUILTIN_QUEUES, *(w for w in workers if w not in BUILTIN_QUEUES)]:
+        opts = workers.get(name) or {}
+        timeout = opts.get("timeout") or BUILTIN_QUEUES.get(name, CUSTOM_QUEUE_TIMEOUT)
+        if not name.replace("_", "").replace("-", "").isalnum():
+            raise ValidationError(f"Invalid queue name {name!r} in workers config")
+        try:
+            specs[name] = QueueSpec(name, int(timeout))
+        except (TypeError, ValueError):
+            raise ValidationError(f"workers.{name}.timeout must be a number of seconds") from None
+    return specs
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ``***`` (passwords never reach output or logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,96 @@
+"""Redis connections: URL and credentials, a few quick retries, and one clear error line.
+
+Nothing here prints; failures raise ``RedisUnavailableError`` (exit code 69) whose message names
+the URL (password masked) and the cause.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from benchcelery.config import Settings, mask_url
+from benchcelery.errors import RedisUnavailableError
+
+if TYPE_CHECKING:
+    import redis
+
+RETRY_DELAYS = (0.1, 0.3, 0.6)  # quick retries for a Redis that is (re)starting
+CONNECT_TIMEOUT = 2.0
+
+
+def broker_url(settings: Settings) -> str:
+    """The redis:// URL with the ACL user and password embedded (for kombu)."""
+    if not (settings.username or settings.password):
+        return settings.redis_url
+    parts = urlsplit(settings.redis_url)
+    host = parts.hostname or "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    userinfo = quote(settings.username or "", safe="")
+    if settings.password:
+        userinfo += ":" + quote(settings.password, safe="")
+    netloc = f"{userinfo}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def make_client(settings: Settings, **kwargs: object) -> redis.Redis:
+    """A redis-py client for the bench's queue Redis (not yet connected)."""
+    import redis
+
+    options: dict[str, object] = {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "health_check_interval": 25,
+        **kwargs,
+    }
+    if settings.username:
+        options["username"] = settings.username
+    if settings.password:
+        options["password"] = settings.password
+    return redis.Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
+
+
+def connect(settings: Settings, **kwargs: object) -> redis.Redis:
+    """A connected client; raises RedisUnavailableError after a few quick retries."""
+    client = make_client(settings, **kwargs)
+    check(client, settings.redis_url)
+    return client
+
+
+def check(client: redis.Redis, url: str) -> None:
+    """PING with retries; translate redis-py's errors into one line naming URL and cause."""
+    import redis
+
+    last: Exception | None = None
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            client.ping()
+            return
+        except (redis.AuthenticationError, redis.exceptions.NoPermissionError) as exc:
+            raise RedisUnavailableError(f"Redis at {mask_url(url)}: authentication failed ({exc})") from None
+        except redis.ResponseError as exc:
+            if "WRONGPASS" in str(exc) or "NOAUTH" in str(exc) or "NOPERM" in str(exc):
+                raise RedisUnavailableError(
+                    f"Redis at {mask_url(url)}: authentication failed ({exc})"
+                ) from None
+            raise
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            last = exc
+            if delay is not None:
+                time.sleep(delay)
+    raise RedisUnavailableError(f"Redis at {mask_url(url)} is unreachable: {describe(last)}")
+
+
+def describe(exc: BaseException | None) -> str:
+    """A short cause: 'connection refused', 'timeout', or redis-py's own words."""
+    import redis
+
+    text = str(exc or "unknown error")
+    if isinstance(exc, redis.TimeoutError) or "timed out" in text.lower():
+        return "timeout"
+    if "refused" in text.lower():
+        return "connection refused"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host"
+    return text.splitlines()[0] if text else type(exc).__name__

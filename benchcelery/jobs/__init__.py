@@ -1,0 +1,1 @@
+"""Jobs: enqueueing, executing, registries and inspection."""

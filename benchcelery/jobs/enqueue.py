@@ -1,0 +1,258 @@
+"""``enqueue()`` with Frappe's semantics, on one Celery message per job.
+
+Bad input (unknown queue, a method outside the installed apps or not importable, arguments that
+are not JSON-serialisable, a bad timeout) raises ``ValidationError`` before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchcelery.context import local
+from benchcelery.errors import SiteNotSpecifiedError, ValidationError
+from benchcelery.jobs import registry
+from benchcelery.jobs.methods import method_name, resolve
+from benchcelery.keys import FRONT_PRIORITY, NORMAL_PRIORITY
+from benchcelery.runtime import Runtime, get_runtime
+
+logger = logging.getLogger("benchcelery.enqueue")
+
+
+@dataclass
+class Job:
+    """A job as enqueued (``status`` is filled by ``get_job``)."""
+
+    id: str
+    site: str
+    queue: str
+    method: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    timeout: int | None = None
+    event: str | None = None
+    status: str | None = None
+
+    @property
+    def short_id(self) -> str:
+        return self.id.split("::", 1)[1] if "::" in self.id else self.id
+
+
+@dataclass
+class _Prepared:
+    job: Job
+    options: dict[str, Any]
+
+
+def enqueue(
+    method: str | Callable[..., Any],
+    queue: str = "default",
+    timeout: int | None = None,
+    event: str | None = None,
+    is_async: bool = True,
+    job_name: str | None = None,
+    now: bool = False,
+    at_front: bool = False,
+    job_id: str | None = None,
+    deduplicate: bool = False,
+    on_success: str | Callable[..., Any] | None = None,
+    on_failure: str | Callable[..., Any] | None = None,
+    **kwargs: Any,
+) -> Job | Any | None:
+    """Enqueue ``method(**kwargs)`` for the current site (``benchcelery.init(site=...)``).
+
+    Returns the Job; the method's result when run inline (``now=True`` or ``is_async=False``);
+    None when ``deduplicate`` found the same ``job_id`` queued or running.
+    Raises ValidationError for bad input (nothing is published then).
+    """
+    kwargs.pop("async", None)
+    rt = get_runtime()
+    site = _current_site()
+    if deduplicate and not job_id:
+        raise ValidationError("`job_id` parameter is required for deduplication.")
+    prepared = _prepare(
+        rt, site, method, queue, timeout, event, job_name, at_front, job_id, on_success, on_failure, kwargs
+    )
+    if now or not is_async:
+        return run_inline(rt, site, prepared.job.method, kwargs)
+    if job_id:
+        status_key = rt.keys.job_status(prepared.job.id)
+        ttl = rt.settings.int("rq_job_failure_ttl")
+        if not rt.redis.set(status_key, registry.QUEUED, nx=True, ex=ttl):
+            current = registry.get_status(rt.redis, rt.keys, prepared.job.id)
+            if deduplicate and current in (registry.QUEUED, registry.STARTED):
+                logger.info("Not queueing job %s because it is in queue already", prepared.job.id)
+                return None
+            rt.redis.set(status_key, registry.QUEUED, ex=ttl)
+        try:
+            _publish(rt, prepared)
+        except BaseException:
+            rt.redis.delete(status_key)
+            raise
+    else:
+        _publish(rt, prepared)
+    prepared.job.status = registry.QUEUED
+    return prepared.job
+
+
+def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
+    """Enqueue many jobs in pipelined batches; each item holds ``enqueue``'s arguments.
+
+    Every item is validated before the first message is published (all or nothing on bad input).
+    ``job_id``/``deduplicate``/``now`` are not supported here (use ``enqueue``).
+    """
+    rt = get_runtime()
+    site = _current_site()
+    prepared = []
+    for item in jobs:
+        item = dict(item)
+        if {"job_id", "deduplicate", "now"} & item.keys():
+            raise ValidationError("enqueue_many does not take job_id, deduplicate or now")
+        method = item.pop("method")
+        args = {k: item.pop(k, None) for k in ("queue", "timeout", "event", "job_name", "at_front")}
+        kwargs = item.pop("kwargs", None) or item
+        prepared.append(
+            _prepare(
+                rt,
+                site,
+                method,
+                args["queue"] or "default",
+                args["timeout"],
+                args["event"],
+                args["job_name"],
+                bool(args["at_front"]),
+                None,
+                None,
+                None,
+                kwargs,
+            )
+        )
+    app = rt.app
+    task = app.tasks[_task_name()]
+    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
+        for p in prepared:
+            task.apply_async(producer=producer, **p.options)
+    return [p.job for p in prepared]
+
+
+def _current_site() -> str:
+    if not local.site:
+        raise SiteNotSpecifiedError()
+    return local.site
+
+
+def _task_name() -> str:
+    from benchcelery.celery_app import EXECUTE_JOB
+
+    return EXECUTE_JOB
+
+
+def _prepare(
+    rt: Runtime,
+    site: str,
+    method: str | Callable[..., Any],
+    queue: str,
+    timeout: int | None,
+    event: str | None,
+    job_name: str | None,
+    at_front: bool,
+    job_id: str | None,
+    on_success: str | Callable[..., Any] | None,
+    on_failure: str | Callable[..., Any] | None,
+    kwargs: dict[str, Any],
+) -> _Prepared:
+    spec = rt.settings.validate_queue(queue)
+    apps, extra = rt.apps(), rt.allowed_methods()
+    name = method_name(method)
+    resolve(name, apps, extra)
+    callbacks = {}
+    for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
+        if cb is not None:
+            cb_name = method_name(cb)
+            resolve(cb_name, apps, extra)
+            callbacks[label] = cb_name
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
+        raise ValidationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
+        raise ValidationError("job_id must be a non-empty string")
+    _check_serialisable(kwargs)
+    seconds = int(timeout or spec.timeout)
+    from benchcelery.config import HARD_LIMIT_GRACE
+
+    full_id = f"{site}::{job_id or uuid.uuid4()}"
+    headers = {
+        "site": site,
+        "method": name,
+        "event": event,
+        "user": local.user or "Administrator",
+        "job_name": job_name or name,
+        "enqueued_at": time.time(),
+        **callbacks,
+    }
+    if job_id:
+        headers["tracked"] = True
+    job = Job(id=full_id, site=site, queue=queue, method=name, kwargs=kwargs, timeout=seconds, event=event)
+    options = {
+        "kwargs": kwargs,
+        "task_id": full_id,
+        "queue": queue,
+        "routing_key": queue,
+        "priority": FRONT_PRIORITY if at_front else NORMAL_PRIORITY,
+        "headers": headers,
+        "shadow": name,
+        "soft_time_limit": seconds,
+        "time_limit": seconds + HARD_LIMIT_GRACE,
+    }
+    return _Prepared(job, options)
+
+
+def _check_serialisable(kwargs: dict[str, Any]) -> None:
+    from kombu.utils.json import dumps
+
+    try:
+        dumps(kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
+
+
+def _publish(rt: Runtime, prepared: _Prepared) -> None:
+    rt.app.tasks[_task_name()].apply_async(**prepared.options)
+
+
+def run_inline(rt: Runtime, site: str, name: str, kwargs: dict[str, Any]) -> Any:
+    """Run a job in this process now (``now=True``), with the job hooks around it."""
+    from benchcelery.jobs.hooks import job_hooks
+
+    fn = resolve(name, rt.apps(), rt.allowed_methods())
+    apps = rt.apps()
+    result = None
+    for hook in job_hooks(apps, "before_job"):
+        hook(method=name, kwargs=kwargs)
+    try:
+        result = fn(**kwargs)
+        return result
+    finally:
+        for hook in job_hooks(apps, "after_job"):
+            hook(method=name, kwargs=kwargs, result=result)
+
+
+def get_job_status(job_id: str) -> str | None:
+    """queued / started / finished / failed for a job id of the current site (un-namespaced), or None."""
+    job = get_job(job_id)
+    return job.status if job else None
+
+
+def is_job_enqueued(job_id: str) -> bool:
+    return get_job_status(job_id) in (registry.QUEUED, registry.STARTED)
+
+
+def get_job(job_id: str) -> Job | None:
+    """The job with this id (``<id>`` of the current site, or a full ``<site>::<id>``), or None."""
+    from benchcelery.jobs.inspect import find_job
+
+    rt = get_runtime()
+    full_id = job_id if "::" in job_id else f"{_current_site()}::{job_id}"
+    return find_job(rt, full_id)

@@ -1,0 +1,227 @@
+"""Running one job in a worker: site context, allowlist, hooks, outcome bookkeeping.
+
+Every way a job can end badly lands in the failed-job registry: the method raises or exceeds its
+timeout (recorded here, in the pool process), its pool process is killed or exceeds the hard limit
+(recorded by ``JobRequest`` in the worker's main process), or the message names an unknown site,
+a forbidden method or is malformed (recorded before anything is imported or run).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import traceback
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
+from celery.exceptions import TimeLimitExceeded
+from celery.worker.request import Request
+
+from benchcelery.context import local
+from benchcelery.errors import BenchError
+from benchcelery.jobs import registry
+from benchcelery.jobs.hooks import job_hooks
+from benchcelery.jobs.methods import resolve
+from benchcelery.runtime import get_runtime
+
+logger = logging.getLogger("benchcelery.job")
+_RECORDED = "_benchcelery_recorded"
+
+
+class JobRefused(Exception):
+    """The message may not run (unknown site, forbidden method, worker died too often)."""
+
+
+class _SiteConfigCache:
+    """Merged site config, re-read when either JSON file changes."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[tuple[float, float], dict[str, Any]]] = {}
+
+    def get(self, site: str) -> dict[str, Any]:
+        bench = get_runtime().bench
+        stamp = (_mtime(bench.common_config_file), _mtime(bench.site_config_file(site)))
+        hit = self._cache.get(site)
+        if hit and hit[0] == stamp:
+            return hit[1]
+        conf = bench.merged_config(site)
+        self._cache[site] = (stamp, conf)
+        return conf
+
+
+def _mtime(path: os.PathLike[str]) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+site_configs = _SiteConfigCache()
+
+
+def job_meta(request: Any) -> dict[str, Any]:
+    """What a message's headers say about the job (site, method, event, ...)."""
+
+    def h(name: str, default: Any = None) -> Any:
+        value = getattr(request, name, None)
+        if value is None and isinstance(getattr(request, "headers", None), dict):
+            value = request.headers.get(name)
+        return default if value is None else value
+
+    delivery = getattr(request, "delivery_info", None) or {}
+    return {
+        "job_id": request.id,
+        "site": h("site"),
+        "method": h("method") or getattr(request, "shadow", None) or "",
+        "event": h("event"),
+        "user": h("user"),
+        "job_name": h("job_name"),
+        "queue": delivery.get("routing_key") or "default",
+        "enqueued_at": h("enqueued_at"),
+        "tracked": bool(h("tracked", False)),
+        "on_success": h("on_success"),
+        "on_failure": h("on_failure"),
+        "timeout": (h("timelimit") or [None, None])[1],
+        "redelivered": bool(delivery.get("redelivered")),
+    }
+
+
+def execute_job(task: Any, **kwargs: Any) -> Any:
+    """The Celery task behind every job: run ``method(**kwargs)`` in its site's context."""
+    request = task.request
+    meta = job_meta(request)
+    meta["worker"] = request.hostname
+    meta["started_at"] = time.time()
+    rt = get_runtime()
+    try:
+        fn = _admit(rt, meta)
+    except JobRefused as exc:
+        record(meta, kwargs, exc, tb=None)
+        setattr(exc, _RECORDED, True)
+        raise
+    r = rt.redis
+    keys = rt.keys
+    if meta["tracked"]:
+        r.set(keys.job_status(meta["job_id"]), registry.STARTED, ex=rt.settings.visibility_timeout)
+    local.site = meta["site"]
+    local.conf = site_configs.get(meta["site"])
+    local.user = meta["user"]
+    local.job = {**meta, "kwargs": kwargs, "after_job": []}
+    apps = rt.apps()
+    result: Any = None
+    try:
+        for hook in job_hooks(apps, "before_job"):
+            hook(method=meta["method"], kwargs=kwargs)
+        result = fn(**kwargs)
+    except BaseException as exc:
+        record(meta, kwargs, exc, tb=traceback.format_exc())
+        setattr(exc, _RECORDED, True)
+        _callback(rt, meta.get("on_failure"), meta, exc)
+        if meta["tracked"]:
+            r.delete(keys.job_status(meta["job_id"]))
+        raise
+    else:
+        if meta["tracked"]:
+            r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.int("rq_results_ttl"))
+        _callback(rt, meta.get("on_success"), meta, result)
+        return None  # results are not stored (task_ignore_result); the job's side effects are
+    finally:
+        try:
+            for hook in job_hooks(apps, "after_job"):
+                hook(method=meta["method"], kwargs=kwargs, result=result)
+            for callback in (local.job or {}).get("after_job", []):
+                callback()
+        finally:
+            local.reset()
+
+
+def _admit(rt: Any, meta: dict[str, Any]) -> Any:
+    """Check the message may run; returns the method. Raises JobRefused."""
+    site = meta["site"]
+    if not site or not rt.bench.site_exists(site):
+        raise JobRefused(f"Site {site} does not exist!")
+    try:
+        fn = resolve(meta["method"], rt.apps(), rt.allowed_methods())
+    except BenchError as exc:
+        raise JobRefused(str(exc)) from None
+    if meta["redelivered"]:
+        key = rt.keys.redelivered(meta["job_id"])
+        times = rt.redis.incr(key)
+        rt.redis.expire(key, 86400)
+        limit = rt.settings.int("max_redeliveries")
+        if times > limit:
+            raise JobRefused(f"Not run again: its worker died {times - 1} times while it was taken")
+    return fn
+
+
+def _callback(rt: Any, name: str | None, meta: dict[str, Any], value: Any) -> None:
+    if not name:
+        return
+    try:
+        resolve(name, rt.apps(), rt.allowed_methods())(meta, value)
+    except Exception:
+        logger.exception("Callback %s of job %s failed", name, meta["job_id"])
+
+
+def describe_exception(exc: BaseException, timeout: int | None = None) -> str:
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return f"JobTimeoutException: Job exceeded maximum timeout value ({timeout} seconds)"
+    if isinstance(exc, TimeLimitExceeded):
+        return f"JobTimeoutException: Job killed after its hard time limit ({exc.args[0]} seconds)"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None) -> None:
+    """Write the failure to the registry; never raises (a worker must keep running)."""
+    try:
+        rt = get_runtime()
+        rec = {
+            **{k: meta.get(k) for k in ("job_id", "site", "queue", "method", "event", "user", "job_name")},
+            **{k: meta.get(k) for k in ("worker", "enqueued_at", "started_at", "timeout")},
+            "kwargs": kwargs,
+            "exception": describe_exception(exc, meta.get("timeout")),
+            "traceback": tb or "",
+            "pid": os.getpid(),
+        }
+        queue = meta.get("queue") or "default"
+        registry.record_failure(
+            rt.redis,
+            rt.keys,
+            queue,
+            rec,
+            limit=rt.settings.int("rq_failed_jobs_limit"),
+            ttl=rt.settings.int("rq_job_failure_ttl"),
+        )
+        if meta.get("tracked"):
+            rt.redis.delete(rt.keys.job_status(meta["job_id"]))
+        name = meta.get("worker")
+        if name:
+            rt.redis.hincrby(rt.keys.worker(name), "failed", 1)
+        logger.error("Job %s (%s) failed: %s", meta.get("job_id"), meta.get("method"), rec["exception"])
+    except Exception:
+        logger.exception("Could not record the failure of job %s", meta.get("job_id"))
+
+
+class JobRequest(Request):
+    """Records failures that happen outside the job's own process (hard timeout, dead pool process)."""
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        from celery.worker import state
+
+        if not soft and not state.should_terminate:
+            self._record(TimeLimitExceeded(timeout), None)
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        exc = exc_info.exception
+        exc = getattr(exc, "exc", exc)
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        if isinstance(exc, WorkerLostError) and self._context.retries >= (self.task.max_retries or 0):
+            self._record(exc, exc_info.traceback)
+
+    def _record(self, exc: BaseException, tb: str | None) -> None:
+        meta = job_meta(self._context)
+        meta["worker"] = self.hostname
+        record(meta, self.kwargs, exc, tb)

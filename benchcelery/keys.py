@@ -1,0 +1,122 @@
+"""Every Redis key and channel name benchcelery reads or writes, in one place.
+
+All names of one bench live under one prefix, ``bc:<bench_id>:``, so several benches can share a
+Redis server (and an ACL user can be restricted to ``~bc:<bench_id>:*`` / ``&bc:<bench_id>:*``).
+
+kombu (Celery's broker transport), with ``global_keyprefix = <prefix>``:
+
+==================================  ======  ===============================================
+``<p><queue>``                      list    waiting messages, priority bucket 0 (at_front)
+``<p><queue>\\x06\\x16<n>``           list    waiting messages of bucket n (3 = normal jobs)
+``<p>unacked``                      hash    delivery tag -> [message, exchange, queue]: taken by
+                                            a worker and not acknowledged (= running)
+``<p>unacked_index``                zset    delivery tag -> time the worker took it
+``<p>unacked_mutex``                string  restore-sweep lock
+``<p>_kombu.binding.<exchange>``    set     queue bindings
+``<p>/<db>.celery.pidbox``          chan    remote control (inspect, revoke)
+==================================  ======  ===============================================
+
+benchcelery's own:
+
+==================================  ======  ===============================================
+``<p>failed:<queue>``               zset    job id -> failure time (failed-job registry)
+``<p>failed:<queue>:data``          hash    job id -> JSON failure record
+``<p>job:<job_id>``                 string  status of a job enqueued with an explicit id:
+                                            queued / started / finished (expires)
+``<p>redelivered:<job_id>``         string  how often a job's message was re-delivered after
+                                            its worker died (poison-job guard; expires)
+``<p>workers``                      zset    worker name -> last heartbeat (epoch s)
+``<p>worker:<name>``                hash    worker facts (queues, pid, host, ...); expires
+``<p>scheduler:heartbeat``          string  JSON of the active scheduler's last tick; expires
+``<p>scheduler:runs:<site>``        list    newest-first JSON run records of scheduled jobs
+``<p>scheduler:last:<site>``        hash    scheduled job name -> JSON last run (outcome)
+``<p>scheduler:lastrun``            hash    site -> epoch of the last job it enqueued
+``<p>redbeat:...``                  *       RedBeat's keys (``redbeat_key_prefix``)
+==================================  ======  ===============================================
+
+Channels outside the prefix: ``events`` (realtime, Frappe's wire format, so a Frappe socket.io
+server can relay ours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# kombu's defaults; every producer, worker and inspector must agree on them.
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)
+NORMAL_PRIORITY = 3  # ordinary jobs; at_front jobs use 0, which BRPOP serves first
+FRONT_PRIORITY = 0
+
+REALTIME_CHANNEL = "events"
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names of one bench. ``prefix`` includes the trailing colon."""
+
+    bench_id: str
+
+    @property
+    def prefix(self) -> str:
+        return f"bc:{self.bench_id}:"
+
+    # --- kombu (already prefixed by kombu itself; these are the raw Redis names) ---
+    def queue_lists(self, queue: str) -> list[str]:
+        """Every Redis list holding waiting messages of ``queue``, in the order BRPOP serves them."""
+        p = self.prefix
+        return [f"{p}{queue}" if step == 0 else f"{p}{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+    @property
+    def unacked(self) -> str:
+        return f"{self.prefix}unacked"
+
+    @property
+    def unacked_index(self) -> str:
+        return f"{self.prefix}unacked_index"
+
+    @property
+    def kombu_prefix(self) -> str:
+        return self.prefix
+
+    @property
+    def redbeat_prefix(self) -> str:
+        return f"{self.prefix}redbeat:"
+
+    # --- ours ---
+    def failed(self, queue: str) -> str:
+        return f"{self.prefix}failed:{queue}"
+
+    def failed_data(self, queue: str) -> str:
+        return f"{self.prefix}failed:{queue}:data"
+
+    def job_status(self, job_id: str) -> str:
+        return f"{self.prefix}job:{job_id}"
+
+    def redelivered(self, job_id: str) -> str:
+        return f"{self.prefix}redelivered:{job_id}"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    def worker(self, name: str) -> str:
+        return f"{self.prefix}worker:{name}"
+
+    @property
+    def scheduler_heartbeat(self) -> str:
+        return f"{self.prefix}scheduler:heartbeat"
+
+    def scheduler_runs(self, site: str) -> str:
+        return f"{self.prefix}scheduler:runs:{site}"
+
+    def scheduler_last(self, site: str) -> str:
+        return f"{self.prefix}scheduler:last:{site}"
+
+    @property
+    def scheduler_lastrun(self) -> str:
+        return f"{self.prefix}scheduler:lastrun"
+
+    @property
+    def acl_key_pattern(self) -> str:
+        return f"{self.prefix}*"

@@ -1,0 +1,103 @@
+"""The process's current bench: settings, Celery app and Redis client, built lazily once.
+
+``benchcelery.init(site=..., bench_path=...)`` sets it up explicitly; library calls that need it
+without ``init`` find the bench from $BENCH_PATH or the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from benchcelery.bench import Bench, find_bench
+from benchcelery.config import Settings
+from benchcelery.context import local
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    strategy: str | None = None
+    _app: Any = field(default=None, repr=False)
+    _redis: Any = field(default=None, repr=False)
+
+    @property
+    def bench(self) -> Bench:
+        return self.settings.bench
+
+    @property
+    def keys(self):  # type: ignore[no-untyped-def]
+        return self.settings.keys
+
+    @property
+    def app(self) -> Celery:
+        if self._app is None:
+            from benchcelery.celery_app import make_app
+
+            self._app = make_app(self.settings, self.strategy)
+        return self._app
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            from benchcelery.connection import connect
+
+            self._redis = connect(self.settings)
+        return self._redis
+
+    def apps(self) -> list[str]:
+        return self.bench.apps()
+
+    def allowed_methods(self) -> list[str]:
+        extra = self.settings.get("allowed_methods") or []
+        return [str(m) for m in extra] if isinstance(extra, list) else []
+
+
+_current: Runtime | None = None
+_pid = os.getpid()
+
+
+def init(
+    site: str | None = None,
+    bench_path: str | os.PathLike[str] | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    redis_url: str | None = None,
+) -> Runtime:
+    """Select the bench (and site) this process works with; returns the runtime."""
+    global _current, _pid
+    bench = find_bench(bench_path)
+    bench.activate()
+    settings = Settings.from_bench(bench, username=username, password=password, redis_url=redis_url)
+    if site:
+        bench.require_site(site)
+        local.site = site
+        local.conf = bench.merged_config(site)
+        local.user = local.user or "Administrator"
+    local.bench_path = str(bench.root)
+    _current = Runtime(settings)
+    _pid = os.getpid()
+    return _current
+
+
+def set_runtime(rt: Runtime) -> None:
+    global _current, _pid
+    rt.bench.activate()
+    local.bench_path = str(rt.bench.root)
+    _current, _pid = rt, os.getpid()
+
+
+def get_runtime() -> Runtime:
+    """The current runtime, initialised from $BENCH_PATH / the cwd on first use."""
+    global _current
+    if _current is None:
+        return init(bench_path=local.bench_path)
+    if _pid != os.getpid() and _current._redis is not None:
+        # A forked child must not share the parent's sockets.
+        _current._redis = None
+    return _current

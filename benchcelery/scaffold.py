@@ -1,0 +1,83 @@
+"""Creating benches, sites and apps on disk."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from benchcelery.bench import Bench, derive_bench_id, write_json
+from benchcelery.errors import ValidationError
+from benchcelery.redis_server import is_listening
+
+FIRST_REDIS_PORT = 11000
+EXAMPLE_APP = "jobs_demo"
+
+
+def create_bench(path: Path, redis_url: str | None = None, example_app: bool = False) -> Bench:
+    root = path.expanduser().resolve()
+    if (root / "sites").exists():
+        raise ValidationError(f"{root} already holds a bench")
+    for sub in ("sites", "config", "config/pids", "logs", "apps"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    if not redis_url:
+        port = FIRST_REDIS_PORT
+        while is_listening(port):
+            port += 1
+        redis_url = f"redis://127.0.0.1:{port}"
+    write_json(
+        root / "sites" / "common_site_config.json",
+        {"bench_id": derive_bench_id(root), "redis_queue": redis_url, "background_workers": 1},
+    )
+    (root / "sites" / "apps.txt").write_text("")
+    bench = Bench(root)
+    if example_app:
+        install_example_app(bench)
+    _write_run_files(bench)
+    return bench
+
+
+def _write_run_files(bench: Bench) -> None:
+    """Procfile and Redis config (when the deploy module is present)."""
+    try:
+        from benchcelery.deploy import write_dev_files
+    except ImportError:
+        return
+    write_dev_files(bench)
+
+
+def create_site(bench: Bench, name: str) -> Path:
+    return bench.new_site(name, {})
+
+
+def add_app(bench: Bench, name: str) -> None:
+    apps = bench.apps()
+    if name not in apps:
+        (bench.sites_path / "apps.txt").write_text("".join(f"{a}\n" for a in [*apps, name]))
+
+
+def create_app(bench: Bench, name: str) -> Path:
+    if not name.isidentifier():
+        raise ValidationError(f"App name must be a Python identifier: {name!r}")
+    path = bench.root / "apps" / name
+    if path.exists():
+        raise ValidationError(f"{path} already exists")
+    path.mkdir(parents=True)
+    (path / "__init__.py").write_text(f'"""{name}"""\n')
+    (path / "hooks.py").write_text(
+        '"""Hooks: before_job / after_job, scheduler_events (Frappe format)."""\n\n'
+        "scheduler_events: dict = {}\n"
+    )
+    (path / "tasks.py").write_text(
+        '"""Job methods: enqueue them as "' + name + '.tasks.<function>"."""\n\n\n'
+        "def hello(name: str = \"world\") -> str:\n    return f\"hello {name}\"\n"
+    )
+    add_app(bench, name)
+    return path
+
+
+def install_example_app(bench: Bench) -> Path:
+    source = Path(__file__).parent / "example_app"
+    target = bench.root / "apps" / EXAMPLE_APP
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+    add_app(bench, EXAMPLE_APP)
+    return target

@@ -1,0 +1,65 @@
+"""``bench worker`` / ``bench worker-pool``: a Celery prefork worker for every site of the bench."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass
+
+from benchcelery.runtime import Runtime, set_runtime
+
+
+@dataclass
+class WorkerOptions:
+    queues: list[str]
+    concurrency: int = 1
+    burst: bool = False
+    quiet: bool = False
+    max_jobs_per_child: int | None = None
+    max_memory_per_child_mb: int | None = None
+    name: str | None = None
+
+
+def worker_name(queues: list[str]) -> str:
+    """Unique per process (Celery needs that for control replies): ``<queues>.<id>@<host>``."""
+    return f"{'-'.join(queues)}.{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+
+
+def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
+    """Run a worker in this process until it stops; returns its exit code (0 after a burst)."""
+    from benchcelery.worker.burst import Burst
+    from benchcelery.worker.heartbeat import Heartbeat
+
+    set_runtime(rt)
+    rt.redis  # noqa: B018 - fail fast (exit 69) when Redis is unreachable
+    app = rt.app
+    app.conf.worker_consumer = "benchcelery.worker.consumer:Consumer"
+    app.steps["consumer"].add(Burst)
+    app.steps["worker"].add(Heartbeat)
+    try:
+        import setproctitle
+
+        setproctitle.setproctitle(
+            f"bench worker{'-pool' if opts.concurrency > 1 else ''} --queue {','.join(opts.queues)} "
+            f"[{rt.bench.root}]"
+        )
+    except ImportError:
+        pass
+    worker = app.Worker(
+        hostname=opts.name or worker_name(opts.queues),
+        pool_cls="prefork",
+        concurrency=opts.concurrency,
+        queues=opts.queues,
+        loglevel="WARNING" if opts.quiet else "INFO",
+        quiet=opts.quiet,
+        # Mingle/gossip cost ~1 s at start and N^2 chatter; heartbeats are ours (heartbeat.py).
+        without_gossip=True,
+        without_mingle=True,
+        without_heartbeat=True,
+        max_tasks_per_child=opts.max_jobs_per_child,
+        max_memory_per_child=opts.max_memory_per_child_mb * 1024 if opts.max_memory_per_child_mb else None,
+        optimization="fair",
+        burst=opts.burst,
+    )
+    worker.start()
+    return int(worker.exitcode or 0)

@@ -1,0 +1,2 @@
+before_job = ["testapp.tasks.before_job"]
+after_job = ["testapp.tasks.after_job"]

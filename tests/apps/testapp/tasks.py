@@ -1,0 +1,63 @@
+"""Job bodies used by the tests. Each reports into a Redis list named by the test."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import benchcelery
+from benchcelery.runtime import get_runtime
+
+
+def _push(key: str, value: object) -> None:
+    get_runtime().redis.rpush(f"test:{key}", json.dumps(value))
+
+
+def record(key: str, value: object = None) -> str:
+    _push(key, value)
+    return "ok"
+
+
+def context(key: str) -> None:
+    local = benchcelery.local
+    _push(key, {"site": local.site, "user": local.user, "pid": os.getpid(),
+                "job_id": (local.job or {}).get("job_id"), "conf_marker": local.conf.get("marker")})
+
+
+def sleep_then_record(key: str, seconds: float, value: object = None) -> None:
+    _push(key, {"start": value})
+    time.sleep(seconds)
+    _push(key, value)
+
+
+def wait_for_flag(key: str, flag: str, value: object = None, limit: float = 60) -> None:
+    """Signal it started, then run until the test sets ``test:<flag>`` (bounded by ``limit``)."""
+    _push(key, {"start": value})
+    r = get_runtime().redis
+    deadline = time.monotonic() + limit
+    while not r.exists(f"test:{flag}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _push(key, value)
+
+
+def fail(message: str = "boom") -> None:
+    raise ValueError(message)
+
+
+def noop() -> None:
+    pass
+
+
+def incr(key: str = "count") -> None:
+    get_runtime().redis.incr(f"test:{key}")
+
+
+def before_job(method: str, kwargs: dict) -> None:
+    if "hooks" in kwargs.get("key", ""):
+        _push(kwargs["key"], {"hook": "before", "method": method, "t": time.time()})
+
+
+def after_job(method: str, kwargs: dict, result: object = None) -> None:
+    if "hooks" in kwargs.get("key", ""):
+        _push(kwargs["key"], {"hook": "after", "method": method, "result": result, "t": time.time()})

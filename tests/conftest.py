@@ -1,0 +1,156 @@
+"""Test fixtures: a private Redis server per session, a fresh bench per test, real `bench` processes.
+
+Never uses a Redis server the tests did not start. Waits use deadlines, never bare sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from benchcelery.bench import Bench, write_json
+from benchcelery.redis_server import free_port, start_server, stop_server
+from benchcelery.scaffold import add_app, create_bench
+
+TESTS = Path(__file__).parent
+BENCH_BIN = str(Path(sys.executable).parent / "bench")
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    workdir = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = start_server(port, workdir)
+    yield RedisServer(port, proc, workdir)
+    stop_server(proc)
+
+
+@dataclass
+class BenchHandle:
+    """A bench on disk wired to the test Redis, with helpers to run real `bench` processes."""
+
+    bench: Bench
+    redis: redis.Redis
+    url: str
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def root(self) -> Path:
+        return self.bench.root
+
+    @property
+    def prefix(self) -> str:
+        return f"bc:{self.bench.bench_id}:"
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "FRAPPE_"))}
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None,
+            input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `bench ARGS` in the bench directory; returns the finished process."""
+        return subprocess.run([BENCH_BIN, *args], cwd=self.root, env=env or self.env(), capture_output=True,
+                              text=True, timeout=timeout, input=input)
+
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start `bench ARGS` in the background (its own process group); stopped at teardown."""
+        log = open(self.root / "logs" / f"proc-{len(self.procs)}.log", "wb")
+        proc = subprocess.Popen([BENCH_BIN, *args], cwd=self.root, env=env or self.env(), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def output(self, proc: subprocess.Popen[bytes]) -> str:
+        return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+    def set_config(self, site: str | None = None, **values: Any) -> None:
+        self.bench.update_config(values, site=site)
+
+    def results(self, key: str) -> list[Any]:
+        return [json.loads(v) for v in self.redis.lrange(f"test:{key}", 0, -1)]
+
+    def wait_results(self, key: str, count: int, timeout: float = 30) -> list[Any]:
+        wait_until(lambda: self.redis.llen(f"test:{key}") >= count, timeout, what=f"{count} results in {key}")
+        return self.results(key)
+
+    def enqueue(self, method: str, site: str = "site1.local", **kwargs: Any) -> Any:
+        """Enqueue through the library, as application code would."""
+        import benchcelery
+
+        benchcelery.init(site=site, bench_path=str(self.root))
+        return benchcelery.enqueue(method, **kwargs)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait(10)
+
+
+def make_bench(path: Path, url: str, sites: tuple[str, ...] = ("site1.local", "site2.local")) -> Bench:
+    bench = create_bench(path, redis_url=url, example_app=True)
+    bench.update_config({"bench_id": f"t{uuid.uuid4().hex[:10]}"})
+    shutil.copytree(TESTS / "apps" / "testapp", bench.root / "apps" / "testapp",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    add_app(bench, "testapp")
+    for site in sites:
+        bench.new_site(site, {})
+    write_json(bench.site_config_file(sites[0]), {"marker": sites[0]})
+    return bench
+
+
+@pytest.fixture
+def bench(tmp_path: Path, redis_server: RedisServer) -> Iterator[BenchHandle]:
+    import benchcelery.runtime as runtime
+    from benchcelery.context import local
+
+    handle = BenchHandle(make_bench(tmp_path / "bench", redis_server.url), redis_server.client(), redis_server.url)
+    yield handle
+    handle.stop_all()
+    runtime._current = None
+    local.reset()
+    local.bench_path = None
