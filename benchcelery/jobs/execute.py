@@ -107,7 +107,9 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
     local.site = meta["site"]
     local.conf = site_configs.get(meta["site"])
     local.user = meta["user"]
-    local.job = {**meta, "kwargs": kwargs, "after_job": []}
+    # after_job: callbacks run after every job; on_commit: only after it succeeded (e.g. realtime
+    # events published with after_commit=True).
+    local.job = {**meta, "kwargs": kwargs, "after_job": [], "on_commit": []}
     apps = rt.apps()
     result: Any = None
     try:
@@ -118,13 +120,14 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
         record(meta, kwargs, exc, tb=traceback.format_exc())
         setattr(exc, _RECORDED, True)
         _callback(rt, meta.get("on_failure"), meta, exc)
-        if meta["tracked"]:
-            r.delete(keys.job_status(meta["job_id"]))
         raise
     else:
         if meta["tracked"]:
             r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.int("rq_results_ttl"))
+        for callback in (local.job or {}).get("on_commit", []):
+            callback()
         _callback(rt, meta.get("on_success"), meta, result)
+        notify_finished(meta, None)
         return None  # results are not stored (task_ignore_result); the job's side effects are
     finally:
         try:
@@ -164,6 +167,20 @@ def _callback(rt: Any, name: str | None, meta: dict[str, Any], value: Any) -> No
         logger.exception("Callback %s of job %s failed", name, meta["job_id"])
 
 
+def notify_finished(meta: dict[str, Any], error: str | None) -> None:
+    """Tell the scheduler's run log how a scheduled job (one with an ``event``) ended."""
+    if not meta.get("event"):
+        return
+    try:
+        from benchcelery.scheduler.runlog import job_finished
+    except ImportError:
+        return
+    try:
+        job_finished(meta, error)
+    except Exception:
+        logger.exception("Could not record the run of scheduled job %s", meta.get("job_id"))
+
+
 def describe_exception(exc: BaseException, timeout: int | None = None) -> str:
     if isinstance(exc, SoftTimeLimitExceeded):
         return f"JobTimeoutException: Job exceeded maximum timeout value ({timeout} seconds)"
@@ -200,6 +217,7 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
         if name:
             rt.redis.hincrby(rt.keys.worker(name), "failed", 1)
         logger.error("Job %s (%s) failed: %s", meta.get("job_id"), meta.get("method"), rec["exception"])
+        notify_finished(meta, rec["exception"])
     except Exception:
         logger.exception("Could not record the failure of job %s", meta.get("job_id"))
 
