@@ -31,7 +31,12 @@ benchcelery's own:
 ``<p>scheduler:runs:<site>``        list    newest-first JSON run records of scheduled jobs
 ``<p>scheduler:last:<site>``        hash    scheduled job name -> JSON last run (outcome)
 ``<p>scheduler:lastrun``            hash    site -> epoch of the last job it enqueued
-``<p>redbeat:...``                  *       RedBeat's keys (``redbeat_key_prefix``)
+``<p>scheduler:problems``           string  JSON list of hook problems found by the last
+                                            reconcile (bad cron, unimportable method)
+``<p>redbeat::schedule``            zset    RedBeat: entry key -> next due time (epoch s)
+``<p>redbeat::lock``                string  RedBeat: held by the active ``bench schedule``
+``<p>redbeat:<site>::<event>::<m>`` hash    RedBeat entry (``definition``, ``meta``) of one
+                                            scheduled job of one site (cron: ``::<expr>``)
 ==================================  ======  ===============================================
 
 Channels outside the prefix: ``events`` (realtime, Frappe's wire format, so a Frappe socket.io
@@ -118,5 +123,27 @@ class Keys:
         return f"{self.prefix}scheduler:lastrun"
 
     @property
+    def scheduler_problems(self) -> str:
+        return f"{self.prefix}scheduler:problems"
+
+    # RedBeat derives these from ``redbeat_prefix`` (``redbeat_key_prefix``); read-only here.
+    @property
+    def redbeat_schedule(self) -> str:
+        return f"{self.redbeat_prefix}:schedule"
+
+    @property
+    def redbeat_lock(self) -> str:
+        return f"{self.redbeat_prefix}:lock"
+
+    def redbeat_entry(self, name: str) -> str:
+        return f"{self.redbeat_prefix}{name}"
+
+    @property
     def acl_key_pattern(self) -> str:
         return f"{self.prefix}*"
+
+    def acl_channel_patterns(self, db: int = 0) -> list[str]:
+        """Channel rules a bench's ACL user needs. Redis checks PSUBSCRIBE patterns literally, so
+        kombu's control (pidbox) and event patterns are listed as they are, besides ``<p>*``."""
+        p = self.prefix
+        return [f"{p}*", f"{p}/{db}.celery.pidbox", f"{p}/{db}.celeryev/*", REALTIME_CHANNEL]

@@ -114,6 +114,12 @@ class BenchHandle:
         wait_until(lambda: self.redis.llen(f"test:{key}") >= count, timeout, what=f"{count} results in {key}")
         return self.results(key)
 
+    def rt(self, site: str = "site1.local") -> Any:
+        """The bench's runtime in this (test) process, as application code would get it."""
+        import benchcelery
+
+        return benchcelery.init(site=site, bench_path=str(self.root))
+
     def enqueue(self, method: str, site: str = "site1.local", **kwargs: Any) -> Any:
         """Enqueue through the library, as application code would."""
         import benchcelery
@@ -149,6 +155,9 @@ def bench(tmp_path: Path, redis_server: RedisServer) -> Iterator[BenchHandle]:
     from benchcelery.context import local
 
     handle = BenchHandle(make_bench(tmp_path / "bench", redis_server.url), redis_server.client(), redis_server.url)
+    stale = handle.redis.keys("test:*")  # results of earlier tests (tests run one at a time)
+    if stale:
+        handle.redis.delete(*stale)
     yield handle
     handle.stop_all()
     runtime._current = None

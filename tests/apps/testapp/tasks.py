@@ -61,3 +61,26 @@ def before_job(method: str, kwargs: dict) -> None:
 def after_job(method: str, kwargs: dict, result: object = None) -> None:
     if "hooks" in kwargs.get("key", ""):
         _push(kwargs["key"], {"hook": "after", "method": method, "result": result, "t": time.time()})
+
+
+def pid_then_wait(key: str, flag: str, limit: float = 60) -> None:
+    """Push this process's pid, then wait for ``test:<flag>``; used to kill a job mid-run."""
+    _push(key, {"pid": os.getpid()})
+    r = get_runtime().redis
+    deadline = time.monotonic() + limit
+    while not r.exists(f"test:{flag}") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    _push(key, "done")
+
+
+def publish_event(name: str, message: object = None, user: str | None = None,
+                  after_commit: bool = False) -> None:
+    """Realtime tests: publish event ``name`` from inside a job (``event`` is enqueue's own keyword)."""
+    benchcelery.publish_realtime(name, message, user=user, after_commit=after_commit)
+
+
+def publish_then_fail(now_event: str, held_event: str, user: str | None = None) -> None:
+    """Realtime tests: an event sent at once, one held for after_commit, then the job fails."""
+    benchcelery.publish_realtime(now_event, {"sent": "now"}, user=user)
+    benchcelery.publish_realtime(held_event, {"sent": "after_commit"}, user=user, after_commit=True)
+    raise RuntimeError("job failed after publishing")

