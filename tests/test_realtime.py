@@ -309,7 +309,8 @@ def test_only_this_benchs_events_are_relayed(bench: BenchHandle, relay: Relay, c
 def test_invalid_token_is_refused(bench: BenchHandle, relay: Relay, clients: list[Client]) -> None:
     good_for_site2 = token(bench, SITE2, "a@x.com")
     token(bench, SITE1, "a@x.com")  # the site has a secret, so only the token is wrong
-    for site, tok in [(SITE1, "forged"), (SITE1, None), (SITE1, good_for_site2), ("nope.local", good_for_site2)]:
+    bad = [(SITE1, "forged"), (SITE1, None), (SITE1, good_for_site2), ("nope.local", good_for_site2)]
+    for site, tok in bad:
         client = Client(relay, site, tok, connect=False)
         with pytest.raises(socketio.exceptions.ConnectionError):
             client.connect()

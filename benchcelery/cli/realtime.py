@@ -92,8 +92,8 @@ def realtime_group(ctx: click.Context, port: int | None, host: str | None) -> No
         raise ValidationError('Config key realtime_cors_allowed_origins must be "*" or a list of origins')
     logging.basicConfig(level=logging.DEBUG if obj.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The socket.io libraries log every packet at INFO; keep their warnings only.
-    for name in ("socketio", "engineio"):
+    # These libraries log every packet / connection detail at INFO or DEBUG; keep their warnings.
+    for name in ("socketio", "engineio", "redis", "asyncio"):
         logging.getLogger(name).setLevel(logging.WARNING)
     options = ServeOptions(
         host=host or str(settings.get("socketio_host") or DEFAULT_HOST),

@@ -37,7 +37,8 @@ logger = logging.getLogger("benchcelery.realtime")
 # Events a relay must never emit: socket.io clients treat them as protocol events.
 RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener",
                              "removeListener"})
-RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)  # backoff between Redis reconnect attempts (s)
+RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)  # backoff between Redis reconnect attempts (s); capped low: a
+# restarted Redis should be relayed again within seconds, and a refused connect costs nothing
 HEALTH_CHECK_INTERVAL = 10  # s; a PING on the subscriber connection notices dead links
 
 
@@ -161,6 +162,7 @@ class Relay:
     async def subscribe_forever(self) -> None:
         url = mask_url(self.settings.redis_url)
         lost_at: float | None = None
+        ever_connected = False
         attempt = 0
         while True:
             client = self._redis_client()
@@ -169,23 +171,24 @@ class Relay:
                 await pubsub.subscribe(REALTIME_CHANNEL)
                 self.redis_connected = True
                 attempt = 0
-                if lost_at is None:
+                if not ever_connected:
                     logger.info("Subscribed to Redis channel %r at %s", REALTIME_CHANNEL, url)
-                else:
+                elif lost_at is not None:
                     logger.warning("Reconnected to Redis at %s after %.1f s; relaying events again", url,
                                    time.monotonic() - lost_at)
-                    lost_at = None
+                ever_connected, lost_at = True, None
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message and message.get("type") == "message":
-                        await self.relay(message["data"])
+                        await self.relay_safely(message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a relay must outlive any Redis failure
                 self.redis_connected = False
                 if lost_at is None:
                     lost_at = time.monotonic()
-                    logger.warning("Lost Redis connection at %s (%s); reconnecting", url, _describe(exc))
+                    what = "Lost Redis connection at" if ever_connected else "Cannot reach Redis at"
+                    logger.warning("%s %s (%s); retrying until it is back", what, url, _describe(exc))
                 else:
                     logger.debug("Redis at %s still unreachable: %s", url, _describe(exc))
             finally:
@@ -197,6 +200,13 @@ class Relay:
                         pass
             await asyncio.sleep(RETRY_DELAYS[min(attempt, len(RETRY_DELAYS) - 1)])
             attempt += 1
+
+    async def relay_safely(self, raw: bytes | str) -> None:
+        # One bad event must not look like a Redis failure (that would drop the subscription).
+        try:
+            await self.relay(raw)
+        except Exception:
+            logger.exception("Could not relay a realtime event")
 
     async def relay(self, raw: bytes | str) -> bool:
         """Emit one ``events`` message to its room; False when it is not for this bench or malformed."""
