@@ -5,9 +5,9 @@
   every command except ``@admin``. Another bench's user cannot read or signal this bench.
 
 Channels: ``&bc:<bench_id>:*`` covers PUBLISH/SUBSCRIBE; Redis only lets a PSUBSCRIBE through when
-its pattern is literally granted, so kombu's control channel (``<prefix>/<db>.celery.pidbox``,
-which workers PSUBSCRIBE) is granted by name. ``&events`` is the realtime channel (outside the
-prefix, Frappe's wire format).
+its pattern is literally granted, so kombu's control and event patterns (which workers and
+monitors PSUBSCRIBE) are granted by name (``Keys.acl_channel_patterns``), as is ``events``, the
+realtime channel (outside the prefix, Frappe's wire format).
 
 Passwords are stored as SHA-256 (``#<hex>``) in the ACL file and in clear in
 common_site_config.json (``rq_username``, ``rq_password``, ``use_rq_auth``), as Frappe does.
@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from benchcelery.config import Settings
 from benchcelery.deploy.files import acl_path, render_redis, write_files
-from benchcelery.keys import REALTIME_CHANNEL, Keys
+from benchcelery.keys import Keys
 
 PASSWORD_BYTES = 15  # 20 characters of URL-safe base64, Frappe's length
 
@@ -49,7 +49,7 @@ def admin_acl_line(password: str | None = None) -> str:
 
 def bench_acl_line(bench_id: str, password: str, db: int = 0) -> str:
     keys = Keys(bench_id)
-    channels = [f"&{keys.acl_key_pattern}", f"&{keys.prefix}/{db}.celery.pidbox", f"&{REALTIME_CHANNEL}"]
+    channels = [f"&{pattern}" for pattern in keys.acl_channel_patterns(db)]
     return " ".join(
         ["user", bench_id, "on", _secret(password), f"~{keys.acl_key_pattern}", *channels, "+@all", "-@admin"]
     )
@@ -60,7 +60,9 @@ def redis_db(url: str) -> int:
     return int(path) if path.isdigit() else 0
 
 
-def create_rq_users(settings: Settings, set_admin_password: bool = False, use_rq_auth: bool = False) -> RqUsers:
+def create_rq_users(
+    settings: Settings, set_admin_password: bool = False, use_rq_auth: bool = False
+) -> RqUsers:
     """Write config/redis_queue.acl (and re-render redis_queue.conf so it loads it); store the
     bench user's credentials in common_site_config.json. Redis must be restarted to apply them."""
     bench = settings.bench

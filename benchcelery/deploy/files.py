@@ -69,11 +69,15 @@ def procfile_lines(plan: Plan) -> list[tuple[str, str]]:
 def render_procfile(settings: Settings) -> dict[Path, str]:
     plan = make_plan(settings)
     body = "\n".join(f"{name}: {cmd}" for name, cmd in procfile_lines(plan))
-    return {settings.bench.root / "Procfile": render("Procfile", bench_root=settings.bench.root, processes=body)}
+    return {
+        settings.bench.root / "Procfile": render("Procfile", bench_root=settings.bench.root, processes=body)
+    }
 
 
 # --- supervisor (production) ---
-def render_supervisor(settings: Settings, user: str | None = None, skip_redis: bool = False) -> dict[Path, str]:
+def render_supervisor(
+    settings: Settings, user: str | None = None, skip_redis: bool = False
+) -> dict[Path, str]:
     plan = make_plan(settings)
     bench = settings.bench
     path = bench.config_path / "supervisor.conf"
@@ -82,26 +86,39 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
     workers: list[str] = []
     if plan.schedule:
         program = f"{plan.name}-schedule"
-        parts.append(render("supervisor/schedule.conf", program=program, command=plan.command("schedule"), **common))
+        parts.append(
+            render("supervisor/schedule.conf", program=program, command=plan.command("schedule"), **common)
+        )
         workers.append(program)
     for group in plan.workers:
         program = f"{plan.name}-{group.queue}-worker"
         why = (
-            f"Queue {group.queue}: one `bench worker-pool` of {group.numprocs} processes (workers.{group.queue}.pool)."
+            f"Queue {group.queue}: one `bench worker-pool` of {group.numprocs} processes "
+            f"(workers.{group.queue}.pool)."
             if group.pool
             else f"Queue {group.queue}: {group.numprocs} worker process(es) of one job at a time "
             f"(workers.{group.queue}.background_workers, else background_workers)."
         )
-        parts.append(render(
-            "supervisor/worker.conf", program=program, command=plan.command(*group.args), queue=group.queue,
-            numprocs=group.instances, numprocs_why=why, hard_limit=group.hard_limit, stop_wait=group.stop_wait,
-            **common,
-        ))
+        parts.append(
+            render(
+                "supervisor/worker.conf",
+                program=program,
+                command=plan.command(*group.args),
+                queue=group.queue,
+                numprocs=group.instances,
+                numprocs_why=why,
+                hard_limit=group.hard_limit,
+                stop_wait=group.stop_wait,
+                **common,
+            )
+        )
         workers.append(program)
     web: list[str] = []
     if plan.realtime:
         program = f"{plan.name}-realtime"
-        parts.append(render("supervisor/realtime.conf", program=program, command=plan.command("realtime"), **common))
+        parts.append(
+            render("supervisor/realtime.conf", program=program, command=plan.command("realtime"), **common)
+        )
         web.append(program)
     redis_programs: list[str] = []
     if plan.own_redis and not skip_redis:
@@ -110,14 +127,20 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
         parts.append(render("supervisor/redis.conf", program=program, command=command, **common))
         redis_programs.append(program)
     groups = [
-        (f"{plan.name}-workers", workers, "The scheduler and every worker: `supervisorctl stop|start|restart "
-                                          f"{plan.name}-workers:*` acts on all of them."),
+        (
+            f"{plan.name}-workers",
+            workers,
+            "The scheduler and every worker: `supervisorctl stop|start|restart "
+            f"{plan.name}-workers:*` acts on all of them.",
+        ),
         (f"{plan.name}-web", web, "The realtime relay."),
         (f"{plan.name}-redis", redis_programs, "The queue Redis, managed apart from the workers."),
     ]
     for group_name, programs, why in groups:
         if programs:
-            parts.append(render("supervisor/group.conf", group=group_name, programs=",".join(programs), why=why))
+            parts.append(
+                render("supervisor/group.conf", group=group_name, programs=",".join(programs), why=why)
+            )
     return {path: "".join(parts)}
 
 
@@ -130,38 +153,56 @@ def render_systemd(settings: Settings, user: str | None = None, skip_redis: bool
     bench_target, workers_target, redis_target = f"{n}.target", f"{n}-workers.target", f"{n}-redis.target"
     redis_unit = f"{n}-redis-queue.service" if plan.own_redis and not skip_redis else ""
     common = {
-        "bench_root": bench.root, "bench_name": n, "user": user or default_user(), "logs_path": bench.logs_path,
-        "workers_target": workers_target, "redis_target": redis_target, "bench_target": bench_target,
+        "bench_root": bench.root,
+        "bench_name": n,
+        "user": user or default_user(),
+        "logs_path": bench.logs_path,
+        "workers_target": workers_target,
+        "redis_target": redis_target,
+        "bench_target": bench_target,
         "redis_unit": redis_unit,
     }
     files: dict[Path, str] = {}
     worker_units: list[str] = []
     if plan.schedule:
-        files[folder / f"{n}-schedule.service"] = render("systemd/schedule.service", command=plan.command("schedule"),
-                                                         **common)
+        files[folder / f"{n}-schedule.service"] = render(
+            "systemd/schedule.service", command=plan.command("schedule"), **common
+        )
         worker_units.append(f"{n}-schedule.service")
     if plan.realtime:
-        files[folder / f"{n}-realtime.service"] = render("systemd/realtime.service", command=plan.command("realtime"),
-                                                         **common)
+        files[folder / f"{n}-realtime.service"] = render(
+            "systemd/realtime.service", command=plan.command("realtime"), **common
+        )
         worker_units.append(f"{n}-realtime.service")
     for group in plan.workers:
         unit = f"{n}-{group.queue}-worker@"
         files[folder / f"{unit}.service"] = render(
-            "systemd/worker@.service", command=plan.command(*group.args), queue=group.queue,
-            numprocs=group.instances, hard_limit=group.hard_limit, stop_wait=group.stop_wait, **common,
+            "systemd/worker@.service",
+            command=plan.command(*group.args),
+            queue=group.queue,
+            numprocs=group.instances,
+            hard_limit=group.hard_limit,
+            stop_wait=group.stop_wait,
+            **common,
         )
         worker_units += [f"{unit}{i}.service" for i in range(1, group.instances + 1)]
     targets = [workers_target]
     files[folder / workers_target] = render(
-        "systemd/group.target", why=f"Scheduler and workers of the bench {bench.root}", description="workers",
-        wants=" ".join(worker_units), **common,
+        "systemd/group.target",
+        why=f"Scheduler and workers of the bench {bench.root}",
+        description="workers",
+        wants=" ".join(worker_units),
+        **common,
     )
     if redis_unit:
         command = f"{find_server_binary()} {plan.redis_conf}"
         files[folder / redis_unit] = render("systemd/redis.service", command=command, **common)
         files[folder / redis_target] = render(
-            "systemd/group.target", why=f"Queue Redis of the bench {bench.root}", description="redis",
-            wants=redis_unit, **common,
+            "systemd/group.target",
+            why=f"Queue Redis of the bench {bench.root}",
+            description="redis",
+            wants=redis_unit,
+            **common,
         )
         targets.append(redis_target)
     files[folder / bench_target] = render("systemd/bench.target", wants=" ".join(targets), **common)

@@ -36,15 +36,9 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     app.conf.worker_consumer = "benchcelery.worker.consumer:Consumer"
     app.steps["consumer"].add(Burst)
     app.steps["worker"].add(Heartbeat)
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(
-            f"bench worker{'-pool' if opts.concurrency > 1 else ''} --queue {','.join(opts.queues)} "
-            f"[{rt.bench.root}]"
-        )
-    except ImportError:
-        pass
+    kind = "worker-pool" if opts.concurrency > 1 else "worker"
+    title = f"bench {kind} --queue {','.join(opts.queues)} [{rt.bench.root}]"
+    _set_title(title)
     worker = app.Worker(
         hostname=opts.name or worker_name(opts.queues),
         pool_cls="prefork",
@@ -61,5 +55,16 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
         optimization="fair",
         burst=opts.burst,
     )
+    # Celery retitles the process when it starts ("[celeryd: ...] -active- (...)"); keep ours first,
+    # so `ps aux | grep "bench worker"` finds it, with Celery's status after it.
+    worker.set_process_status = lambda info: _set_title(f"{title} {info}")  # type: ignore[method-assign]
     worker.start()
     return int(worker.exitcode or 0)
+
+
+def _set_title(title: str) -> None:
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
