@@ -19,6 +19,8 @@ kombu (Celery's broker transport), with ``global_keyprefix = <prefix>``:
 benchcelery's own:
 
 ==================================  ======  ===============================================
+``<p>pending:<queue>``              hash    site -> number of waiting jobs (all buckets); kept
+                                            by our transport with every push/take/restore
 ``<p>failed:<queue>``               zset    job id -> failure time (failed-job registry)
 ``<p>failed:<queue>:data``          hash    job id -> JSON failure record
 ``<p>job:<job_id>``                 string  status of a job enqueued with an explicit id:
@@ -88,7 +90,15 @@ class Keys:
     def redbeat_prefix(self) -> str:
         return f"{self.prefix}redbeat:"
 
+    @classmethod
+    def from_prefix(cls, prefix: str) -> Keys:
+        """The Keys whose ``prefix`` is ``prefix`` (kombu knows only its global_keyprefix)."""
+        return cls(prefix.removeprefix("bc:").removesuffix(":"))
+
     # --- ours ---
+    def pending_counts(self, queue: str) -> str:
+        return f"{self.prefix}pending:{queue}"
+
     def failed(self, queue: str) -> str:
         return f"{self.prefix}failed:{queue}"
 

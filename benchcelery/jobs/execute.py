@@ -125,7 +125,10 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
         if meta["tracked"]:
             r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.int("rq_results_ttl"))
         for callback in (local.job or {}).get("on_commit", []):
-            callback()
+            try:
+                callback()
+            except Exception:  # the job itself succeeded; a failing side effect must not undo that
+                logger.exception("on_commit callback of job %s failed", meta["job_id"])
         _callback(rt, meta.get("on_success"), meta, result)
         notify_finished(meta, None)
         return None  # results are not stored (task_ignore_result); the job's side effects are

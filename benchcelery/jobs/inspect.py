@@ -2,8 +2,8 @@
 
 Waiting messages are kombu's JSON envelopes in the queue lists (see keys.py); a job's site is the
 part of its id before ``::`` and the id is the first ``"id": "`` in the envelope (Celery's header
-order), so counting by site needs no JSON decoding: a Lua script tallies a whole list in one
-atomic pass (exact even while workers consume), ~1 µs per message.
+order), so scripts can match a site without decoding JSON. Counts come from the per-site counters
+our transport keeps (see transport.py), checked against the lists' lengths.
 """
 
 from __future__ import annotations
@@ -24,28 +24,26 @@ if TYPE_CHECKING:
 
 UNKNOWN_SITE = "?"
 
-# KEYS[1]: a queue list. ARGV[1]: '' to tally every site, or a site to count only that one.
-# Returns a flat list site, count, site, count, ...
-_COUNT_BY_SITE = """
-local len = redis.call('LLEN', KEYS[1])
+# Exact re-count of one queue: KEYS[1] = its pending-count hash, KEYS[2..] = its lists. Tallies
+# every message by site, rewrites the hash, returns it flat (site, n, site, n, ...). Atomic.
+_RECOUNT = """
 local counts = {}
-local only = ARGV[1]
-local needle = '"id": "' .. only .. '::'
-local total = 0
-for start = 0, len - 1, 2000 do
-  local items = redis.call('LRANGE', KEYS[1], start, start + 1999)
-  for _, item in ipairs(items) do
-    if only ~= '' then
-      if string.find(item, needle, 1, true) then total = total + 1 end
-    else
+for k = 2, #KEYS do
+  local len = redis.call('LLEN', KEYS[k])
+  for start = 0, len - 1, 2000 do
+    local items = redis.call('LRANGE', KEYS[k], start, start + 1999)
+    for _, item in ipairs(items) do
       local site = string.match(item, '"id": "([^":]*)::') or '?'
       counts[site] = (counts[site] or 0) + 1
     end
   end
 end
-if only ~= '' then return {only, total} end
+redis.call('DEL', KEYS[1])
 local out = {}
-for site, n in pairs(counts) do table.insert(out, site); table.insert(out, n) end
+for site, n in pairs(counts) do
+  redis.call('HSET', KEYS[1], site, n)
+  table.insert(out, site); table.insert(out, n)
+end
 return out
 """
 
@@ -92,29 +90,31 @@ class JobInfo:
 def count_pending(
     r: redis.Redis, keys: Keys, queues: Iterable[str], site: str | None = None
 ) -> dict[str, dict[str, int]]:
-    """queue -> site -> number of waiting jobs (all priority buckets). With ``site``, only that site."""
-    script = r.register_script(_COUNT_BY_SITE)
+    """queue -> site -> number of waiting jobs (all priority buckets).
+
+    Answered from the per-site counters the transport keeps (O(sites)); when their sum disagrees
+    with the lists' lengths (a producer that bypassed them, or a worker caught between taking a
+    message and parking it), the queue is re-counted exactly and the counters repaired.
+    ``site`` is accepted for symmetry; every site's count costs the same.
+    """
+    queues = list(queues)
+    pipe = r.pipeline(transaction=True)
+    for q in queues:
+        pipe.hgetall(keys.pending_counts(q))
+        for key in keys.queue_lists(q):
+            pipe.llen(key)
+    replies = pipe.execute()
+    width = 1 + len(keys.queue_lists("x"))
     out: dict[str, dict[str, int]] = {}
-    for queue in queues:
-        counts: dict[str, int] = {}
-        lengths = _llens(r, keys.queue_lists(queue))
-        for key, length in lengths.items():
-            if not length:
-                continue
-            flat = script(keys=[key], args=[site or ""])
-            for name, n in zip(flat[::2], flat[1::2], strict=True):
-                name = name.decode() if isinstance(name, bytes) else str(name)
-                if n:
-                    counts[name] = counts.get(name, 0) + int(n)
-        out[queue] = counts
+    recount = r.register_script(_RECOUNT)
+    for i, q in enumerate(queues):
+        raw, *lengths = replies[i * width : (i + 1) * width]
+        counts = {k.decode(): int(v) for k, v in raw.items() if int(v)}
+        if sum(counts.values()) != sum(lengths) or any(v < 0 for v in counts.values()):
+            flat = recount(keys=[keys.pending_counts(q), *keys.queue_lists(q)])
+            counts = {(n.decode() if isinstance(n, bytes) else str(n)): int(c) for n, c in zip(flat[::2], flat[1::2], strict=True)}
+        out[q] = counts
     return out
-
-
-def _llens(r: redis.Redis, lists: list[str]) -> dict[str, int]:
-    pipe = r.pipeline(transaction=False)
-    for key in lists:
-        pipe.llen(key)
-    return dict(zip(lists, pipe.execute(), strict=True))
 
 
 def decode_message(raw: bytes) -> dict[str, Any]:
@@ -261,16 +261,23 @@ def lookup(rt: Runtime, job_id: str) -> JobInfo | None:
             return job
     rec = registry.find_failed(r, keys, queues, job_id)
     if rec is not None:
-        return JobInfo(
-            id=job_id,
-            site=rec.get("site") or registry.site_of(job_id),
-            queue=rec.get("queue") or "default",
-            method=rec.get("method") or "",
-            state=registry.FAILED,
-            kwargs=rec.get("kwargs") or {},
-            event=rec.get("event"),
-            enqueued_at=rec.get("enqueued_at"),
-            started_at=rec.get("started_at"),
-            extra={k: rec.get(k) for k in ("exception", "traceback", "worker", "failed_at", "user", "timeout")},
-        )
+        return failed_info(rec)
     return find_pending(r, keys, queues, job_id)
+
+
+def failed_info(rec: dict[str, Any]) -> JobInfo:
+    """A failed-registry record as a JobInfo."""
+    job_id = rec["job_id"]
+    kwargs = rec.get("kwargs")
+    return JobInfo(
+        id=job_id,
+        site=rec.get("site") or registry.site_of(job_id),
+        queue=rec.get("queue") or "default",
+        method=rec.get("method") or "",
+        state=registry.FAILED,
+        kwargs=kwargs if isinstance(kwargs, dict) else {},
+        event=rec.get("event"),
+        enqueued_at=rec.get("enqueued_at"),
+        started_at=rec.get("started_at"),
+        extra={k: rec.get(k) for k in ("exception", "traceback", "worker", "failed_at", "user", "timeout")},
+    )
