@@ -173,7 +173,8 @@ def load_jobs(
         except Exception as exc:
             problems.append(Problem(app, "", "", f"hooks cannot be imported: {type(exc).__name__}: {exc}"))
             continue
-        found, bad = parse_scheduler_events(app, getattr(module, "scheduler_events", None) if module else None)
+        value = getattr(module, "scheduler_events", None) if module else None
+        found, bad = parse_scheduler_events(app, value)
         problems.extend(bad)
         for job in found:
             if job.name in seen:

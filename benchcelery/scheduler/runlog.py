@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from benchcelery.runtime import get_runtime
+from benchcelery.scheduler.events import JOB_ID_PREFIX
 
 if TYPE_CHECKING:
     import redis
@@ -43,13 +44,16 @@ class Run:
 
 def job_finished(meta: dict[str, Any], error: str | None) -> None:
     """Record how a scheduled job's run ended (called in the worker; ``error`` None = success)."""
+    job_id = str(meta.get("job_id") or "")
+    if f"::{JOB_ID_PREFIX}" not in job_id:
+        return  # an ordinary job that merely carries an event header: not a scheduled run
     rt = get_runtime()
     site = meta.get("site") or "?"
     run = Run(
         site=site,
         event=str(meta.get("event")),
         method=str(meta.get("method") or ""),
-        job_id=str(meta.get("job_id") or ""),
+        job_id=job_id,
         queue=str(meta.get("queue") or "default"),
         enqueued_at=meta.get("enqueued_at"),
         started_at=meta.get("started_at"),
@@ -76,4 +80,5 @@ def recent_runs(r: redis.Redis, keys: Keys, site: str, count: int = 50) -> list[
 
 def last_runs(r: redis.Redis, keys: Keys, site: str) -> dict[str, Run]:
     """``<event>::<method>`` -> the last finished run of that scheduled job on the site."""
-    return {k.decode(): Run(**json.loads(v)) for k, v in r.hgetall(keys.scheduler_last(site)).items()}
+    raw = r.hgetall(keys.scheduler_last(site))
+    return {(k.decode() if isinstance(k, bytes) else k): Run(**json.loads(v)) for k, v in raw.items()}

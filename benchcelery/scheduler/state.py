@@ -103,8 +103,11 @@ class SiteStates:
         common_stamp = _stamp(str(self.bench.common_config_file))
         common_changed = common_stamp != self._common_stamp
         if common_changed:
-            self._common = read_json(self.bench.common_config_file)
-            self._common_stamp = common_stamp
+            try:
+                self._common = read_json(self.bench.common_config_file)
+                self._common_stamp = common_stamp
+            except Exception:  # half-written: keep the last good values, re-read next time
+                common_changed = False
         sites = self.bench.sites()
         changed_sites = set(sites) != set(self.states)
         states: dict[str, SiteState] = {}
@@ -118,13 +121,20 @@ class SiteStates:
                 continue
             try:
                 conf = {**self._common, **read_json(self.bench.site_config_file(site))}
-            except Exception as exc:  # a half-written hand edit: skip the site until it parses
-                states[site] = SiteState(site, DISABLED, (f"site_config.json unreadable: {exc}",))
-                stamps[site] = (0, 0, 0)  # re-read next time
+            except Exception as exc:
+                # A half-written hand edit: keep the last good state (a new site waits) and re-read
+                # the file next time.
+                states[site] = old or SiteState(site, DISABLED, (f"site_config.json unreadable: {exc}",))
+                stamps[site] = (0, 0, 0)
                 continue
             states[site], stamps[site] = state_from_config(site, conf), stamp
         self.states, self._stamps = states, stamps
         return changed_sites
+
+    @property
+    def common(self) -> dict[str, Any]:
+        """common_site_config.json as of the last ``refresh()``."""
+        return self._common
 
     def get(self, site: str) -> SiteState | None:
         return self.states.get(site)
@@ -132,3 +142,28 @@ class SiteStates:
     @property
     def sites(self) -> list[str]:
         return list(self.states)
+
+
+# action -> config updates (Frappe's keys and value types) and the word printed for it.
+ACTIONS: dict[str, dict[str, Any]] = {
+    "enable": {"enable_scheduler": 1},
+    "disable": {"enable_scheduler": 0},
+    "pause": {"pause_scheduler": True},
+    "resume": {"pause_scheduler": False},
+    "maintenance_on": {"maintenance_mode": 1},
+    "maintenance_off": {"maintenance_mode": 0},
+}
+ACTION_WORDS = {"enable": ENABLED, "disable": DISABLED, "pause": PAUSED, "resume": "resumed"}
+
+
+def apply_action(bench: Bench, site: str, action: str) -> SiteState:
+    """Write ``action``'s keys to the site's site_config.json (atomic, locked); returns the new state.
+
+    Like Frappe, each action touches only its own key: ``enable`` does not resume a paused site.
+    """
+    try:
+        updates = ACTIONS[action]
+    except KeyError:
+        raise ValueError(f"unknown scheduler action {action!r}") from None
+    conf = bench.update_config(updates, site=site)
+    return state_from_config(site, {**bench.common_config(), **conf})

@@ -1,0 +1,167 @@
+"""``scheduler status``: a site's scheduler state, activity and scheduled jobs (data only).
+
+- state: enabled / disabled / paused (``state.py``), with the reasons it is inactive;
+- last executed: when ``bench schedule`` last enqueued a job of the site;
+- pending events: the site's scheduled runs queued and not yet taken by a worker (messages whose
+  id starts ``<site>::scheduled_job::``, counted inside Redis);
+- failed jobs: the site's scheduled jobs in the failed registry;
+- per job (verbose / JSON): event, method, queue, last run and outcome (run log), next run
+  (RedBeat's score).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from benchcelery.jobs import registry
+from benchcelery.runtime import Runtime
+from benchcelery.scheduler.events import JOB_ID_PREFIX, load_jobs
+from benchcelery.scheduler.runlog import last_runs
+from benchcelery.scheduler.state import site_state
+
+# KEYS: queue lists. ARGV[1]: needle. Returns how many messages contain it.
+_COUNT_MATCHING = """
+local total = 0
+for k = 1, #KEYS do
+  local len = redis.call('LLEN', KEYS[k])
+  for start = 0, len - 1, 2000 do
+    local items = redis.call('LRANGE', KEYS[k], start, start + 1999)
+    for _, item in ipairs(items) do
+      if string.find(item, ARGV[1], 1, true) then total = total + 1 end
+    end
+  end
+end
+return total
+"""
+
+
+@dataclass
+class JobStatus:
+    event: str
+    method: str
+    queue: str
+    cron: str | None
+    last_run: float | None = None  # when its last run ended (epoch s)
+    last_outcome: str | None = None  # ok / failed
+    last_error: str | None = None
+    next_run: float | None = None  # epoch s, from the running scheduler's schedule
+
+
+@dataclass
+class SchedulerProcess:
+    running: bool
+    last_tick: float | None = None
+    pid: int | None = None
+    host: str | None = None
+
+
+@dataclass
+class SchedulerStatus:
+    site: str
+    status: str  # enabled / disabled / paused
+    active: bool
+    reasons: list[str]
+    last_executed: float | None
+    pending_events: int
+    failed_jobs: int
+    scheduler: SchedulerProcess
+    time_zone: str = "UTC"
+    jobs: list[JobStatus] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["last_executed"] = format_time(self.last_executed, self.time_zone)
+        for job in data["jobs"]:
+            job["last_run"] = format_time(job["last_run"], self.time_zone)
+            job["next_run"] = format_time(job["next_run"], self.time_zone)
+        data["scheduler"]["last_tick"] = format_time(self.scheduler.last_tick, self.time_zone)
+        return data
+
+
+def format_time(ts: float | None, tz_name: str = "UTC") -> str | None:
+    """``YYYY-MM-DD HH:MM:SS`` in the bench time zone (the guide's format), or None."""
+    if ts is None:
+        return None
+    from benchcelery.scheduler.schedules import zone
+
+    try:
+        tz: Any = zone(tz_name)
+    except ValueError:
+        tz = UTC
+    return datetime.fromtimestamp(ts, tz).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def scheduler_process(rt: Runtime) -> SchedulerProcess:
+    """Whether a ``bench schedule`` is active (its heartbeat key expires by itself)."""
+    raw = rt.redis.get(rt.keys.scheduler_heartbeat)
+    if not raw:
+        return SchedulerProcess(running=False)
+    beat = json.loads(raw)
+    return SchedulerProcess(running=True, last_tick=beat.get("last_tick"), pid=beat.get("pid"),
+                            host=beat.get("host"))
+
+
+def scheduler_status(rt: Runtime, site: str, jobs: bool = True) -> SchedulerStatus:
+    """The site's scheduler status; ``jobs`` adds one JobStatus per scheduled job (reads hooks)."""
+    r, keys = rt.redis, rt.keys
+    state = site_state(rt.bench, site)
+    queues = list(rt.settings.queues)
+    needle = f'"id": "{site}::{JOB_ID_PREFIX}'
+    script = r.register_script(_COUNT_MATCHING)
+    pending = 0
+    for queue in queues:
+        lists = keys.queue_lists(queue)
+        pending += int(script(keys=lists, args=[needle]))
+    failed_prefix = f"{site}::{JOB_ID_PREFIX}"
+    failed = sum(
+        1 for queue in queues for job_id in registry.failed_ids(r, keys, queue, site)
+        if job_id.startswith(failed_prefix)
+    )
+    last = r.hget(keys.scheduler_lastrun, site)
+    status = SchedulerStatus(
+        site=site,
+        status=state.state,
+        active=state.active,
+        reasons=list(state.reasons),
+        last_executed=float(last) if last else None,
+        pending_events=pending,
+        failed_jobs=failed,
+        scheduler=scheduler_process(rt),
+        time_zone=str(rt.settings.get("time_zone") or "UTC"),
+    )
+    raw_problems = r.get(keys.scheduler_problems)
+    if jobs:
+        found, problems = load_jobs(rt.apps(), rt.allowed_methods())
+        status.problems = [str(p) for p in problems]
+        runs = last_runs(r, keys, site)
+        pipe = r.pipeline(transaction=False)
+        for job in found:
+            pipe.zscore(keys.redbeat_schedule, keys.redbeat_entry(job.entry_name(site)))
+        scores = pipe.execute() if found else []
+        for job, score in zip(found, scores, strict=True):
+            run = runs.get(f"{job.event}::{job.method}")
+            status.jobs.append(JobStatus(
+                event=job.event,
+                method=job.method,
+                queue=job.queue,
+                cron=job.cron,
+                last_run=run.ended_at if run else None,
+                last_outcome=run.outcome if run else None,
+                last_error=run.error if run else None,
+                next_run=float(score) if score is not None and score >= 0 else None,
+            ))
+    elif raw_problems:
+        status.problems = list(json.loads(raw_problems))
+    return status
+
+
+def ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    seconds = max(0, int(time.time() - ts))
+    return f"{seconds} s ago" if seconds < 120 else f"{seconds // 60} min ago"
