@@ -187,6 +187,8 @@ def notify_finished(meta: dict[str, Any], error: str | None) -> None:
 def describe_exception(exc: BaseException, timeout: int | None = None) -> str:
     if isinstance(exc, SoftTimeLimitExceeded):
         return f"JobTimeoutException: Job exceeded maximum timeout value ({timeout} seconds)"
+    if isinstance(exc, SystemExit | KeyboardInterrupt):
+        return "JobTerminated: its process was stopped by a signal (jobs cancel --terminate, or a cold shutdown)"
     if isinstance(exc, TimeLimitExceeded):
         return f"JobTimeoutException: Job killed after its hard time limit ({exc.args[0]} seconds)"
     text = str(exc).strip().splitlines()

@@ -84,3 +84,10 @@ def publish_then_fail(now_event: str, held_event: str, user: str | None = None) 
     benchcelery.publish_realtime(now_event, {"sent": "now"}, user=user)
     benchcelery.publish_realtime(held_event, {"sent": "after_commit"}, user=user, after_commit=True)
     raise RuntimeError("job failed after publishing")
+
+
+def fail_unless_flag(key: str, flag: str, n: int) -> None:
+    """Fails until the test sets ``test:<flag>``; then records ``n``."""
+    if not get_runtime().redis.exists(f"test:{flag}"):
+        raise ValueError("not yet")
+    _push(key, n)

@@ -1,0 +1,97 @@
+"""``show-pending-jobs``, ``doctor``, ``purge-jobs``, ``ready-for-migration``.
+
+Read commands import no Celery: Redis alone answers them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
+from benchcelery.errors import EXIT_FAILURE
+
+
+def _scope(obj: CliContext) -> list[str] | None:
+    """The selected sites; None for the whole bench (``--site all``)."""
+    sites = obj.sites()
+    return None if obj.site_option == "all" else sites
+
+
+@click.command("show-pending-jobs")
+@click.option("-v", "--verbose", is_flag=True, help="List each pending job (id, method, kwargs, age, position).")
+@format_option
+@pass_ctx
+def show_pending_jobs_cmd(obj: CliContext, verbose: bool, fmt: str) -> None:
+    """Pending, failed and started jobs per queue for the site (--site all: the whole bench)."""
+    from benchcelery.diagnostics.pending import pending_report, render_text
+
+    report = pending_report(obj.runtime(), _scope(obj), verbose=verbose or obj.verbose)
+    if fmt == "json":
+        echo_json(report.as_dict())
+    else:
+        click.echo(render_text(report))
+
+
+@click.command("doctor")
+@click.option("--no-db", is_flag=True, help="Skip the database check.")
+@format_option
+@pass_ctx
+def doctor_cmd(obj: CliContext, no_db: bool, fmt: str) -> None:
+    """Workers, scheduler, queues, failed jobs, Redis and database of each site (all sites by default).
+
+    Exit code 0 when healthy, 1 when problems were found, 69 when Redis is unreachable.
+    """
+    from benchcelery.diagnostics.doctor import doctor_report, render_text
+
+    sites = obj.sites(required=False) or obj.bench.sites()
+    report = doctor_report(obj.runtime(), sites, check_db=not no_db)
+    if fmt == "json":
+        echo_json(report.as_dict())
+    else:
+        click.echo(render_text(report))
+    sys.exit(0 if report.healthy else EXIT_FAILURE)
+
+
+@click.command("purge-jobs")
+@click.option("--queue", help="Only these queues (comma-separated).")
+@click.option("--event", help="Only waiting scheduled jobs of this event type (all, hourly, daily, weekly, monthly, "
+                               "yearly, *_long, cron).")
+@format_option
+@pass_ctx
+def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, fmt: str) -> None:
+    """Delete the site's waiting jobs and failed records (no site or --site all: every site).
+
+    Running jobs are never touched; a job a worker takes meanwhile is simply not purged.
+    """
+    from benchcelery.jobs.ops import purge_jobs
+
+    sites = obj.sites(required=False)
+    scope = None if not sites or obj.site_option == "all" else sites
+    rt = obj.runtime()
+    queues = rt.settings.parse_queues(queue) if queue else None
+    result = purge_jobs(rt, scope, queues, event)
+    if fmt == "json":
+        echo_json({"purged": result.total, "pending": result.pending, "failed": result.failed})
+    else:
+        click.echo(f"Purged {result.total} jobs ({result.pending} pending, {result.failed} failed)")
+
+
+@click.command("ready-for-migration")
+@pass_ctx
+def ready_for_migration_cmd(obj: CliContext) -> None:
+    """Exit 0 when the site has no waiting or running jobs, else 1 (for deploy scripts)."""
+    from benchcelery.diagnostics.pending import pending_report
+
+    site = obj.site()
+    report = pending_report(obj.runtime(), [site])
+    if report.total_pending or report.total_started:
+        click.echo(f"NOT READY for migration: site {site} has pending background jobs")
+        sys.exit(EXIT_FAILURE)
+    click.echo(f"READY for migration: site {site} does not have any background jobs")
+
+
+def register(cli: click.Group) -> None:
+    for command in (show_pending_jobs_cmd, doctor_cmd, purge_jobs_cmd, ready_for_migration_cmd):
+        cli.add_command(command)

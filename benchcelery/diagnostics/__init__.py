@@ -1,0 +1,1 @@
+"""Read-only reports over Redis: pending counts, worker heartbeats, doctor."""

@@ -1,0 +1,204 @@
+"""``bench doctor``: the health of each site's jobs, the workers, the scheduler, Redis and the database.
+
+Data only (``doctor_report`` returns a DoctorReport); it ends with the problems found, and the
+command exits 0 without problems, 1 with problems, 69 when Redis is unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from benchcelery.diagnostics.database import DatabaseStatus, check_database
+from benchcelery.diagnostics.workers import WorkerInfo, ago, read_workers
+from benchcelery.jobs import inspect, registry
+
+if TYPE_CHECKING:
+    import redis
+
+    from benchcelery.runtime import Runtime
+
+STUCK_MARGIN = 30  # seconds past a job's hard time limit before a started job counts as stuck
+
+
+@dataclass
+class SiteHealth:
+    site: str
+    status: str  # active / maintenance
+    scheduler: str  # enabled / disabled / paused
+    scheduler_reasons: list[str]
+    last_run: float | None
+    workers: dict[str, int]  # queue -> live worker processes serving it
+    pending: dict[str, int]
+    started: dict[str, int]
+    failed: int
+    database: DatabaseStatus
+    stuck: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RedisHealth:
+    connected: bool
+    url: str
+    version: str = ""
+    used_memory: str = ""
+    maxmemory_policy: str = ""
+    persistence: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DoctorReport:
+    sites: list[SiteHealth]
+    workers: list[WorkerInfo]
+    scheduler_alive: bool
+    scheduler_heartbeat: dict[str, Any] | None
+    redis: RedisHealth
+    problems: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["healthy"] = self.healthy
+        return data
+
+
+def redis_health(r: redis.Redis, url: str) -> RedisHealth:
+    info = r.info()
+    health = RedisHealth(
+        connected=True,
+        url=url,
+        version=str(info.get("redis_version", "")),
+        used_memory=str(info.get("used_memory_human", "")),
+        maxmemory_policy=str(info.get("maxmemory_policy", "")),
+    )
+    save = ""
+    try:
+        save = str(r.config_get("save").get("save", ""))
+    except Exception:  # CONFIG is an admin command: an ACL user may not run it
+        save = "unknown"
+    aof = bool(info.get("aof_enabled"))
+    health.persistence = "aof" if aof else ("rdb" if save and save != "unknown" else ("unknown" if save else "none"))
+    if health.maxmemory_policy and health.maxmemory_policy != "noeviction":
+        health.warnings.append(
+            f"maxmemory-policy is {health.maxmemory_policy}: Redis may evict queued jobs; use noeviction"
+        )
+    if health.persistence == "none":
+        health.warnings.append("persistence is off (no AOF, no RDB): queued jobs are lost when Redis restarts")
+    return health
+
+
+def scheduler_state(site: str, conf: dict[str, Any]) -> tuple[str, list[str]]:
+    from benchcelery.scheduler.state import state_from_config
+
+    state = state_from_config(site, conf)
+    return state.state, list(state.reasons)
+
+
+def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> DoctorReport:
+    r, keys, bench = rt.redis, rt.keys, rt.bench
+    queues = list(rt.settings.queues)
+    now = time.time()
+    redis_info = redis_health(r, rt.settings.display_url)
+    workers = read_workers(r, keys)
+    live = [w for w in workers if w.alive]
+    serving = {q: sum(w.concurrency for w in live if q in w.queues) for q in queues}
+    heartbeat_raw = r.get(keys.scheduler_heartbeat)
+    heartbeat = json.loads(heartbeat_raw) if heartbeat_raw else None
+    lastruns = {k.decode(): float(v) for k, v in r.hgetall(keys.scheduler_lastrun).items()}
+    pending = inspect.count_pending(r, keys, queues, site=sites[0] if len(sites) == 1 else None)
+    started_jobs = inspect.started_jobs(r, keys)
+    failed = registry.failed_counts(r, keys, queues)
+    hard_limits = {q.name: q.hard_limit for q in rt.settings.queues.values()}
+
+    problems: list[str] = []
+    reports = []
+    for site in sites:
+        conf = bench.merged_config(site)
+        state, reasons = scheduler_state(site, conf)
+        mine = [j for j in started_jobs if j.site == site]
+        stuck = []
+        for job in mine:
+            limit = int(job.extra.get("timeout") or hard_limits.get(job.queue, 0))
+            age = now - (job.started_at or now)
+            if limit and age > limit + STUCK_MARGIN:
+                stuck.append({"id": job.id, "method": job.method, "queue": job.queue, "age": round(age)})
+        health = SiteHealth(
+            site=site,
+            status="maintenance" if conf.get("maintenance_mode") else "active",
+            scheduler=state,
+            scheduler_reasons=reasons,
+            last_run=lastruns.get(site),
+            workers=serving,
+            pending={q: pending.get(q, {}).get(site, 0) for q in queues},
+            started={q: sum(1 for j in mine if j.queue == q) for q in queues},
+            failed=sum(failed.get(q, {}).get(site, 0) for q in queues),
+            database=check_database(conf) if check_db else DatabaseStatus("not checked"),
+            stuck=stuck,
+        )
+        reports.append(health)
+        for q, n in health.pending.items():
+            if n and not serving[q]:
+                problems.append(f"{site}: {n} job{'s' if n != 1 else ''} pending on queue {q} but no worker serves it")
+        if state == "enabled" and not reasons and heartbeat is None:
+            problems.append(f"{site}: the scheduler is enabled but no `bench schedule` is running")
+        for job in stuck:
+            problems.append(
+                f"{site}: job {job['id']} ({job['method']}) started {job['age']} s ago, past its time limit; "
+                "its worker is gone (it is re-queued after the visibility timeout)"
+            )
+        if health.database.status == "unreachable":
+            problems.append(f"{site}: database unreachable: {health.database.detail}")
+    return DoctorReport(
+        sites=reports,
+        workers=workers,
+        scheduler_alive=heartbeat is not None,
+        scheduler_heartbeat=heartbeat,
+        redis=redis_info,
+        problems=problems,
+    )
+
+
+def render_text(report: DoctorReport) -> str:
+    lines: list[str] = []
+    for s in report.sites:
+        lines += [f"Site: {s.site}", f"Status: {s.status}", "", f"Scheduler: {s.scheduler}"]
+        lines += [f"  - {reason}" for reason in s.scheduler_reasons if s.scheduler != "enabled"]
+        lines += [f"Last run: {ago(s.last_run)}", "", "Workers:"]
+        for q, n in s.workers.items():
+            lines.append(f"  - {q} queue: {n} worker{'s' if n != 1 else ''} active" if n else f"  - {q} queue: no worker")
+        lines += ["", "Queues:"]
+        for q, n in s.pending.items():
+            running = s.started.get(q, 0)
+            lines.append(f"  - {q}: {n} pending" + (f", {running} running" if running else ""))
+        lines += ["", f"Failed jobs: {s.failed}", "Redis: connected"]
+        db = s.database
+        lines.append(f"Database: {db.status}" + (f" ({db.detail})" if db.status == "unreachable" else ""))
+        lines.append("")
+    gone = [w for w in report.workers if not w.alive]
+    r = report.redis
+    lines.append(
+        f"Redis {r.version} at {r.url}: {r.used_memory} used, maxmemory-policy {r.maxmemory_policy}, "
+        f"persistence {r.persistence}"
+    )
+    hb = report.scheduler_heartbeat
+    if hb:
+        lines.append(f"Scheduler process: alive on {hb.get('host', '?')} (pid {hb.get('pid', '?')})")
+    else:
+        lines.append("Scheduler process: not running")
+    for w in gone:
+        lines.append(f"Worker gone: {w.name} (last heartbeat {ago(w.last_heartbeat)})")
+    if r.warnings:
+        lines.append("Warnings:")
+        lines += [f"  - {w}" for w in r.warnings]
+    if report.problems:
+        lines.append("Problems:")
+        lines += [f"  - {p}" for p in report.problems]
+    else:
+        lines.append("No problems found.")
+    return "\n".join(lines)

@@ -1,0 +1,42 @@
+"""``jobs list``: jobs of some sites in the given states, read from Redis."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from benchcelery.jobs import inspect, registry
+
+if TYPE_CHECKING:
+    from benchcelery.runtime import Runtime
+
+
+def list_jobs(
+    rt: Runtime, sites: list[str] | None, states: list[str], queues: list[str] | None, limit: int
+) -> list[inspect.JobInfo]:
+    """Running jobs first (oldest first), then waiting ones (next first), then failures (newest first)."""
+    r, keys = rt.redis, rt.keys
+    queue_list = queues or list(rt.settings.queues)
+    wanted = set(sites) if sites is not None else None
+    only = sites[0] if sites and len(sites) == 1 else None
+    out: list[inspect.JobInfo] = []
+
+    def keep(job: inspect.JobInfo) -> bool:
+        return (wanted is None or job.site in wanted) and job.queue in queue_list
+
+    if registry.STARTED in states:
+        out += [j for j in inspect.started_jobs(r, keys, site=only) if keep(j)][: limit - len(out)]
+    if registry.QUEUED in states:
+        for q in queue_list:
+            for job in inspect.iter_pending(r, keys, q, site=only):
+                if len(out) >= limit:
+                    break
+                if keep(job):
+                    out.append(job)
+    if registry.FAILED in states and len(out) < limit:
+        for q in queue_list:
+            ids = registry.failed_ids(r, keys, q, site=only)
+            for rec in registry.failed_records(r, keys, q, ids[: limit - len(out)]):
+                job = inspect.failed_info(rec)
+                if keep(job):
+                    out.append(job)
+    return out[:limit]

@@ -1,0 +1,220 @@
+"""Operations on jobs: purge, retry, delete, cancel. Site-scoped, safe while workers run.
+
+Waiting jobs are removed by a Lua script per queue list that marks the matching elements and
+removes the marks in one atomic step, so a job a worker took a moment ago is simply not purged,
+and another site's jobs are never touched. Running jobs are never purged (cancel revokes them).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from benchcelery.errors import BenchError, JobNotFoundError, ValidationError
+from benchcelery.jobs import inspect, registry
+
+if TYPE_CHECKING:
+    from benchcelery.runtime import Runtime
+
+# KEYS[1]: a queue list, KEYS[2]: its queue's pending-count hash (see transport.py).
+# ARGV[1]: tombstone; ARGV[2]: event needle ('' = any job);
+# ARGV[3..]: site needles (none = every site). Returns the ids of the removed jobs.
+_PURGE = """
+local len = redis.call('LLEN', KEYS[1])
+local tomb = ARGV[1]
+local event = ARGV[2]
+local ids = {}
+for start = 0, len - 1, 2000 do
+  local items = redis.call('LRANGE', KEYS[1], start, start + 1999)
+  for i, item in ipairs(items) do
+    local match = (event == '') or string.find(item, event, 1, true)
+    if match and #ARGV > 2 then
+      match = false
+      for s = 3, #ARGV do
+        if string.find(item, ARGV[s], 1, true) then match = true; break end
+      end
+    end
+    if match then
+      redis.call('LSET', KEYS[1], start + i - 1, tomb)
+      table.insert(ids, string.match(item, '"id": "([^"]*)"') or '')
+      redis.call('HINCRBY', KEYS[2], string.match(item, '"id": "([^":]*)::') or '?', -1)
+    end
+  end
+end
+if #ids > 0 then redis.call('LREM', KEYS[1], 0, tomb) end
+return ids
+"""
+
+# Remove one exact message (0 when a worker took it first) and count it out. KEYS: list, counts.
+_REMOVE_ONE = """
+local n = redis.call('LREM', KEYS[1], 1, ARGV[1])
+if n > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], -1) end
+return n
+"""
+
+
+SCHEDULED_EVENTS = (
+    "all",
+    "hourly",
+    "daily",
+    "weekly",
+    "monthly",
+    "yearly",
+    "annual",
+    "hourly_long",
+    "daily_long",
+    "weekly_long",
+    "monthly_long",
+    "cron",
+    "cron_long",
+)
+
+
+@dataclass
+class PurgeResult:
+    pending: int
+    failed: int
+
+    @property
+    def total(self) -> int:
+        return self.pending + self.failed
+
+
+def purge_jobs(
+    rt: Runtime, sites: list[str] | None, queues: Iterable[str] | None = None, event: str | None = None
+) -> PurgeResult:
+    """Delete the waiting jobs (and, without ``event``, the failed records) of ``sites`` (None = all).
+
+    ``event``: only waiting scheduled jobs of that event type; ``all`` = every scheduled event.
+    """
+    r, keys = rt.redis, rt.keys
+    queue_list = list(queues) if queues else list(rt.settings.queues)
+    for q in queue_list:
+        rt.settings.validate_queue(q)
+    if event is not None and event not in SCHEDULED_EVENTS:
+        raise ValidationError(f"Event should be one of {', '.join(SCHEDULED_EVENTS)}")
+    needle = "" if event is None else ('"event": "' if event == "all" else f'"event": "{event}"')
+    site_needles = [f'"id": "{s}::' for s in sites] if sites is not None else []
+    script = r.register_script(_PURGE)
+    removed: list[str] = []
+    for q in queue_list:
+        for key in keys.queue_lists(q):
+            if r.llen(key):
+                tomb = f"purged:{secrets.token_hex(8)}"
+                found = script(keys=[key, keys.pending_counts(q)], args=[tomb, needle, *site_needles])
+                removed += [i.decode() for i in found]
+    failed = 0
+    if event is None:
+        for q in queue_list:
+            ids = registry.failed_ids(r, keys, q)
+            if sites is not None:
+                wanted = tuple(f"{s}::" for s in sites)
+                ids = [i for i in ids if i.startswith(wanted)]
+            failed += registry.remove_failed(r, keys, q, ids)
+    _forget_status(rt, removed)
+    return PurgeResult(pending=len(removed), failed=failed)
+
+
+def _forget_status(rt: Runtime, job_ids: list[str]) -> None:
+    status_keys = [rt.keys.job_status(i) for i in job_ids if i]
+    for start in range(0, len(status_keys), 1000):
+        rt.redis.delete(*status_keys[start : start + 1000])
+
+
+def full_id(job_id: str, site: str) -> str:
+    return job_id if "::" in job_id else f"{site}::{job_id}"
+
+
+def find(rt: Runtime, job_id: str, site: str) -> inspect.JobInfo:
+    info = inspect.lookup(rt, full_id(job_id, site))
+    if info is None:
+        raise JobNotFoundError(full_id(job_id, site))
+    return info
+
+
+def retry_failed(rt: Runtime, site: str, job_id: str) -> str:
+    """Re-enqueue a failed job with its original method, arguments, queue and event; the failed
+    record is removed once the new message is queued. Returns the job id."""
+    rec = registry.find_failed(rt.redis, rt.keys, rt.settings.queues, full_id(job_id, site))
+    if rec is None:
+        raise JobNotFoundError(full_id(job_id, site))
+    return _requeue(rt, rec)
+
+
+def retry_all(rt: Runtime, sites: list[str], queues: Iterable[str] | None = None) -> list[str]:
+    done = []
+    for q in list(queues) if queues else list(rt.settings.queues):
+        rt.settings.validate_queue(q)
+        for site in sites:
+            ids = registry.failed_ids(rt.redis, rt.keys, q, site=site)
+            for rec in registry.failed_records(rt.redis, rt.keys, q, ids):
+                done.append(_requeue(rt, rec))
+    return done
+
+
+def _requeue(rt: Runtime, rec: dict[str, Any]) -> str:
+    from benchcelery.context import local
+    from benchcelery.jobs.enqueue import enqueue
+
+    job_id = rec["job_id"]
+    site, _, short = job_id.partition("::")
+    if not rt.bench.site_exists(site):
+        raise BenchError(f"Cannot retry {job_id}: site {site} does not exist")
+    if not isinstance(rec.get("kwargs"), dict) or not rec.get("method"):
+        raise BenchError(f"Cannot retry {job_id}: it has no method and arguments to run again")
+    saved = (local.site, local.user)
+    local.site, local.user = site, rec.get("user") or "Administrator"
+    try:
+        timeout = rec.get("timeout")
+        enqueue(
+            rec["method"],
+            queue=rec.get("queue") or "default",
+            timeout=int(timeout) if timeout else None,
+            event=rec.get("event"),
+            job_name=rec.get("job_name"),
+            job_id=short,
+            **rec["kwargs"],
+        )
+    finally:
+        local.site, local.user = saved
+    registry.remove_failed(rt.redis, rt.keys, rec.get("queue") or "default", [job_id])
+    return job_id
+
+
+def delete_job(rt: Runtime, site: str, job_id: str) -> str:
+    """Delete a waiting job or a failed record; a running job is refused (use cancel)."""
+    info = find(rt, job_id, site)
+    if info.state == registry.STARTED:
+        raise BenchError(f"Job {info.id} is running; stop it with: bench jobs cancel {info.id} --terminate")
+    if info.state == registry.FAILED:
+        registry.remove_failed(rt.redis, rt.keys, info.queue, [info.id])
+        return "failed"
+    if not _remove_waiting(rt, info):
+        raise BenchError(f"Job {info.id} was taken by a worker a moment ago; see bench jobs show {info.id}")
+    return "queued"
+
+
+def _remove_waiting(rt: Runtime, info: inspect.JobInfo) -> bool:
+    assert info.raw is not None and info.list_key is not None
+    removed = int(rt.redis.eval(_REMOVE_ONE, 2, info.list_key, rt.keys.pending_counts(info.queue), info.raw, info.site))
+    if removed:
+        _forget_status(rt, [info.id])
+    return removed > 0
+
+
+def cancel_job(rt: Runtime, site: str, job_id: str, terminate: bool = False) -> str:
+    """A waiting job is removed; a running one is revoked (and killed with ``terminate``).
+
+    Returns what happened: "removed", "revoked" or "terminated".
+    """
+    info = find(rt, job_id, site)
+    if info.state == registry.FAILED:
+        raise BenchError(f"Job {info.id} is not queued or running (it failed); use bench jobs delete")
+    if info.state == registry.QUEUED and _remove_waiting(rt, info):
+        return "removed"
+    info = find(rt, job_id, site)  # taken meanwhile: it is running now
+    rt.app.control.revoke(info.id, terminate=terminate, signal="SIGTERM")
+    # The worker records a terminated job as failed (JobTerminated) in its own process.
+    return "terminated" if terminate else "revoked"
