@@ -93,7 +93,7 @@ class Settings:
     def get(self, key: str, default: Any = None) -> Any:
         return self.conf.get(key, default)
 
-    def int(self, key: str) -> int:
+    def number(self, key: str) -> int:
         try:
             return int(self.conf.get(key, DEFAULTS.get(key, 0)))
         except (TypeError, ValueError):

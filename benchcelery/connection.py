@@ -71,9 +71,7 @@ def check(client: redis.Redis, url: str) -> None:
             raise RedisUnavailableError(f"Redis at {mask_url(url)}: authentication failed ({exc})") from None
         except redis.ResponseError as exc:
             if "WRONGPASS" in str(exc) or "NOAUTH" in str(exc) or "NOPERM" in str(exc):
-                raise RedisUnavailableError(
-                    f"Redis at {mask_url(url)}: authentication failed ({exc})"
-                ) from None
+                raise RedisUnavailableError(f"Redis at {mask_url(url)}: authentication failed ({exc})") from None
             raise
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             last = exc

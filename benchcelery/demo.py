@@ -39,14 +39,29 @@ def main(argv: list[str]) -> int:
     print(f"Starting a private Redis: {binary} on 127.0.0.1:{port}", flush=True)
     server = start_server(port, redis_dir, binary=binary)
     try:
-        step("create the bench", "init", str(root), "--example-app", "--redis-url", f"redis://127.0.0.1:{port}",
-             cwd=root.parent)
+        step(
+            "create the bench",
+            "init",
+            str(root),
+            "--example-app",
+            "--redis-url",
+            f"redis://127.0.0.1:{port}",
+            cwd=root.parent,
+        )
         step("create a site", "new-site", "site1.local", cwd=root)
         step("make it the default site", "use", "site1.local", cwd=root)
         for queue in ("short", "default", "long"):
             for n in (1, 2):
-                step(f"a job on {queue}", "enqueue", "jobs_demo.tasks.say", "--queue", queue,
-                     "--kwargs", f'{{"message": "job {n}", "label": "{queue}"}}', cwd=root)
+                step(
+                    f"a job on {queue}",
+                    "enqueue",
+                    "jobs_demo.tasks.say",
+                    "--queue",
+                    queue,
+                    "--kwargs",
+                    f'{{"message": "job {n}", "label": "{queue}"}}',
+                    cwd=root,
+                )
         step("a job that fails", "enqueue", "jobs_demo.tasks.fail", "--queue", "short", cwd=root)
         step("what is waiting", "show-pending-jobs", cwd=root, check=False)
         step("drain every queue, then exit", "worker", "--burst", "--quiet", cwd=root)

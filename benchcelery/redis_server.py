@@ -71,12 +71,13 @@ def start_server(
     if not config_file:
         cmd += ["--save", "", "--appendonly", "no"]
     cmd += args or []
-    log = open(workdir / f"redis-{port}.log", "ab")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    log_path = workdir / f"redis-{port}.log"
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise BenchError(f"Redis server exited with code {proc.returncode} (see {log.name})")
+            raise BenchError(f"Redis server exited with code {proc.returncode} (see {log_path})")
         if is_listening(port):
             return proc
         time.sleep(0.05)

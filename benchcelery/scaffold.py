@@ -64,12 +64,11 @@ def create_app(bench: Bench, name: str) -> Path:
     path.mkdir(parents=True)
     (path / "__init__.py").write_text(f'"""{name}"""\n')
     (path / "hooks.py").write_text(
-        '"""Hooks: before_job / after_job, scheduler_events (Frappe format)."""\n\n'
-        "scheduler_events: dict = {}\n"
+        '"""Hooks: before_job / after_job, scheduler_events (Frappe format)."""\n\nscheduler_events: dict = {}\n'
     )
     (path / "tasks.py").write_text(
         '"""Job methods: enqueue them as "' + name + '.tasks.<function>"."""\n\n\n'
-        "def hello(name: str = \"world\") -> str:\n    return f\"hello {name}\"\n"
+        'def hello(name: str = "world") -> str:\n    return f"hello {name}"\n'
     )
     add_app(bench, name)
     return path

@@ -86,17 +86,31 @@ class BenchHandle:
         env.update(extra)
         return env
 
-    def run(self, *args: str, timeout: float = 60, env: dict[str, str] | None = None,
-            input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 60, env: dict[str, str] | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run `bench ARGS` in the bench directory; returns the finished process."""
-        return subprocess.run([BENCH_BIN, *args], cwd=self.root, env=env or self.env(), capture_output=True,
-                              text=True, timeout=timeout, input=input)
+        return subprocess.run(
+            [BENCH_BIN, *args],
+            cwd=self.root,
+            env=env or self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=input,
+        )
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start `bench ARGS` in the background (its own process group); stopped at teardown."""
-        log = open(self.root / "logs" / f"proc-{len(self.procs)}.log", "wb")
-        proc = subprocess.Popen([BENCH_BIN, *args], cwd=self.root, env=env or self.env(), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        log = open(self.root / "logs" / f"proc-{len(self.procs)}.log", "wb")  # noqa: SIM115 - kept by the child
+        proc = subprocess.Popen(
+            [BENCH_BIN, *args],
+            cwd=self.root,
+            env=env or self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         proc.log_path = log.name  # type: ignore[attr-defined]
         self.procs.append(proc)
         return proc
@@ -140,8 +154,9 @@ class BenchHandle:
 def make_bench(path: Path, url: str, sites: tuple[str, ...] = ("site1.local", "site2.local")) -> Bench:
     bench = create_bench(path, redis_url=url, example_app=True)
     bench.update_config({"bench_id": f"t{uuid.uuid4().hex[:10]}"})
-    shutil.copytree(TESTS / "apps" / "testapp", bench.root / "apps" / "testapp",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        TESTS / "apps" / "testapp", bench.root / "apps" / "testapp", ignore=shutil.ignore_patterns("__pycache__")
+    )
     add_app(bench, "testapp")
     for site in sites:
         bench.new_site(site, {})

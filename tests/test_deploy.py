@@ -76,12 +76,15 @@ def test_init_writes_procfile_and_safe_redis_config(bench: BenchHandle) -> None:
 
 
 def test_templates_rendered_field_by_field(bench: BenchHandle) -> None:
-    bench.set_config(background_workers=2, workers={
-        "short": {"background_workers": 3},
-        "long": {"pool": True},
-        "reports": {"timeout": 900},
-        "mail": {"timeout": 60, "background_workers": 1, "stop_timeout": 20},
-    })
+    bench.set_config(
+        background_workers=2,
+        workers={
+            "short": {"background_workers": 3},
+            "long": {"pool": True},
+            "reports": {"timeout": 900},
+            "mail": {"timeout": 60, "background_workers": 1, "stop_timeout": 20},
+        },
+    )
     result = bench.run("setup", "supervisor", "--user", "frappe", "--yes")
     assert result.returncode == 0, result.stderr
     name = bench.root.name
@@ -193,13 +196,23 @@ def test_supervisord_runs_the_generated_config(bench: BenchHandle, tmp_path: Pat
         f"[include]\nfiles={bench.root}/config/supervisor.conf\n"
     )
     env = bench.env()
-    daemon = subprocess.Popen([str(BIN / "supervisord"), "-c", str(main_conf)], env=env,
-                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    daemon = subprocess.Popen(
+        [str(BIN / "supervisord"), "-c", str(main_conf)],
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     bench.procs.append(daemon)
 
     def ctl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "supervisorctl"), "-c", str(main_conf), *args], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(main_conf), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
 
     def states() -> dict[str, str]:
         out = ctl("status").stdout
@@ -208,8 +221,12 @@ def test_supervisord_runs_the_generated_config(bench: BenchHandle, tmp_path: Pat
     group = f"{name}-workers"
     default_worker = f"{group}:{name}-default-worker-0"
     try:
-        wait_until(lambda: states() and all(s == "RUNNING" for s in states().values()), 90,
-                   interval=0.5, what="all programs RUNNING")
+        wait_until(
+            lambda: states() and all(s == "RUNNING" for s in states().values()),
+            90,
+            interval=0.5,
+            what="all programs RUNNING",
+        )
         assert {f"{group}:{name}-{q}-worker-0" for q in ("short", "default", "long")} <= set(states())
         if has_command("schedule"):
             assert states()[f"{group}:{name}-schedule"] == "RUNNING"
@@ -223,11 +240,15 @@ def test_supervisord_runs_the_generated_config(bench: BenchHandle, tmp_path: Pat
         assert sorted(bench.wait_results("sv", 3, timeout=60)) == ["default", "long", "short"]
 
         # `supervisorctl stop` while a job runs: warm shutdown, the job completes.
-        bench.enqueue("testapp.tasks.wait_for_flag", queue="default", key="warm", flag="warm-go",
-                      value="done")
+        bench.enqueue("testapp.tasks.wait_for_flag", queue="default", key="warm", flag="warm-go", value="done")
         bench.wait_results("warm", 1, timeout=60)
-        stopper = subprocess.Popen([str(BIN / "supervisorctl"), "-c", str(main_conf), "stop", default_worker],
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stopper = subprocess.Popen(
+            [str(BIN / "supervisorctl"), "-c", str(main_conf), "stop", default_worker],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         wait_until(lambda: states().get(default_worker) == "STOPPING", 30, interval=0.2, what="STOPPING")
         assert bench.results("warm") == [{"start": "done"}]  # still running, not killed
         bench.redis.set("test:warm-go", 1)
@@ -249,8 +270,10 @@ def test_supervisord_runs_the_generated_config(bench: BenchHandle, tmp_path: Pat
             daemon.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
-    assert not any("bench worker" in " ".join(_cmdline(p)) and str(bench.root) in " ".join(_cmdline(p))
-                   for p in psutil.process_iter())
+    assert not any(
+        "bench worker" in " ".join(_cmdline(p)) and str(bench.root) in " ".join(_cmdline(p))
+        for p in psutil.process_iter()
+    )
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -349,10 +372,15 @@ def test_acl_bench_user_works_and_others_are_refused(own_bench: BenchHandle) -> 
     assert conf["use_rq_auth"] is True
     acl = own_bench.root / "config" / "redis_queue.acl"
     # The test app records results under test:*; grant that to the bench user in this test only.
-    acl.write_text("\n".join(line + (" ~test:*" if line.startswith(f"user {user} ") else "")
-                             for line in acl.read_text().splitlines()) + "\n")
-    server = start_server(port, own_bench.root / "config" / "pids",
-                          config_file=own_bench.root / "config" / "redis_queue.conf")
+    acl.write_text(
+        "\n".join(
+            line + (" ~test:*" if line.startswith(f"user {user} ") else "") for line in acl.read_text().splitlines()
+        )
+        + "\n"
+    )
+    server = start_server(
+        port, own_bench.root / "config" / "pids", config_file=own_bench.root / "config" / "redis_queue.conf"
+    )
     try:
         own_bench.redis = redis.Redis(port=port, username=user, password=password)
         own_bench.enqueue("testapp.tasks.record", queue="short", key="acl", value="ok")

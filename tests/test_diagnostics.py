@@ -54,7 +54,10 @@ def test_show_pending_jobs_exact_counts_per_site(bench: BenchHandle) -> None:
 
     verbose = json.loads(bench.run(*S2, "show-pending-jobs", "--verbose", "-f", "json").stdout)
     assert [(j["queue"], j["method"]) for j in verbose["jobs"]] == [
-        ("default", "testapp.tasks.noop"), ("long", "testapp.tasks.noop"), ("long", "testapp.tasks.noop")]
+        ("default", "testapp.tasks.noop"),
+        ("long", "testapp.tasks.noop"),
+        ("long", "testapp.tasks.noop"),
+    ]
     assert all(j["id"].startswith("site2.local::") and j["age"] >= 0 for j in verbose["jobs"])
     text = bench.run(*S2, "show-pending-jobs", "--verbose").stdout
     assert "#0 site2.local::" in text
@@ -80,7 +83,9 @@ def test_doctor_healthy_exits_0(bench: BenchHandle) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert out.startswith("Site: site1.local\nStatus: active\n\nScheduler: disabled\n")
-    assert "  - short queue: 1 worker active\n  - default queue: 1 worker active\n  - long queue: 1 worker active" in out
+    assert (
+        "  - short queue: 1 worker active\n  - default queue: 1 worker active\n  - long queue: 1 worker active" in out
+    )
     assert "Queues:\n  - short: 0 pending\n  - default: 0 pending\n  - long: 0 pending" in out
     assert "Failed jobs: 1\nRedis: connected\nDatabase: not configured" in out
     assert "persistence is off" in out  # the test Redis keeps nothing on disk: a warning, not a problem
@@ -198,14 +203,20 @@ def test_purge_while_a_worker_consumes_loses_nothing(bench: BenchHandle) -> None
         bench.enqueue("testapp.tasks.record", queue="short", site="site2.local", key="ran2", value=i)
     # one pool process runs the site1 job that waits for the flag, the other consumes the queue
     worker = bench.start("worker-pool", "--queue", "short", "--num-workers", "2")
-    wait_until(lambda: bench.redis.llen("test:ran") >= 20 and bench.redis.llen("test:running"), timeout=60,
-               what="worker consuming")
+    wait_until(
+        lambda: bench.redis.llen("test:ran") >= 20 and bench.redis.llen("test:running"),
+        timeout=60,
+        what="worker consuming",
+    )
     result = bench.run(*S1, "purge-jobs", "--queue", "short", "-f", "json")
     purged = json.loads(result.stdout)["pending"]
     assert purged > 0
     bench.redis.set("test:go", 1)
-    wait_until(lambda: bench.redis.llen("test:ran2") == n and bench.redis.llen("test:running") == 2, timeout=120,
-               what="everything else ran")
+    wait_until(
+        lambda: bench.redis.llen("test:ran2") == n and bench.redis.llen("test:running") == 2,
+        timeout=120,
+        what="everything else ran",
+    )
     ran = [int(v) for v in bench.redis.lrange("test:ran", 0, -1)]
     assert len(ran) == len(set(ran)) and len(ran) + purged == n  # every job: run or purged, once
     assert counts(bench, *S1)["short"]["pending"] == 0

@@ -75,8 +75,9 @@ class Client:
 
     def connect(self) -> None:
         auth = {"token": self.token} if self.token is not None else None
-        self.sio.connect(self.relay.url, namespaces=[self.namespace], auth=auth, transports=["websocket"],
-                         wait_timeout=15)
+        self.sio.connect(
+            self.relay.url, namespaces=[self.namespace], auth=auth, transports=["websocket"], wait_timeout=15
+        )
 
     def _record(self, event: str, *args: Any) -> None:
         with self._lock:
@@ -183,8 +184,7 @@ def test_wire_format_and_message_parsing(bench: BenchHandle) -> None:
 def test_publish_json_output_and_errors(bench: BenchHandle) -> None:
     result = bench.run("--site", SITE2, "publish-realtime", "ev", "--message", "7", "--format", "json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout) == [{"site": SITE2, "event": "ev", "room": "all", "message": 7,
-                                          "receivers": 0}]
+    assert json.loads(result.stdout) == [{"site": SITE2, "event": "ev", "room": "all", "message": 7, "receivers": 0}]
 
     missing = bench.run("--site", "nope.local", "publish-realtime", "ev")
     assert missing.returncode == 1
@@ -320,19 +320,18 @@ def test_invalid_token_is_refused(bench: BenchHandle, relay: Relay, clients: lis
 
 def test_events_from_jobs(bench: BenchHandle, relay: Relay, clients: list[Client]) -> None:
     client = connect(clients, relay, SITE1, "a@x.com")
-    bench.enqueue("testapp.tasks.publish_event", site=SITE1, name="from_job", message={"k": "v"},
-                  user="a@x.com")
+    bench.enqueue("testapp.tasks.publish_event", site=SITE1, name="from_job", message={"k": "v"}, user="a@x.com")
     bench.enqueue("testapp.tasks.publish_event", site=SITE1, name="after_commit_ok", after_commit=True)
     burst(bench)
     assert client.wait_for("from_job") == {"k": "v"}
     assert client.wait_for("after_commit_ok") == {}
 
 
-def test_after_commit_of_a_failing_job_never_arrives(bench: BenchHandle, relay: Relay,
-                                                     clients: list[Client]) -> None:
+def test_after_commit_of_a_failing_job_never_arrives(bench: BenchHandle, relay: Relay, clients: list[Client]) -> None:
     client = connect(clients, relay, SITE1, "a@x.com")
-    bench.enqueue("testapp.tasks.publish_then_fail", site=SITE1, now_event="sent_now", held_event="held",
-                  user="a@x.com")
+    bench.enqueue(
+        "testapp.tasks.publish_then_fail", site=SITE1, now_event="sent_now", held_event="held", user="a@x.com"
+    )
     burst(bench)  # the job has failed once this returns
     publish(bench, SITE1, "sentinel")
     client.wait_for("sentinel")

@@ -49,8 +49,9 @@ def runs(bench: BenchHandle, site: str | None = None, what: str | None = None) -
     return [i for i in items if (site is None or i["site"] == site) and (what is None or i["what"] == what)]
 
 
-def wait_runs(bench: BenchHandle, site: str, count: int, after: float = 0.0, what: str = "tick",
-              timeout: float = 30) -> list[dict[str, Any]]:
+def wait_runs(
+    bench: BenchHandle, site: str, count: int, after: float = 0.0, what: str = "tick", timeout: float = 30
+) -> list[dict[str, Any]]:
     def enough() -> list[dict[str, Any]] | None:
         found = [r for r in runs(bench, site, what) if r["t"] > after]
         return found if len(found) >= count else None
@@ -61,8 +62,9 @@ def wait_runs(bench: BenchHandle, site: str, count: int, after: float = 0.0, wha
 def wait_more(bench: BenchHandle, site: str, count: int, what: str = "tick", timeout: float = 30) -> None:
     """Wait until ``site`` has ``count`` more runs than now."""
     start = len(runs(bench, site, what))
-    wait_until(lambda: len(runs(bench, site, what)) >= start + count, timeout, 0.1,
-               what=f"{count} more {what} runs of {site}")
+    wait_until(
+        lambda: len(runs(bench, site, what)) >= start + count, timeout, 0.1, what=f"{count} more {what} runs of {site}"
+    )
 
 
 def heartbeat(bench: BenchHandle) -> dict[str, Any] | None:
@@ -72,7 +74,7 @@ def heartbeat(bench: BenchHandle) -> dict[str, Any] | None:
 
 def entry_names(bench: BenchHandle) -> set[str]:
     prefix = f"{bench.prefix}redbeat:"
-    return {k.decode()[len(prefix):] for k in bench.redis.zrange(f"{prefix}:schedule", 0, -1)}
+    return {k.decode()[len(prefix) :] for k in bench.redis.zrange(f"{prefix}:schedule", 0, -1)}
 
 
 def ok(result: Any) -> str:
@@ -82,8 +84,12 @@ def ok(result: Any) -> str:
 
 def start_scheduler(bench: BenchHandle) -> Any:
     proc = bench.start("schedule")
-    wait_until(lambda: heartbeat(bench) and heartbeat(bench)["pid"] == proc.pid, 30, 0.1,  # type: ignore[index]
-               what="the scheduler's first tick")
+    wait_until(
+        lambda: heartbeat(bench) and heartbeat(bench)["pid"] == proc.pid,
+        30,
+        0.1,  # type: ignore[index]
+        what="the scheduler's first tick",
+    )
     return proc
 
 
@@ -152,14 +158,17 @@ def test_cron_runs_in_the_bench_time_zone() -> None:
 
 
 def test_hooks_to_jobs_queues_and_problems() -> None:
-    jobs, problems = parse_scheduler_events("app", {
-        "all": ["app.a"],
-        "hourly_long": ["app.b"],
-        "daily": "app.c",
-        "cron": {"*/5 * * * *": ["app.d"], "not a cron": ["app.bad"]},
-        "cron_long": {"0 2 * * *": ["app.e"]},
-        "dailly": ["app.typo"],
-    })
+    jobs, problems = parse_scheduler_events(
+        "app",
+        {
+            "all": ["app.a"],
+            "hourly_long": ["app.b"],
+            "daily": "app.c",
+            "cron": {"*/5 * * * *": ["app.d"], "not a cron": ["app.bad"]},
+            "cron_long": {"0 2 * * *": ["app.e"]},
+            "dailly": ["app.typo"],
+        },
+    )
     found = {(j.event, j.method, j.cron, j.queue) for j in jobs}
     assert found == {
         ("all", "app.a", None, "default"),
@@ -220,8 +229,10 @@ def test_site_states_gate_runs_without_replay(bench: BenchHandle) -> None:
     wait_runs(bench, SITE1, 1, after=time.time())
 
     # maintenance mode, and a hand edit of site_config.json is picked up the same way
-    assert ok(bench.run("--site", SITE1, "set-maintenance-mode", "on")).strip() == \
-        f"Maintenance mode is on for site {SITE1}"
+    assert (
+        ok(bench.run("--site", SITE1, "set-maintenance-mode", "on")).strip()
+        == f"Maintenance mode is on for site {SITE1}"
+    )
     status = json.loads(ok(bench.run("--site", SITE1, "scheduler", "status", "--format", "json")))
     assert status["status"] == "disabled" and status["reasons"] == ["Maintenance mode is ON"]
     wait_more(bench, SITE2, 2)
@@ -256,23 +267,36 @@ def test_no_pile_up_while_a_run_is_going(bench: BenchHandle) -> None:
 def test_hooks_change_picked_up_without_restart(bench: BenchHandle) -> None:
     install_schedapp(bench, {"daily": ["schedapp.tasks.daily_a"]}, time_zone="Asia/Kolkata")
     start_scheduler(bench)  # no worker: queued runs stay pending
-    wait_until(lambda: entry_names(bench) == {f"{s}::daily::schedapp.tasks.daily_a" for s in (SITE1, SITE2)},
-               20, 0.1, what="daily entries")
-    write_hooks(bench, {
-        "all": ["schedapp.tasks.tick"],
-        "cron": {"*/5 * * * *": ["schedapp.tasks.cron_job"], "61 * * * *": ["schedapp.tasks.other"]},
-        "hourly": ["schedapp.tasks.missing"],
-    })
-    expected = {f"{s}::{name}" for s in (SITE1, SITE2)
-                for name in ("all::schedapp.tasks.tick", "cron::schedapp.tasks.cron_job::*/5 * * * *")}
+    wait_until(
+        lambda: entry_names(bench) == {f"{s}::daily::schedapp.tasks.daily_a" for s in (SITE1, SITE2)},
+        20,
+        0.1,
+        what="daily entries",
+    )
+    write_hooks(
+        bench,
+        {
+            "all": ["schedapp.tasks.tick"],
+            "cron": {"*/5 * * * *": ["schedapp.tasks.cron_job"], "61 * * * *": ["schedapp.tasks.other"]},
+            "hourly": ["schedapp.tasks.missing"],
+        },
+    )
+    expected = {
+        f"{s}::{name}"
+        for s in (SITE1, SITE2)
+        for name in ("all::schedapp.tasks.tick", "cron::schedapp.tasks.cron_job::*/5 * * * *")
+    }
     wait_until(lambda: entry_names(bench) == expected, 20, 0.1, what="entries after the hooks change")
 
     bench.bench.new_site("site3.local")  # a new site gets every job
     wait_until(lambda: "site3.local::all::schedapp.tasks.tick" in entry_names(bench), 20, 0.1)
 
     # `all` fires (1 s) but nothing consumes: exactly one pending run per site, however many slots pass
-    wait_until(lambda: json.loads(ok(bench.run("--site", SITE1, "scheduler", "status", "-f", "json")))
-               ["pending_events"] == 1, 20, 0.2)
+    wait_until(
+        lambda: json.loads(ok(bench.run("--site", SITE1, "scheduler", "status", "-f", "json")))["pending_events"] == 1,
+        20,
+        0.2,
+    )
     ticked = time.time()
     wait_until(lambda: heartbeat(bench)["last_tick"] > ticked + 2, 20, 0.1)  # type: ignore[index]
     verbose = ok(bench.run("--site", SITE1, "scheduler", "status", "--verbose"))
@@ -285,7 +309,8 @@ def test_hooks_change_picked_up_without_restart(bench: BenchHandle) -> None:
     assert any("schedapp" in p and "schedapp.tasks.missing" in p for p in problems), problems
     pending = [j for j in iter_pending(bench.redis, bench.rt().keys, "default", SITE1)]
     assert [(j.method, j.event, j.id) for j in pending] == [
-        ("schedapp.tasks.tick", "all", f"{SITE1}::scheduled_job::schedapp.tasks.tick")]
+        ("schedapp.tasks.tick", "all", f"{SITE1}::scheduled_job::schedapp.tasks.tick")
+    ]
 
 
 def test_standby_takes_over_without_double_firing(bench: BenchHandle) -> None:
@@ -309,13 +334,16 @@ def test_standby_takes_over_without_double_firing(bench: BenchHandle) -> None:
 
 
 def test_trigger_event_and_status(bench: BenchHandle) -> None:
-    install_schedapp(bench, {
-        "all": ["schedapp.tasks.tick"],
-        "daily": ["schedapp.tasks.daily_a", "schedapp.tasks.boom"],
-        "daily_long": ["schedapp.tasks.daily_long"],
-        "hourly": ["schedapp.tasks.hourly"],
-        "cron": {"0 3 * * *": ["schedapp.tasks.cron_job"]},
-    })
+    install_schedapp(
+        bench,
+        {
+            "all": ["schedapp.tasks.tick"],
+            "daily": ["schedapp.tasks.daily_a", "schedapp.tasks.boom"],
+            "daily_long": ["schedapp.tasks.daily_long"],
+            "hourly": ["schedapp.tasks.hourly"],
+            "cron": {"0 3 * * *": ["schedapp.tasks.cron_job"]},
+        },
+    )
     out = ok(bench.run("--site", SITE1, "trigger-scheduler-event", "daily"))
     assert out.splitlines() == [
         f"Enqueued schedapp.tasks.daily_a (daily, queue default) for {SITE1}",
@@ -324,29 +352,42 @@ def test_trigger_event_and_status(bench: BenchHandle) -> None:
     keys = bench.rt().keys
     pending = [j for q in ("default", "long") for j in iter_pending(bench.redis, keys, q)]
     assert sorted((j.site, j.method, j.event) for j in pending) == [
-        (SITE1, "schedapp.tasks.boom", "daily"), (SITE1, "schedapp.tasks.daily_a", "daily")]
+        (SITE1, "schedapp.tasks.boom", "daily"),
+        (SITE1, "schedapp.tasks.daily_a", "daily"),
+    ]
     again = ok(bench.run("--site", SITE1, "trigger-scheduler-event", "daily"))
     assert again.count("Skipped") == 2  # still queued: never twice
     out = ok(bench.run("--site", SITE1, "trigger-scheduler-event", "daily_long"))
     assert out.strip() == f"Enqueued schedapp.tasks.daily_long (daily_long, queue long) for {SITE1}"
     out = ok(bench.run("--site", SITE2, "trigger-scheduler-event", "schedapp.tasks.hourly"))  # Frappe's form
     assert out.strip() == f"Enqueued schedapp.tasks.hourly (hourly, queue default) for {SITE2}"
-    assert ok(bench.run("--site", SITE1, "trigger-scheduler-event", "weekly")).strip() == \
-        "No scheduled jobs for event weekly"
+    assert (
+        ok(bench.run("--site", SITE1, "trigger-scheduler-event", "weekly")).strip()
+        == "No scheduled jobs for event weekly"
+    )
     bad = bench.run("--site", SITE1, "trigger-scheduler-event", "nonsense")
     assert (bad.returncode, bad.stderr.strip(), bad.stdout) == (1, "Event nonsense does not exist!", "")
     assert bench.run("trigger-scheduler-event", "daily").stderr.strip() == "Please specify --site sitename"
 
     text = ok(bench.run("--site", SITE1, "scheduler", "status"))
-    assert text.splitlines() == ["Scheduler: enabled", "Last executed: never", "Pending events: 3",
-                                 "Failed jobs: 0"]
+    assert text.splitlines() == ["Scheduler: enabled", "Last executed: never", "Pending events: 3", "Failed jobs: 0"]
     ok(bench.run("worker", "--burst", timeout=90))
     text = ok(bench.run("--site", SITE1, "scheduler", "status"))
     lines = text.splitlines()
     assert lines[0] == "Scheduler: enabled" and lines[2:] == ["Pending events: 0", "Failed jobs: 1"]
     data = json.loads(ok(bench.run("--site", SITE1, "scheduler", "status", "--format", "json")))
-    assert set(data) >= {"site", "status", "active", "reasons", "last_executed", "pending_events",
-                         "failed_jobs", "scheduler", "jobs", "problems"}
+    assert set(data) >= {
+        "site",
+        "status",
+        "active",
+        "reasons",
+        "last_executed",
+        "pending_events",
+        "failed_jobs",
+        "scheduler",
+        "jobs",
+        "problems",
+    }
     summary = (data["site"], data["status"], data["pending_events"], data["failed_jobs"])
     assert summary == (SITE1, "enabled", 0, 1)
     by_method = {j["method"]: j for j in data["jobs"]}
@@ -358,9 +399,13 @@ def test_trigger_event_and_status(bench: BenchHandle) -> None:
 
     # state changes: text and Frappe's JSON, --site all
     assert ok(bench.run("--site", "all", "scheduler", "pause")).splitlines() == [
-        f"Scheduler is paused for site {SITE1}", f"Scheduler is paused for site {SITE2}"]
-    assert json.loads(ok(bench.run("--site", SITE2, "scheduler", "resume", "-f", "json"))) == \
-        {"status": "resumed", "site": SITE2}
+        f"Scheduler is paused for site {SITE1}",
+        f"Scheduler is paused for site {SITE2}",
+    ]
+    assert json.loads(ok(bench.run("--site", SITE2, "scheduler", "resume", "-f", "json"))) == {
+        "status": "resumed",
+        "site": SITE2,
+    }
     both = json.loads(ok(bench.run("--site", "all", "scheduler", "status", "-f", "json")))
     assert [(s["site"], s["status"]) for s in both] == [(SITE1, "paused"), (SITE2, "enabled")]
     verbose = ok(bench.run("scheduler", "status", "--site", SITE1, "--verbose"))
@@ -377,9 +422,11 @@ def test_one_tick_cost_and_redbeat_entries(bench: BenchHandle) -> None:
 
     for name in [m for m in sys.modules if m == "schedapp" or m.startswith("schedapp.")]:
         del sys.modules[name]  # another bench's copy may be imported in this process
-    install_schedapp(bench, {"all": ["schedapp.tasks.tick"],
-                             "cron": {f"{i} 3 * * *": ["schedapp.tasks.cron_job"] for i in range(19)}},
-                     time_zone="Asia/Kolkata")
+    install_schedapp(
+        bench,
+        {"all": ["schedapp.tasks.tick"], "cron": {f"{i} 3 * * *": ["schedapp.tasks.cron_job"] for i in range(19)}},
+        time_zone="Asia/Kolkata",
+    )
     for i in range(98):
         bench.bench.new_site(f"s{i:03d}.local")
     scheduler = make_scheduler(bench.rt())

@@ -17,7 +17,12 @@ OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs_ops", "deploy", "realtime
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--site", envvar=None, help="Site name, or 'all' (default: $BENCH_SITE, then default_site).")
-@click.option("--bench", "bench_path", type=click.Path(file_okay=False), help="Bench directory (default: $BENCH_PATH or the nearest one above the current directory).")
+@click.option(
+    "--bench",
+    "bench_path",
+    type=click.Path(file_okay=False),
+    help="Bench directory (default: $BENCH_PATH or the nearest one above the current directory).",
+)
 @click.option("--verbose", is_flag=True, help="More output.")
 @click.option("--force", is_flag=True, hidden=True)
 @click.pass_context

@@ -34,11 +34,7 @@ def start_cmd(obj: CliContext, procfile: str | None, no_prefix: bool, stop_timeo
     """
     from benchcelery.deploy.procman import start
 
-    sys.exit(
-        start(
-            obj.bench, Path(procfile) if procfile else None, prefix=not no_prefix, stop_timeout=stop_timeout
-        )
-    )
+    sys.exit(start(obj.bench, Path(procfile) if procfile else None, prefix=not no_prefix, stop_timeout=stop_timeout))
 
 
 @click.command("run-redis")
@@ -60,9 +56,7 @@ def _setup_options(production: bool) -> Callable[[Callable[..., None]], Callable
         f = click.option("--yes", "-y", is_flag=True, help="Overwrite existing files without asking.")(f)
         if production:
             f = click.option("--user", help="User the processes run as (default: the current user).")(f)
-            f = click.option(
-                "--skip-redis", is_flag=True, help="Leave the queue Redis out (managed elsewhere)."
-            )(f)
+            f = click.option("--skip-redis", is_flag=True, help="Leave the queue Redis out (managed elsewhere).")(f)
         return f
 
     return decorate
@@ -184,8 +178,7 @@ def create_rq_users_cmd(obj: CliContext, set_admin_password: bool, use_rq_auth: 
     )
     if users.admin_password:
         click.secho(
-            "* Redis admin password is successfully set up. "
-            "Include below line in .bashrc file for system to use",
+            "* Redis admin password is successfully set up. Include below line in .bashrc file for system to use",
             fg="green",
         )
         click.echo(f"export RQ_ADMIN_PASSWORD={users.admin_password}")

@@ -56,8 +56,10 @@ def doctor_cmd(obj: CliContext, no_db: bool, fmt: str) -> None:
 
 @click.command("purge-jobs")
 @click.option("--queue", help="Only these queues (comma-separated).")
-@click.option("--event", help="Only waiting scheduled jobs of this event type (all, hourly, daily, weekly, monthly, "
-                               "yearly, *_long, cron).")
+@click.option(
+    "--event",
+    help="Only waiting scheduled jobs of this event type (all, hourly, daily, weekly, monthly, yearly, *_long, cron).",
+)
 @format_option
 @pass_ctx
 def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, fmt: str) -> None:

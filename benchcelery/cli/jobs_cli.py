@@ -20,8 +20,17 @@ from benchcelery.errors import ValidationError
 @click.option("--timeout", type=click.IntRange(min=1), help="Seconds (default: the queue's timeout).")
 @click.option("--event", help="Event tag (purge-jobs --event finds it).")
 @pass_ctx
-def enqueue_cmd(obj: CliContext, method: str, queue: str, kwargs_json: str, job_id: str | None, deduplicate: bool,
-                at_front: bool, timeout: int | None, event: str | None) -> None:
+def enqueue_cmd(
+    obj: CliContext,
+    method: str,
+    queue: str,
+    kwargs_json: str,
+    job_id: str | None,
+    deduplicate: bool,
+    at_front: bool,
+    timeout: int | None,
+    event: str | None,
+) -> None:
     """Enqueue METHOD (a dotted path in an installed app) for the site; prints the job id."""
     from benchcelery.context import local
     from benchcelery.jobs.enqueue import enqueue
@@ -36,8 +45,16 @@ def enqueue_cmd(obj: CliContext, method: str, queue: str, kwargs_json: str, job_
     obj.runtime()
     for site in sites:
         local.site, local.user = site, "Administrator"
-        job = enqueue(method, queue=queue, timeout=timeout, event=event, at_front=at_front, job_id=job_id,
-                      deduplicate=deduplicate, **kwargs)
+        job = enqueue(
+            method,
+            queue=queue,
+            timeout=timeout,
+            event=event,
+            at_front=at_front,
+            job_id=job_id,
+            deduplicate=deduplicate,
+            **kwargs,
+        )
         click.echo(job.id if job is not None else f"Not queued: job {site}::{job_id} is already queued or running")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -124,7 +124,7 @@ def _when(value: Any) -> str:
     if not value:
         return ""
     try:
-        stamp = datetime.fromtimestamp(float(value), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        stamp = datetime.fromtimestamp(float(value), tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     except (TypeError, ValueError):
         return str(value)
     return f"{stamp} ({int(time.time() - float(value))}s ago)"

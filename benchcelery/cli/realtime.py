@@ -31,13 +31,24 @@ def parse_message(value: str | None) -> Any:
 @click.option("--user", help="Send to this user's room (user:<user>).")
 @click.option("--doctype", help="Document type: room doctype:<dt> (doc:<dt>/<docname> with --docname).")
 @click.option("--docname", help="Document name (with --doctype).")
-@click.option("--after-commit", metavar="TEXT",
-              help="Any non-empty value: hold until the job succeeded (sent at once from the command line).")
+@click.option(
+    "--after-commit",
+    metavar="TEXT",
+    help="Any non-empty value: hold until the job succeeded (sent at once from the command line).",
+)
 @format_option
 @pass_ctx
-def publish_realtime_cmd(obj: CliContext, event: str, message: str | None, room: str | None,
-                         user: str | None, doctype: str | None, docname: str | None,
-                         after_commit: str | None, fmt: str) -> None:
+def publish_realtime_cmd(
+    obj: CliContext,
+    event: str,
+    message: str | None,
+    room: str | None,
+    user: str | None,
+    doctype: str | None,
+    docname: str | None,
+    after_commit: str | None,
+    fmt: str,
+) -> None:
     """Publish realtime EVENT to the site's socket.io clients (through `bench realtime`).
 
     Prints how many relay servers received it (0: none is running).
@@ -49,24 +60,36 @@ def publish_realtime_cmd(obj: CliContext, event: str, message: str | None, room:
     sites = obj.sites()
     obj.runtime()
     data = parse_message(message)
-    results = [publish_realtime(event, data, room, user, doctype, docname, bool(after_commit), site=site)
-               for site in sites]
+    results = [
+        publish_realtime(event, data, room, user, doctype, docname, bool(after_commit), site=site) for site in sites
+    ]
     if fmt == "json":
-        echo_json([{"site": r.event.namespace, "event": r.event.event, "room": r.event.room,
-                    "message": r.event.message, "receivers": r.receivers} for r in results])
+        echo_json(
+            [
+                {
+                    "site": r.event.namespace,
+                    "event": r.event.event,
+                    "room": r.event.room,
+                    "message": r.event.message,
+                    "receivers": r.receivers,
+                }
+                for r in results
+            ]
+        )
         return
     for r in results:
         count = r.receivers or 0
-        line = (f"Published {r.event.event} to room {r.event.room} of {r.event.namespace}: "
-                f"received by {count} subscriber{'' if count == 1 else 's'}")
+        line = (
+            f"Published {r.event.event} to room {r.event.room} of {r.event.namespace}: "
+            f"received by {count} subscriber{'' if count == 1 else 's'}"
+        )
         if not count:
             line += " (is `bench realtime` running?)"
         click.echo(line)
 
 
 @click.group("realtime", invoke_without_command=True)
-@click.option("--port", type=click.IntRange(1, 65535),
-              help="Port to listen on (default: config socketio_port, 9000).")
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on (default: config socketio_port, 9000).")
 @click.option("--host", help=f"Address to listen on (default: config socketio_host, else {DEFAULT_HOST}).")
 @click.pass_context
 def realtime_group(ctx: click.Context, port: int | None, host: str | None) -> None:
@@ -84,20 +107,22 @@ def realtime_group(ctx: click.Context, port: int | None, host: str | None) -> No
     try:
         from benchcelery.realtime.server import ServeOptions, serve
     except ImportError as exc:
-        raise BenchError(f"bench realtime needs the realtime extra ({exc.name} is missing): "
-                         "pip install 'benchcelery[realtime]'") from None
+        raise BenchError(
+            f"bench realtime needs the realtime extra ({exc.name} is missing): pip install 'benchcelery[realtime]'"
+        ) from None
     settings = obj.runtime().settings
     cors = settings.get("realtime_cors_allowed_origins", "*")
     if not (cors == "*" or (isinstance(cors, list) and all(isinstance(o, str) for o in cors))):
         raise ValidationError('Config key realtime_cors_allowed_origins must be "*" or a list of origins')
-    logging.basicConfig(level=logging.DEBUG if obj.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if obj.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     # These libraries log every packet / connection detail at INFO or DEBUG; keep their warnings.
     for name in ("socketio", "engineio", "redis", "asyncio"):
         logging.getLogger(name).setLevel(logging.WARNING)
     options = ServeOptions(
         host=host or str(settings.get("socketio_host") or DEFAULT_HOST),
-        port=port or settings.int("socketio_port"),
+        port=port or settings.number("socketio_port"),
         cors_allowed_origins=cors,
         log_level="debug" if obj.verbose else "info",
     )

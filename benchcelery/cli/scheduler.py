@@ -59,8 +59,7 @@ def disable_scheduler_cmd(obj: CliContext) -> None:
 @click.argument("state", type=click.Choice(["enable", "disable", "pause", "resume", "status"]))
 @click.option("--site", "site_opt", help="Site name or 'all' (overrides bench --site).")
 @format_option
-@click.option("-v", "--verbose", is_flag=True,
-              help="status: why the site is inactive, and every scheduled job.")
+@click.option("-v", "--verbose", is_flag=True, help="status: why the site is inactive, and every scheduled job.")
 @pass_ctx
 def scheduler_cmd(obj: CliContext, state: str, site_opt: str | None, fmt: str, verbose: bool) -> None:
     """Change or show the scheduler state of the site(s): enable, disable, pause, resume, status.
@@ -109,8 +108,10 @@ def _status(obj: CliContext, sites: list[str], fmt: str, verbose: bool) -> None:
             click.echo(f"Inactive: {reason}")
         proc = st.scheduler
         if proc.running:
-            click.echo(f"Scheduler process: running (pid {proc.pid} on {proc.host}, last tick "
-                       f"{format_time(proc.last_tick, st.time_zone)})")
+            click.echo(
+                f"Scheduler process: running (pid {proc.pid} on {proc.host}, last tick "
+                f"{format_time(proc.last_tick, st.time_zone)})"
+            )
         else:
             click.echo("Scheduler process: not running (no heartbeat; start `bench schedule`)")
         click.echo(f"Scheduled jobs: {len(st.jobs)} (times in {st.time_zone})")
@@ -121,9 +122,11 @@ def _status(obj: CliContext, sites: list[str], fmt: str, verbose: bool) -> None:
             outcome = job.last_outcome or "-"
             if job.last_error:
                 outcome += f" ({job.last_error})"
-            click.echo(f"  {event:<12} {job.method}  queue={job.queue}  "
-                       f"last run={format_time(job.last_run, st.time_zone) or 'never'}  "
-                       f"next run={format_time(job.next_run, st.time_zone) or '-'}  last outcome={outcome}")
+            click.echo(
+                f"  {event:<12} {job.method}  queue={job.queue}  "
+                f"last run={format_time(job.last_run, st.time_zone) or 'never'}  "
+                f"next run={format_time(job.next_run, st.time_zone) or '-'}  last outcome={outcome}"
+            )
         for problem in st.problems:
             click.echo(f"Problem: {problem}")
 
@@ -167,16 +170,22 @@ def trigger_cmd(obj: CliContext, event: str, fmt: str) -> None:
             if run.status == ENQUEUED:
                 click.echo(f"Enqueued {run.method} ({run.event}, queue {run.queue}) for {run.site}")
             elif run.status == SKIPPED:
-                click.echo(f"Skipped {run.method} ({run.event}) for {run.site}: "
-                           "its previous run is still queued or running")
+                click.echo(
+                    f"Skipped {run.method} ({run.event}) for {run.site}: its previous run is still queued or running"
+                )
             else:
-                click.echo(f"Could not enqueue {run.method} ({run.event}) for {run.site}: {run.error}",
-                           err=True)
+                click.echo(f"Could not enqueue {run.method} ({run.event}) for {run.site}: {run.error}", err=True)
     if not result.ok:
         sys.exit(1)
 
 
 def register(cli: click.Group) -> None:
-    for command in (schedule_cmd, enable_scheduler_cmd, disable_scheduler_cmd, scheduler_cmd,
-                    set_maintenance_mode_cmd, trigger_cmd):
+    for command in (
+        schedule_cmd,
+        enable_scheduler_cmd,
+        disable_scheduler_cmd,
+        scheduler_cmd,
+        set_maintenance_mode_cmd,
+        trigger_cmd,
+    ):
         cli.add_command(command)

@@ -60,18 +60,14 @@ def redis_db(url: str) -> int:
     return int(path) if path.isdigit() else 0
 
 
-def create_rq_users(
-    settings: Settings, set_admin_password: bool = False, use_rq_auth: bool = False
-) -> RqUsers:
+def create_rq_users(settings: Settings, set_admin_password: bool = False, use_rq_auth: bool = False) -> RqUsers:
     """Write config/redis_queue.acl (and re-render redis_queue.conf so it loads it); store the
     bench user's credentials in common_site_config.json. Redis must be restarted to apply them."""
     bench = settings.bench
     username, password = settings.bench_id, new_password()
     admin_password = new_password() if set_admin_password else None
     path = acl_path(bench)
-    text = "\n".join(
-        [admin_acl_line(admin_password), bench_acl_line(username, password, redis_db(settings.redis_url))]
-    )
+    text = "\n".join([admin_acl_line(admin_password), bench_acl_line(username, password, redis_db(settings.redis_url))])
     write_files({path: text + "\n"}, overwrite=True)
     path.chmod(0o600)
     bench.update_config({"rq_username": username, "rq_password": password, "use_rq_auth": use_rq_auth})

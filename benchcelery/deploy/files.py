@@ -69,15 +69,11 @@ def procfile_lines(plan: Plan) -> list[tuple[str, str]]:
 def render_procfile(settings: Settings) -> dict[Path, str]:
     plan = make_plan(settings)
     body = "\n".join(f"{name}: {cmd}" for name, cmd in procfile_lines(plan))
-    return {
-        settings.bench.root / "Procfile": render("Procfile", bench_root=settings.bench.root, processes=body)
-    }
+    return {settings.bench.root / "Procfile": render("Procfile", bench_root=settings.bench.root, processes=body)}
 
 
 # --- supervisor (production) ---
-def render_supervisor(
-    settings: Settings, user: str | None = None, skip_redis: bool = False
-) -> dict[Path, str]:
+def render_supervisor(settings: Settings, user: str | None = None, skip_redis: bool = False) -> dict[Path, str]:
     plan = make_plan(settings)
     bench = settings.bench
     path = bench.config_path / "supervisor.conf"
@@ -86,15 +82,12 @@ def render_supervisor(
     workers: list[str] = []
     if plan.schedule:
         program = f"{plan.name}-schedule"
-        parts.append(
-            render("supervisor/schedule.conf", program=program, command=plan.command("schedule"), **common)
-        )
+        parts.append(render("supervisor/schedule.conf", program=program, command=plan.command("schedule"), **common))
         workers.append(program)
     for group in plan.workers:
         program = f"{plan.name}-{group.queue}-worker"
         why = (
-            f"Queue {group.queue}: one `bench worker-pool` of {group.numprocs} processes "
-            f"(workers.{group.queue}.pool)."
+            f"Queue {group.queue}: one `bench worker-pool` of {group.numprocs} processes (workers.{group.queue}.pool)."
             if group.pool
             else f"Queue {group.queue}: {group.numprocs} worker process(es) of one job at a time "
             f"(workers.{group.queue}.background_workers, else background_workers)."
@@ -116,9 +109,7 @@ def render_supervisor(
     web: list[str] = []
     if plan.realtime:
         program = f"{plan.name}-realtime"
-        parts.append(
-            render("supervisor/realtime.conf", program=program, command=plan.command("realtime"), **common)
-        )
+        parts.append(render("supervisor/realtime.conf", program=program, command=plan.command("realtime"), **common))
         web.append(program)
     redis_programs: list[str] = []
     if plan.own_redis and not skip_redis:
@@ -138,9 +129,7 @@ def render_supervisor(
     ]
     for group_name, programs, why in groups:
         if programs:
-            parts.append(
-                render("supervisor/group.conf", group=group_name, programs=",".join(programs), why=why)
-            )
+            parts.append(render("supervisor/group.conf", group=group_name, programs=",".join(programs), why=why))
     return {path: "".join(parts)}
 
 

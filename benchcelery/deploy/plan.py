@@ -81,11 +81,7 @@ def make_plan(settings: Settings) -> Plan:
             stop_wait = _positive(opts["stop_timeout"], f"workers.{name}.stop_timeout")
         groups.append(WorkerGroup(name, n, bool(opts.get("pool")), spec.hard_limit, stop_wait))
     url = urlsplit(settings.redis_url)
-    own = (
-        url.scheme == "redis"
-        and (url.hostname or "") in LOCAL_HOSTS
-        and not conf.get("redis_queue_sentinel_enabled")
-    )
+    own = url.scheme == "redis" and (url.hostname or "") in LOCAL_HOSTS and not conf.get("redis_queue_sentinel_enabled")
     return Plan(
         bench=settings.bench,
         name=safe_name(settings.bench.name),

@@ -111,9 +111,7 @@ class ProcfileRunner:
 
         from honcho.printer import Message
 
-        self.printer.write(
-            Message(type="line", data=text + "\n", time=datetime.now(), name="system", colour=None)
-        )
+        self.printer.write(Message(type="line", data=text + "\n", time=datetime.now(), name="system", colour=None))
 
     # --- lifecycle ---
     def _spawn(self, proc: _Proc) -> None:
@@ -121,9 +119,7 @@ class ProcfileRunner:
 
         from honcho.process import Process
 
-        hp = Process(
-            proc.cmd, name=proc.name, colour=next(self.colours), env=self.env, cwd=str(self.bench.root)
-        )
+        hp = Process(proc.cmd, name=proc.name, colour=next(self.colours), env=self.env, cwd=str(self.bench.root))
         proc.runner = multiprocessing.get_context("fork").Process(
             name=proc.name, target=hp.run, args=(self.events, True)
         )
@@ -152,10 +148,7 @@ class ProcfileRunner:
 
     def force(self, reason: str) -> None:
         self.forced = True
-        self.say(
-            f"{reason}: killing every process (a running job goes back to its queue after the "
-            "visibility timeout)"
-        )
+        self.say(f"{reason}: killing every process (a running job goes back to its queue after the visibility timeout)")
         for proc in self.procs:
             if not proc.first:
                 self._signal(proc, signal.SIGKILL, group=True)
@@ -190,9 +183,7 @@ class ProcfileRunner:
                     self.request_stop(f"{gone.name} exited")
                 if self.stopping_since is not None:
                     others = [p for p in (rest if rest_started else []) if p.runner is not None]
-                    if not first_stopped and all(
-                        p.returncode is not None or not p.runner.is_alive() for p in others
-                    ):
+                    if not first_stopped and all(p.returncode is not None or not p.runner.is_alive() for p in others):
                         first_stopped = True
                         for proc in first:
                             self._signal(proc, signal.SIGTERM, group=False)
@@ -255,9 +246,7 @@ def _listening(port: int) -> bool:
     return is_listening(port)
 
 
-def start(
-    bench: Bench, procfile: Path | None = None, prefix: bool = True, stop_timeout: float | None = None
-) -> int:
+def start(bench: Bench, procfile: Path | None = None, prefix: bool = True, stop_timeout: float | None = None) -> int:
     """Run the Procfile until Ctrl-C / TERM or until a process exits; returns the exit code."""
     from benchcelery.config import Settings
     from benchcelery.deploy.plan import make_plan
@@ -271,9 +260,7 @@ def start(
     processes = parse_procfile(procfile or bench.root / "Procfile")
     if stop_timeout is None:
         stop_timeout = max(g.stop_wait for g in plan.workers)
-    runner = ProcfileRunner(
-        bench, processes, plan.redis_port, stop_timeout, prefix=prefix, colour=sys.stdout.isatty()
-    )
+    runner = ProcfileRunner(bench, processes, plan.redis_port, stop_timeout, prefix=prefix, colour=sys.stdout.isatty())
     return runner.run()
 
 

@@ -122,7 +122,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
         conf = bench.merged_config(site)
         state, reasons = scheduler_state(site, conf)
         mine = [j for j in started_jobs if j.site == site]
-        stuck = []
+        stuck: list[dict[str, Any]] = []
         for job in mine:
             limit = int(job.extra.get("timeout") or hard_limits.get(job.queue, 0))
             age = now - (job.started_at or now)
@@ -147,9 +147,9 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
                 problems.append(f"{site}: {n} job{'s' if n != 1 else ''} pending on queue {q} but no worker serves it")
         if state == "enabled" and not reasons and heartbeat is None:
             problems.append(f"{site}: the scheduler is enabled but no `bench schedule` is running")
-        for job in stuck:
+        for item in stuck:
             problems.append(
-                f"{site}: job {job['id']} ({job['method']}) started {job['age']} s ago, past its time limit; "
+                f"{site}: job {item['id']} ({item['method']}) started {item['age']} s ago, past its time limit; "
                 "its worker is gone (it is re-queued after the visibility timeout)"
             )
         if health.database.status == "unreachable":
@@ -171,7 +171,9 @@ def render_text(report: DoctorReport) -> str:
         lines += [f"  - {reason}" for reason in s.scheduler_reasons if s.scheduler != "enabled"]
         lines += [f"Last run: {ago(s.last_run)}", "", "Workers:"]
         for q, n in s.workers.items():
-            lines.append(f"  - {q} queue: {n} worker{'s' if n != 1 else ''} active" if n else f"  - {q} queue: no worker")
+            lines.append(
+                f"  - {q} queue: {n} worker{'s' if n != 1 else ''} active" if n else f"  - {q} queue: no worker"
+            )
         lines += ["", "Queues:"]
         for q, n in s.pending.items():
             running = s.started.get(q, 0)

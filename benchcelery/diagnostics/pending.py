@@ -105,7 +105,12 @@ def render_text(report: PendingReport) -> str:
     for job in report.jobs:
         by_queue.setdefault(job["queue"], []).append(job)
     for q in report.queues:
-        lines += [f"Queue: {q.name}", f"  - pending: {q.pending}", f"  - failed: {q.failed}", f"  - started: {q.started}"]
+        lines += [
+            f"Queue: {q.name}",
+            f"  - pending: {q.pending}",
+            f"  - failed: {q.failed}",
+            f"  - started: {q.started}",
+        ]
         for job in by_queue.get(q.name, []):
             age = f"{job['age']:.0f}s ago" if job["age"] is not None else "age unknown"
             lines.append(f"    #{job['position']} {job['id']} {job['method']} {job['kwargs']} ({age})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import benchcelery
@@ -12,7 +12,7 @@ import benchcelery
 def _log(line: str) -> None:
     path = Path(benchcelery.local.bench_path or ".") / "logs" / "jobs_demo.log"
     path.parent.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%H:%M:%S")
+    stamp = datetime.now(UTC).strftime("%H:%M:%S")
     with path.open("a") as fh:
         fh.write(f"{stamp} [{benchcelery.local.site}] {line}\n")
 

@@ -80,7 +80,7 @@ def enqueue(
         return run_inline(rt, site, prepared.job.method, kwargs)
     if job_id:
         status_key = rt.keys.job_status(prepared.job.id)
-        ttl = rt.settings.int("rq_job_failure_ttl")
+        ttl = rt.settings.number("rq_job_failure_ttl")
         if not rt.redis.set(status_key, registry.QUEUED, nx=True, ex=ttl):
             current = registry.get_status(rt.redis, rt.keys, prepared.job.id)
             if deduplicate and current in (registry.QUEUED, registry.STARTED):

@@ -123,7 +123,7 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
         raise
     else:
         if meta["tracked"]:
-            r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.int("rq_results_ttl"))
+            r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.number("rq_results_ttl"))
         for callback in (local.job or {}).get("on_commit", []):
             try:
                 callback()
@@ -155,7 +155,7 @@ def _admit(rt: Any, meta: dict[str, Any]) -> Any:
         key = rt.keys.redelivered(meta["job_id"])
         times = rt.redis.incr(key)
         rt.redis.expire(key, 86400)
-        limit = rt.settings.int("max_redeliveries")
+        limit = rt.settings.number("max_redeliveries")
         if times > limit:
             raise JobRefused(f"Not run again: its worker died {times - 1} times while it was taken")
     return fn
@@ -213,8 +213,8 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
             rt.keys,
             queue,
             rec,
-            limit=rt.settings.int("rq_failed_jobs_limit"),
-            ttl=rt.settings.int("rq_job_failure_ttl"),
+            limit=rt.settings.number("rq_failed_jobs_limit"),
+            ttl=rt.settings.number("rq_job_failure_ttl"),
         )
         if meta.get("tracked"):
             rt.redis.delete(rt.keys.job_status(meta["job_id"]))

@@ -112,7 +112,10 @@ def count_pending(
         counts = {k.decode(): int(v) for k, v in raw.items() if int(v)}
         if sum(counts.values()) != sum(lengths) or any(v < 0 for v in counts.values()):
             flat = recount(keys=[keys.pending_counts(q), *keys.queue_lists(q)])
-            counts = {(n.decode() if isinstance(n, bytes) else str(n)): int(c) for n, c in zip(flat[::2], flat[1::2], strict=True)}
+            counts = {
+                (n.decode() if isinstance(n, bytes) else str(n)): int(c)
+                for n, c in zip(flat[::2], flat[1::2], strict=True)
+            }
         out[q] = counts
     return out
 
@@ -246,9 +249,7 @@ def find_job(rt: Runtime, job_id: str) -> Any:
         if status == registry.FINISHED:
             return Job(id=job_id, site=job_id.split("::", 1)[0], queue="", method="", status=status)
         return None
-    job = Job(
-        id=info.id, site=info.site, queue=info.queue, method=info.method, kwargs=info.kwargs, event=info.event
-    )
+    job = Job(id=info.id, site=info.site, queue=info.queue, method=info.method, kwargs=info.kwargs, event=info.event)
     job.status = info.state
     return job
 

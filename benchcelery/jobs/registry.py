@@ -43,9 +43,7 @@ def site_of(job_id: str) -> str:
     return job_id.split("::", 1)[0]
 
 
-def record_failure(
-    r: redis.Redis, keys: Keys, queue: str, record: dict[str, Any], limit: int, ttl: int
-) -> None:
+def record_failure(r: redis.Redis, keys: Keys, queue: str, record: dict[str, Any], limit: int, ttl: int) -> None:
     now = time.time()
     record.setdefault("failed_at", now)
     r.eval(

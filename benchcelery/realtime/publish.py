@@ -159,5 +159,4 @@ def _send_after_commit(rt: Runtime, ev: RealtimeEvent) -> None:
     try:
         send(rt, ev)
     except Exception as exc:
-        logger.warning("Could not publish realtime event %s to %s/%s: %s",
-                       ev.event, ev.namespace, ev.room, exc)
+        logger.warning("Could not publish realtime event %s to %s/%s: %s", ev.event, ev.namespace, ev.room, exc)

@@ -35,8 +35,9 @@ from benchcelery.realtime.tokens import InvalidToken, verify_token
 logger = logging.getLogger("benchcelery.realtime")
 
 # Events a relay must never emit: socket.io clients treat them as protocol events.
-RESERVED_EVENTS = frozenset({"connect", "connect_error", "disconnect", "disconnecting", "newListener",
-                             "removeListener"})
+RESERVED_EVENTS = frozenset(
+    {"connect", "connect_error", "disconnect", "disconnecting", "newListener", "removeListener"}
+)
 RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)  # backoff between Redis reconnect attempts (s); capped low: a
 # restarted Redis should be relayed again within seconds, and a refused connect costs nothing
 HEALTH_CHECK_INTERVAL = 10  # s; a PING on the subscriber connection notices dead links
@@ -61,8 +62,7 @@ class Relay:
         self._task: asyncio.Task[None] | None = None
         # Tokens, not cookies, authenticate clients, so a page served from another origin (the site
         # on :8000, this server on :9000) may connect; restrict with realtime_cors_allowed_origins.
-        self.sio = socketio.AsyncServer(async_mode="asgi", namespaces="*",
-                                        cors_allowed_origins=cors_allowed_origins)
+        self.sio = socketio.AsyncServer(async_mode="asgi", namespaces="*", cors_allowed_origins=cors_allowed_origins)
         self.sio.on("connect", self.on_connect, namespace="*")
         self.sio.on("disconnect", self.on_disconnect, namespace="*")
         for name, handler in {
@@ -77,8 +77,7 @@ class Relay:
             "task_unsubscribe": self.on_task_unsubscribe,
         }.items():
             self.sio.on(name, handler, namespace="*")
-        self.app = socketio.ASGIApp(self.sio, other_asgi_app=self.http, on_startup=self.start,
-                                    on_shutdown=self.stop)
+        self.app = socketio.ASGIApp(self.sio, other_asgi_app=self.http, on_startup=self.start, on_shutdown=self.stop)
 
     # --- socket.io side ---
     async def on_connect(self, namespace: str, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
@@ -111,12 +110,12 @@ class Relay:
             await self.sio.enter_room(sid, room, namespace=namespace)
         return room
 
-    async def on_doc_subscribe(self, namespace: str, sid: str, doctype: Any = None,
-                               docname: Any = None) -> str | None:
+    async def on_doc_subscribe(self, namespace: str, sid: str, doctype: Any = None, docname: Any = None) -> str | None:
         return await self._join(namespace, sid, _doc_room(doctype, docname))
 
-    async def on_doc_unsubscribe(self, namespace: str, sid: str, doctype: Any = None,
-                                 docname: Any = None) -> str | None:
+    async def on_doc_unsubscribe(
+        self, namespace: str, sid: str, doctype: Any = None, docname: Any = None
+    ) -> str | None:
         return await self._join(namespace, sid, _doc_room(doctype, docname), leave=True)
 
     async def on_doctype_subscribe(self, namespace: str, sid: str, doctype: Any = None) -> str | None:
@@ -174,8 +173,11 @@ class Relay:
                 if not ever_connected:
                     logger.info("Subscribed to Redis channel %r at %s", REALTIME_CHANNEL, url)
                 elif lost_at is not None:
-                    logger.warning("Reconnected to Redis at %s after %.1f s; relaying events again", url,
-                                   time.monotonic() - lost_at)
+                    logger.warning(
+                        "Reconnected to Redis at %s after %.1f s; relaying events again",
+                        url,
+                        time.monotonic() - lost_at,
+                    )
                 ever_connected, lost_at = True, None
                 while True:
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
@@ -238,15 +240,18 @@ class Relay:
             return
         path = scope.get("path", "")
         if path.rstrip("/") == "/health":
-            body = {"redis": self.redis_connected, "relayed": self.relayed,
-                    "bench_id": self.settings.bench_id}
+            body = {"redis": self.redis_connected, "relayed": self.relayed, "bench_id": self.settings.bench_id}
             status = 200 if self.redis_connected else 503
         else:
             body, status = {"error": "not found"}, 404
         payload = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": payload})
 
 
@@ -282,8 +287,20 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     check_port_free(options.host, options.port)
     relay = Relay(settings, options.cors_allowed_origins)
     sites = settings.bench.sites()
-    logger.info("Realtime server of bench %s on http://%s:%d (namespaces: %s)", settings.bench_id,
-                options.host, options.port, ", ".join(f"/{s}" for s in sites) or "none yet")
-    config = uvicorn.Config(relay.app, host=options.host, port=options.port, log_level=options.log_level,
-                            access_log=False, lifespan="on", log_config=None)
+    logger.info(
+        "Realtime server of bench %s on http://%s:%d (namespaces: %s)",
+        settings.bench_id,
+        options.host,
+        options.port,
+        ", ".join(f"/{s}" for s in sites) or "none yet",
+    )
+    config = uvicorn.Config(
+        relay.app,
+        host=options.host,
+        port=options.port,
+        log_level=options.log_level,
+        access_log=False,
+        lifespan="on",
+        log_config=None,
+    )
     uvicorn.Server(config).run()

@@ -166,8 +166,9 @@ class Scheduler(RedBeatScheduler):
         pipe = r.pipeline(transaction=False)
         pipe.zcard(self.keys.redbeat_schedule)
         pipe.zrangebyscore(self.keys.redbeat_schedule, 0, now_ts)
-        pipe.zrangebyscore(self.keys.redbeat_schedule, f"({now_ts}", now_ts + self.max_interval,
-                           start=0, num=1, withscores=True)
+        pipe.zrangebyscore(
+            self.keys.redbeat_schedule, f"({now_ts}", now_ts + self.max_interval, start=0, num=1, withscores=True
+        )
         pipe.set(self.keys.scheduler_heartbeat, self._heartbeat(now_ts), ex=self._heartbeat_ttl())
         count, due_keys, upcoming, _ = pipe.execute()
 
@@ -175,8 +176,12 @@ class Scheduler(RedBeatScheduler):
         since = time.monotonic() - self._last_reconcile
         # A count that differs from what we wrote means entries were lost (flush, failover) or
         # added behind our back; re-check soon, but not every tick.
-        if (sites_changed or fingerprint != self._fingerprint or since > RECONCILE_EVERY
-                or (count != len(self.desired) and since > RECOUNT_EVERY)):
+        if (
+            sites_changed
+            or fingerprint != self._fingerprint
+            or since > RECONCILE_EVERY
+            or (count != len(self.desired) and since > RECOUNT_EVERY)
+        ):
             try:
                 self.reconcile(reload_hooks=fingerprint != self._fingerprint)
                 stats.reconciled = True
@@ -254,19 +259,18 @@ class Scheduler(RedBeatScheduler):
         run_id = f"{site}::{job.job_id}"
         try:
             with as_site(site):
-                result = enqueue(job.method, queue=job.queue, event=job.event, job_id=job.job_id,
-                                 deduplicate=True)
+                result = enqueue(job.method, queue=job.queue, event=job.event, job_id=job.job_id, deduplicate=True)
         except Exception as exc:
             stats.errors += 1
-            logger.error("Could not enqueue scheduled job %s (%s) for %s: %s",
-                         job.method, job.event, site, exc)
+            logger.error("Could not enqueue scheduled job %s (%s) for %s: %s", job.method, job.event, site, exc)
             return
         if result is None:
             stats.skipped_running += 1
             if run_id not in self._skipping:
                 self._skipping.add(run_id)
-                logger.warning("Skipped queueing %s for %s: its previous run is still queued or running",
-                               job.method, site)
+                logger.warning(
+                    "Skipped queueing %s for %s: its previous run is still queued or running", job.method, site
+                )
             return
         self._skipping.discard(run_id)
         stats.fired += 1
@@ -334,16 +338,21 @@ class Scheduler(RedBeatScheduler):
                 name = job.entry_name(site)
                 key = self.keys.redbeat_entry(name)
                 desired[key] = (site, job)
-                definitions[key] = json.dumps({
-                    "name": name,
-                    "task": job.method,
-                    "args": [],
-                    "kwargs": {},
-                    "options": {"queue": job.queue, "headers": {"site": site, "event": job.event,
-                                                                  "method": job.method}},
-                    "schedule": schedule,
-                    "enabled": True,
-                }, sort_keys=True)
+                definitions[key] = json.dumps(
+                    {
+                        "name": name,
+                        "task": job.method,
+                        "args": [],
+                        "kwargs": {},
+                        "options": {
+                            "queue": job.queue,
+                            "headers": {"site": site, "event": job.event, "method": job.method},
+                        },
+                        "schedule": schedule,
+                        "enabled": True,
+                    },
+                    sort_keys=True,
+                )
 
         r = self._redis
         existing = [k.decode() for k in r.zrange(self.keys.redbeat_schedule, 0, -1)]
@@ -369,8 +378,9 @@ class Scheduler(RedBeatScheduler):
                 stats.changed += 1
             pipe.hset(key, "definition", definition)
             pipe.hsetnx(key, "meta", now_meta)
-            pipe.zadd(self.keys.redbeat_schedule,
-                      {key: int(next_run(job, last or now, self.interval, self.tz).timestamp())})
+            pipe.zadd(
+                self.keys.redbeat_schedule, {key: int(next_run(job, last or now, self.interval, self.tz).timestamp())}
+            )
             if len(pipe) >= 3 * BATCH:
                 pipe.execute()
                 pipe = r.pipeline(transaction=False)
@@ -395,8 +405,14 @@ class Scheduler(RedBeatScheduler):
         stats.entries = len(desired)
         stats.problems = problems
         if stats.added or stats.changed or stats.removed:
-            logger.info("Schedule reconciled: %d entries (%d added, %d changed, %d removed) for %d sites",
-                        stats.entries, stats.added, stats.changed, stats.removed, len(sites))
+            logger.info(
+                "Schedule reconciled: %d entries (%d added, %d changed, %d removed) for %d sites",
+                stats.entries,
+                stats.added,
+                stats.changed,
+                stats.removed,
+                len(sites),
+            )
         return stats
 
     # --- lock and heartbeat ---
@@ -412,15 +428,17 @@ class Scheduler(RedBeatScheduler):
             self._last_extend = time.monotonic()
 
     def _heartbeat(self, now_ts: float) -> str:
-        return json.dumps({
-            "last_tick": now_ts,
-            "pid": os.getpid(),
-            "host": self.host,
-            "entries": len(self.desired),
-            "sites": len(self.states.states),
-            "loop_interval": self.max_interval,
-            "lock_timeout": self.lock_timeout,
-        })
+        return json.dumps(
+            {
+                "last_tick": now_ts,
+                "pid": os.getpid(),
+                "host": self.host,
+                "entries": len(self.desired),
+                "sites": len(self.states.states),
+                "loop_interval": self.max_interval,
+                "lock_timeout": self.lock_timeout,
+            }
+        )
 
     def _heartbeat_ttl(self) -> int:
         return max(10, int(3 * self.max_interval + 0.999))
@@ -428,7 +446,7 @@ class Scheduler(RedBeatScheduler):
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 def _stat(path: Any) -> tuple[int, int]:
@@ -461,8 +479,11 @@ def configure(app: Any, settings: Settings) -> None:
     app.conf.redbeat_lock_timeout = lock_timeout(settings)
     # RedBeat's own client only holds the lock; explicit options also silence its deprecated
     # fallback to broker_transport_options.
-    app.conf.redbeat_redis_options = {"socket_keepalive": True, "socket_connect_timeout": 5,
-                                      "health_check_interval": 25}
+    app.conf.redbeat_redis_options = {
+        "socket_keepalive": True,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 25,
+    }
     app.conf.beat_scheduler = "benchcelery.scheduler.beat:Scheduler"
 
 
@@ -478,9 +499,13 @@ def run_beat(rt: Runtime, loglevel: str = "INFO") -> int:
         setproctitle.setproctitle(f"bench schedule [{rt.bench.root}]")
     except ImportError:
         pass
-    beat = app.Beat(scheduler=Scheduler, max_interval=loop_interval(rt.settings), loglevel=loglevel,
-                    quiet=True, socket_timeout=None)
-    logger.info("Scheduler starting (loop %.1f s, lock %d s); waiting for the lock if another is active",
-                loop_interval(rt.settings), lock_timeout(rt.settings))
+    beat = app.Beat(
+        scheduler=Scheduler, max_interval=loop_interval(rt.settings), loglevel=loglevel, quiet=True, socket_timeout=None
+    )
+    logger.info(
+        "Scheduler starting (loop %.1f s, lock %d s); waiting for the lock if another is active",
+        loop_interval(rt.settings),
+        lock_timeout(rt.settings),
+    )
     beat.run()
     return 0

@@ -125,8 +125,7 @@ def _datetime(value: Any) -> datetime | None:
             tz = UTC
     names = ("year", "month", "day", "hour", "minute", "second", "microsecond")
     v = {name: int(value.get(name) or 0) for name in names}
-    return datetime(v["year"], v["month"], v["day"], v["hour"], v["minute"], v["second"], v["microsecond"],
-                    tzinfo=tz)
+    return datetime(v["year"], v["month"], v["day"], v["hour"], v["minute"], v["second"], v["microsecond"], tzinfo=tz)
 
 
 class Entry(RedBeatSchedulerEntry):

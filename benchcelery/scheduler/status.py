@@ -102,8 +102,7 @@ def scheduler_process(rt: Runtime) -> SchedulerProcess:
     if not raw:
         return SchedulerProcess(running=False)
     beat = json.loads(raw)
-    return SchedulerProcess(running=True, last_tick=beat.get("last_tick"), pid=beat.get("pid"),
-                            host=beat.get("host"))
+    return SchedulerProcess(running=True, last_tick=beat.get("last_tick"), pid=beat.get("pid"), host=beat.get("host"))
 
 
 def scheduler_status(rt: Runtime, site: str, jobs: bool = True) -> SchedulerStatus:
@@ -119,7 +118,9 @@ def scheduler_status(rt: Runtime, site: str, jobs: bool = True) -> SchedulerStat
         pending += int(script(keys=lists, args=[needle]))
     failed_prefix = f"{site}::{JOB_ID_PREFIX}"
     failed = sum(
-        1 for queue in queues for job_id in registry.failed_ids(r, keys, queue, site)
+        1
+        for queue in queues
+        for job_id in registry.failed_ids(r, keys, queue, site)
         if job_id.startswith(failed_prefix)
     )
     last = r.hget(keys.scheduler_lastrun, site)
@@ -145,16 +146,18 @@ def scheduler_status(rt: Runtime, site: str, jobs: bool = True) -> SchedulerStat
         scores = pipe.execute() if found else []
         for job, score in zip(found, scores, strict=True):
             run = runs.get(f"{job.event}::{job.method}")
-            status.jobs.append(JobStatus(
-                event=job.event,
-                method=job.method,
-                queue=job.queue,
-                cron=job.cron,
-                last_run=run.ended_at if run else None,
-                last_outcome=run.outcome if run else None,
-                last_error=run.error if run else None,
-                next_run=float(score) if score is not None and score >= 0 else None,
-            ))
+            status.jobs.append(
+                JobStatus(
+                    event=job.event,
+                    method=job.method,
+                    queue=job.queue,
+                    cron=job.cron,
+                    last_run=run.ended_at if run else None,
+                    last_outcome=run.outcome if run else None,
+                    last_error=run.error if run else None,
+                    next_run=float(score) if score is not None and score >= 0 else None,
+                )
+            )
     elif raw_problems:
         status.problems = list(json.loads(raw_problems))
     return status

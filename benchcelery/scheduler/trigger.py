@@ -70,8 +70,9 @@ def trigger(rt: Runtime, sites: list[str], event: str) -> TriggerResult:
             run = Triggered(site=site, event=job.event, method=job.method, queue=job.queue, status=ENQUEUED)
             try:
                 with as_site(site):
-                    enqueued = enqueue(job.method, queue=job.queue, event=job.event, job_id=job.job_id,
-                                       deduplicate=True)
+                    enqueued = enqueue(
+                        job.method, queue=job.queue, event=job.event, job_id=job.job_id, deduplicate=True
+                    )
             except BenchError as exc:
                 run.status, run.error = FAILED, str(exc)
             else:

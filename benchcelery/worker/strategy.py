@@ -8,7 +8,7 @@ from typing import Any
 from kombu.utils.scheduling import round_robin_cycle
 
 
-class random_cycle(round_robin_cycle):  # noqa: N801 - kombu resolves strategies by this name
+class random_cycle(round_robin_cycle):
     def consume(self, n: int) -> list[Any]:
         items = list(self.items[:n])
         random.shuffle(items)

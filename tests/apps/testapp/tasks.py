@@ -21,8 +21,16 @@ def record(key: str, value: object = None) -> str:
 
 def context(key: str) -> None:
     local = benchcelery.local
-    _push(key, {"site": local.site, "user": local.user, "pid": os.getpid(),
-                "job_id": (local.job or {}).get("job_id"), "conf_marker": local.conf.get("marker")})
+    _push(
+        key,
+        {
+            "site": local.site,
+            "user": local.user,
+            "pid": os.getpid(),
+            "job_id": (local.job or {}).get("job_id"),
+            "conf_marker": local.conf.get("marker"),
+        },
+    )
 
 
 def sleep_then_record(key: str, seconds: float, value: object = None) -> None:
@@ -73,8 +81,7 @@ def pid_then_wait(key: str, flag: str, limit: float = 60) -> None:
     _push(key, "done")
 
 
-def publish_event(name: str, message: object = None, user: str | None = None,
-                  after_commit: bool = False) -> None:
+def publish_event(name: str, message: object = None, user: str | None = None, after_commit: bool = False) -> None:
     """Realtime tests: publish event ``name`` from inside a job (``event`` is enqueue's own keyword)."""
     benchcelery.publish_realtime(name, message, user=user, after_commit=after_commit)
 
