@@ -27,6 +27,7 @@ COMMON_CONFIG = "common_site_config.json"
 SITE_CONFIG = "site_config.json"
 BENCH_PATH_ENV = "BENCH_PATH"
 SITE_ENVS = ("BENCH_SITE", "FRAPPE_SITE")
+_apps_cache: dict[str, tuple[int, list[str]]] = {}
 _SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -112,10 +113,18 @@ class Bench:
             sys.path.insert(0, apps_dir)
 
     def apps(self) -> list[str]:
-        path = self.sites_path / "apps.txt"
-        if not path.is_file():
+        """Installed apps (sites/apps.txt), re-read only when the file changes."""
+        path = str(self.sites_path / "apps.txt")
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
             return []
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        cached = _apps_cache.get(path)
+        if cached is None or cached[0] != mtime:
+            with open(path) as fh:
+                cached = (mtime, [line.strip() for line in fh if line.strip()])
+            _apps_cache[path] = cached
+        return list(cached[1])
 
     def resolve_sites(self, site: str | None, required: bool = True) -> list[str]:
         """Frappe's site resolution: ``--site NAME|all``, then $BENCH_SITE/$FRAPPE_SITE, then default_site.

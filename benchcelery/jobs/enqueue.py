@@ -114,6 +114,7 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
         method = item.pop("method")
         args = {k: item.pop(k, None) for k in ("queue", "timeout", "event", "job_name", "at_front")}
         kwargs = item.pop("kwargs", None) or item
+        _check_serialisable(kwargs)  # all or nothing: every item is checked before the first publish
         prepared.append(
             _prepare(
                 rt,
@@ -178,7 +179,6 @@ def _prepare(
         raise ValidationError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
         raise ValidationError("job_id must be a non-empty string")
-    _check_serialisable(kwargs)
     seconds = int(timeout or spec.timeout)
     from benchcelery.config import HARD_LIMIT_GRACE
 
@@ -219,7 +219,13 @@ def _check_serialisable(kwargs: dict[str, Any]) -> None:
 
 
 def _publish(rt: Runtime, prepared: _Prepared) -> None:
-    rt.app.tasks[_task_name()].apply_async(**prepared.options)
+    """Publish one message; kombu serialises before writing, so bad arguments write nothing."""
+    from kombu.exceptions import EncodeError
+
+    try:
+        rt.app.tasks[_task_name()].apply_async(**prepared.options)
+    except EncodeError as exc:
+        raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
 
 
 def run_inline(rt: Runtime, site: str, name: str, kwargs: dict[str, Any]) -> Any:

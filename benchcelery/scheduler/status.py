@@ -23,21 +23,6 @@ from benchcelery.scheduler.events import JOB_ID_PREFIX, load_jobs
 from benchcelery.scheduler.runlog import last_runs
 from benchcelery.scheduler.state import site_state
 
-# KEYS: queue lists. ARGV[1]: needle. Returns how many messages contain it.
-_COUNT_MATCHING = """
-local total = 0
-for k = 1, #KEYS do
-  local len = redis.call('LLEN', KEYS[k])
-  for start = 0, len - 1, 2000 do
-    local items = redis.call('LRANGE', KEYS[k], start, start + 1999)
-    for _, item in ipairs(items) do
-      if string.find(item, ARGV[1], 1, true) then total = total + 1 end
-    end
-  end
-end
-return total
-"""
-
 
 @dataclass
 class JobStatus:
@@ -110,12 +95,12 @@ def scheduler_status(rt: Runtime, site: str, jobs: bool = True) -> SchedulerStat
     r, keys = rt.redis, rt.keys
     state = site_state(rt.bench, site)
     queues = list(rt.settings.queues)
-    needle = f'"id": "{site}::{JOB_ID_PREFIX}'
-    script = r.register_script(_COUNT_MATCHING)
-    pending = 0
-    for queue in queues:
-        lists = keys.queue_lists(queue)
-        pending += int(script(keys=lists, args=[needle]))
+    # Scheduled runs are enqueued with deterministic ids whose status key says "queued" until a
+    # worker starts them: counting them is one MGET, whatever the size of the backlog.
+    found, problems = load_jobs(rt.apps(), rt.allowed_methods(), check_methods=jobs)
+    ids = sorted({job.job_id for job in found})
+    states = r.mget([keys.job_status(f"{site}::{job_id}") for job_id in ids]) if ids else []
+    pending = sum(1 for value in states if value == registry.QUEUED.encode())
     failed_prefix = f"{site}::{JOB_ID_PREFIX}"
     failed = sum(
         1
@@ -137,7 +122,6 @@ def scheduler_status(rt: Runtime, site: str, jobs: bool = True) -> SchedulerStat
     )
     raw_problems = r.get(keys.scheduler_problems)
     if jobs:
-        found, problems = load_jobs(rt.apps(), rt.allowed_methods())
         status.problems = [str(p) for p in problems]
         runs = last_runs(r, keys, site)
         pipe = r.pipeline(transaction=False)
