@@ -403,3 +403,15 @@ def test_embedded_redis_server_when_none_on_path(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "True"
+
+
+def test_console_runs_the_guides_snippets(bench: BenchHandle) -> None:
+    script = (
+        "frappe.enqueue('testapp.tasks.record', queue='short', key='console', value=frappe.local.site)\n"
+        "print('ping', frappe.cache().ping())\n"
+    )
+    result = bench.run("--site", "site1.local", "console", input=script)
+    assert result.returncode == 0, result.stderr
+    assert "ping True" in result.stdout
+    burst(bench, "--queue", "short")
+    assert bench.results("console") == ["site1.local"]

@@ -41,6 +41,7 @@ from redbeat.schedulers import RedBeatScheduler
 
 from benchcelery.celery_app import settings_of
 from benchcelery.config import DEFAULTS, Settings
+from benchcelery.proctitle import set_title
 from benchcelery.runtime import Runtime, get_runtime, set_runtime
 from benchcelery.scheduler import as_site
 from benchcelery.scheduler.events import ScheduledJob, is_due, load_jobs, next_run
@@ -493,15 +494,12 @@ def run_beat(rt: Runtime, loglevel: str = "INFO") -> int:
     rt.redis.ping()  # fail fast (exit 69) when Redis is unreachable
     app = rt.app
     configure(app, rt.settings)
-    try:
-        import setproctitle
-
-        setproctitle.setproctitle(f"bench schedule [{rt.bench.root}]")
-    except ImportError:
-        pass
+    title = f"bench schedule [{rt.bench.root}]"
+    set_title(title)
     beat = app.Beat(
         scheduler=Scheduler, max_interval=loop_interval(rt.settings), loglevel=loglevel, quiet=True, socket_timeout=None
     )
+    beat.set_process_title = lambda: set_title(title)  # Celery would retitle it "[celery beat]"
     logger.info(
         "Scheduler starting (loop %.1f s, lock %d s); waiting for the lock if another is active",
         loop_interval(rt.settings),

@@ -6,6 +6,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 
+from benchcelery.proctitle import set_title
 from benchcelery.runtime import Runtime, set_runtime
 
 
@@ -38,7 +39,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     app.steps["worker"].add(Heartbeat)
     kind = "worker-pool" if opts.concurrency > 1 else "worker"
     title = f"bench {kind} --queue {','.join(opts.queues)} [{rt.bench.root}]"
-    _set_title(title)
+    set_title(title)
     worker = app.Worker(
         hostname=opts.name or worker_name(opts.queues),
         pool_cls="prefork",
@@ -57,14 +58,6 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     )
     # Celery retitles the process when it starts ("[celeryd: ...] -active- (...)"); keep ours first,
     # so `ps aux | grep "bench worker"` finds it, with Celery's status after it.
-    worker.set_process_status = lambda info: _set_title(f"{title} {info}")  # type: ignore[method-assign]
+    worker.set_process_status = lambda info: set_title(f"{title} {info}")  # type: ignore[method-assign]
     worker.start()
     return int(worker.exitcode or 0)
-
-
-def _set_title(title: str) -> None:
-    try:
-        import setproctitle
-    except ImportError:
-        return
-    setproctitle.setproctitle(title)
