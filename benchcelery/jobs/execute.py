@@ -221,7 +221,7 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
         name = meta.get("worker")
         if name:
             rt.redis.hincrby(rt.keys.worker(name), "failed", 1)
-        logger.error("Job %s (%s) failed: %s", meta.get("job_id"), meta.get("method"), rec["exception"])
+        logger.info("Recorded the failure of job %s (%s): %s", meta.get("job_id"), meta.get("method"), rec["exception"])
         notify_finished(meta, rec["exception"])
     except Exception:
         logger.exception("Could not record the failure of job %s", meta.get("job_id"))
