@@ -415,3 +415,15 @@ def test_console_runs_the_guides_snippets(bench: BenchHandle) -> None:
     assert "ping True" in result.stdout
     burst(bench, "--queue", "short")
     assert bench.results("console") == ["site1.local"]
+
+
+def test_second_term_is_a_cold_shutdown_and_the_job_goes_back(bench: BenchHandle) -> None:
+    bench.enqueue("testapp.tasks.wait_for_flag", key="cold", flag="never", limit=120)
+    worker = bench.start("worker")
+    bench.wait_results("cold", 1)
+    worker.send_signal(signal.SIGTERM)
+    wait_until(lambda: "second TERM" in bench.output(worker), what="warm shutdown announced")
+    worker.send_signal(signal.SIGTERM)
+    worker.wait(30)
+    assert bench.results("cold") == [{"start": None}]  # it did not run to its end
+    wait_until(lambda: pending_total(bench) == 1, what="the job back in its queue")

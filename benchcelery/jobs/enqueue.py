@@ -10,35 +10,18 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs import registry
 from benchcelery.jobs.methods import method_name, resolve
+from benchcelery.jobs.model import Job
 from benchcelery.keys import FRONT_PRIORITY, NORMAL_PRIORITY
 from benchcelery.runtime import Runtime, get_runtime
 
 logger = logging.getLogger("benchcelery.enqueue")
-
-
-@dataclass
-class Job:
-    """A job as enqueued (``status`` is filled by ``get_job``)."""
-
-    id: str
-    site: str
-    queue: str
-    method: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    timeout: int | None = None
-    event: str | None = None
-    status: str | None = None
-
-    @property
-    def short_id(self) -> str:
-        return self.id.split("::", 1)[1] if "::" in self.id else self.id
 
 
 @dataclass
@@ -94,7 +77,6 @@ def enqueue(
             raise
     else:
         _publish(rt, prepared)
-    prepared.job.status = registry.QUEUED
     return prepared.job
 
 
@@ -183,18 +165,29 @@ def _prepare(
     from benchcelery.config import HARD_LIMIT_GRACE
 
     full_id = f"{site}::{job_id or uuid.uuid4()}"
-    headers = {
+    now = time.time()
+    headers: dict[str, Any] = {
         "site": site,
         "method": name,
         "event": event,
         "user": local.user or "Administrator",
         "job_name": job_name or name,
-        "enqueued_at": time.time(),
+        "enqueued_at": now,
         **callbacks,
     }
     if job_id:
         headers["tracked"] = True
-    job = Job(id=full_id, site=site, queue=queue, method=name, kwargs=kwargs, timeout=seconds, event=event)
+    job = Job(
+        id=full_id,
+        site=site,
+        queue=queue,
+        method=name,
+        state=registry.QUEUED,
+        kwargs=kwargs,
+        timeout=seconds,
+        event=event,
+        enqueued_at=now,
+    )
     options = {
         "kwargs": kwargs,
         "task_id": full_id,

@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from benchcelery.jobs import registry
+from benchcelery.jobs.model import Job
 
 if TYPE_CHECKING:
     import redis
@@ -62,31 +62,6 @@ return {}
 """
 
 
-@dataclass
-class JobInfo:
-    """One job as seen in Redis (pending, started or failed)."""
-
-    id: str
-    site: str
-    queue: str
-    method: str
-    state: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    event: str | None = None
-    enqueued_at: float | None = None
-    started_at: float | None = None
-    position: int | None = None  # 0 = the next job a worker takes from this queue
-    extra: dict[str, Any] = field(default_factory=dict)
-    raw: bytes | None = field(default=None, repr=False)
-    list_key: str | None = field(default=None, repr=False)
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("raw")
-        data.pop("list_key")
-        return data
-
-
 def count_pending(
     r: redis.Redis, keys: Keys, queues: Iterable[str], site: str | None = None
 ) -> dict[str, dict[str, int]]:
@@ -122,7 +97,11 @@ def count_pending(
 
 def decode_message(raw: bytes) -> dict[str, Any]:
     """A kombu envelope -> {id, site, method, kwargs, event, enqueued_at, headers}."""
-    msg = json.loads(raw)
+    return message_info(json.loads(raw))
+
+
+def message_info(msg: dict[str, Any]) -> dict[str, Any]:
+    """What a decoded kombu envelope says about its job."""
     headers = msg.get("headers") or {}
     kwargs: dict[str, Any] = {}
     try:
@@ -147,9 +126,7 @@ def decode_message(raw: bytes) -> dict[str, Any]:
     }
 
 
-def iter_pending(
-    r: redis.Redis, keys: Keys, queue: str, site: str | None = None, chunk: int = 1000
-) -> Iterator[JobInfo]:
+def iter_pending(r: redis.Redis, keys: Keys, queue: str, site: str | None = None, chunk: int = 1000) -> Iterator[Job]:
     """Waiting jobs of a queue in the order workers will take them (next first)."""
     position = 0
     for key in keys.queue_lists(queue):
@@ -163,37 +140,25 @@ def iter_pending(
                 if site and info["site"] != site:
                     position += 1
                     continue
-                yield JobInfo(
-                    id=info["id"],
-                    site=info["site"],
-                    queue=queue,
-                    method=info["method"],
-                    state=registry.QUEUED,
-                    kwargs=info["kwargs"],
-                    event=info["event"],
-                    enqueued_at=info["enqueued_at"],
-                    position=position,
-                    raw=raw,
-                    list_key=key,
-                )
+                yield _queued(info, queue, raw, key, position)
                 position += 1
             end = start - 1
 
 
-def started_jobs(r: redis.Redis, keys: Keys, site: str | None = None) -> list[JobInfo]:
+def started_jobs(r: redis.Redis, keys: Keys, site: str | None = None) -> list[Job]:
     """Jobs a worker has taken and not finished (kombu's ``unacked``), oldest first."""
     taken = {tag.decode(): score for tag, score in r.zrange(keys.unacked_index, 0, -1, withscores=True)}
     jobs = []
     for tag, value in r.hgetall(keys.unacked).items():
         try:
             payload, _exchange, routing_key = json.loads(value)
-            info = decode_message(json.dumps(payload).encode())
+            info = message_info(payload)
         except (ValueError, TypeError):
             continue
         if site and info["site"] != site:
             continue
         jobs.append(
-            JobInfo(
+            Job(
                 id=info["id"],
                 site=info["site"],
                 queue=routing_key or "default",
@@ -218,43 +183,40 @@ def started_counts(r: redis.Redis, keys: Keys) -> dict[str, dict[str, int]]:
     return out
 
 
-def find_pending(r: redis.Redis, keys: Keys, queues: Iterable[str], job_id: str) -> JobInfo | None:
+def find_pending(r: redis.Redis, keys: Keys, queues: Iterable[str], job_id: str) -> Job | None:
     for queue in queues:
         lists = keys.queue_lists(queue)
         found = r.eval(_FIND, len(lists), *lists, f'"id": "{job_id}"')
         if found:
-            info = decode_message(found[1])
-            return JobInfo(
-                id=info["id"],
-                site=info["site"],
-                queue=queue,
-                method=info["method"],
-                state=registry.QUEUED,
-                kwargs=info["kwargs"],
-                event=info["event"],
-                enqueued_at=info["enqueued_at"],
-                raw=found[1],
-                list_key=lists[int(found[0]) - 1],
-            )
+            return _queued(decode_message(found[1]), queue, found[1], lists[int(found[0]) - 1], None)
     return None
 
 
-def find_job(rt: Runtime, job_id: str) -> Any:
-    """The job with this full id as an ``enqueue.Job`` with its status, or None."""
-    from benchcelery.jobs.enqueue import Job
+def _queued(info: dict[str, Any], queue: str, raw: bytes, key: str, position: int | None) -> Job:
+    return Job(
+        id=info["id"],
+        site=info["site"],
+        queue=queue,
+        method=info["method"],
+        state=registry.QUEUED,
+        kwargs=info["kwargs"],
+        event=info["event"],
+        enqueued_at=info["enqueued_at"],
+        position=position,
+        raw=raw,
+        list_key=key,
+    )
 
-    info = lookup(rt, job_id)
-    if info is None:
-        status = registry.get_status(rt.redis, rt.keys, job_id)
-        if status == registry.FINISHED:
-            return Job(id=job_id, site=job_id.split("::", 1)[0], queue="", method="", status=status)
-        return None
-    job = Job(id=info.id, site=info.site, queue=info.queue, method=info.method, kwargs=info.kwargs, event=info.event)
-    job.status = info.state
+
+def find_job(rt: Runtime, job_id: str) -> Job | None:
+    """The job with this full id, with its state; a tracked job that finished recently is "finished"."""
+    job = lookup(rt, job_id)
+    if job is None and registry.get_status(rt.redis, rt.keys, job_id) == registry.FINISHED:
+        return Job(id=job_id, site=registry.site_of(job_id), queue="", method="", state=registry.FINISHED)
     return job
 
 
-def lookup(rt: Runtime, job_id: str) -> JobInfo | None:
+def lookup(rt: Runtime, job_id: str) -> Job | None:
     """A job by full id: running, failed or waiting (in that order), or None."""
     r, keys, queues = rt.redis, rt.keys, list(rt.settings.queues)
     for job in started_jobs(r, keys):
@@ -266,11 +228,11 @@ def lookup(rt: Runtime, job_id: str) -> JobInfo | None:
     return find_pending(r, keys, queues, job_id)
 
 
-def failed_info(rec: dict[str, Any]) -> JobInfo:
-    """A failed-registry record as a JobInfo."""
+def failed_info(rec: dict[str, Any]) -> Job:
+    """A failed-registry record as a Job."""
     job_id = rec["job_id"]
     kwargs = rec.get("kwargs")
-    return JobInfo(
+    return Job(
         id=job_id,
         site=rec.get("site") or registry.site_of(job_id),
         queue=rec.get("queue") or "default",

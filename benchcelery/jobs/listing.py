@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from benchcelery.jobs import inspect, registry
+from benchcelery.jobs.model import Job
 
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
@@ -12,15 +13,15 @@ if TYPE_CHECKING:
 
 def list_jobs(
     rt: Runtime, sites: list[str] | None, states: list[str], queues: list[str] | None, limit: int
-) -> list[inspect.JobInfo]:
+) -> list[Job]:
     """Running jobs first (oldest first), then waiting ones (next first), then failures (newest first)."""
     r, keys = rt.redis, rt.keys
     queue_list = queues or list(rt.settings.queues)
     wanted = set(sites) if sites is not None else None
     only = sites[0] if sites and len(sites) == 1 else None
-    out: list[inspect.JobInfo] = []
+    out: list[Job] = []
 
-    def keep(job: inspect.JobInfo) -> bool:
+    def keep(job: Job) -> bool:
         return (wanted is None or job.site in wanted) and job.queue in queue_list
 
     if registry.STARTED in states:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchcelery.errors import BenchError, JobNotFoundError, ValidationError
 from benchcelery.jobs import inspect, registry
+from benchcelery.jobs.model import Job
 
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
@@ -127,7 +128,7 @@ def full_id(job_id: str, site: str) -> str:
     return job_id if "::" in job_id else f"{site}::{job_id}"
 
 
-def find(rt: Runtime, job_id: str, site: str) -> inspect.JobInfo:
+def find(rt: Runtime, job_id: str, site: str) -> Job:
     info = inspect.lookup(rt, full_id(job_id, site))
     if info is None:
         raise JobNotFoundError(full_id(job_id, site))
@@ -196,7 +197,7 @@ def delete_job(rt: Runtime, site: str, job_id: str) -> str:
     return "queued"
 
 
-def _remove_waiting(rt: Runtime, info: inspect.JobInfo) -> bool:
+def _remove_waiting(rt: Runtime, info: Job) -> bool:
     assert info.raw is not None and info.list_key is not None
     removed = int(rt.redis.eval(_REMOVE_ONE, 2, info.list_key, rt.keys.pending_counts(info.queue), info.raw, info.site))
     if removed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from benchcelery.proctitle import set_title
 from benchcelery.runtime import Runtime, set_runtime
@@ -59,5 +60,27 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     # Celery retitles the process when it starts ("[celeryd: ...] -active- (...)"); keep ours first,
     # so `ps aux | grep "bench worker"` finds it, with Celery's status after it.
     worker.set_process_status = lambda info: set_title(f"{title} {info}")  # type: ignore[method-assign]
+    tweaks = worker.install_platform_tweaks
+
+    def install_signal_handlers(w: Any) -> None:
+        tweaks(w)
+        _second_term_is_cold(w)
+
+    worker.install_platform_tweaks = install_signal_handlers  # type: ignore[method-assign]
     worker.start()
     return int(worker.exitcode or 0)
+
+
+def _second_term_is_cold(worker: object) -> None:
+    """TERM = warm shutdown; a second TERM = cold shutdown (Celery ignores repeated TERMs)."""
+    import sys
+
+    from celery.apps import worker as celery_worker
+
+    def first_term(w: object) -> None:
+        celery_worker.safe_say(
+            "worker: a second TERM will stop running jobs (cold shutdown); they go back to their queue", sys.__stdout__
+        )
+        celery_worker.install_worker_term_hard_handler(w, sig="SIGTERM", verbose=False)
+
+    celery_worker._shutdown_handler(worker, sig="SIGTERM", how="Warm", callback=first_term)
