@@ -1,21 +1,95 @@
-"""A small ``frappe`` stand-in for the console, so the guide's snippets run as written:
-``frappe.enqueue(...)``, ``frappe.cache().ping()``, ``frappe.local.site``."""
+"""Console-only stand-ins for ``frappe`` and ``rq``, so the guide's console snippets run as written:
+
+    >>> frappe.enqueue('my_module.my_function', queue='short')
+    >>> frappe.cache().ping()
+    >>> from rq import Queue
+    >>> from frappe.utils.background_jobs import get_redis_conn
+    >>> q = Queue('default', connection=get_redis_conn())
+    >>> q.failed_job_registry.get_job_ids()
+
+They answer from benchcelery's own keys for the console's site. ``install_console_shims`` puts them in
+``sys.modules`` of the console process only (the real rq, if installed, is shadowed there).
+"""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import sys
+import types
 from typing import Any
 
 
-def frappe_shim() -> Any:
-    import benchcelery
+def _runtime() -> Any:
     from benchcelery.runtime import get_runtime
 
-    return SimpleNamespace(
-        enqueue=benchcelery.enqueue,
-        cache=lambda: get_runtime().redis,
-        local=benchcelery.local,
-        publish_realtime=getattr(benchcelery, "publish_realtime", None),
-        get_job=benchcelery.get_job,
-        is_job_enqueued=benchcelery.is_job_enqueued,
-    )
+    return get_runtime()
+
+
+class _FailedJobRegistry:
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+
+    def get_job_ids(self) -> list[str]:
+        from benchcelery.context import local
+        from benchcelery.jobs import registry
+
+        rt = _runtime()
+        return registry.failed_ids(rt.redis, rt.keys, self.queue, site=local.site)
+
+    @property
+    def count(self) -> int:
+        return len(self.get_job_ids())
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class Queue:
+    """``rq.Queue(name, connection=...)`` over a benchcelery queue of the console's site."""
+
+    def __init__(self, name: str = "default", connection: Any = None, **_: Any) -> None:
+        _runtime().settings.validate_queue(name)
+        self.name = name
+        self.failed_job_registry = _FailedJobRegistry(name)
+
+    @property
+    def count(self) -> int:
+        from benchcelery.context import local
+        from benchcelery.jobs.inspect import count_pending
+
+        rt = _runtime()
+        return count_pending(rt.redis, rt.keys, [self.name]).get(self.name, {}).get(local.site or "", 0)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def frappe_shim() -> types.ModuleType:
+    import benchcelery
+
+    frappe = types.ModuleType("frappe")
+    frappe.enqueue = benchcelery.enqueue  # type: ignore[attr-defined]
+    frappe.cache = lambda: _runtime().redis  # type: ignore[attr-defined]
+    frappe.local = benchcelery.local  # type: ignore[attr-defined]
+    frappe.publish_realtime = benchcelery.publish_realtime  # type: ignore[attr-defined]
+    frappe.get_job = benchcelery.get_job  # type: ignore[attr-defined]
+    frappe.is_job_enqueued = benchcelery.is_job_enqueued  # type: ignore[attr-defined]
+    return frappe
+
+
+def install_console_shims() -> types.ModuleType:
+    """Register ``frappe``, ``frappe.utils.background_jobs`` and ``rq`` for this process; returns frappe."""
+    import benchcelery
+
+    frappe = frappe_shim()
+    utils = types.ModuleType("frappe.utils")
+    jobs = types.ModuleType("frappe.utils.background_jobs")
+    jobs.get_redis_conn = lambda *a, **kw: _runtime().redis  # type: ignore[attr-defined]
+    jobs.enqueue = benchcelery.enqueue  # type: ignore[attr-defined]
+    jobs.get_job = benchcelery.get_job  # type: ignore[attr-defined]
+    jobs.is_job_enqueued = benchcelery.is_job_enqueued  # type: ignore[attr-defined]
+    frappe.utils = utils  # type: ignore[attr-defined]
+    utils.background_jobs = jobs  # type: ignore[attr-defined]
+    rq = types.ModuleType("rq")
+    rq.Queue = Queue  # type: ignore[attr-defined]
+    sys.modules.update({"frappe": frappe, "frappe.utils": utils, "frappe.utils.background_jobs": jobs, "rq": rq})
+    return frappe

@@ -406,13 +406,21 @@ def test_embedded_redis_server_when_none_on_path(tmp_path: Path) -> None:
 
 
 def test_console_runs_the_guides_snippets(bench: BenchHandle) -> None:
+    failed = bench.enqueue("testapp.tasks.fail")
+    burst(bench, "--queue", "default")
     script = (
         "frappe.enqueue('testapp.tasks.record', queue='short', key='console', value=frappe.local.site)\n"
         "print('ping', frappe.cache().ping())\n"
+        "from rq import Queue\n"
+        "from frappe.utils.background_jobs import get_redis_conn\n"
+        "conn = get_redis_conn()\n"
+        "q = Queue('default', connection=conn)\n"
+        "print('failed', q.failed_job_registry.get_job_ids())\n"
     )
     result = bench.run("--site", "site1.local", "console", input=script)
     assert result.returncode == 0, result.stderr
     assert "ping True" in result.stdout
+    assert f"failed ['{failed.id}']" in result.stdout
     burst(bench, "--queue", "short")
     assert bench.results("console") == ["site1.local"]
 

@@ -65,11 +65,16 @@ def console_cmd(obj: CliContext) -> None:
     import code
 
     import benchcelery
-    from benchcelery.shims import frappe_shim
+    from benchcelery.shims import install_console_shims
 
     site = obj.site()
     benchcelery.init(site=site, bench_path=str(obj.bench.root))
-    namespace = {"benchcelery": benchcelery, "enqueue": benchcelery.enqueue, "frappe": frappe_shim(), "site": site}
+    namespace = {
+        "benchcelery": benchcelery,
+        "enqueue": benchcelery.enqueue,
+        "frappe": install_console_shims(),
+        "site": site,
+    }
     banner = f"bench console for {site}: enqueue(), frappe.enqueue(), frappe.cache() are available."
     try:
         from IPython import start_ipython
