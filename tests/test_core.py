@@ -290,6 +290,14 @@ def test_two_benches_on_one_redis_are_isolated(bench: BenchHandle, tmp_path: Pat
         burst(bench)
         assert bench.results("iso") == ["mine"]
         assert all(k.decode().startswith(("bc:", "test:")) for k in bench.redis.keys("*"))
+        # control broadcasts too: the other bench's `celery inspect` does not reach our worker
+        bench.start("worker", "--queue", "short")
+        wait_until(lambda: bench.redis.zcard(bench.rt().keys.workers), what="worker up")
+        celery_bin = str(Path(sys.executable).parent / "celery")
+        ping = [celery_bin, "-A", "benchcelery.app", "inspect", "ping", "--timeout", "2"]
+        theirs = subprocess.run(ping, cwd=other.root, capture_output=True, text=True, timeout=60, env=bench.env())
+        ours = subprocess.run(ping, cwd=bench.root, capture_output=True, text=True, timeout=60, env=bench.env())
+        assert "pong" in ours.stdout and "pong" not in theirs.stdout
     finally:
         other.stop_all()
 
