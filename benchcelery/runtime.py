@@ -94,10 +94,11 @@ def set_runtime(rt: Runtime) -> None:
 
 def get_runtime() -> Runtime:
     """The current runtime, initialised from $BENCH_PATH / the cwd on first use."""
-    global _current
+    global _current, _pid
     if _current is None:
         return init(bench_path=local.bench_path)
-    if _pid != os.getpid() and _current._redis is not None:
-        # A forked child must not share the parent's sockets.
+    if _pid != os.getpid():
+        # A forked child (a pool process) must not share the parent's sockets: once per process.
         _current._redis = None
+        _pid = os.getpid()
     return _current
