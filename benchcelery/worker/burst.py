@@ -14,7 +14,7 @@ from celery import bootsteps
 from celery.worker import state
 
 IDLE_CHECKS = 2
-CHECK_INTERVAL = 0.5
+CHECK_INTERVAL = 0.25
 
 
 class Burst(bootsteps.StartStopStep):
