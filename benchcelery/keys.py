@@ -74,6 +74,11 @@ class Keys:
         p = self.prefix
         return [f"{p}{queue}" if step == 0 else f"{p}{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
+    def queue_list(self, queue: str, priority: int) -> str:
+        """The list a message of ``priority`` waits in (kombu's bucket: the largest step <= priority)."""
+        step = max(s for s in PRIORITY_STEPS if s <= max(0, min(priority, 9)))
+        return self.queue_lists(queue)[PRIORITY_STEPS.index(step)]
+
     @property
     def unacked(self) -> str:
         return f"{self.prefix}unacked"

@@ -443,3 +443,55 @@ def test_second_term_is_a_cold_shutdown_and_the_job_goes_back(bench: BenchHandle
     worker.wait(30)
     assert bench.results("cold") == [{"start": None}]  # it did not run to its end
     wait_until(lambda: pending_total(bench) == 1, what="the job back in its queue")
+
+
+def test_bulk_messages_are_what_apply_async_writes(bench: BenchHandle) -> None:
+    from benchcelery.jobs.bulk import envelope
+    from benchcelery.jobs.enqueue import _prepare
+
+    rt = bench.rt()
+    kwargs = {"key": "bulk", "value": {"when": "now", "n": [1, 2]}}
+    prepared = _prepare(
+        rt, "site1.local", "testapp.tasks.record", "long", 60, "daily", None, True, None, None, None, kwargs
+    )
+    rt.app.tasks["benchcelery.execute_job"].apply_async(**prepared.options)
+    (raw,) = [m for k in rt.keys.queue_lists("long") for m in bench.redis.lrange(k, 0, -1)]
+    assert bench.redis.llen(rt.keys.queue_list("long", 0)) == 1  # at_front: priority 0's list
+    real = json.loads(raw)
+    built = json.loads(envelope(prepared.options, "benchcelery.execute_job", "gen1@h", "oid"))
+    for part in ("headers", "properties"):
+        assert list(built[part]) == list(real[part])
+    for field in ("origin",):
+        built["headers"][field] = real["headers"][field]
+    for field in ("reply_to", "delivery_tag"):
+        built["properties"][field] = real["properties"][field]
+    assert built == real
+
+
+def test_enqueue_many_runs_every_job_and_is_all_or_nothing(bench: BenchHandle) -> None:
+    import benchcelery
+
+    bench.rt()
+    with pytest.raises(ValidationError):
+        benchcelery.enqueue_many(
+            [
+                {"method": "testapp.tasks.record", "key": "many", "value": 1},
+                {"method": "testapp.tasks.record", "key": "many", "value": object()},
+            ]
+        )
+    with pytest.raises(ValidationError, match="Queue should be one of"):
+        benchcelery.enqueue_many([{"method": "testapp.tasks.noop", "queue": "nope"}])
+    assert pending_total(bench) == 0
+    jobs = benchcelery.enqueue_many(
+        [
+            {"method": "testapp.tasks.record", "queue": q, "key": "many", "value": i}
+            for i, q in enumerate(["short", "default", "long"] * 700)
+        ]
+    )
+    assert len(jobs) == 2100 and pending_total(bench) == 2100
+    assert (
+        json.loads(bench.run("--site", "site1.local", "show-pending-jobs", "-f", "json").stdout)["total"]["pending"]
+        == 2100
+    )
+    burst(bench, "--queue", "short", "--quiet")
+    assert bench.results("many") == list(range(0, 2100, 3))  # all of them, in order

@@ -81,7 +81,7 @@ def enqueue(
 
 
 def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
-    """Enqueue many jobs in pipelined batches; each item holds ``enqueue``'s arguments.
+    """Enqueue many jobs in pipelined batches (jobs/bulk.py); each item holds ``enqueue``'s arguments.
 
     Every item is validated before the first message is published (all or nothing on bad input).
     ``job_id``/``deduplicate``/``now`` are not supported here (use ``enqueue``).
@@ -113,11 +113,9 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
                 kwargs,
             )
         )
-    app = rt.app
-    task = app.tasks[_task_name()]
-    with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
-        for p in prepared:
-            task.apply_async(producer=producer, **p.options)
+    from benchcelery.jobs.bulk import push
+
+    push(rt, [p.options for p in prepared], _task_name())
     return [p.job for p in prepared]
 
 
