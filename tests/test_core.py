@@ -495,3 +495,12 @@ def test_enqueue_many_runs_every_job_and_is_all_or_nothing(bench: BenchHandle) -
     )
     burst(bench, "--queue", "short", "--quiet")
     assert bench.results("many") == list(range(0, 2100, 3))  # all of them, in order
+
+
+def test_site_option_after_the_command(bench: BenchHandle) -> None:
+    # the guide's supervisor example: `bench worker --site production.site --queue short`
+    bench.enqueue("testapp.tasks.record", queue="short", key="after", value=1)
+    result = bench.run("worker", "--site", "site1.local", "--queue", "short", "--burst")
+    assert result.returncode == 0 and bench.results("after") == [1]
+    missing = bench.run("worker", "--site", "nope.local", "--burst")
+    assert missing.returncode == 1 and missing.stderr.strip() == "Site nope.local does not exist!"

@@ -6,6 +6,7 @@ Exit codes: 0 ok (also "nothing to do"), 1 failure, 2 usage error, 69 Redis unre
 from __future__ import annotations
 
 import importlib
+import sys
 
 import click
 
@@ -52,5 +53,23 @@ def _register() -> None:
 _register()
 
 
+_GROUP_VALUE_OPTIONS = ("--site", "--bench")
+
+
+def hoist_site(args: list[str]) -> list[str]:
+    """Accept ``--site S`` after the command too (``bench worker --site S``, as in the guide's
+    supervisor example and Frappe v15): move it just before the command, after any group-level
+    ``--site`` (so the command's one wins)."""
+    command = 0
+    while command < len(args) and args[command].startswith("-"):
+        command += 2 if args[command] in _GROUP_VALUE_OPTIONS else 1
+    for i in range(command + 1, len(args)):
+        if args[i] == "--site" and i + 1 < len(args):
+            return [*args[:command], args[i], args[i + 1], *args[command:i], *args[i + 2 :]]
+        if args[i].startswith("--site="):
+            return [*args[:command], args[i], *args[command:i], *args[i + 1 :]]
+    return args
+
+
 def main() -> None:
-    cli(prog_name="bench")
+    cli(args=hoist_site(sys.argv[1:]), prog_name="bench")
