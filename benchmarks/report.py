@@ -378,6 +378,7 @@ def render(data: dict[str, Any]) -> str:
 
 def write(data: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
     md = out_dir / f"{stem.upper()}.md" if stem == "results" else out_dir / "RESULTS-quick.md"
+    out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / f"{stem}.json"
     js.write_text(json.dumps(data, indent=1, default=str) + "\n")
     md.write_text(render(data))

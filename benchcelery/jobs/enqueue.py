@@ -119,6 +119,42 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
     return [p.job for p in prepared]
 
 
+def enqueue_unique_many(items: list[dict[str, Any]]) -> list[Job | None]:
+    """Enqueue jobs that each carry a ``job_id`` with ``deduplicate`` semantics, in batches.
+
+    Each item: ``site``, ``method``, ``queue``, ``event``, ``job_id``. Returns, per item, the Job, or
+    None when a job with that id is still queued or running. Used by the scheduler, whose due runs
+    come many at a time; the items must have been validated (a bad one raises ValidationError).
+    """
+    from benchcelery.jobs.bulk import push
+
+    rt = get_runtime()
+    prepared = [
+        _prepare(rt, i["site"], i["method"], i["queue"], None, i.get("event"), None, False, i["job_id"], None, None, {})
+        for i in items
+    ]
+    keys = [rt.keys.job_status(p.job.id) for p in prepared]
+    ttl = rt.settings.number("rq_job_failure_ttl")
+    pipe = rt.redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.set(key, registry.QUEUED, nx=True, ex=ttl)
+    claimed = pipe.execute()
+    taken = [i for i, ok in enumerate(claimed) if not ok]
+    if taken:
+        current = rt.redis.mget([keys[i] for i in taken])
+        for i, value in zip(taken, current, strict=True):
+            if value is None or value.decode() not in (registry.QUEUED, registry.STARTED):
+                rt.redis.set(keys[i], registry.QUEUED, ex=ttl)  # finished or gone: run again
+                claimed[i] = True
+    to_push = [p for p, ok in zip(prepared, claimed, strict=True) if ok]
+    try:
+        push(rt, [p.options for p in to_push], _task_name())
+    except BaseException:
+        rt.redis.delete(*[rt.keys.job_status(p.job.id) for p in to_push] or ["-"])
+        raise
+    return [p.job if ok else None for p, ok in zip(prepared, claimed, strict=True)]
+
+
 def _current_site() -> str:
     if not local.site:
         raise SiteNotSpecifiedError()

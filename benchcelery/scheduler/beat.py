@@ -43,7 +43,6 @@ from benchcelery.celery_app import settings_of
 from benchcelery.config import DEFAULTS, Settings
 from benchcelery.proctitle import set_title
 from benchcelery.runtime import Runtime, get_runtime, set_runtime
-from benchcelery.scheduler import as_site
 from benchcelery.scheduler.events import ScheduledJob, is_due, load_jobs, next_run
 from benchcelery.scheduler.schedules import (
     Entry,
@@ -57,6 +56,7 @@ from benchcelery.scheduler.state import SiteStates
 
 logger = logging.getLogger("benchcelery.scheduler")
 
+FIRE_BATCH = 1000  # due runs enqueued per batch (the lock is extended between batches)
 MAX_LOOP_INTERVAL = 10.0  # s; keeps standby takeover under 60 s whatever scheduler_tick_interval says
 MIN_LOCK_TIMEOUT = 10
 RECONCILE_EVERY = 300.0  # s; a full reconcile even when nothing seems to have changed
@@ -248,34 +248,46 @@ class Scheduler(RedBeatScheduler):
             advance.hset(self.keys.scheduler_lastrun, mapping=last_run)  # type: ignore[arg-type]
         if len(advance):
             advance.execute()
-        for i, (site, job) in enumerate(to_fire):
-            if i and i % 200 == 0:
-                self._extend_lock()
-            self._fire(site, job, stats)
+        for start in range(0, len(to_fire), FIRE_BATCH):
+            self._extend_lock()
+            self._fire(to_fire[start : start + FIRE_BATCH], stats)
         return soonest
 
-    def _fire(self, site: str, job: ScheduledJob, stats: TickStats) -> None:
-        from benchcelery.jobs.enqueue import enqueue
+    def _fire(self, due: list[tuple[str, ScheduledJob]], stats: TickStats) -> None:
+        """Enqueue due runs in one batch (deduplicated: a run still queued or running is skipped)."""
+        from benchcelery.jobs.enqueue import enqueue_unique_many
 
-        run_id = f"{site}::{job.job_id}"
+        items = [
+            {"site": site, "method": job.method, "queue": job.queue, "event": job.event, "job_id": job.job_id}
+            for site, job in due
+        ]
         try:
-            with as_site(site):
-                result = enqueue(job.method, queue=job.queue, event=job.event, job_id=job.job_id, deduplicate=True)
-        except Exception as exc:
-            stats.errors += 1
-            logger.error("Could not enqueue scheduled job %s (%s) for %s: %s", job.method, job.event, site, exc)
-            return
-        if result is None:
-            stats.skipped_running += 1
-            if run_id not in self._skipping:
-                self._skipping.add(run_id)
-                logger.warning(
-                    "Skipped queueing %s for %s: its previous run is still queued or running", job.method, site
-                )
-            return
-        self._skipping.discard(run_id)
-        stats.fired += 1
-        logger.info("Queued scheduled job %s (%s) for %s", job.method, job.event, site)
+            results: list[Any] = list(enqueue_unique_many(items))
+        except Exception:
+            # One bad item (say, an app removed since the last reconcile) must not stop the others.
+            results = []
+            for item in items:
+                try:
+                    results.extend(enqueue_unique_many([item]))
+                except Exception as exc:
+                    stats.errors += 1
+                    results.append(False)
+                    logger.error("Could not enqueue %s for %s: %s", item["method"], item["site"], exc)
+        for (site, job), result in zip(due, results, strict=True):
+            if result is False:
+                continue
+            run_id = f"{site}::{job.job_id}"
+            if result is None:
+                stats.skipped_running += 1
+                if run_id not in self._skipping:
+                    self._skipping.add(run_id)
+                    logger.warning(
+                        "Skipped queueing %s for %s: its previous run is still queued or running", job.method, site
+                    )
+                continue
+            self._skipping.discard(run_id)
+            stats.fired += 1
+            logger.info("Queued scheduled job %s (%s) for %s", job.method, job.event, site)
 
     # --- reconciling entries with hooks x sites ---
 
