@@ -452,7 +452,7 @@ def test_bulk_messages_are_what_apply_async_writes(bench: BenchHandle) -> None:
     rt = bench.rt()
     kwargs = {"key": "bulk", "value": {"when": "now", "n": [1, 2]}}
     prepared = _prepare(
-        rt, "site1.local", "testapp.tasks.record", "long", 60, "daily", None, True, None, None, None, kwargs
+        rt, "site1.local", "testapp.tasks.record", queue="long", timeout=60, event="daily", at_front=True, kwargs=kwargs
     )
     rt.app.tasks["benchcelery.execute_job"].apply_async(**prepared.options)
     (raw,) = [m for k in rt.keys.queue_lists("long") for m in bench.redis.lrange(k, 0, -1)]

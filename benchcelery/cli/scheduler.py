@@ -11,8 +11,8 @@ from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
 from benchcelery.errors import BenchError
 
 
-def _sites(obj: CliContext, site: str | None = None) -> list[str]:
-    sites = obj.bench.resolve_sites(site or obj.site_option)
+def _sites(obj: CliContext) -> list[str]:
+    sites = obj.sites()
     if not sites:
         raise BenchError("No sites in this bench")
     return sites
@@ -57,18 +57,17 @@ def disable_scheduler_cmd(obj: CliContext) -> None:
 
 @click.command("scheduler")
 @click.argument("state", type=click.Choice(["enable", "disable", "pause", "resume", "status"]))
-@click.option("--site", "site_opt", help="Site name or 'all' (overrides bench --site).")
 @format_option
 @click.option("-v", "--verbose", is_flag=True, help="status: why the site is inactive, and every scheduled job.")
 @pass_ctx
-def scheduler_cmd(obj: CliContext, state: str, site_opt: str | None, fmt: str, verbose: bool) -> None:
+def scheduler_cmd(obj: CliContext, state: str, fmt: str, verbose: bool) -> None:
     """Change or show the scheduler state of the site(s): enable, disable, pause, resume, status.
 
     \b
     State is kept in site_config.json (enable_scheduler, pause_scheduler), so hand edits work;
     a running `bench schedule` applies it at its next tick.
     """
-    sites = _sites(obj, site_opt)
+    sites = _sites(obj)
     if state == "status":
         _status(obj, sites, fmt, verbose or obj.verbose)
         return
@@ -133,13 +132,12 @@ def _status(obj: CliContext, sites: list[str], fmt: str, verbose: bool) -> None:
 
 @click.command("set-maintenance-mode")
 @click.argument("state", type=click.Choice(["on", "off"]))
-@click.option("--site", "site_opt", help="Site name or 'all' (overrides bench --site).")
 @pass_ctx
-def set_maintenance_mode_cmd(obj: CliContext, state: str, site_opt: str | None) -> None:
+def set_maintenance_mode_cmd(obj: CliContext, state: str) -> None:
     """Put the site(s) in maintenance mode (the scheduler skips them) or take them out."""
     from benchcelery.scheduler.state import apply_action
 
-    for site in _sites(obj, site_opt):
+    for site in _sites(obj):
         apply_action(obj.bench, site, f"maintenance_{state}")
         click.echo(f"Maintenance mode is {state} for site {site}")
 

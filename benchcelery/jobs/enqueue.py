@@ -57,26 +57,32 @@ def enqueue(
     if deduplicate and not job_id:
         raise ValidationError("`job_id` parameter is required for deduplication.")
     prepared = _prepare(
-        rt, site, method, queue, timeout, event, job_name, at_front, job_id, on_success, on_failure, kwargs
+        rt,
+        site,
+        method,
+        queue=queue,
+        timeout=timeout,
+        event=event,
+        job_name=job_name,
+        at_front=at_front,
+        job_id=job_id,
+        on_success=on_success,
+        on_failure=on_failure,
+        kwargs=kwargs,
     )
     if now or not is_async:
         return run_inline(rt, site, prepared.job.method, kwargs)
-    if job_id:
-        status_key = rt.keys.job_status(prepared.job.id)
-        ttl = rt.settings.number("rq_job_failure_ttl")
-        if not rt.redis.set(status_key, registry.QUEUED, nx=True, ex=ttl):
-            current = registry.get_status(rt.redis, rt.keys, prepared.job.id)
-            if deduplicate and current in (registry.QUEUED, registry.STARTED):
-                logger.info("Not queueing job %s because it is in queue already", prepared.job.id)
-                return None
-            rt.redis.set(status_key, registry.QUEUED, ex=ttl)
-        try:
-            _publish(rt, prepared)
-        except BaseException:
-            rt.redis.delete(status_key)
-            raise
-    else:
+    if not job_id:
         _publish(rt, prepared)
+        return prepared.job
+    if not _claim(rt, [prepared.job.id], deduplicate)[0]:
+        logger.info("Not queueing job %s because it is in queue already", prepared.job.id)
+        return None
+    try:
+        _publish(rt, prepared)
+    except BaseException:
+        rt.redis.delete(rt.keys.job_status(prepared.job.id))
+        raise
     return prepared.job
 
 
@@ -102,15 +108,12 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
                 rt,
                 site,
                 method,
-                args["queue"] or "default",
-                args["timeout"],
-                args["event"],
-                args["job_name"],
-                bool(args["at_front"]),
-                None,
-                None,
-                None,
-                kwargs,
+                queue=args["queue"] or "default",
+                timeout=args["timeout"],
+                event=args["event"],
+                job_name=args["job_name"],
+                at_front=bool(args["at_front"]),
+                kwargs=kwargs,
             )
         )
     from benchcelery.jobs.bulk import push
@@ -130,22 +133,10 @@ def enqueue_unique_many(items: list[dict[str, Any]]) -> list[Job | None]:
 
     rt = get_runtime()
     prepared = [
-        _prepare(rt, i["site"], i["method"], i["queue"], None, i.get("event"), None, False, i["job_id"], None, None, {})
+        _prepare(rt, i["site"], i["method"], queue=i["queue"], event=i.get("event"), job_id=i["job_id"], kwargs={})
         for i in items
     ]
-    keys = [rt.keys.job_status(p.job.id) for p in prepared]
-    ttl = rt.settings.number("rq_job_failure_ttl")
-    pipe = rt.redis.pipeline(transaction=False)
-    for key in keys:
-        pipe.set(key, registry.QUEUED, nx=True, ex=ttl)
-    claimed = pipe.execute()
-    taken = [i for i, ok in enumerate(claimed) if not ok]
-    if taken:
-        current = rt.redis.mget([keys[i] for i in taken])
-        for i, value in zip(taken, current, strict=True):
-            if value is None or value.decode() not in (registry.QUEUED, registry.STARTED):
-                rt.redis.set(keys[i], registry.QUEUED, ex=ttl)  # finished or gone: run again
-                claimed[i] = True
+    claimed = _claim(rt, [p.job.id for p in prepared], deduplicate=True)
     to_push = [p for p, ok in zip(prepared, claimed, strict=True) if ok]
     try:
         push(rt, [p.options for p in to_push], _task_name())
@@ -153,6 +144,24 @@ def enqueue_unique_many(items: list[dict[str, Any]]) -> list[Job | None]:
         rt.redis.delete(*[rt.keys.job_status(p.job.id) for p in to_push] or ["-"])
         raise
     return [p.job if ok else None for p, ok in zip(prepared, claimed, strict=True)]
+
+
+def _claim(rt: Runtime, job_ids: list[str], deduplicate: bool) -> list[bool]:
+    """Mark jobs with explicit ids "queued" (one pipeline). With ``deduplicate``, an id whose job is
+    still queued or started is not claimed (False); a finished, failed or unknown one is."""
+    keys = [rt.keys.job_status(i) for i in job_ids]
+    ttl = rt.settings.number("rq_job_failure_ttl")
+    pipe = rt.redis.pipeline(transaction=False)
+    for key in keys:
+        pipe.set(key, registry.QUEUED, nx=True, ex=ttl)
+    claimed = [bool(ok) for ok in pipe.execute()]
+    taken = [i for i, ok in enumerate(claimed) if not ok]
+    current = rt.redis.mget([keys[i] for i in taken]) if taken and deduplicate else [None] * len(taken)
+    for i, value in zip(taken, current, strict=True):
+        if value is None or value.decode() not in (registry.QUEUED, registry.STARTED):
+            rt.redis.set(keys[i], registry.QUEUED, ex=ttl)
+            claimed[i] = True
+    return claimed
 
 
 def _current_site() -> str:
@@ -171,16 +180,18 @@ def _prepare(
     rt: Runtime,
     site: str,
     method: str | Callable[..., Any],
-    queue: str,
-    timeout: int | None,
-    event: str | None,
-    job_name: str | None,
-    at_front: bool,
-    job_id: str | None,
-    on_success: str | Callable[..., Any] | None,
-    on_failure: str | Callable[..., Any] | None,
+    *,
+    queue: str = "default",
+    timeout: int | None = None,
+    event: str | None = None,
+    job_name: str | None = None,
+    at_front: bool = False,
+    job_id: str | None = None,
+    on_success: str | Callable[..., Any] | None = None,
+    on_failure: str | Callable[..., Any] | None = None,
     kwargs: dict[str, Any],
 ) -> _Prepared:
+    """Validate one job and build its ``apply_async`` options; raises ValidationError."""
     spec = rt.settings.validate_queue(queue)
     apps, extra = rt.apps(), rt.allowed_methods()
     name = method_name(method)

@@ -26,7 +26,6 @@ from benchcelery.jobs.methods import resolve
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")
-_RECORDED = "_benchcelery_recorded"
 
 
 class JobRefused(Exception):
@@ -98,7 +97,6 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
         fn = _admit(rt, meta)
     except JobRefused as exc:
         record(meta, kwargs, exc, tb=None)
-        setattr(exc, _RECORDED, True)
         raise
     r = rt.redis
     keys = rt.keys
@@ -118,7 +116,6 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
         result = fn(**kwargs)
     except BaseException as exc:
         record(meta, kwargs, exc, tb=traceback.format_exc())
-        setattr(exc, _RECORDED, True)
         _callback(rt, meta.get("on_failure"), meta, exc)
         raise
     else:
