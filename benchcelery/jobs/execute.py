@@ -93,8 +93,9 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
     meta["worker"] = request.hostname
     meta["started_at"] = time.time()
     rt = get_runtime()
+    apps = rt.apps()
     try:
-        fn = _admit(rt, meta)
+        fn = _admit(rt, meta, apps)
     except JobRefused as exc:
         record(meta, kwargs, exc, tb=None)
         raise
@@ -108,7 +109,6 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
     # after_job: callbacks run after every job; on_commit: only after it succeeded (e.g. realtime
     # events published with after_commit=True).
     local.job = {**meta, "kwargs": kwargs, "after_job": [], "on_commit": []}
-    apps = rt.apps()
     result: Any = None
     try:
         for hook in job_hooks(apps, "before_job"):
@@ -139,13 +139,13 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
             local.reset()
 
 
-def _admit(rt: Any, meta: dict[str, Any]) -> Any:
+def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> Any:
     """Check the message may run; returns the method. Raises JobRefused."""
     site = meta["site"]
     if not site or not rt.bench.site_exists(site):
         raise JobRefused(f"Site {site} does not exist!")
     try:
-        fn = resolve(meta["method"], rt.apps(), rt.allowed_methods())
+        fn = resolve(meta["method"], apps, rt.allowed_methods())
     except BenchError as exc:
         raise JobRefused(str(exc)) from None
     if meta["redelivered"]:
