@@ -56,6 +56,7 @@ NORMAL_PRIORITY = 3  # ordinary jobs; at_front jobs use 0, which BRPOP serves fi
 FRONT_PRIORITY = 0
 
 REALTIME_CHANNEL = "events"
+UNKNOWN_SITE = "?"  # the site recorded for a message that names none (pending counts, failures)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,7 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from benchcelery.keys import Keys
-
-UNKNOWN_SITE = "?"
+from benchcelery.keys import UNKNOWN_SITE, Keys
 
 
 def _site(message: Any) -> str:
@@ -124,7 +122,7 @@ def _record_malformed(queue: str, item: Any, exc: Exception) -> None:
     from benchcelery.jobs.execute import record
 
     raw = item[:2000].decode("utf-8", "replace") if isinstance(item, bytes) else str(item)[:2000]
-    meta = {"job_id": f"?::{uuid.uuid4()}", "site": UNKNOWN_SITE, "queue": queue, "method": ""}
+    meta = {"job_id": f"{UNKNOWN_SITE}::{uuid.uuid4()}", "site": UNKNOWN_SITE, "queue": queue, "method": ""}
     record(meta, {"raw": raw}, ValueError(f"Malformed message: {exc}"), None)
 
 

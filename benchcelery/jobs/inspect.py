@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchcelery.jobs import registry
 from benchcelery.jobs.model import Job
+from benchcelery.keys import UNKNOWN_SITE
 
 if TYPE_CHECKING:
     import redis
@@ -22,7 +23,6 @@ if TYPE_CHECKING:
     from benchcelery.keys import Keys
     from benchcelery.runtime import Runtime
 
-UNKNOWN_SITE = "?"
 
 # Exact re-count of one queue: KEYS[1] = its pending-count hash, KEYS[2..] = its lists. Tallies
 # every message by site, rewrites the hash, returns it flat (site, n, site, n, ...). Atomic.
@@ -116,7 +116,7 @@ def message_info(msg: dict[str, Any]) -> dict[str, Any]:
     job_id = str(headers.get("id") or "")
     return {
         "id": job_id,
-        "site": headers.get("site") or (job_id.split("::", 1)[0] if "::" in job_id else UNKNOWN_SITE),
+        "site": headers.get("site") or (registry.site_of(job_id) if "::" in job_id else UNKNOWN_SITE),
         "method": headers.get("method") or headers.get("shadow") or headers.get("task") or "",
         "kwargs": kwargs,
         "event": headers.get("event"),

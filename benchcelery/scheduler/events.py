@@ -100,14 +100,6 @@ class Problem:
         return f"{self.app}: {self.event} {self.method}: {self.error}"
 
 
-def parse_entry_name(name: str) -> tuple[str, str, str, str | None]:
-    """``<site>::<event>::<method>[::<cron>]`` -> (site, event, method, cron)."""
-    parts = name.split(SEP, 3)
-    if len(parts) < 3:
-        raise ValueError(f"not a scheduled-job entry name: {name!r}")
-    return parts[0], parts[1], parts[2], parts[3] if len(parts) > 3 else None
-
-
 def cron_error(expr: Any) -> str | None:
     """Why ``expr`` is not a valid cron expression, or None when it is."""
     if not isinstance(expr, str) or not expr.strip():
