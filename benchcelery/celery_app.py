@@ -12,11 +12,17 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
+from benchcelery import ha, sentinel
 from benchcelery.config import Settings
 from benchcelery.connection import broker_url
 from benchcelery.keys import NORMAL_PRIORITY
 
 EXECUTE_JOB = "benchcelery.execute_job"
+TRANSPORTS = {
+    "redis": "benchcelery.transport:Transport",
+    "rediss": "benchcelery.transport:Transport",
+    "sentinel": "benchcelery.sentinel_transport:SentinelTransport",
+}
 WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most this often
 
 
@@ -48,8 +54,8 @@ def make_app(settings: Settings, strategy: str | None = None) -> Celery:
     app.conf.update(
         broker_url=url,
         # Our kombu transport subclass reuses one redis client (see transport.py).
-        broker_transport="benchcelery.transport:Transport" if scheme in ("redis", "rediss") else None,
-        broker_transport_options=transport_options(settings, strategy),
+        broker_transport=TRANSPORTS.get(scheme),
+        broker_transport_options={**transport_options(settings, strategy), **ha.transport_options(settings)},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying: supervisors restart workers anyway
         task_serializer="json",
@@ -76,7 +82,7 @@ def make_app(settings: Settings, strategy: str | None = None) -> Celery:
         enable_utc=True,
         timezone=str(settings.get("time_zone") or "UTC"),
         # RedBeat (scheduler) lives under the bench prefix too.
-        redbeat_redis_url=url,
+        redbeat_redis_url=sentinel.redbeat_url(settings) if scheme == "sentinel" else url,
         redbeat_key_prefix=settings.keys.redbeat_prefix,
     )
     app.benchcelery_settings = settings  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from benchcelery import sentinel
 from benchcelery.bench import Bench
 from benchcelery.errors import ValidationError
 from benchcelery.keys import Keys
@@ -67,9 +68,11 @@ class Settings:
     ) -> Settings:
         conf = {**DEFAULTS, **bench.common_config()}
         url = redis_url or next((os.environ[e] for e in REDIS_QUEUE_ENVS if os.environ.get(e)), None)
-        url = url or conf.get("redis_queue") or DEFAULT_REDIS_QUEUE
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValidationError(f"redis_queue must be a redis:// URL, got {mask_url(url)}")
+        url = url or sentinel.frappe_url(conf) or conf.get("redis_queue") or DEFAULT_REDIS_QUEUE
+        if sentinel.is_sentinel_url(url):
+            sentinel.parse_url(url)  # raises ValidationError when malformed
+        elif urlsplit(url).scheme not in ("redis", "rediss", "unix"):
+            raise ValidationError(f"redis_queue must be a redis:// or sentinel:// URL, got {mask_url(url)}")
         if conf.get("use_rq_auth") or username or password:
             username = username or conf.get("rq_username") or bench.bench_id
             password = password or conf.get("rq_password")

@@ -7,9 +7,10 @@ the URL (password masked) and the cause.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from benchcelery import sentinel
 from benchcelery.config import Settings, mask_url
 from benchcelery.errors import RedisUnavailableError
 
@@ -17,11 +18,15 @@ if TYPE_CHECKING:
     import redis
 
 RETRY_DELAYS = (0.1, 0.3, 0.6)  # quick retries for a Redis that is (re)starting
+SENTINEL_RETRY_DELAYS = (0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 2.0)  # ~9 s: the sentinels promote a replica
 CONNECT_TIMEOUT = 2.0
 
 
 def broker_url(settings: Settings) -> str:
-    """The redis:// URL with the ACL user and password embedded (for kombu)."""
+    """The redis:// URL with the ACL user and password embedded (for kombu); kombu's
+    ``sentinel://...;sentinel://...`` form for a Sentinel set-up (sentinel.py)."""
+    if sentinel.is_sentinel_url(settings.redis_url):
+        return sentinel.kombu_url(settings)
     if not (settings.username or settings.password):
         return settings.redis_url
     parts = urlsplit(settings.redis_url)
@@ -36,7 +41,8 @@ def broker_url(settings: Settings) -> str:
 
 
 def make_client(settings: Settings, **kwargs: object) -> redis.Redis:
-    """A redis-py client for the bench's queue Redis (not yet connected)."""
+    """A redis-py client for the bench's queue Redis (not yet connected); every client the bench
+    builds comes from here (or ``make_async_client``). With Sentinel it follows the current master."""
     import redis
 
     options: dict[str, object] = {
@@ -44,6 +50,8 @@ def make_client(settings: Settings, **kwargs: object) -> redis.Redis:
         "health_check_interval": 25,
         **kwargs,
     }
+    if sentinel.is_sentinel_url(settings.redis_url):
+        return sentinel.master_client(settings, **options)
     if settings.username:
         options["username"] = settings.username
     if settings.password:
@@ -51,19 +59,30 @@ def make_client(settings: Settings, **kwargs: object) -> redis.Redis:
     return redis.Redis.from_url(settings.redis_url, **options)  # type: ignore[arg-type]
 
 
+def make_async_client(settings: Settings, **kwargs: Any) -> Any:
+    """A ``redis.asyncio`` client for the bench's queue Redis (the realtime relay)."""
+    if sentinel.is_sentinel_url(settings.redis_url):
+        return sentinel.async_master_client(settings, **kwargs)
+    import redis.asyncio as aioredis
+
+    return aioredis.Redis.from_url(settings.redis_url, username=settings.username, password=settings.password, **kwargs)
+
+
 def connect(settings: Settings, **kwargs: object) -> redis.Redis:
-    """A connected client; raises RedisUnavailableError after a few quick retries."""
+    """A connected client; raises RedisUnavailableError after a few quick retries (longer with
+    Sentinel, so a command started during a failover waits for the new master)."""
     client = make_client(settings, **kwargs)
-    check(client, settings.redis_url)
+    delays = SENTINEL_RETRY_DELAYS if sentinel.is_sentinel_url(settings.redis_url) else RETRY_DELAYS
+    check(client, settings.redis_url, delays)
     return client
 
 
-def check(client: redis.Redis, url: str) -> None:
+def check(client: redis.Redis, url: str, delays: tuple[float, ...] = RETRY_DELAYS) -> None:
     """PING with retries; translate redis-py's errors into one line naming URL and cause."""
     import redis
 
     last: Exception | None = None
-    for delay in (*RETRY_DELAYS, None):
+    for delay in (*delays, None):
         try:
             client.ping()
             return

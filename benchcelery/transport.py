@@ -25,6 +25,7 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from benchcelery.ha import execute_push
 from benchcelery.keys import UNKNOWN_SITE, Keys
 
 
@@ -75,7 +76,8 @@ class Channel(kombu_redis.Channel):
             batch.add("hincrby", counts, site, 1)
             return
         with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            pipe.lpush(key, dumps(message)).hincrby(counts, site, 1).execute()
+            pipe.lpush(key, dumps(message)).hincrby(counts, site, 1)
+            execute_push(pipe, self.connection.client.transport_options)  # WAIT for replicas when configured (ha.py)
 
     def _do_restore_message(
         self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False

@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 from kombu.utils.json import dumps as kombu_dumps
 
+from benchcelery import ha
+from benchcelery.ha import execute_push
+
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
 
@@ -80,6 +83,7 @@ def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str) -> None
     origin = f"gen{os.getpid()}@{socket.gethostname()}"
     reply_to = str(rt.app.thread_oid)
     keys = rt.keys
+    wait = ha.transport_options(rt.settings)
     for start in range(0, len(all_options), BATCH):
         lists: dict[str, list[str]] = defaultdict(list)
         counts: Counter[tuple[str, str]] = Counter()
@@ -92,4 +96,4 @@ def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str) -> None
             pipe.lpush(key, *messages)  # LPUSH k m1 m2 ...: m1 is taken first, as with one LPUSH each
         for (queue, site), n in counts.items():
             pipe.hincrby(keys.pending_counts(queue), site, n)
-        pipe.execute()
+        execute_push(pipe, wait)

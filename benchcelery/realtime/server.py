@@ -143,15 +143,14 @@ class Relay:
                 pass
 
     def _redis_client(self) -> Any:
-        import redis.asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
+        from benchcelery.connection import make_async_client
+
         # No silent retries inside redis-py: this loop reconnects, so it can say so in the log.
-        return aioredis.Redis.from_url(
-            self.settings.redis_url,
-            username=self.settings.username,
-            password=self.settings.password,
+        return make_async_client(
+            self.settings,
             socket_connect_timeout=2,
             socket_keepalive=True,
             health_check_interval=HEALTH_CHECK_INTERVAL,

@@ -39,6 +39,7 @@ from typing import Any
 import redis
 from redbeat.schedulers import RedBeatScheduler
 
+from benchcelery import sentinel
 from benchcelery.celery_app import settings_of
 from benchcelery.config import DEFAULTS, Settings
 from benchcelery.proctitle import set_title
@@ -496,6 +497,7 @@ def configure(app: Any, settings: Settings) -> None:
         "socket_keepalive": True,
         "socket_connect_timeout": 5,
         "health_check_interval": 25,
+        **sentinel.redbeat_options(settings),
     }
     app.conf.beat_scheduler = "benchcelery.scheduler.beat:Scheduler"
 

@@ -1,0 +1,107 @@
+"""Durable enqueue: wait until replicas hold a pushed job (Redis ``WAIT``).
+
+Redis replicates asynchronously: a job pushed to the master a moment before the master is lost
+may not have reached the replica that Sentinel promotes, and is gone. With config
+``enqueue_wait_replicas: N`` every push (``enqueue``, ``enqueue_many``, the scheduler's runs, a
+worker re-queueing a job) is followed by ``WAIT N <timeout>`` on the connection that wrote it, so
+it returns only once N replicas acknowledged the job (or the timeout, ``enqueue_wait_timeout``
+seconds, ran out: then a warning says the job is queued on the master only). A failover then loses
+no acknowledged job.
+
+``WAIT`` covers the writes of its own connection only, and does nothing inside MULTI, so the push
+is sent as ``MULTI ... EXEC WAIT`` on one connection held for the purpose.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from benchcelery import sentinel
+from benchcelery.errors import ValidationError
+
+if TYPE_CHECKING:
+    from benchcelery.config import Settings
+
+logger = logging.getLogger("benchcelery.enqueue")
+
+WAIT_REPLICAS = "enqueue_wait_replicas"
+WAIT_TIMEOUT = "enqueue_wait_timeout"
+DEFAULT_WAIT_TIMEOUT = 1.0  # seconds
+
+
+def wait_settings(conf: Mapping[str, Any]) -> tuple[int, float]:
+    """(replicas, timeout in s) from config; ValidationError for bad values."""
+    try:
+        replicas = int(conf.get(WAIT_REPLICAS) or 0)
+        timeout = float(conf.get(WAIT_TIMEOUT) or DEFAULT_WAIT_TIMEOUT)
+    except (TypeError, ValueError):
+        raise ValidationError(f"Config keys {WAIT_REPLICAS} / {WAIT_TIMEOUT} must be numbers") from None
+    if replicas < 0 or timeout <= 0:
+        raise ValidationError(f"Config keys {WAIT_REPLICAS} must be >= 0 and {WAIT_TIMEOUT} > 0")
+    return replicas, timeout
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """kombu transport options: Sentinel's (master name, sentinel credentials) and the durable
+    enqueue setting, which ``benchcelery.transport`` reads on every push."""
+    options: dict[str, Any] = {}
+    if sentinel.is_sentinel_url(settings.redis_url):
+        options.update(sentinel.kombu_transport_options(settings))
+    replicas, timeout = wait_settings(settings.conf)
+    if replicas:
+        options.update({WAIT_REPLICAS: replicas, WAIT_TIMEOUT: timeout})
+    return options
+
+
+def execute_push(pipe: Any, options: Mapping[str, Any] | None) -> Any:
+    """Run a transaction pipeline of pushes; with ``enqueue_wait_replicas`` in ``options``, as
+    ``MULTI ... EXEC WAIT`` on one connection. Returns the transaction's replies."""
+    replicas = int((options or {}).get(WAIT_REPLICAS) or 0)
+    if replicas <= 0:
+        return pipe.execute()
+    timeout = float((options or {}).get(WAIT_TIMEOUT) or DEFAULT_WAIT_TIMEOUT)
+    pushes = [args for args, _ in pipe.command_stack]
+    commands = [("MULTI",), *pushes, ("EXEC",), ("WAIT", replicas, int(timeout * 1000))]
+    pipe.reset()
+    pool = pipe.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        replies = []
+        error: Exception | None = None
+        for _ in commands:  # read every reply, so the connection stays in step
+            try:
+                replies.append(conn.read_response())
+            except Exception as exc:  # a ResponseError (EXECABORT, WRONGTYPE): kept to raise after
+                if not _is_response_error(exc):
+                    raise
+                error = error or exc
+                replies.append(exc)
+    except BaseException:
+        conn.disconnect()
+        raise
+    finally:
+        pool.release(conn)
+    results = replies[-2]
+    if error is None and isinstance(results, list):
+        error = next((r for r in results if isinstance(r, Exception)), None)
+    if error is not None:
+        raise error
+    acked = int(replies[-1])
+    if acked < replicas:
+        logger.warning(
+            "Enqueue not replicated: %d of %d replica(s) acknowledged within %.1f s "
+            "(enqueue_wait_replicas); the job is queued on the master only and is lost if it fails now",
+            acked,
+            replicas,
+            timeout,
+        )
+    return results
+
+
+def _is_response_error(exc: Exception) -> bool:
+    import redis
+
+    return isinstance(exc, redis.ResponseError)

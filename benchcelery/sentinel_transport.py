@@ -1,0 +1,27 @@
+"""Our kombu transport (``benchcelery.transport``) reaching Redis through Sentinel.
+
+Only connection-pool creation changes, the way kombu's own ``SentinelChannel`` does it
+(``_get_pool`` -> ``_sentinel_managed_pool``: a ``SentinelConnectionPool`` whose connections ask the
+sentinels for the current master). Everything else — the fetch path, leases, per-site counters,
+malformed-message handling — is inherited from ``benchcelery.transport.Channel`` unchanged: the
+class puts ours first in the MRO and takes from kombu's SentinelChannel only what ours does not
+define (pool creation, the Sentinel connection classes, the ``master_name`` transport option).
+
+The broker URL is kombu's ``sentinel://[user:pass@]h1:26379/0;sentinel://h2:26379/0`` with
+``master_name`` (and ``sentinel_kwargs``) in the transport options; ``celery_app`` builds both.
+"""
+
+from __future__ import annotations
+
+from kombu.transport import redis as kombu_redis
+
+from benchcelery import transport
+
+
+class SentinelChannel(transport.Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    pass
+
+
+class SentinelTransport(transport.Transport):
+    Channel = SentinelChannel
+    default_port = kombu_redis.SentinelTransport.default_port  # type: ignore[assignment]

@@ -1,0 +1,1 @@
+"""Jobs of the high-availability tests: each run is counted in a Redis that never fails over."""

@@ -1,0 +1,277 @@
+"""Redis Sentinel for real: a master, a replica and three sentinels on 127.0.0.1 (private ports),
+a `bench worker-pool` and a `bench schedule` draining jobs; the master is SIGKILLed mid-drain.
+
+Jobs count their runs in a separate Redis that never fails over (tests/apps/haapp), so lost and
+doubled runs are counted exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+
+from benchcelery.redis_server import free_port, start_server, stop_server
+from benchcelery.scaffold import add_app
+from tests.conftest import TESTS, BenchHandle, RedisServer, make_bench, wait_until
+
+SERVICE = "mymaster"
+DOWN_AFTER_MS = 2000
+RESUME_BOUND = 15.0  # s from the kill of the master to the first job fetched from the new master
+
+
+@dataclass
+class Cluster:
+    """Data nodes (the first is the master at start) and three sentinels, all on 127.0.0.1."""
+
+    workdir: Path
+    data_ports: list[int]
+    sentinel_ports: list[int]
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return "sentinel://" + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports) + f"/{SERVICE}/0"
+
+    def sentinel(self, i: int = 0) -> redis.Redis:
+        return redis.Redis(port=self.sentinel_ports[i], socket_timeout=1)
+
+    def master_port(self) -> int | None:
+        for i in range(len(self.sentinel_ports)):
+            try:
+                addr = self.sentinel(i).execute_command("SENTINEL", "get-master-addr-by-name", SERVICE)
+                return int(addr[1])
+            except redis.RedisError:
+                continue
+        return None
+
+    def kill(self, port: int) -> None:
+        self.procs[port].send_signal(signal.SIGKILL)
+        self.procs[port].wait(5)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            stop_server(proc, timeout=3)
+
+
+def start_cluster(workdir: Path, replicas: int = 1) -> Cluster:
+    cluster = Cluster(workdir, [free_port() for _ in range(1 + replicas)], [free_port() for _ in range(3)])
+    master = cluster.data_ports[0]
+    try:
+        for i, port in enumerate(cluster.data_ports):
+            # A replica's first full sync starts at once (Redis waits 5 s by default for others).
+            args = ["--repl-diskless-sync-delay", "0"] + (["--replicaof", "127.0.0.1", str(master)] if i else [])
+            cluster.procs[port] = start_server(port, workdir / f"redis-{port}", args=args)
+        for port in cluster.sentinel_ports:
+            folder = workdir / f"sentinel-{port}"
+            folder.mkdir(parents=True)
+            conf = folder / "sentinel.conf"
+            conf.write_text(
+                textwrap.dedent(f"""\
+                    sentinel monitor {SERVICE} 127.0.0.1 {master} 2
+                    sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}
+                    sentinel failover-timeout {SERVICE} 6000
+                    sentinel parallel-syncs {SERVICE} 1
+                    """)
+            )
+            cluster.procs[port] = start_server(port, folder, config_file=conf, args=["--sentinel"])
+        in_sync = [redis.Redis(port=p) for p in cluster.data_ports[1:]]
+        wait_until(
+            lambda: all(r.info("replication")["master_link_status"] == "up" for r in in_sync), 20, what="replica sync"
+        )
+
+        def sentinels_ready() -> bool:
+            for i in range(3):
+                facts = cluster.sentinel(i).sentinel_master(SERVICE)
+                if int(facts["num-other-sentinels"]) != 2 or int(facts["num-slaves"]) != replicas:
+                    return False
+            return True
+
+        wait_until(sentinels_ready, 30, 0.2, what="sentinels know each other and the replicas")
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = start_cluster(tmp_path / "cluster")
+    yield c
+    c.stop()
+
+
+def ha_bench(bench_path: Path, cluster: Cluster, tally: RedisServer, **config: object) -> BenchHandle:
+    """A bench on the Sentinel cluster with haapp installed; runs are counted in ``tally`` db 3."""
+    b = make_bench(bench_path, cluster.url)
+    shutil.copytree(TESTS / "apps" / "haapp", b.root / "apps" / "haapp", ignore=shutil.ignore_patterns("__pycache__"))
+    add_app(b, "haapp")
+    (b.root / "sites" / "apps.txt").write_text("testapp\nhaapp\n")
+    b.update_config(
+        {
+            "tally_redis": f"{tally.url}/3",
+            # Short limits keep kombu's visibility timeout (re-delivery of jobs held by a lost
+            # connection) at 20 s, so the test ends quickly.
+            "workers": {q: {"timeout": 10} for q in ("short", "default", "long")},
+            "visibility_timeout": 20,
+            **config,
+        }
+    )
+    master = redis.Redis(port=cluster.master_port() or 0)
+    return BenchHandle(b, master, cluster.url)
+
+
+@pytest.fixture
+def tally(redis_server: RedisServer) -> redis.Redis:
+    r = redis.Redis(port=redis_server.port, db=3)
+    r.flushdb()
+    return r
+
+
+ENQUEUER = """
+import sys, time, redis, benchcelery
+benchcelery.init(site="site1.local", bench_path=sys.argv[1])
+tally = redis.Redis.from_url(sys.argv[2])
+n = int(sys.argv[3])
+while not tally.exists("ha:stop"):
+    try:
+        benchcelery.enqueue("haapp.tasks.count", queue="short", n=n, seconds=0.01)
+    except Exception as exc:
+        tally.rpush("ha:enqueue:errors", repr(exc)[:200])
+        time.sleep(0.05)
+    else:
+        tally.sadd("ha:accepted", n)
+    n += 1
+    time.sleep(0.01)
+"""
+
+
+def test_failover_mid_drain_loses_nothing(
+    tmp_path: Path, cluster: Cluster, redis_server: RedisServer, tally: redis.Redis
+) -> None:
+    bench = ha_bench(
+        tmp_path / "bench",
+        cluster,
+        redis_server,
+        scheduler_interval=1,
+        scheduler_tick_interval=1,
+        enqueue_wait_replicas=1,
+        enqueue_wait_timeout=1,
+    )
+    try:
+        _failover_mid_drain(bench, cluster, tally)
+    finally:
+        tally.set("ha:stop", 1)
+        bench.stop_all()
+
+
+def _failover_mid_drain(bench: BenchHandle, cluster: Cluster, tally: redis.Redis) -> None:
+    import benchcelery
+
+    benchcelery.init(site="site1.local", bench_path=str(bench.root))
+    first = 200
+    benchcelery.enqueue_many(
+        [{"method": "haapp.tasks.count", "queue": "short", "n": i, "seconds": 0.01} for i in range(first)]
+    )
+    tally.sadd("ha:accepted", *range(first))
+    workers = bench.start("worker-pool", "--num-workers", "2")
+    beat = bench.start("schedule")
+    enqueuer = subprocess.Popen(
+        [sys.executable, "-c", ENQUEUER, str(bench.root), f"{bench_tally_url(tally)}", "100000"],
+        cwd=bench.root,
+        env=bench.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    bench.procs.append(enqueuer)  # type: ignore[arg-type]
+    wait_until(lambda: int(tally.get("ha:ran") or 0) >= first // 2, 60, what="half of the first jobs ran")
+    wait_until(lambda: tally.llen("ha:ticks") >= 1, 20, what="a scheduled run before the kill")
+
+    old_master = cluster.master_port()
+    assert old_master == cluster.data_ports[0]
+    killed_at = time.time()
+    cluster.kill(old_master)
+
+    new_master = wait_until(
+        lambda: (p := cluster.master_port()) != old_master and p, 20, 0.1, what="the sentinels promote the replica"
+    )
+    promoted_after = time.time() - killed_at
+    # Work resumed: more jobs finished after the kill than the pool could hold at the kill
+    # (2 processes), so at least one was fetched from the new master.
+    resumed = wait_until(lambda: _nth_done_after(tally, killed_at, 3), 40, 0.1, what="work resumes")
+    resumed_after = resumed - killed_at
+    wait_until(
+        lambda: any(float(t) > resumed for t in tally.lrange("ha:ticks", 0, -1)), 20, 0.1, what="scheduler runs again"
+    )
+    wait_until(lambda: len(tally.smembers("ha:accepted")) > first + 50, 30, what="enqueue works again")
+    tally.set("ha:stop", 1)
+    enqueuer.wait(30)
+
+    # No restart: the worker pool and the scheduler are the processes started before the kill.
+    assert workers.poll() is None and beat.poll() is None, bench.output(workers)[-3000:]
+    accepted = {int(x) for x in tally.smembers("ha:accepted")}
+    wait_until(
+        lambda: accepted <= {int(x) for x in tally.smembers("ha:ran:ids")},
+        60,
+        0.2,
+        what="every accepted job ran",
+    )
+    ran_ids = {int(x) for x in tally.smembers("ha:ran:ids")}
+    runs = int(tally.get("ha:ran") or 0)
+    lost = accepted - ran_ids
+    twice = runs - len(ran_ids)
+    print(
+        f"\nfailover: promoted {promoted_after:.1f} s after the kill, work resumed after {resumed_after:.1f} s; "
+        f"{len(accepted)} accepted, {len(lost)} lost, {twice} ran twice, "
+        f"{tally.llen('ha:enqueue:errors')} enqueue calls refused during the failover"
+    )
+    assert not lost
+    assert resumed_after <= RESUME_BOUND
+
+    # Read commands answer from the promoted replica, in new processes and without restarting anything.
+    shown = bench.run("--site", "all", "show-pending-jobs", "-f", "json")
+    assert shown.returncode == 0, shown.stderr
+    doctor = bench.run("--site", "all", "doctor", "-f", "json")
+    assert doctor.returncode in (0, 1), doctor.stderr
+    report = json.loads(doctor.stdout)
+    assert report["redis"]["connected"]
+    assert any(w["alive"] for w in report["workers"])
+    assert new_master in cluster.data_ports[1:]
+
+
+def bench_tally_url(tally: redis.Redis) -> str:
+    kw = tally.connection_pool.connection_kwargs
+    return f"redis://127.0.0.1:{kw['port']}/{kw['db']}"
+
+
+def _nth_done_after(tally: redis.Redis, since: float, n: int) -> float | None:
+    after = sorted(t for t in (float(x) for x in tally.lrange("ha:done:at", 0, -1)) if t > since)
+    return after[n - 1] if len(after) >= n else None
+
+
+def test_sentinel_url_is_validated(tmp_path: Path, redis_server: RedisServer) -> None:
+    b = make_bench(tmp_path / "bench", redis_server.url)
+    handle = BenchHandle(b, redis_server.client(), redis_server.url)
+    for url, message in [
+        ("sentinel://127.0.0.1:1", "name the monitored master"),
+        ("sentinel:///mymaster", "name at least one sentinel"),
+        ("sentinel://u:secret@127.0.0.1:1/mymaster", "sentinel_password"),
+        ("sentinel://127.0.0.1:99999/mymaster", "bad port"),
+        ("sentinel://127.0.0.1:1/mymaster/x", "must be a number"),
+    ]:
+        b.update_config({"redis_queue": url})
+        result = handle.run("--site", "all", "show-pending-jobs")
+        assert result.returncode == 1, result
+        assert message in result.stderr and "secret" not in result.stderr and "Traceback" not in result.stderr
+    assert os.environ.get("BENCH_REDIS_QUEUE") is None
