@@ -13,13 +13,22 @@ The broker URL is kombu's ``sentinel://[user:pass@]h1:26379/0;sentinel://h2:2637
 
 from __future__ import annotations
 
+from typing import Any
+
+import redis
 from kombu.transport import redis as kombu_redis
 
 from benchcelery import transport
 
 
 class SentinelChannel(transport.Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
-    pass
+    def _get_pool(self, asynchronous: bool = False) -> Any:
+        if self.connection.client is None:
+            # Celery tears the connection down after a loss (collect, then close); a restore of
+            # unacked messages during that would build a pool from the vanished connection info
+            # and raise AttributeError, which kills the worker. A connection error is handled.
+            raise redis.ConnectionError("the broker connection is closed")
+        return super()._get_pool(asynchronous)
 
 
 class SentinelTransport(transport.Transport):

@@ -200,6 +200,9 @@ def _failover_mid_drain(bench: BenchHandle, cluster: Cluster, tally: redis.Redis
 
     old_master = cluster.master_port()
     assert old_master == cluster.data_ports[0]
+    before = json.loads(bench.run("--site", "all", "doctor", "-f", "json").stdout)["sentinel"]
+    assert before["master"] == f"127.0.0.1:{old_master}" and before["quorum_check"].startswith("OK 3 usable")
+    assert [(r["address"], r["healthy"]) for r in before["replicas"]] == [(f"127.0.0.1:{cluster.data_ports[1]}", True)]
     killed_at = time.time()
     cluster.kill(old_master)
 
@@ -248,6 +251,12 @@ def _failover_mid_drain(bench: BenchHandle, cluster: Cluster, tally: redis.Redis
     assert report["redis"]["connected"]
     assert any(w["alive"] for w in report["workers"])
     assert new_master in cluster.data_ports[1:]
+    assert report["sentinel"]["master"] == f"127.0.0.1:{new_master}"
+    # The old master is gone: no replica is left to fail over to, and doctor says so.
+    assert "Sentinel: no healthy replica; if the master is lost, the queue is lost with it" in report["problems"]
+    assert doctor.returncode == 1
+    text = bench.run("--site", "all", "doctor").stdout
+    assert f"Sentinel {SERVICE}: master 127.0.0.1:{new_master}; 3 of 3 sentinels answer" in text
 
 
 def bench_tally_url(tally: redis.Redis) -> str:

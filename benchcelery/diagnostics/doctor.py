@@ -11,7 +11,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from benchcelery.config import Settings
 from benchcelery.diagnostics.database import DatabaseStatus, check_database
+from benchcelery.diagnostics.sentinel import SentinelHealth, sentinel_health
+from benchcelery.diagnostics.sentinel import render_text as render_sentinel
 from benchcelery.diagnostics.workers import WorkerInfo, ago, read_workers
 from benchcelery.jobs import inspect, registry
 
@@ -57,6 +60,7 @@ class DoctorReport:
     scheduler_heartbeat: dict[str, Any] | None
     redis: RedisHealth
     problems: list[str]
+    sentinel: SentinelHealth | None = None  # with a sentinel:// redis_queue (diagnostics/sentinel.py)
 
     @property
     def healthy(self) -> bool:
@@ -154,14 +158,23 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
             )
         if health.database.status == "unreachable":
             problems.append(f"{site}: database unreachable: {health.database.detail}")
+    ha = sentinel_report(rt.settings)
     return DoctorReport(
         sites=reports,
         workers=workers,
         scheduler_alive=heartbeat is not None,
         scheduler_heartbeat=heartbeat,
         redis=redis_info,
-        problems=problems,
+        problems=problems + (ha.problems if ha else []),
+        sentinel=ha,
     )
+
+
+def sentinel_report(settings: Settings) -> SentinelHealth | None:
+    from benchcelery import ha, sentinel
+
+    spec = sentinel.spec(settings)
+    return sentinel_health(spec, ha.wait_settings(settings.conf)[0]) if spec else None
 
 
 def render_text(report: DoctorReport) -> str:
@@ -188,6 +201,8 @@ def render_text(report: DoctorReport) -> str:
         f"Redis {r.version} at {r.url}: {r.used_memory} used, maxmemory-policy {r.maxmemory_policy}, "
         f"persistence {r.persistence}"
     )
+    if report.sentinel:
+        lines += render_sentinel(report.sentinel)
     hb = report.scheduler_heartbeat
     if hb:
         lines.append(f"Scheduler process: alive on {hb.get('host', '?')} (pid {hb.get('pid', '?')})")
