@@ -57,6 +57,9 @@ def _setup_options(production: bool) -> Callable[[Callable[..., None]], Callable
         if production:
             f = click.option("--user", help="User the processes run as (default: the current user).")(f)
             f = click.option("--skip-redis", is_flag=True, help="Leave the queue Redis out (managed elsewhere).")(f)
+            f = click.option(
+                "--workers-only", is_flag=True, help="Only the workers: for a worker host (no scheduler, relay, Redis)."
+            )(f)
         return f
 
     return decorate
@@ -126,13 +129,15 @@ def setup_redis(obj: CliContext, yes: bool, dry_run: bool) -> None:
 @setup_group.command("supervisor")
 @_setup_options(production=True)
 @pass_ctx
-def setup_supervisor(obj: CliContext, skip_redis: bool, user: str | None, yes: bool, dry_run: bool) -> None:
+def setup_supervisor(
+    obj: CliContext, workers_only: bool, skip_redis: bool, user: str | None, yes: bool, dry_run: bool
+) -> None:
     """Write config/supervisor.conf: scheduler, one program per queue, the queue Redis."""
     from benchcelery.deploy.files import render_redis, render_supervisor
 
     settings = _settings(obj)
-    files = render_supervisor(settings, user=user, skip_redis=skip_redis)
-    if not dry_run and not skip_redis:
+    files = render_supervisor(settings, user=user, skip_redis=skip_redis, workers_only=workers_only)
+    if not dry_run and not skip_redis and not workers_only:
         files = {**{p: t for p, t in render_redis(settings).items() if not p.exists()}, **files}
     if _emit(obj, files, yes, dry_run):
         conf = obj.bench.config_path / "supervisor.conf"
@@ -145,14 +150,16 @@ def setup_supervisor(obj: CliContext, skip_redis: bool, user: str | None, yes: b
 @setup_group.command("systemd")
 @_setup_options(production=True)
 @pass_ctx
-def setup_systemd(obj: CliContext, skip_redis: bool, user: str | None, yes: bool, dry_run: bool) -> None:
+def setup_systemd(
+    obj: CliContext, workers_only: bool, skip_redis: bool, user: str | None, yes: bool, dry_run: bool
+) -> None:
     """Write config/systemd/: a target per group and template units per queue (@1..@N)."""
     from benchcelery.deploy.files import render_redis, render_systemd
     from benchcelery.deploy.plan import safe_name
 
     settings = _settings(obj)
-    files = render_systemd(settings, user=user, skip_redis=skip_redis)
-    if not dry_run and not skip_redis:
+    files = render_systemd(settings, user=user, skip_redis=skip_redis, workers_only=workers_only)
+    if not dry_run and not skip_redis and not workers_only:
         files = {**{p: t for p, t in render_redis(settings).items() if not p.exists()}, **files}
     if _emit(obj, files, yes, dry_run):
         click.echo(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchcelery.bench import Bench
 from benchcelery.config import Settings
-from benchcelery.deploy.plan import Plan, make_plan
+from benchcelery.deploy.plan import Plan, make_plan, worker_host_plan
 from benchcelery.deploy.templates import render
 from benchcelery.errors import BenchError
 from benchcelery.redis_server import find_server_binary
@@ -73,8 +73,10 @@ def render_procfile(settings: Settings) -> dict[Path, str]:
 
 
 # --- supervisor (production) ---
-def render_supervisor(settings: Settings, user: str | None = None, skip_redis: bool = False) -> dict[Path, str]:
-    plan = make_plan(settings)
+def render_supervisor(
+    settings: Settings, user: str | None = None, skip_redis: bool = False, workers_only: bool = False
+) -> dict[Path, str]:
+    plan = worker_host_plan(make_plan(settings)) if workers_only else make_plan(settings)
     bench = settings.bench
     path = bench.config_path / "supervisor.conf"
     common = {"bench_root": bench.root, "user": user or default_user(), "logs_path": bench.logs_path}
@@ -134,8 +136,10 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
 
 
 # --- systemd (production) ---
-def render_systemd(settings: Settings, user: str | None = None, skip_redis: bool = False) -> dict[Path, str]:
-    plan = make_plan(settings)
+def render_systemd(
+    settings: Settings, user: str | None = None, skip_redis: bool = False, workers_only: bool = False
+) -> dict[Path, str]:
+    plan = worker_host_plan(make_plan(settings)) if workers_only else make_plan(settings)
     bench = settings.bench
     folder = bench.config_path / "systemd"
     n = plan.name

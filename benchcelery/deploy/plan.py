@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -92,6 +92,12 @@ def make_plan(settings: Settings) -> Plan:
         redis_port=(url.port or 6379) if own else None,
         bench_command=bench_command(),
     )
+
+
+def worker_host_plan(plan: Plan) -> Plan:
+    """What a worker-only host runs (``--workers-only``): the workers; the scheduler, the realtime
+    relay and the queue Redis stay on the bench's main host."""
+    return replace(plan, schedule=False, realtime=False, own_redis=False, redis_port=None)
 
 
 def bench_command() -> list[str]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ from redbeat.schedulers import RedBeatScheduler
 from benchcelery import sentinel
 from benchcelery.celery_app import settings_of
 from benchcelery.config import DEFAULTS, Settings
+from benchcelery.hosts import host_name
 from benchcelery.proctitle import set_title
 from benchcelery.runtime import Runtime, get_runtime, set_runtime
 from benchcelery.scheduler.events import ScheduledJob, is_due, load_jobs, next_run
@@ -124,7 +124,7 @@ class Scheduler(RedBeatScheduler):
         self._problems: list[str] | None = None
         self._skipping: set[str] = set()  # run ids found still queued/running (logged once)
         self._last_extend = time.monotonic()
-        self.host = socket.gethostname()
+        self.host = host_name(settings.conf)
 
     # --- RedBeat hooks ---
 

@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from benchcelery.hosts import host_name
 from benchcelery.proctitle import set_title
 from benchcelery.runtime import Runtime, set_runtime
 
@@ -22,9 +23,9 @@ class WorkerOptions:
     name: str | None = None
 
 
-def worker_name(queues: list[str]) -> str:
+def worker_name(queues: list[str], host: str | None = None) -> str:
     """Unique per process (Celery needs that for control replies): ``<queues>.<id>@<host>``."""
-    return f"{'-'.join(queues)}.{uuid.uuid4().hex[:8]}@{socket.gethostname()}"
+    return f"{'-'.join(queues)}.{uuid.uuid4().hex[:8]}@{host or socket.gethostname()}"
 
 
 def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
@@ -45,7 +46,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     title = f"bench {kind} --queue {','.join(opts.queues)} [{rt.bench.root}]"
     set_title(title)
     worker = app.Worker(
-        hostname=opts.name or worker_name(opts.queues),
+        hostname=opts.name or worker_name(opts.queues, host_name(rt.settings.conf)),
         pool_cls="prefork",
         concurrency=opts.concurrency,
         queues=opts.queues,

@@ -42,7 +42,7 @@ class Heartbeat(bootsteps.StartStopStep):
             "name": worker.hostname,
             "queues": json.dumps(sorted(q for q in worker.app.amqp.queues.consume_from or [])),
             "pid": os.getpid(),
-            "host": socket.gethostname(),
+            "host": worker.hostname.rpartition("@")[2] or socket.gethostname(),  # hosts.host_name()
             "concurrency": worker.concurrency,
             "started": self.started,
         }

@@ -4,12 +4,12 @@ each run), so lost and doubled runs are counted exactly."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import redis
 
 import benchcelery
+from benchcelery.hosts import host_name
 
 _client: redis.Redis | None = None
 
@@ -26,7 +26,7 @@ def count(n: int, seconds: float = 0.0) -> None:
         time.sleep(seconds)
     pipe = _tally().pipeline(transaction=True)
     pipe.incr("ha:ran").sadd("ha:ran:ids", n).rpush("ha:done:at", time.time())
-    pipe.sadd("ha:hosts", str(benchcelery.local.conf.get("worker_hostname") or socket.gethostname()))
+    pipe.sadd("ha:hosts", host_name(benchcelery.local.conf))
     pipe.execute()
 
 
