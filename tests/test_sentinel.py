@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -65,28 +64,34 @@ class Cluster:
             stop_server(proc, timeout=3)
 
 
-def start_cluster(workdir: Path, replicas: int = 1) -> Cluster:
-    cluster = Cluster(workdir, [free_port() for _ in range(1 + replicas)], [free_port() for _ in range(3)])
-    master = cluster.data_ports[0]
+def new_cluster(workdir: Path, replicas: int = 1) -> Cluster:
+    return Cluster(workdir, [free_port() for _ in range(1 + replicas)], [free_port() for _ in range(3)])
+
+
+def start_layout(cluster: Cluster, bench: BenchHandle, admin_password: str | None = None) -> None:
+    """Start the nodes and sentinels from the files `bench setup redis` writes for the bench (the
+    production layout), with a shorter failure detection for the test."""
+    nodes = ",".join(f"127.0.0.1:{p}" for p in cluster.data_ports)
+    result = bench.run("setup", "redis", "--nodes", nodes)
+    assert result.returncode == 0, result.stderr
+    folder = bench.root / "config" / "sentinel"
     try:
-        for i, port in enumerate(cluster.data_ports):
+        for i, port in enumerate(cluster.data_ports, 1):
+            conf = folder / f"redis_queue_node{i}.conf"
             # A replica's first full sync starts at once (Redis waits 5 s by default for others).
-            args = ["--repl-diskless-sync-delay", "0"] + (["--replicaof", "127.0.0.1", str(master)] if i else [])
-            cluster.procs[port] = start_server(port, workdir / f"redis-{port}", args=args)
-        for port in cluster.sentinel_ports:
-            folder = workdir / f"sentinel-{port}"
-            folder.mkdir(parents=True)
-            conf = folder / "sentinel.conf"
-            conf.write_text(
-                textwrap.dedent(f"""\
-                    sentinel monitor {SERVICE} 127.0.0.1 {master} 2
-                    sentinel down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}
-                    sentinel failover-timeout {SERVICE} 6000
-                    sentinel parallel-syncs {SERVICE} 1
-                    """)
-            )
-            cluster.procs[port] = start_server(port, folder, config_file=conf, args=["--sentinel"])
-        in_sync = [redis.Redis(port=p) for p in cluster.data_ports[1:]]
+            conf.write_text(conf.read_text() + "repl-diskless-sync-delay 0\n")
+            data = bench.root / "config" / "pids" / f"redis_queue_node{i}"
+            data.mkdir(parents=True)
+            cluster.procs[port] = start_server(port, data, config_file=conf)
+        for i, port in enumerate(cluster.sentinel_ports, 1):
+            conf = folder / f"sentinel_node{i}.conf"
+            text = conf.read_text().replace(" 5000\n", f" {DOWN_AFTER_MS}\n").replace(" 60000\n", " 6000\n")
+            assert f"down-after-milliseconds {SERVICE} {DOWN_AFTER_MS}" in text
+            conf.write_text(text)
+            data = bench.root / "config" / "pids" / f"sentinel_node{i}"
+            data.mkdir(parents=True)
+            cluster.procs[port] = start_server(port, data, config_file=conf, args=["--sentinel"])
+        in_sync = [redis.Redis(port=p, password=admin_password) for p in cluster.data_ports[1:]]
         wait_until(
             lambda: all(r.info("replication")["master_link_status"] == "up" for r in in_sync), 20, what="replica sync"
         )
@@ -94,7 +99,7 @@ def start_cluster(workdir: Path, replicas: int = 1) -> Cluster:
         def sentinels_ready() -> bool:
             for i in range(3):
                 facts = cluster.sentinel(i).sentinel_master(SERVICE)
-                if int(facts["num-other-sentinels"]) != 2 or int(facts["num-slaves"]) != replicas:
+                if int(facts["num-other-sentinels"]) != 2 or int(facts["num-slaves"]) != len(in_sync):
                     return False
             return True
 
@@ -102,12 +107,11 @@ def start_cluster(workdir: Path, replicas: int = 1) -> Cluster:
     except BaseException:
         cluster.stop()
         raise
-    return cluster
 
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = start_cluster(tmp_path / "cluster")
+    c = new_cluster(tmp_path / "cluster")
     yield c
     c.stop()
 
@@ -128,8 +132,7 @@ def ha_bench(bench_path: Path, cluster: Cluster, tally: RedisServer, **config: o
             **config,
         }
     )
-    master = redis.Redis(port=cluster.master_port() or 0)
-    return BenchHandle(b, master, cluster.url)
+    return BenchHandle(b, redis.Redis(port=cluster.data_ports[0]), cluster.url)
 
 
 @pytest.fixture
@@ -169,6 +172,13 @@ def test_failover_mid_drain_loses_nothing(
         enqueue_wait_replicas=1,
         enqueue_wait_timeout=1,
     )
+    # The bench's ACL on every node: workers log in as the bench user, replicas and sentinels as theirs.
+    # The default user gets a password too, so replication and the sentinels work only through
+    # their own ACL users.
+    users = bench.run("create-rq-users", "--use-rq-auth", "--set-admin-password")
+    assert users.returncode == 0, users.stderr
+    admin = users.stdout.split("export RQ_ADMIN_PASSWORD=", 1)[1].split()[0]
+    start_layout(cluster, bench, admin)
     try:
         _failover_mid_drain(bench, cluster, tally)
     finally:
@@ -252,6 +262,8 @@ def _failover_mid_drain(bench: BenchHandle, cluster: Cluster, tally: redis.Redis
     assert any(w["alive"] for w in report["workers"])
     assert new_master in cluster.data_ports[1:]
     assert report["sentinel"]["master"] == f"127.0.0.1:{new_master}"
+    with pytest.raises(redis.AuthenticationError):  # the ACL is in force on the promoted node too
+        redis.Redis(port=new_master).get("x")
     # The old master is gone: no replica is left to fail over to, and doctor says so.
     assert "Sentinel: no healthy replica; if the master is lost, the queue is lost with it" in report["problems"]
     assert doctor.returncode == 1

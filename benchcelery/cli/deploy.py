@@ -118,12 +118,20 @@ def setup_procfile(obj: CliContext, yes: bool, dry_run: bool) -> None:
 
 @setup_group.command("redis")
 @_setup_options(production=False)
+@click.option("--nodes", metavar="HOST:PORT,...", help="Sentinel layout: the queue Redis nodes (node 1 = master).")
 @pass_ctx
-def setup_redis(obj: CliContext, yes: bool, dry_run: bool) -> None:
-    """Write config/redis_queue.conf (AOF everysec, noeviction, 127.0.0.1, ACL file when present)."""
+def setup_redis(obj: CliContext, yes: bool, dry_run: bool, nodes: str | None) -> None:
+    """Write config/redis_queue.conf (AOF everysec, noeviction, 127.0.0.1, ACL file when present);
+    with a sentinel:// redis_queue, config/sentinel/: a Redis and a sentinel config per host."""
     from benchcelery.deploy.files import render_redis
+    from benchcelery.deploy.sentinel_files import parse_nodes, render_sentinel_layout
+    from benchcelery.sentinel import is_sentinel_url
 
-    _emit(obj, render_redis(_settings(obj)), yes, dry_run)
+    settings = _settings(obj)
+    if is_sentinel_url(settings.redis_url):
+        _emit(obj, render_sentinel_layout(settings, parse_nodes(nodes) if nodes else None), yes, dry_run)
+        return
+    _emit(obj, render_redis(settings), yes, dry_run)
 
 
 @setup_group.command("supervisor")
@@ -183,6 +191,8 @@ def create_rq_users_cmd(obj: CliContext, set_admin_password: bool, use_rq_auth: 
         "Please restart Redis Queue server to enable namespaces.",
         fg="green",
     )
+    if users.sentinel:
+        click.echo("Sentinel: run `bench setup redis` again and copy config/redis_queue.acl to every node.")
     if users.admin_password:
         click.secho(
             "* Redis admin password is successfully set up. Include below line in .bashrc file for system to use",

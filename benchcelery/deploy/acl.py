@@ -20,6 +20,7 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from benchcelery import sentinel
 from benchcelery.config import Settings
 from benchcelery.deploy.files import acl_path, render_redis, write_files
 from benchcelery.keys import Keys
@@ -33,6 +34,7 @@ class RqUsers:
     password: str
     admin_password: str | None
     acl_file: str
+    sentinel: bool = False
 
 
 def new_password() -> str:
@@ -67,9 +69,18 @@ def create_rq_users(settings: Settings, set_admin_password: bool = False, use_rq
     username, password = settings.bench_id, new_password()
     admin_password = new_password() if set_admin_password else None
     path = acl_path(bench)
-    text = "\n".join([admin_acl_line(admin_password), bench_acl_line(username, password, redis_db(settings.redis_url))])
-    write_files({path: text + "\n"}, overwrite=True)
+    ha = sentinel.spec(settings)  # Sentinel: the same file on every node, plus replication and sentinel users
+    db = ha.db if ha else redis_db(settings.redis_url)
+    lines = [admin_acl_line(admin_password), bench_acl_line(username, password, db)]
+    ha_config: dict[str, str] = {}
+    if ha:
+        from benchcelery.deploy.sentinel_files import ha_acl_users
+
+        extra, ha_config = ha_acl_users()
+        lines += extra
+    write_files({path: "\n".join(lines) + "\n"}, overwrite=True)
     path.chmod(0o600)
-    bench.update_config({"rq_username": username, "rq_password": password, "use_rq_auth": use_rq_auth})
-    write_files(render_redis(settings), overwrite=True)
-    return RqUsers(username, password, admin_password, str(path))
+    bench.update_config({"rq_username": username, "rq_password": password, "use_rq_auth": use_rq_auth, **ha_config})
+    if not ha:  # Sentinel layouts: `bench setup redis` renders the node files (sentinels rewrite theirs)
+        write_files(render_redis(settings), overwrite=True)
+    return RqUsers(username, password, admin_password, str(path), sentinel=ha is not None)
