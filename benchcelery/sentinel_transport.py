@@ -5,7 +5,7 @@ Only connection-pool creation changes, the way kombu's own ``SentinelChannel`` d
 sentinels for the current master). Everything else — the fetch path, leases, per-site counters,
 malformed-message handling — is inherited from ``benchcelery.transport.Channel`` unchanged: the
 class puts ours first in the MRO and takes from kombu's SentinelChannel only what ours does not
-define (pool creation, the Sentinel connection classes, the ``master_name`` transport option).
+define (pool creation, the Sentinel connection classes); the transport options are the union of both.
 
 The broker URL is kombu's ``sentinel://[user:pass@]h1:26379/0;sentinel://h2:26379/0`` with
 ``master_name`` (and ``sentinel_kwargs``) in the transport options; ``celery_app`` builds both.
@@ -22,6 +22,11 @@ from benchcelery import transport
 
 
 class SentinelChannel(transport.Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]
+    # Both lists: ours (e.g. job_lease) and Sentinel's (master_name, sentinel_kwargs, ...).
+    from_transport_options = tuple(  # type: ignore[assignment]
+        dict.fromkeys((*transport.Channel.from_transport_options, *kombu_redis.SentinelChannel.from_transport_options))
+    )
+
     def _get_pool(self, asynchronous: bool = False) -> Any:
         if self.connection.client is None:
             # Celery tears the connection down after a loss (collect, then close); a restore of

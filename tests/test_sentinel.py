@@ -125,10 +125,8 @@ def ha_bench(bench_path: Path, cluster: Cluster, tally: RedisServer, **config: o
     b.update_config(
         {
             "tally_redis": f"{tally.url}/3",
-            # Short limits keep kombu's visibility timeout (re-delivery of jobs held by a lost
-            # connection) at 20 s, so the test ends quickly.
-            "workers": {q: {"timeout": 10} for q in ("short", "default", "long")},
-            "visibility_timeout": 20,
+            # A short lease brings back quickly a job whose holder lost it in the failover (delivery.py).
+            "job_lease": 10,
             **config,
         }
     )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
 
 BATCH = 1000
+WAKE_TOKENS = 64  # at most this many wake tokens per queue and batch (delivery.py)
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 REPR_MAXSIZE = 1024  # Celery's kwargsrepr_maxsize
 
@@ -96,4 +97,7 @@ def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str) -> None
             pipe.lpush(key, *messages)  # LPUSH k m1 m2 ...: m1 is taken first, as with one LPUSH each
         for (queue, site), n in counts.items():
             pipe.hincrby(keys.pending_counts(queue), site, n)
+        for queue in {q for q, _ in counts}:
+            # Enough tokens to wake every idle worker; busy ones keep fetching until it is empty.
+            pipe.lpush(keys.wake(queue), *[""] * min(WAKE_TOKENS, sum(n for (q, _), n in counts.items() if q == queue)))
         execute_push(pipe, wait)
