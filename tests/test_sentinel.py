@@ -294,3 +294,32 @@ def test_sentinel_url_is_validated(tmp_path: Path, redis_server: RedisServer) ->
         assert result.returncode == 1, result
         assert message in result.stderr and "secret" not in result.stderr and "Traceback" not in result.stderr
     assert os.environ.get("BENCH_REDIS_QUEUE") is None
+
+
+def test_durable_enqueue_warns_when_no_replica_acknowledges(bench: BenchHandle) -> None:
+    """`enqueue_wait_replicas` on a Redis without replicas: the job is queued, and a warning says it
+    is on the master only; a bad value is refused before anything is written."""
+    bench.set_config(enqueue_wait_replicas=1, enqueue_wait_timeout=0.2)
+    result = bench.run("--site", "site1.local", "enqueue", "testapp.tasks.noop", "--queue", "short")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "Enqueue not replicated: 0 of 1 replica(s) acknowledged within 0.2 s (enqueue_wait_replicas); "
+        "the job is queued on the master only" in result.stderr
+    )
+    import benchcelery
+
+    benchcelery.init(site="site1.local", bench_path=str(bench.root))
+    benchcelery.enqueue_many([{"method": "testapp.tasks.noop", "queue": "short"} for _ in range(3)])
+    assert queued(bench) == 4
+
+    bench.set_config(enqueue_wait_replicas="two")
+    refused = bench.run("--site", "site1.local", "enqueue", "testapp.tasks.noop", "--queue", "short")
+    assert refused.returncode == 1
+    assert "enqueue_wait_replicas" in refused.stderr and "Traceback" not in refused.stderr
+    assert queued(bench) == 4
+
+
+def queued(bench: BenchHandle) -> int:
+    from benchcelery.jobs.inspect import count_pending
+
+    return sum(count_pending(bench.redis, bench.rt().keys, ["short"])["short"].values())
