@@ -208,6 +208,7 @@ def _failover_mid_drain(bench: BenchHandle, cluster: Cluster, tally: redis.Redis
 
     old_master = cluster.master_port()
     assert old_master == cluster.data_ports[0]
+    assert relay_receives(bench, "before")
     before = json.loads(bench.run("--site", "all", "doctor", "-f", "json").stdout)["sentinel"]
     assert before["master"] == f"127.0.0.1:{old_master}" and before["quorum_check"].startswith("OK 3 usable")
     assert [(r["address"], r["healthy"]) for r in before["replicas"]] == [(f"127.0.0.1:{cluster.data_ports[1]}", True)]
@@ -265,8 +266,36 @@ def _failover_mid_drain(bench: BenchHandle, cluster: Cluster, tally: redis.Redis
     # The old master is gone: no replica is left to fail over to, and doctor says so.
     assert "Sentinel: no healthy replica; if the master is lost, the queue is lost with it" in report["problems"]
     assert doctor.returncode == 1
+    assert relay_receives(bench, "after")  # the relay's client (a new one per reconnect) finds the new master
     text = bench.run("--site", "all", "doctor").stdout
     assert f"Sentinel {SERVICE}: master 127.0.0.1:{new_master}; 3 of 3 sentinels answer" in text
+
+
+def relay_receives(bench: BenchHandle, tag: str) -> bool:
+    """The realtime relay's Redis client (connection.make_async_client) gets what
+    `bench publish-realtime` publishes, both through the sentinels."""
+    import asyncio
+
+    from benchcelery.config import Settings
+    from benchcelery.connection import make_async_client
+    from benchcelery.keys import REALTIME_CHANNEL
+
+    async def roundtrip() -> bool:
+        client = make_async_client(Settings.from_bench(bench.bench))
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        await pubsub.subscribe(REALTIME_CHANNEL)
+        sent = await asyncio.to_thread(
+            bench.run, "--site", "site1.local", "publish-realtime", f"ha-{tag}", "--message", '{"x": 1}'
+        )
+        assert sent.returncode == 0, sent.stderr
+        deadline, message = time.monotonic() + 5, None
+        while message is None and time.monotonic() < deadline:  # the subscribe confirmation reads as None
+            message = await pubsub.get_message(timeout=1)
+        await pubsub.aclose()
+        await client.aclose()
+        return message is not None and f"ha-{tag}".encode() in message["data"]
+
+    return asyncio.run(roundtrip())
 
 
 def bench_tally_url(tally: redis.Redis) -> str:

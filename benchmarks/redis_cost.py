@@ -1,0 +1,203 @@
+"""``python -m benchmarks.redis_cost [--n 3000] [--write]``: what one job costs the Redis server.
+
+For each system (benchcelery, rq, plain Celery), on the private Redis of the benchmark harness:
+enqueue N no-op jobs one call at a time (``benchcelery.enqueue``, rq ``Queue.enqueue``, Celery
+``apply_async``; plus the bulk forms), then drain them with one worker until all ran (the
+worker's start-up and shutdown included, as in production). Around each phase the server's
+``INFO commandstats`` (reset with ``CONFIG RESETSTAT``) and ``INFO cpu``
+(``used_cpu_sys + used_cpu_user`` of the server process) are read. Per job: Redis commands and
+Redis CPU for enqueue + run + completion, and from the CPU the jobs per second one Redis core
+carries (a core at 100 % on this machine; in practice keep Redis well below that).
+
+The job itself does one ``INCR`` of a counter on the same Redis (how the harness sees it ran):
+those N INCRs and the harness's own polling ``GET``s are subtracted from the command counts (not
+from the CPU, where they are a few percent at most). With ``--write`` the Markdown goes into
+``benchmarks/RESULTS.md`` between the ``redis-cost`` markers (the rest of the file is kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchmarks import apps, env, procs
+from benchmarks.common import probe, say
+from benchmarks.workers import by_name
+
+OUT = Path(__file__).resolve().parent
+START, END = "<!-- redis-cost:start -->", "<!-- redis-cost:end -->"
+POLL = 0.05
+OWN = ("info", "config")  # the harness's own reads and resets of the server (with subcommands)
+
+# (label, probe enqueue method, worker name); the worker runs what the enqueue put in.
+CASES = [
+    ("benchcelery", "bench_enqueue", "bench worker"),
+    ("benchcelery (enqueue_many)", "bench_enqueue_many", "bench worker"),
+    ("benchcelery worker-pool 2", "bench_enqueue", "bench worker-pool 2"),
+    ("rq", "rq_enqueue", "rq worker (fork)"),
+    ("rq (enqueue_many)", "rq_enqueue_many", "rq worker (fork)"),
+    ("plain Celery", "celery_apply_async", "celery prefork 1"),
+    ("plain Celery prefork 2", "celery_apply_async", "celery prefork 2"),
+]
+
+
+def snapshot(r: Any) -> tuple[Counter[str], float]:
+    stats = r.info("commandstats")
+    calls: Counter[str] = Counter()
+    for name, value in stats.items():
+        cmd = name.removeprefix("cmdstat_")
+        if not cmd.startswith(OWN):
+            calls[cmd] = int(value["calls"])
+    cpu = r.info("cpu")
+    return calls, float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+def reset(r: Any) -> float:
+    r.config_resetstat()
+    cpu = r.info("cpu")
+    return float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])
+
+
+def measure(world: env.Env, label: str, method: str, worker_name: str, n: int) -> dict[str, Any]:
+    r = world.redis
+    world.flush()
+    cpu0 = reset(r)
+    out = probe(world, ["enqueue", method, str(n)], timeout=120 + n / 100)
+    total = n + 50  # the probe enqueues WARMUP (50) jobs first
+    enq_calls, cpu1 = snapshot(r)
+    cpu1b = reset(r)
+    worker = by_name([worker_name])[0]
+    log = world.workdir / "logs" / f"cost-{worker_name.replace(' ', '_')}.log"
+    log.parent.mkdir(exist_ok=True)
+    proc = procs.spawn(worker.command(world, burst=True), world.child_env(), Path(str(worker.cwd(world))), log)
+    polls = 0
+    deadline = time.monotonic() + 60 + total / 20
+    while int(r.get(apps.COUNTER) or 0) < total:
+        polls += 1
+        if time.monotonic() > deadline:
+            procs.kill_group(proc)
+            raise RuntimeError(f"{worker_name}: not done in time:\n{procs.log_tail(log)}")
+        time.sleep(POLL)
+    polls += 1
+    if worker.burst_flag:
+        procs.reap(proc, 60)
+    else:
+        procs.stop(proc, 60)
+    run_calls, cpu2 = snapshot(r)
+    run_calls["incr"] -= total  # the job body's own INCR
+    run_calls["get"] -= polls  # the harness's polling
+    run_calls = +run_calls  # drop zero counts
+    enqueue_cpu, run_cpu = cpu1 - cpu0, cpu2 - cpu1b
+    per_job_cpu = (enqueue_cpu + run_cpu) / total
+    return {
+        "system": label,
+        "enqueue": method,
+        "worker": worker_name,
+        "jobs": total,
+        "enqueue_rate": out["rate"],
+        "enqueue_commands_per_job": sum(enq_calls.values()) / total,
+        "run_commands_per_job": sum(run_calls.values()) / total,
+        "enqueue_cpu_us_per_job": enqueue_cpu / total * 1e6,
+        "run_cpu_us_per_job": run_cpu / total * 1e6,
+        "jobs_per_redis_core_s": 1 / per_job_cpu if per_job_cpu > 0 else None,
+        "enqueue_breakdown": {k: round(v / total, 2) for k, v in enq_calls.most_common(8)},
+        "run_breakdown": {k: round(v / total, 2) for k, v in run_calls.most_common(10)},
+    }
+
+
+def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    lines = [
+        START,
+        "## Redis cost per job, and the ceiling of one Redis",
+        "",
+        f"`python -m benchmarks.redis_cost --n {meta['n']}` ({meta['started']}, Redis {meta['redis']}). "
+        "Each system enqueues N no-op jobs (+50 warm-up) from one process, then one worker drains them "
+        "(start-up and shutdown included). Redis commands from `INFO commandstats` (the job's own INCR and the "
+        "harness's polling GETs removed); Redis CPU is `used_cpu_sys + used_cpu_user` of the server over "
+        "each phase. *Jobs/s per Redis core* = 1 / (Redis CPU per job): the server at 100 % of one core "
+        "doing nothing but this.",
+        "",
+        "| system | enqueue | worker | Redis cmds/job enqueue | run + completion | Redis CPU µs/job enqueue"
+        " | run + completion | jobs/s per Redis core |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for res in results:
+        if "error" in res:
+            lines.append(f"| {res['system']} | {res['enqueue']} | {res['worker']} | failed: {res['error'][:80]} |")
+            continue
+        lines.append(
+            f"| {res['system']} | {res['enqueue']} | {res['worker']} | {res['enqueue_commands_per_job']:.1f} | "
+            f"{res['run_commands_per_job']:.1f} | {res['enqueue_cpu_us_per_job']:.0f} | {res['run_cpu_us_per_job']:.0f}"
+            f" | {res['jobs_per_redis_core_s'] or 0:,.0f} |"
+        )
+    lines += ["", "Commands per job, by command (enqueue / run + completion):", ""]
+    for res in results:
+        if "error" not in res:
+            enq = ", ".join(f"{k} {v:g}" for k, v in res["enqueue_breakdown"].items())
+            run = ", ".join(f"{k} {v:g}" for k, v in res["run_breakdown"].items())
+            lines.append(f"- {res['system']} ({res['worker']}): {enq} / {run}")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_section(text: str) -> None:
+    path = OUT / "RESULTS.md"
+    current = path.read_text() if path.exists() else ""
+    if START in current and END in current:
+        before, rest = current.split(START, 1)
+        after = rest.split(END, 1)[1]
+        current = before + text + after
+    else:
+        current = current.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(current)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.redis_cost")
+    parser.add_argument("--n", type=int, default=3000, help="jobs per system (default 3000)")
+    parser.add_argument("--only", help="comma-separated system labels")
+    parser.add_argument("--write", action="store_true", help="update the section in benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    cases = [c for c in CASES if not args.only or c[0] in {x.strip() for x in args.only.split(",")}]
+    world = env.create()
+    results: list[dict[str, Any]] = []
+    try:
+        meta = {
+            "n": args.n,
+            "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "redis": world.redis.info("server")["redis_version"],
+            "cpus": os.cpu_count(),
+        }
+        for label, method, worker in cases:
+            say(f"redis cost: {label} ({method} + {worker})")
+            try:
+                res = measure(world, label, method, worker, args.n)
+            except (RuntimeError, procs.Timeout) as exc:
+                say(f"  FAILED: {exc}")
+                results.append({"system": label, "enqueue": method, "worker": worker, "error": str(exc)})
+                continue
+            say(
+                f"  {res['enqueue_commands_per_job']:.1f} + {res['run_commands_per_job']:.1f} commands/job, "
+                f"{res['enqueue_cpu_us_per_job']:.0f} + {res['run_cpu_us_per_job']:.0f} Redis CPU us/job, "
+                f"{res['jobs_per_redis_core_s'] or 0:,.0f} jobs/s per Redis core"
+            )
+            results.append(res)
+    finally:
+        procs.kill_all()
+        world.close()
+    (OUT / "redis-cost.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    text = markdown(results, meta)
+    print(text)
+    if args.write:
+        write_section(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
