@@ -212,3 +212,24 @@ def test_a_worker_survives_redis_being_killed_and_restarted(bench: BenchHandle, 
         assert "Unrecoverable error" not in bench.output(worker)
     finally:
         stop_server(server)
+
+
+def test_a_stalled_worker_cannot_acknowledge_a_job_another_worker_now_holds(bench: BenchHandle) -> None:
+    """A worker frozen past its lease (SIGSTOP of its main process) loses the job to another worker;
+    when it thaws, its late finish does not remove the new holder's job, and is counted."""
+    bench.set_config(job_lease=LEASE)
+    rt = bench.rt()
+    stalled = bench.start("worker", "--queue", "short")
+    bench.enqueue("testapp.tasks.tally", queue="short", run_id="stall", seconds=3 * LEASE)
+    wait_until(lambda: in_flight(bench), what="the job taken")
+    os.kill(stalled.pid, signal.SIGSTOP)  # the main process only: its pool process runs on
+    try:
+        bench.start("worker", "--queue", "short")
+        wait_until(lambda: bench.redis.hget(rt.keys.recovered("short"), "site1.local"), timeout=30, what="recovery")
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    wait_until(lambda: bench.redis.get(rt.keys.stale_acks), timeout=30, what="the late finish counted")
+    assert in_flight(bench) == 1  # the new holder still has it
+    wait_until(lambda: tallies(bench).get("stall") == 2 and not in_flight(bench), timeout=30, what="second run done")
+    assert int(bench.redis.get(rt.keys.stale_acks) or 0) == 1
+    assert "lease of job" in bench.output(stalled) and not pending(bench)
