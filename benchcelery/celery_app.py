@@ -84,11 +84,12 @@ def make_app(settings: Settings, strategy: str | None = None) -> Celery:
     )
     app.benchcelery_settings = settings  # type: ignore[attr-defined]
 
-    from benchcelery.jobs.execute import JobRequest, execute_job
+    from benchcelery.jobs.execute import JobRequest, JobTask, execute_job
 
     app.task(
         name=EXECUTE_JOB,
         bind=True,
+        base=JobTask,
         Request=JobRequest,
         max_retries=WORKER_LOST_RETRIES,
         default_retry_delay=0,

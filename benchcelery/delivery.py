@@ -308,12 +308,14 @@ class LeaseKeeper(threading.Thread):
     during a warm shutdown too; renewals stop only when the process stops (or stalls).
 
     ``holders`` are objects (transport channels) with ``delivery``, ``held()`` -> {tag: token}
-    and ``lost(tags)``.
+    and ``lost(tags)``; a process that holds no jobs (``bench schedule``) passes none and the
+    ``delivery`` to sweep with.
     """
 
-    def __init__(self, holders: Iterable[Any], lease: int = DEFAULT_LEASE) -> None:
+    def __init__(self, holders: Iterable[Any], lease: int = DEFAULT_LEASE, delivery: Delivery | None = None) -> None:
         super().__init__(name="benchcelery-leases", daemon=True)
         self.holders = holders
+        self.delivery = delivery
         self.sweeper = Sweeper(lease)
         self.interval = min(lease / 3, SWEEP_INTERVAL)
         self.stopped = threading.Event()
@@ -324,7 +326,8 @@ class LeaseKeeper(threading.Thread):
 
     def tick(self) -> None:
         holders = list(self.holders)
-        if not holders:
+        delivery = holders[0].delivery if holders else self.delivery
+        if delivery is None:
             return
         started = time.monotonic()
         try:
@@ -337,7 +340,7 @@ class LeaseKeeper(threading.Thread):
             logger.warning("Could not renew job leases: %s", exc)
             return
         self.sweeper.timed(started)
-        self.sweeper.maybe_sweep(holders[0].delivery)
+        self.sweeper.maybe_sweep(delivery)
 
 
 def lease_report(r: redis.Redis, keys: Keys, queues: Iterable[str]) -> dict[str, Any]:

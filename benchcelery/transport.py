@@ -105,6 +105,7 @@ class Channel(kombu_redis.Channel):
     _delivery: Delivery | None = None
     _delivery_pool: Any = None
     _poll_fetch = False  # the outstanding poll command is the fetch script (not BRPOP)
+    _poll_plain = False  # ... is kombu's own BRPOP (remote-control replies, which are not jobs)
     _expect_work = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -169,6 +170,9 @@ class Channel(kombu_redis.Channel):
         return super().basic_consume(queue, *args, **kwargs)
 
     def _brpop_start(self, timeout: float | None = None) -> None:
+        self._poll_plain = all(q.endswith(".pidbox") for q in self.active_queues)
+        if self._poll_plain:  # `celery inspect`/`control` replies: read and drop, as kombu does
+            return super()._brpop_start(timeout)
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
@@ -193,6 +197,8 @@ class Channel(kombu_redis.Channel):
     def _brpop_read(self, **options: Any) -> bool:
         import redis
 
+        if self._poll_plain:
+            return bool(super()._brpop_read(**options))
         taken: Taken | None = None
         try:
             connection = self.client.connection
@@ -203,12 +209,24 @@ class Channel(kombu_redis.Channel):
                 raise
             except redis.exceptions.NoScriptError:  # Redis restarted and lost its scripts
                 self._poll_fetch, reply = False, None
+            except self.ResponseError as exc:  # e.g. OOM under noeviction: wait, then try again
+                logger.warning("Could not take a job: %s", exc)
+                self._poll_fetch, reply = False, None
             if self._poll_fetch:
                 taken = self.delivery.taken(reply)
                 token = self._fetch_token
+                if taken is not None and self._closing:  # the worker stops: not ours to run
+                    self.delivery.restore(taken.tag, token)
+                    taken = None
+            elif self._closing:
+                taken = None
             else:  # woken by a push, or the BRPOP timed out: take a job, if any
                 token = new_token()
-                taken = self.delivery.fetch(self._fetch_queues, token)
+                try:
+                    taken = self.delivery.fetch(self._fetch_queues, token)
+                except self.ResponseError as exc:
+                    logger.warning("Could not take a job: %s", exc)
+                    taken = None
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._poll_fetch = False

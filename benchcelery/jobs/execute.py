@@ -15,6 +15,7 @@ import traceback
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
+from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
@@ -248,6 +249,14 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
         notify_finished(meta, rec["exception"])
     except Exception:
         logger.exception("Could not record the failure of job %s", meta.get("job_id"))
+
+
+class JobTask(Task):
+    """The task class of ``execute_job``: ``self`` is positional-only (Celery's own ``__call__``
+    takes ``self`` by name, so a message whose kwargs name ``self`` failed before any bookkeeping)."""
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
 
 
 class JobRequest(Request):

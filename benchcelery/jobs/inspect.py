@@ -283,5 +283,5 @@ def failed_info(rec: dict[str, Any]) -> Job:
         event=rec.get("event"),
         enqueued_at=rec.get("enqueued_at"),
         started_at=rec.get("started_at"),
-        extra={k: rec.get(k) for k in ("exception", "traceback", "worker", "failed_at", "user", "timeout")},
+        extra={k: rec.get(k) for k in ("exception", "traceback", "worker", "failed_at", "user", "timeout", "raw")},
     )
