@@ -8,7 +8,6 @@ doubled runs are counted exactly.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -322,7 +321,6 @@ def test_sentinel_url_is_validated(tmp_path: Path, redis_server: RedisServer) ->
         result = handle.run("--site", "all", "show-pending-jobs")
         assert result.returncode == 1, result
         assert message in result.stderr and "secret" not in result.stderr and "Traceback" not in result.stderr
-    assert os.environ.get("BENCH_REDIS_QUEUE") is None
 
 
 def test_durable_enqueue_warns_when_no_replica_acknowledges(bench: BenchHandle) -> None:
@@ -352,3 +350,26 @@ def queued(bench: BenchHandle) -> int:
     from benchcelery.jobs.inspect import count_pending
 
     return sum(count_pending(bench.redis, bench.rt().keys, ["short"])["short"].values())
+
+
+def test_frappe_sentinel_keys(tmp_path: Path, redis_server: RedisServer) -> None:
+    """Frappe's redis_queue_sentinel_* keys give the same set-up as the sentinel:// URL."""
+    from benchcelery import sentinel
+    from benchcelery.config import Settings
+
+    b = make_bench(tmp_path / "bench", redis_server.url)
+    b.update_config(
+        {
+            "redis_queue_sentinel_enabled": 1,
+            "redis_queue_sentinels": ["10.0.0.1:26379", "10.0.0.2"],
+            "redis_queue_master_service": "queue",
+            "redis_queue_sentinel_password": "s3",
+            "redis_queue_master_password": "m3",
+        }
+    )
+    settings = Settings.from_bench(b)
+    spec = sentinel.spec(settings)
+    assert spec is not None and spec.nodes == (("10.0.0.1", 26379), ("10.0.0.2", 26379)) and spec.service == "queue"
+    assert spec.sentinel_password == "s3" and sentinel.master_credentials(settings) == (None, "m3")
+    assert sentinel.kombu_url(settings) == "sentinel://:m3@10.0.0.1:26379/0;sentinel://:m3@10.0.0.2:26379/0"
+    assert "s3" not in settings.display_url and "m3" not in settings.display_url

@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from kombu.utils.json import dumps as kombu_dumps
 
 from benchcelery import ha
-from benchcelery.ha import execute_push
 
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
@@ -100,4 +99,4 @@ def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str) -> None
         for queue in {q for q, _ in counts}:
             # Enough tokens to wake every idle worker; busy ones keep fetching until it is empty.
             pipe.lpush(keys.wake(queue), *[""] * min(WAKE_TOKENS, sum(n for (q, _), n in counts.items() if q == queue)))
-        execute_push(pipe, wait)
+        ha.execute_push(pipe, wait)  # WAIT for replicas when configured
