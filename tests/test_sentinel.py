@@ -373,3 +373,8 @@ def test_frappe_sentinel_keys(tmp_path: Path, redis_server: RedisServer) -> None
     assert spec.sentinel_password == "s3" and sentinel.master_credentials(settings) == (None, "m3")
     assert sentinel.kombu_url(settings) == "sentinel://:m3@10.0.0.1:26379/0;sentinel://:m3@10.0.0.2:26379/0"
     assert "s3" not in settings.display_url and "m3" not in settings.display_url
+    # The bench's process files: workers and scheduler on the Sentinel set-up, no local Redis.
+    handle = BenchHandle(b, redis_server.client(), redis_server.url)
+    conf = handle.run("setup", "supervisor", "--dry-run")
+    assert conf.returncode == 0, conf.stderr
+    assert "-short-worker]" in conf.stdout and "bench schedule" in conf.stdout and "redis-queue]" not in conf.stdout
