@@ -309,7 +309,7 @@ def test_bench_start_with_embedded_redis_runs_jobs_and_stops_cleanly(own_bench: 
     own_bench.enqueue("testapp.tasks.sleep_then_record", queue="default", key="late", seconds=2, value="done")
     own_bench.wait_results("late", 1, timeout=60)
     family = psutil.Process(proc.pid).children(recursive=True)
-    assert len(family) >= 4  # relays, the Redis server, the worker and its pool child
+    assert len(family) >= 4  # the Redis server, the scheduler, the worker and its pool child
     proc.send_signal(signal.SIGTERM)
     wait_until(lambda: not is_listening(port), 60, what="Redis to stop")
     assert proc.wait(60) == 0, own_bench.output(proc)
