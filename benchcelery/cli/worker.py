@@ -81,7 +81,21 @@ def _run(
         max_jobs_per_child=max_jobs_per_child,
         max_memory_per_child_mb=max_memory_per_child,
     )
+    _root_notice(quiet)
     sys.exit(run_worker(rt, options))
+
+
+def _root_notice(quiet: bool) -> None:
+    """One line of ours instead of Celery's 8-line superuser SecurityWarning (JSON-only messages make
+    root merely unwise, not unsafe: Celery refuses root only with pickle)."""
+    import os
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    if os.geteuid() == 0 and not quiet:
+        click.echo("worker: running as root; in production run workers as an unprivileged user", err=True)
 
 
 def register(cli: click.Group) -> None:

@@ -406,7 +406,7 @@ def start(bench: Bench, procfile: Path | None = None, prefix: bool = True, stop_
     try:
         import honcho  # noqa: F401
     except ImportError:
-        raise BenchError("bench start needs honcho: pip install 'benchcelery[run]'") from None
+        raise BenchError(f"bench start needs honcho (the run extra): {_install_hint('run')}") from None
     settings = Settings.from_bench(bench)
     plan = make_plan(settings)
     processes = parse_procfile(procfile or bench.root / "Procfile")
@@ -414,6 +414,18 @@ def start(bench: Bench, procfile: Path | None = None, prefix: bool = True, stop_
         stop_timeout = max(g.stop_wait for g in plan.workers)
     runner = ProcfileRunner(bench, processes, plan.redis_port, stop_timeout, prefix=prefix, colour=sys.stdout.isatty())
     return runner.run()
+
+
+def _install_hint(extra: str) -> str:
+    """The command that installs ``extra`` into the running environment: from the checkout this
+    benchcelery was installed from (editable install), else from PyPI."""
+    import shlex
+
+    checkout = Path(__file__).resolve().parents[2]
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
+    if (checkout / "pyproject.toml").is_file():
+        return f"{pip} -e {shlex.quote(f'{checkout}[{extra}]')}"
+    return f"{pip} {shlex.quote(f'benchcelery[{extra}]')}"
 
 
 def run_redis(bench: Bench) -> None:

