@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import BENCH_BIN
+from tests.conftest import BENCH_BIN, BenchHandle
 
 
 def test_demo_prints_pasteable_commands_and_a_working_hint(tmp_path: Path) -> None:
@@ -33,3 +33,13 @@ def test_demo_prints_pasteable_commands_and_a_working_hint(tmp_path: Path) -> No
     words = shlex.split(hint)
     assert words[:2] == ["cd", str(tmp_path / "demo")] and words[3:] == [BENCH_BIN, "start"]
     assert Path(words[3]).is_file()
+
+
+def test_console_shows_a_clean_traceback(bench: BenchHandle) -> None:
+    session = "print('site is', site)\n1/0\nprint('still here')\n"
+    result = bench.run("--site", "site1.local", "console", input=session, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "site is site1.local" in result.stdout and "still here" in result.stdout
+    assert "ZeroDivisionError: division by zero" in result.stderr
+    assert "IPython" not in result.stderr and "During handling" not in result.stderr
+    assert result.stderr.count("Traceback (most recent call last)") == 1

@@ -78,10 +78,13 @@ def console_cmd(obj: CliContext) -> None:
     banner = f"bench console for {site}: enqueue(), frappe.enqueue(), frappe.cache() are available."
     try:
         from IPython import start_ipython
-
-        start_ipython(argv=[], user_ns=namespace, display_banner=False)
     except ImportError:
+        # Outside the except block: the shell's own tracebacks must not carry this ImportError.
+        start_ipython = None
+    if start_ipython is None:
         code.interact(banner=banner, local=namespace, exitmsg="")
+    else:
+        start_ipython(argv=[], user_ns=namespace, display_banner=False)
 
 
 def register(cli: click.Group) -> None:
