@@ -10,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
 from tests.conftest import BENCH_BIN, BenchHandle
 
 
@@ -43,3 +46,39 @@ def test_console_shows_a_clean_traceback(bench: BenchHandle) -> None:
     assert "ZeroDivisionError: division by zero" in result.stderr
     assert "IPython" not in result.stderr and "During handling" not in result.stderr
     assert result.stderr.count("Traceback (most recent call last)") == 1
+
+
+USAGE_ERRORS = [
+    (["jobs", "retry"], "Give a JOB_ID or --all"),
+    (["jobs", "retry", "--all", "--queue", "nosuch"], "Invalid value for '--queue': Queue should be one of"),
+    (["enqueue", "testapp.tasks.noop", "--kwargs", "{bad"], "Invalid value for '--kwargs': must be a JSON object"),
+    (["enqueue", "testapp.tasks.noop", "--kwargs", "[1]"], "Invalid value for '--kwargs': must be a JSON object"),
+    (["enqueue", "testapp.tasks.noop", "--queue", "nosuch"], "Invalid value for '--queue'"),
+    (["purge-jobs", "--queue", "nosuch"], "Invalid value for '--queue': Queue should be one of short, default, long"),
+    (["worker", "--queue", "nosuch"], "Invalid value for '--queue': Queue should be one of short, default, long"),
+    (["worker-pool", "--queue", "short,nosuch"], "Invalid value for '--queue'"),
+    (["jobs", "list", "--queue", "nosuch"], "Invalid value for '--queue'"),
+    (["jobs", "show"], "Missing argument 'JOB_ID'"),
+    (["purge-jobs", "--event", "nosuch"], "Invalid value for '--event': should be one of all, hourly"),
+    (["publish-realtime", "ev", "--docname", "x"], "--docname needs --doctype"),
+    (["nosuch-command"], "No such command"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), USAGE_ERRORS, ids=[" ".join(a) for a, _ in USAGE_ERRORS])
+def test_usage_errors_exit_2_before_touching_anything(bench: BenchHandle, args: list[str], message: str) -> None:
+    from benchcelery.cli import cli
+
+    before = bench.redis.dbsize()
+    result = CliRunner().invoke(cli, ["--bench", str(bench.root), "--site", "site1.local", *args])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert bench.redis.dbsize() == before
+
+
+def test_usage_error_exit_code_of_the_installed_command(bench: BenchHandle) -> None:
+    result = bench.run("--site", "site1.local", "enqueue", "testapp.tasks.noop", "--kwargs", "{bad")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '--kwargs'")
+    assert bench.run("jobs", "retry").returncode == 2

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from benchcelery.bench import Bench, find_bench
-from benchcelery.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, BenchError
+from benchcelery.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, BenchError, ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +58,24 @@ class CliContext:
 
 
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
+
+
+def queues_option(obj: CliContext, value: str | None, param: str = "--queue") -> list[str] | None:
+    """Validate a comma-separated ``--queue`` value against the bench's queues (no Redis): None when
+    empty; an unknown queue is a usage error (exit 2)."""
+    if not value:
+        return None
+    from benchcelery.config import Settings
+
+    try:
+        return Settings.from_bench(obj.bench).parse_queues(value)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), ctx=click.get_current_context(silent=True), param_hint=f"'{param}'")
+
+
+def usage_error(message: str) -> click.UsageError:
+    """A usage error (exit 2) for the running command, shown with its usage line."""
+    return click.UsageError(message, ctx=click.get_current_context(silent=True))
 
 
 class BenchGroup(click.Group):

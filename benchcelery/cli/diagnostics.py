@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
+from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, queues_option
 from benchcelery.errors import EXIT_FAILURE
 
 
@@ -67,12 +67,14 @@ def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, fmt: s
 
     Running jobs are never touched; a job a worker takes meanwhile is simply not purged.
     """
-    from benchcelery.jobs.ops import purge_jobs
+    from benchcelery.jobs.ops import SCHEDULED_EVENTS, purge_jobs
 
+    queues = queues_option(obj, queue)
+    if event is not None and event not in SCHEDULED_EVENTS:
+        raise click.BadParameter(f"should be one of {', '.join(SCHEDULED_EVENTS)}", param_hint="'--event'")
     sites = obj.sites(required=False)
     scope = None if not sites or obj.site_option == "all" else sites
     rt = obj.runtime()
-    queues = rt.settings.parse_queues(queue) if queue else None
     result = purge_jobs(rt, scope, queues, event)
     if fmt == "json":
         echo_json({"purged": result.total, "pending": result.pending, "failed": result.failed})

@@ -6,8 +6,7 @@ import json
 
 import click
 
-from benchcelery.cli.base import CliContext, pass_ctx
-from benchcelery.errors import ValidationError
+from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 
 
 @click.command("enqueue")
@@ -38,9 +37,10 @@ def enqueue_cmd(
     try:
         kwargs = json.loads(kwargs_json)
     except json.JSONDecodeError as exc:
-        raise ValidationError(f"--kwargs must be a JSON object: {exc}") from None
+        raise click.BadParameter(f"must be a JSON object: {exc}", param_hint="'--kwargs'") from None
     if not isinstance(kwargs, dict):
-        raise ValidationError("--kwargs must be a JSON object")
+        raise click.BadParameter("must be a JSON object", param_hint="'--kwargs'")
+    queues_option(obj, queue)
     sites = obj.sites()
     obj.runtime()
     for site in sites:

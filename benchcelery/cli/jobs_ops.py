@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
-from benchcelery.errors import ValidationError
+from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, queues_option, usage_error
 
 STATES = ("queued", "started", "failed")
 
@@ -30,9 +29,9 @@ def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, 
     """Jobs of the site (--site all: every site), newest failures first."""
     from benchcelery.jobs.listing import list_jobs
 
+    queues = queues_option(obj, queue)
     sites = None if obj.site_option == "all" else obj.sites()
     rt = obj.runtime()
-    queues = rt.settings.parse_queues(queue) if queue else None
     jobs = list_jobs(rt, sites, [state] if state else list(STATES), queues, limit)
     if fmt == "json":
         echo_json([j.as_dict() for j in jobs])
@@ -87,12 +86,12 @@ def retry_cmd(obj: CliContext, job_id: str | None, all_: bool, queue: str | None
     from benchcelery.jobs.ops import retry_all, retry_failed
 
     if bool(job_id) == all_:
-        raise ValidationError("Give a JOB_ID or --all")
+        raise usage_error("Give a JOB_ID or --all")
+    queues = queues_option(obj, queue)
     rt = obj.runtime()
     if job_id:
         click.echo(f"Retried {retry_failed(rt, obj.site(), job_id)}")
         return
-    queues = rt.settings.parse_queues(queue) if queue else None
     done = retry_all(rt, obj.sites(), queues)
     click.echo(f"Retried {len(done)} jobs")
 

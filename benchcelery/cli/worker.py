@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from benchcelery.cli.base import CliContext, pass_ctx
+from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 
 _OPTIONS = [
     click.option("--queue", help="Queue(s) to process, comma-separated (default: all queues)."),
@@ -70,11 +70,12 @@ def _run(
 ) -> None:
     from benchcelery.worker import WorkerOptions, run_worker
 
+    queues = queues_option(obj, queue)
     if obj.site_option:
         obj.sites()  # accepted as in the guide (a worker serves every site), but the site must exist
     rt = obj.runtime(username=rq_username, password=rq_password, strategy=strategy)
     options = WorkerOptions(
-        queues=rt.settings.parse_queues(queue),
+        queues=queues or rt.settings.parse_queues(None),
         concurrency=concurrency,
         burst=burst,
         quiet=quiet,
