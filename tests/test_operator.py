@@ -8,8 +8,10 @@ from __future__ import annotations
 import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -82,3 +84,50 @@ def test_usage_error_exit_code_of_the_installed_command(bench: BenchHandle) -> N
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '--kwargs'")
     assert bench.run("jobs", "retry").returncode == 2
+
+
+def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}".strip()
+        yield path, command
+        if isinstance(command, click.Group):
+            yield from _commands(command, path)
+
+
+def test_every_command_has_a_summary_examples_and_documented_options() -> None:
+    from benchcelery.cli import cli
+    from benchcelery.cli.help import HELP, SUMMARY_MAX
+
+    commands = dict(_commands(cli))
+    assert set(commands) == set(HELP)  # a new command gets its summary and examples in cli/help.py
+    runner = CliRunner()
+    listing = runner.invoke(cli, ["--help"], terminal_width=80).output
+    for path, command in commands.items():
+        summary = command.get_short_help_str(SUMMARY_MAX)
+        assert summary == HELP[path][0] and "..." not in summary, path
+        if " " not in path:  # shown whole in `bench --help`
+            assert any(line.split() == [path, *summary.split()] for line in listing.splitlines()), path
+        page = runner.invoke(cli, [*path.split(), "--help"], terminal_width=80).output
+        examples = page.split("Examples:\n", 1)[1].splitlines()
+        assert examples and all(line.strip().startswith("bench ") for line in examples), (path, page)
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, (path, param.opts)
+
+
+def test_help_texts_the_issue_found_misleading() -> None:
+    from benchcelery.cli import cli
+
+    runner = CliRunner()
+    purge = " ".join(runner.invoke(cli, ["purge-jobs", "--help"]).output.split())
+    assert "of the selected site (--site, $BENCH_SITE or default_site" in purge
+    setup = " ".join(runner.invoke(cli, ["setup", "supervisor", "--help"]).output.split())
+    assert "without it: ask on a terminal, else refuse" in setup
+    enqueue = " ".join(runner.invoke(cli, ["enqueue", "--help"]).output.split())
+    assert "--queue TEXT short, default, long or a queue of config `workers`." in enqueue
+
+
+def test_version() -> None:
+    result = subprocess.run([BENCH_BIN, "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0
+    assert result.stdout.startswith("benchcelery 0.1.0 (celery 5.7.")

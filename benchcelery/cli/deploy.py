@@ -53,7 +53,12 @@ def run_redis_cmd(obj: CliContext) -> None:
 def _setup_options(production: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
     def decorate(f: Callable[..., None]) -> Callable[..., None]:
         f = click.option("--dry-run", is_flag=True, help="Print the file(s) instead of writing them.")(f)
-        f = click.option("--yes", "-y", is_flag=True, help="Overwrite existing files without asking.")(f)
+        f = click.option(
+            "--yes",
+            "-y",
+            is_flag=True,
+            help="Overwrite files that differ (without it: ask on a terminal, else refuse).",
+        )(f)
         if production:
             f = click.option("--user", help="User the processes run as (default: the current user).")(f)
             f = click.option("--skip-redis", is_flag=True, help="Leave the queue Redis out (managed elsewhere).")(f)

@@ -63,7 +63,8 @@ def doctor_cmd(obj: CliContext, no_db: bool, fmt: str) -> None:
 @format_option
 @pass_ctx
 def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, fmt: str) -> None:
-    """Delete the site's waiting jobs and failed records (no site or --site all: every site).
+    """Delete the waiting jobs and failed records of the selected site (--site, $BENCH_SITE or
+    default_site, as every command), or of every site with --site all or when no site is selected.
 
     Running jobs are never touched; a job a worker takes meanwhile is simply not purged.
     """

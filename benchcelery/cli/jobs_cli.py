@@ -11,7 +11,9 @@ from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 
 @click.command("enqueue")
 @click.argument("method")
-@click.option("--queue", default="default", show_default=True)
+@click.option(
+    "--queue", default="default", show_default=True, help="short, default, long or a queue of config `workers`."
+)
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
 @click.option("--job-id", help="Job id (deduplicated while queued or running with --deduplicate).")
 @click.option("--deduplicate", is_flag=True, help="Skip when a job with --job-id is queued or running.")

@@ -22,7 +22,7 @@ def jobs_group() -> None:
 @jobs_group.command("list")
 @click.option("--state", type=click.Choice(STATES), help="Only jobs in this state (default: all).")
 @click.option("--queue", help="Only this queue.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Show at most N jobs.")
 @format_option
 @pass_ctx
 def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, fmt: str) -> None:
