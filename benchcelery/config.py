@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "time_zone": "UTC",
     "max_redeliveries": 3,  # a job whose worker died this often is failed, not run again
     "socketio_port": 9000,
+    "doctor_fail_on": "",  # what else makes `bench doctor` exit 1, e.g. "failed,dead-workers"
 }
 
 

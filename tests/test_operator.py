@@ -5,6 +5,7 @@ Real processes (the installed entry point) and click's CliRunner; the session Re
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -131,3 +132,29 @@ def test_version() -> None:
     result = subprocess.run([BENCH_BIN, "--version"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert result.stdout.startswith("benchcelery 0.1.0 (celery 5.7.")
+
+
+def test_doctor_fail_on_failed_jobs_and_dead_workers(bench: BenchHandle) -> None:
+    for site in ("site1.local", "site2.local"):
+        bench.set_config(site=site, enable_scheduler=0)
+    site = ("--site", "site1.local")
+    bench.enqueue("testapp.tasks.fail", queue="short")
+    assert bench.run(*site, "worker", "--burst", "--queue", "short").returncode == 0
+    bench.redis.zadd(bench.rt().keys.workers, {"ghost@host": 1})  # a worker whose heartbeat lapsed
+
+    assert bench.run(*site, "doctor", "--no-db").returncode == 0  # the documented default: shown, not counted
+    result = bench.run(*site, "doctor", "--no-db", "--fail-on", "failed,dead-workers")
+    assert result.returncode == 1, result.stdout
+    assert "  - site1.local: 1 failed job (bench --site site1.local jobs list --state failed)" in result.stdout
+    assert "  - 1 worker gone: ghost@host" in result.stdout
+    assert bench.run(*site, "doctor", "--no-db", "--fail-on", "failed=2").returncode == 0  # under the threshold
+
+    bench.set_config(doctor_fail_on="failed")  # the cron check's setting, for every doctor run
+    data = json.loads(bench.run(*site, "doctor", "--no-db", "-f", "json").stdout)
+    assert data["healthy"] is False and data["problems"] == [
+        "site1.local: 1 failed job (bench --site site1.local jobs list --state failed)"
+    ]
+    assert bench.run(*site, "doctor", "--no-db", "--fail-on", "").returncode == 0  # the flag wins
+
+    bad = bench.run(*site, "doctor", "--fail-on", "failures")
+    assert bad.returncode == 2 and "Invalid value for '--fail-on': unknown item 'failures'" in bad.stderr

@@ -36,17 +36,37 @@ def show_pending_jobs_cmd(obj: CliContext, verbose: bool, fmt: str) -> None:
 
 @click.command("doctor")
 @click.option("--no-db", is_flag=True, help="Skip the database check.")
+@click.option(
+    "--fail-on",
+    metavar="ITEMS",
+    help="Also exit 1 on: failed[=N] (failed jobs of a site), dead-workers[=N], warnings; comma-separated "
+    "(default: config doctor_fail_on, else none).",
+)
 @format_option
 @pass_ctx
-def doctor_cmd(obj: CliContext, no_db: bool, fmt: str) -> None:
+def doctor_cmd(obj: CliContext, no_db: bool, fail_on: str | None, fmt: str) -> None:
     """Workers, scheduler, queues, failed jobs, Redis and database of each site (all sites by default).
 
-    Exit code 0 when healthy, 1 when problems were found, 69 when Redis is unreachable.
+    Exit code 0 when healthy, 1 when problems were found, 69 when Redis is unreachable. Failed jobs
+    and dead workers are shown but count as problems only with --fail-on.
     """
     from benchcelery.diagnostics.doctor import doctor_report, render_text
+    from benchcelery.diagnostics.fail_on import fail_on_problems, parse_fail_on
+    from benchcelery.errors import ValidationError
 
+    try:
+        thresholds = parse_fail_on(fail_on)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--fail-on'") from None
     sites = obj.sites(required=False) or obj.bench.sites()
-    report = doctor_report(obj.runtime(), sites, check_db=not no_db)
+    rt = obj.runtime()
+    if fail_on is None:
+        try:
+            thresholds = parse_fail_on(rt.settings.conf.get("doctor_fail_on"))
+        except ValidationError as exc:
+            raise ValidationError(f"Config key doctor_fail_on: {exc}") from None
+    report = doctor_report(rt, sites, check_db=not no_db)
+    report.problems += fail_on_problems(report, thresholds)
     if fmt == "json":
         echo_json(report.as_dict())
     else:

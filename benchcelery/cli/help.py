@@ -18,7 +18,7 @@ HELP: dict[str, tuple[str, list[str]]] = {
     "disable-scheduler": ("Disable the scheduler for the site(s)", ["bench --site site1.local disable-scheduler"]),
     "doctor": (
         "Check workers, scheduler, queues, Redis, DB",
-        ["bench doctor", "bench --site all doctor -f json"],
+        ["bench doctor", "bench doctor --fail-on failed,dead-workers  # a cron health check"],
     ),
     "enable-scheduler": ("Enable the scheduler for the site(s)", ["bench --site site1.local enable-scheduler"]),
     "enqueue": (
