@@ -158,3 +158,31 @@ def test_doctor_fail_on_failed_jobs_and_dead_workers(bench: BenchHandle) -> None
 
     bad = bench.run(*site, "doctor", "--fail-on", "failures")
     assert bad.returncode == 2 and "Invalid value for '--fail-on': unknown item 'failures'" in bad.stderr
+
+
+def test_deploy_files_run_the_realtime_relay_and_bounded_stop_waits(bench: BenchHandle) -> None:
+    off = bench.run("setup", "procfile", "--yes")
+    assert "The realtime relay is off; to add `bench realtime`: bench set-config -g realtime 1" in off.stdout
+    assert "realtime:" not in (bench.root / "Procfile").read_text()
+
+    bench.set_config(realtime=1, workers={"long": {"stop_timeout": 7300}})
+    name, bench_bin = bench.root.name, str(Path(sys.executable).parent / "bench")
+    assert bench.run("setup", "procfile", "--yes").returncode == 0
+    assert "\nrealtime: bench realtime\n" in (bench.root / "Procfile").read_text()
+    supervisor = bench.run("setup", "supervisor", "--yes")
+    assert supervisor.returncode == 0 and "realtime relay is off" not in supervisor.stdout
+    text = (bench.root / "config" / "supervisor.conf").read_text()
+    assert f"[program:{name}-realtime]\n" in text and f"command={bench_bin} realtime\n" in text
+    stop_waits = {
+        block.split("]", 1)[0]: line.split("=", 1)[1]
+        for block in text.split("[program:")[1:]
+        for line in block.splitlines()
+        if line.startswith("stopwaitsecs=")
+    }
+    assert stop_waits[f"{name}-short-worker"] == "335"  # time limit 305 + 30
+    assert stop_waits[f"{name}-default-worker"] == "600"  # at most 600 by default
+    assert stop_waits[f"{name}-long-worker"] == "7300"  # workers.long.stop_timeout
+    assert bench.run("setup", "systemd", "--yes").returncode == 0
+    units = bench.root / "config" / "systemd"
+    assert f"ExecStart={bench_bin} realtime\n" in (units / f"{name}-realtime.service").read_text()
+    assert f"{name}-realtime.service" in (units / f"{name}-workers.target").read_text()

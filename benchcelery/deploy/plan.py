@@ -22,8 +22,12 @@ from benchcelery.config import Settings
 from benchcelery.errors import ValidationError
 
 # A warm shutdown waits for the running job; its hard time limit bounds that. Give the worker this
-# much more to ack, restore prefetched messages and exit before a process manager SIGKILLs it.
+# much more to ack, restore prefetched messages and exit before a process manager SIGKILLs it...
 STOP_GRACE = 30
+# ...but never longer than this by default, so `supervisorctl restart` cannot block for hours behind
+# a long job: a job still running when the wait runs out goes back to its queue and runs again from
+# the start. ``workers.<queue>.stop_timeout`` sets the wait of one queue (any length).
+STOP_WAIT_MAX = 600
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -76,7 +80,7 @@ def make_plan(settings: Settings) -> Plan:
         if not isinstance(opts, dict):
             raise ValidationError(f"workers.{name} must be an object {{timeout, background_workers}}")
         n = _positive(opts.get("background_workers", default_n), f"workers.{name}.background_workers")
-        stop_wait = spec.hard_limit + STOP_GRACE
+        stop_wait = min(spec.hard_limit + STOP_GRACE, STOP_WAIT_MAX)
         if opts.get("stop_timeout"):
             stop_wait = _positive(opts["stop_timeout"], f"workers.{name}.stop_timeout")
         groups.append(WorkerGroup(name, n, bool(opts.get("pool")), spec.hard_limit, stop_wait))
