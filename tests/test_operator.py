@@ -16,6 +16,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from benchcelery.redis_server import free_port
 from tests.conftest import BENCH_BIN, BenchHandle
 
 
@@ -186,3 +187,54 @@ def test_deploy_files_run_the_realtime_relay_and_bounded_stop_waits(bench: Bench
     units = bench.root / "config" / "systemd"
     assert f"ExecStart={bench_bin} realtime\n" in (units / f"{name}-realtime.service").read_text()
     assert f"{name}-realtime.service" in (units / f"{name}-workers.target").read_text()
+
+
+def _columns(line: str) -> list[int]:
+    """Where each column of an aligned row starts."""
+    return [i for i, ch in enumerate(line) if ch != " " and (i == 0 or line[i - 1 : i + 1].startswith("  "))]
+
+
+def test_output_reads_right(bench: BenchHandle) -> None:
+    site = ("--site", "site1.local")
+    # jobs list: a header row, aligned columns
+    bench.enqueue("testapp.tasks.fail", queue="short")
+    bench.enqueue("testapp.tasks.fail", queue="default", message="longer message")
+    bench.enqueue("testapp.tasks.noop", queue="long", job_id="kept")
+    assert bench.run(*site, "worker", "--burst").returncode == 0
+    listed = bench.run(*site, "jobs", "list").stdout.splitlines()
+    assert listed[0].split() == ["STATE", "QUEUE", "ID", "METHOD", "SINCE", "EXCEPTION"]
+    assert len(listed) == 3 and all(_columns(row)[:4] == _columns(listed[0])[:4] for row in listed[1:])
+
+    # jobs show: the full id enqueue printed needs no --site; a finished job with an id says so
+    shown = bench.run("jobs", "show", "site1.local::kept")
+    assert shown.returncode == 0, shown.stderr
+    assert "state: finished" in shown.stdout
+    gone = bench.run(*site, "jobs", "show", "nope")
+    assert gone.returncode == 1 and gone.stderr.startswith("No job site1.local::nope waiting, running or failed")
+
+    # plurals, and purge says which site
+    assert bench.run(*site, "jobs", "retry", "--all", "--queue", "short").stdout.strip() == "Retried 1 job"
+    purged = bench.run(*site, "purge-jobs").stdout.strip()
+    assert purged == "Purged 2 jobs of site site1.local (1 pending, 1 failed)"
+
+    # scheduler status -v: aligned rows under a header; a disabled site says why in plain words
+    assert bench.run(*site, "disable-scheduler").stdout.strip() == "Disabled for site1.local"  # Frappe's words
+    status = bench.run(*site, "scheduler", "status", "-v").stdout
+    assert "Inactive: enable_scheduler is off (bench enable-scheduler turns it on)" in status
+    assert "UNSET" not in status
+    rows = status.split("(times in UTC)\n", 1)[1].splitlines()
+    header = rows[0]
+    assert header.split() == ["EVENT", "METHOD", "QUEUE", "LAST", "RUN", "NEXT", "RUN", "LAST", "OUTCOME"]
+    jobs = [r for r in rows[1:] if r.startswith("  ") and not r.startswith("  -")]
+    assert len(jobs) >= 2
+    assert all(_columns(row)[:3] == _columns(header)[:3] for row in jobs)
+
+
+def test_unreachable_redis_is_one_common_line_for_every_command(bench: BenchHandle) -> None:
+    env = bench.env(BENCH_REDIS_QUEUE=f"redis://127.0.0.1:{free_port()}")
+    lines = set()
+    for args in (["enqueue", "testapp.tasks.noop"], ["show-pending-jobs"], ["jobs", "list"]):
+        result = bench.run("--site", "site1.local", *args, env=env)
+        assert result.returncode == 69, (args, result.stderr)
+        lines.add(result.stderr.strip())
+    assert len(lines) == 1 and lines.pop().endswith("is unreachable: connection refused")

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, queues_option
+from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, plural, queues_option
 from benchcelery.errors import EXIT_FAILURE
 
 
@@ -100,7 +100,10 @@ def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, fmt: s
     if fmt == "json":
         echo_json({"purged": result.total, "pending": result.pending, "failed": result.failed})
     else:
-        click.echo(f"Purged {result.total} jobs ({result.pending} pending, {result.failed} failed)")
+        where = f"site {', '.join(scope)}" if scope else "every site"
+        click.echo(
+            f"Purged {plural(result.total, 'job')} of {where} ({result.pending} pending, {result.failed} failed)"
+        )
 
 
 @click.command("ready-for-migration")
