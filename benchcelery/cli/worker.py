@@ -82,6 +82,7 @@ def _run(
         max_jobs_per_child=max_jobs_per_child,
         max_memory_per_child_mb=max_memory_per_child,
     )
+    rt.redis  # noqa: B018 - an unreachable Redis is the one line shown (exit 69), before any notice
     _root_notice(quiet)
     sys.exit(run_worker(rt, options))
 
