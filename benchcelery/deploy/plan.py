@@ -4,7 +4,7 @@
   ``background_workers`` processes each (``workers.<queue>.background_workers`` wins), or one
   ``bench worker-pool --num-workers N`` when ``workers.<queue>.pool`` is set;
 - ``bench schedule``, and ``bench realtime`` when ``realtime`` is enabled in the config (each only
-  when the installed benchcelery has the command);
+  when the installed benchcelery has its module: ``COMMAND_MODULES``);
 - the queue Redis when ``redis_queue`` points at this machine (127.0.0.1 / localhost).
 """
 
@@ -107,10 +107,20 @@ def bench_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "benchcelery"]
 
 
-def has_command(name: str) -> bool:
-    from benchcelery.cli import cli
+# The module each optional program needs (the command's engine, not its click wrapper): the plan
+# is data about the bench and must not import the CLI above it.
+COMMAND_MODULES = {"schedule": "benchcelery.scheduler.beat", "realtime": "benchcelery.realtime.server"}
 
-    return name in cli.commands
+
+def has_command(name: str) -> bool:
+    """Is ``bench NAME`` available in this install (its module is present)? Unknown names: yes."""
+    import importlib.util
+
+    module = COMMAND_MODULES.get(name)
+    try:
+        return module is None or importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def safe_name(name: str) -> str:
