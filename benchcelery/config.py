@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "max_redeliveries": 3,  # a job whose worker died this often is failed, not run again
     "job_lease": 30,  # s; a taken job's lease, renewed every lease/3 s while its worker lives
     "socketio_port": 9000,
+    "doctor_fail_on": "",  # what else makes `bench doctor` exit 1, e.g. "failed,dead-workers"
 }
 
 

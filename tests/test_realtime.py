@@ -226,7 +226,7 @@ def test_tokens_are_signed_per_site(bench: BenchHandle) -> None:
         verify_token(bench.bench, SITE1, tok)
 
     need_one = bench.run("--site", "all", "realtime", "token", "--user", "a@x.com")
-    assert need_one.returncode == 1 and "one site" in need_one.stderr
+    assert need_one.returncode == 2 and "one site" in need_one.stderr
 
 
 # --- through a running relay ---

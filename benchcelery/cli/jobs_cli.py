@@ -6,13 +6,14 @@ import json
 
 import click
 
-from benchcelery.cli.base import CliContext, pass_ctx
-from benchcelery.errors import ValidationError
+from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 
 
 @click.command("enqueue")
 @click.argument("method")
-@click.option("--queue", default="default", show_default=True)
+@click.option(
+    "--queue", default="default", show_default=True, help="short, default, long or a queue of config `workers`."
+)
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
 @click.option("--job-id", help="Job id (deduplicated while queued or running with --deduplicate).")
 @click.option("--deduplicate", is_flag=True, help="Skip when a job with --job-id is queued or running.")
@@ -38,9 +39,10 @@ def enqueue_cmd(
     try:
         kwargs = json.loads(kwargs_json)
     except json.JSONDecodeError as exc:
-        raise ValidationError(f"--kwargs must be a JSON object: {exc}") from None
+        raise click.BadParameter(f"must be a JSON object: {exc}", param_hint="'--kwargs'") from None
     if not isinstance(kwargs, dict):
-        raise ValidationError("--kwargs must be a JSON object")
+        raise click.BadParameter("must be a JSON object", param_hint="'--kwargs'")
+    queues_option(obj, queue)
     sites = obj.sites()
     obj.runtime()
     for site in sites:
@@ -78,10 +80,13 @@ def console_cmd(obj: CliContext) -> None:
     banner = f"bench console for {site}: enqueue(), frappe.enqueue(), frappe.cache() are available."
     try:
         from IPython import start_ipython
-
-        start_ipython(argv=[], user_ns=namespace, display_banner=False)
     except ImportError:
+        # Outside the except block: the shell's own tracebacks must not carry this ImportError.
+        start_ipython = None
+    if start_ipython is None:
         code.interact(banner=banner, local=namespace, exitmsg="")
+    else:
+        start_ipython(argv=[], user_ns=namespace, display_banner=False)
 
 
 def register(cli: click.Group) -> None:

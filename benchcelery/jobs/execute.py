@@ -15,10 +15,11 @@ import traceback
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
-from celery import Task
+from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
+from benchcelery.celery_app import EXECUTE_JOB, WORKER_LOST_RETRIES
 from benchcelery.context import local
 from benchcelery.errors import BenchError
 from benchcelery.jobs import registry
@@ -183,13 +184,11 @@ def _callback(rt: Any, name: str | None, meta: dict[str, Any], value: Any) -> No
 
 
 def notify_finished(meta: dict[str, Any], error: str | None) -> None:
-    """Tell the scheduler's run log how a scheduled job (one with an ``event``) ended."""
+    """Tell the listeners (the scheduler's run log) how a scheduled job (one with an ``event``) ended."""
     if not meta.get("event"):
         return
-    try:
-        from benchcelery.scheduler.runlog import job_finished
-    except ImportError:
-        return
+    from benchcelery.jobs.listeners import job_finished
+
     try:
         job_finished(meta, error)
     except Exception:
@@ -291,3 +290,16 @@ class JobRequest(Request):
         meta = job_meta(self._context)
         meta["worker"] = self.hostname
         record(meta, self.kwargs, exc, tb)
+
+
+# Every bench's Celery app gets the task through Celery's shared-task registry, so celery_app.py does
+# not import this module: it names it in the worker's imports (celery_app.WORKER_IMPORTS).
+shared_task(
+    name=EXECUTE_JOB,
+    bind=True,
+    base=JobTask,
+    Request=JobRequest,
+    max_retries=WORKER_LOST_RETRIES,
+    default_retry_delay=0,
+    acks_late=True,
+)(execute_job)
