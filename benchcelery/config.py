@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
     "time_zone": "UTC",
     "max_redeliveries": 3,  # a job whose worker died this often is failed, not run again
     "socketio_port": 9000,
+    "dashboard_port": 9030,  # `bench dashboard`
+    "dashboard_token_max_age": 30 * 24 * 3600,  # how long a dashboard login token is valid (s)
 }
 
 
