@@ -3,8 +3,8 @@
 - one worker program per queue (short, default, long, then the custom queues of ``workers``),
   ``background_workers`` processes each (``workers.<queue>.background_workers`` wins), or one
   ``bench worker-pool --num-workers N`` when ``workers.<queue>.pool`` is set;
-- ``bench schedule``, and ``bench realtime`` when ``realtime`` is enabled in the config (each only
-  when the installed benchcelery has the command);
+- ``bench schedule``, and ``bench realtime`` / ``bench dashboard`` when ``realtime`` / ``dashboard``
+  is enabled in the config (each only when the installed benchcelery has the command);
 - the queue Redis when ``redis_queue`` points at this machine (127.0.0.1 / localhost).
 """
 
@@ -57,6 +57,7 @@ class Plan:
     own_redis: bool
     redis_port: int | None
     bench_command: list[str]  # absolute path of the bench script (or python -m benchcelery)
+    dashboard: bool = False
 
     def command(self, *args: str) -> str:
         return " ".join([*self.bench_command, *args])
@@ -91,6 +92,7 @@ def make_plan(settings: Settings) -> Plan:
         own_redis=own,
         redis_port=(url.port or 6379) if own else None,
         bench_command=bench_command(),
+        dashboard=bool(conf.get("dashboard")) and has_command("dashboard"),
     )
 
 
