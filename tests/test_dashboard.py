@@ -216,11 +216,13 @@ def test_oldest_age_reads_only_the_end_of_the_queue(bench: BenchHandle) -> None:
 
 
 def test_failed_filters_and_bulk_actions_ask_first(bench: BenchHandle, dash: Dashboard) -> None:
-    fail_jobs(bench, SITE1, 2, message="disk full")
+    fail_jobs(bench, SITE1, 2, message="<b>disk</b> full")
     fail_jobs(bench, SITE2, 3, message="timeout talking to smtp")
     session = Session(dash)
     session.login(make_token(bench))
-    assert session.request("/failed")[1].count("data-id=") == 5
+    body = session.request("/failed")[1]
+    assert body.count("data-id=") == 5
+    assert "ValueError: &lt;b&gt;disk&lt;/b&gt; full" in body and "<b>disk" not in body  # job text is escaped
     body = session.request("/failed?" + urllib.parse.urlencode({"text": "SMTP"}))[1]
     assert body.count("data-id=") == 3 and SITE1 not in re.sub(r"<select.*?</select>", "", body, flags=re.S)
     assert session.request(f"/failed?site={SITE1}&method=tasks.fail")[1].count("data-id=") == 2
@@ -255,6 +257,32 @@ def test_queued_jobs_are_paged_and_cancelled(bench: BenchHandle, dash: Dashboard
     assert f"Job {ids[0][0]} removed" in session.request("/jobs")[1]
     assert pending_json(bench, SITE1)["short"] == 119
     assert pending_json(bench, SITE2)["short"] == 1
+
+
+def test_terminate_a_running_job_and_trigger_a_scheduled_one(bench: BenchHandle, dash: Dashboard) -> None:
+    running = bench.enqueue("testapp.tasks.wait_for_flag", queue="default", key="long", flag="never", limit=120)
+    bench.start("worker", "--queue", "default")
+    bench.wait_results("long", 1)
+    session = Session(dash)
+    session.login(make_token(bench))
+    body = session.request(f"/jobs?site={SITE1}&queue=default&state=started")[1]
+    assert f'data-id="{running.id}"' in body and "1 running" in body
+    form = {"id": running.id, "terminate": "1", "csrf": session.csrf("/jobs"), "next": "/jobs"}
+    assert session.request("/jobs/cancel", form)[0] == 303
+    assert f"Job {running.id} terminated" in session.request("/jobs")[1]
+    rt = bench.rt()
+    wait_until(lambda: bench.redis.hexists(rt.keys.failed_data("default"), running.id), 30, what="the job failed")
+    assert "JobTerminated" in session.request(f"/job?id={running.id}")[1]
+
+    # "Run now" of the example app's `all` job: queued through the scheduler's own trigger.
+    form = {"site": SITE2, "method": "jobs_demo.tasks.tick", "csrf": session.csrf("/scheduler"), "next": "/scheduler"}
+    assert session.request("/scheduler/trigger", form)[0] == 303
+    assert (
+        "Triggered jobs_demo.tasks.tick for site2.local: jobs_demo.tasks.tick: enqueued"
+        in session.request("/scheduler")[1]
+    )
+    log = bench.root / "logs" / "jobs_demo.log"  # the worker (it serves default) ran it
+    wait_until(lambda: log.is_file() and "[site2.local] tick" in log.read_text(), 30, what="the triggered job to run")
 
 
 def test_deploy_files_run_the_dashboard(bench: BenchHandle) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import click
 
@@ -37,8 +38,10 @@ def dashboard_group(ctx: click.Context, port: int | None, host: str | None, read
 
     rt = obj.runtime()
     settings = rt.settings
-    logging.basicConfig(
-        level=logging.DEBUG if obj.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(  # stdout: the action log lands in logs/dashboard.log under supervisor/systemd
+        stream=sys.stdout,
+        level=logging.DEBUG if obj.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for name in ("redis", "asyncio", "multipart"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import redis
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
@@ -106,6 +107,8 @@ def create_app(rt: Runtime, options: DashboardOptions | None = None) -> Starlett
                 return await fn(request)
             except BenchError as exc:
                 return render(request, "error.html", status=400, message=str(exc))
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                return render(request, "error.html", status=503, message=f"Redis is unreachable: {exc}")
 
         return wrapped
 
