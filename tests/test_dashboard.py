@@ -10,6 +10,8 @@ import http.cookiejar
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.parse
@@ -141,6 +143,10 @@ def test_refuses_a_public_address_without_a_login(bench: BenchHandle) -> None:
     assert "Refusing to listen on 0.0.0.0 without a login configured" in result.stderr
     assert "Traceback" not in result.stderr
     assert "dashboard_secret" not in bench.bench.common_config()  # nothing written
+    first = Dashboard(bench)  # on loopback it starts (and creates the secret tokens are signed with)
+    assert "dashboard_secret" in bench.bench.common_config()
+    taken = bench.run("dashboard", "--port", str(first.port), timeout=30)
+    assert taken.returncode == 1 and taken.stderr.strip().startswith(f"Cannot listen on 127.0.0.1:{first.port}")
 
 
 def test_actions_need_csrf_are_refused_read_only_and_are_logged(bench: BenchHandle, dash: Dashboard) -> None:
@@ -193,6 +199,33 @@ def test_overview_counts_are_the_clis(bench: BenchHandle, dash: Dashboard) -> No
     assert data["queues"]["default"][SITE1]["health"] == "idle"
     status, body, _ = session.request("/partial/overview")
     assert status == 200 and 'data-site="site2.local" data-queue="long" data-pending="5"' in body
+
+
+def test_reads_never_import_celery(bench: BenchHandle) -> None:
+    bench.enqueue("testapp.tasks.noop", site=SITE1, queue="long")
+    code = f"""
+import sys
+from pathlib import Path
+from benchcelery.bench import Bench
+from benchcelery.config import Settings
+from benchcelery.dashboard import data
+from benchcelery.dashboard.app import create_app
+from benchcelery.runtime import Runtime
+from benchcelery.scheduler.status import scheduler_status
+
+rt = Runtime(Settings.from_bench(Bench(Path({str(bench.root)!r}))))
+create_app(rt)
+assert data.overview(rt).cell({SITE1!r}, "long").pending == 1
+data.failed_jobs(rt, data.FailedFilter(text="x"))
+data.job_page(rt, {SITE1!r}, "long", "queued", 1)
+data.job_page(rt, {SITE1!r}, "long", "started", 1)
+scheduler_status(rt, {SITE1!r}, jobs=True)
+print(sorted(m for m in sys.modules if m.split(".")[0] in ("celery", "kombu", "redbeat")))
+"""
+    make_token(bench)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def test_oldest_age_reads_only_the_end_of_the_queue(bench: BenchHandle) -> None:
