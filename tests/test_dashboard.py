@@ -370,9 +370,10 @@ def test_in_a_real_browser(bench: BenchHandle, dash: Dashboard) -> None:
 
         # Two sites' pending counts are show-pending-jobs'.
         def cell(site: str, queue: str) -> int:
-            return int(
-                element(By.CSS_SELECTOR, f'td[data-site="{site}"][data-queue="{queue}"]').get_attribute("data-pending")
-            )
+            # One script call: the live refresh may replace the table between a find and a read.
+            script = "var c = document.querySelector(arguments[0]); return c && c.getAttribute('data-pending')"
+            selector = f'td[data-site="{site}"][data-queue="{queue}"]'
+            return int(wait_until(lambda: driver.execute_script(script, selector), 15, what=selector))
 
         for site in (SITE1, SITE2):
             cli = pending_json(bench, site)
@@ -394,6 +395,7 @@ def test_in_a_real_browser(bench: BenchHandle, dash: Dashboard) -> None:
         bench.redis.set("test:go", 1)
         element(By.ID, "retry").click()
         assert element(By.ID, "flash").text.startswith("Retried site1.local::")
+        assert driver.current_url == dash.url + "/failed"  # back to the list: the job left the registry
         assert bench.wait_results("retried", 1, timeout=60) == [7]
         driver.get(dash.url + "/failed")
         assert "No failed jobs" in element(By.ID, "failed").text
