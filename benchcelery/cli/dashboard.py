@@ -29,6 +29,11 @@ def dashboard_group(ctx: click.Context, port: int | None, host: str | None, read
         return
     obj = ctx.ensure_object(CliContext)
     try:
+        import jinja2  # noqa: F401 - starlette imports it only when templates are first used
+        import python_multipart  # noqa: F401 - needed to read form posts
+        import uvicorn  # noqa: F401
+
+        from benchcelery.dashboard.app import create_app  # noqa: F401 - starlette
         from benchcelery.dashboard.server import ServeOptions, serve
     except ImportError as exc:
         raise BenchError(
@@ -43,7 +48,7 @@ def dashboard_group(ctx: click.Context, port: int | None, host: str | None, read
         level=logging.DEBUG if obj.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for name in ("redis", "asyncio", "multipart"):
+    for name in ("redis", "asyncio", "multipart", "python_multipart"):
         logging.getLogger(name).setLevel(logging.WARNING)
     options = ServeOptions(
         host=host or str(settings.get("dashboard_host") or DEFAULT_HOST),
