@@ -36,6 +36,8 @@ DEFAULTS: dict[str, Any] = {
     "job_lease": 30,  # s; a taken job's lease, renewed every lease/3 s while its worker lives
     "socketio_port": 9000,
     "doctor_fail_on": "",  # what else makes `bench doctor` exit 1, e.g. "failed,dead-workers"
+    "dashboard_port": 9030,  # `bench dashboard`
+    "dashboard_token_max_age": 30 * 24 * 3600,  # how long a dashboard login token is valid (s)
 }
 
 

@@ -15,6 +15,14 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Write a Redis ACL: admin + a bench user",
         ["bench create-rq-users", "bench create-rq-users --set-admin-password --use-rq-auth"],
     ),
+    "dashboard": (
+        "Web page of jobs, queues, workers, scheduler",
+        ["bench dashboard", "bench dashboard --host 0.0.0.0 --port 9030 --read-only"],
+    ),
+    "dashboard token": (
+        "Make a dashboard login token for a user",
+        ["bench dashboard token --user alice", "bench dashboard token --user ops --read-only"],
+    ),
     "disable-scheduler": ("Disable the scheduler for the site(s)", ["bench --site site1.local disable-scheduler"]),
     "doctor": (
         "Check workers, scheduler, queues, Redis, DB",

@@ -59,6 +59,8 @@ def procfile_lines(plan: Plan) -> list[tuple[str, str]]:
         lines.append(("schedule", "bench schedule"))
     if plan.realtime:
         lines.append(("realtime", "bench realtime"))
+    if plan.dashboard:
+        lines.append(("dashboard", "bench dashboard"))
     # One development worker serves every queue (as bench does); custom queues get their own too.
     lines.append(("worker", "bench worker"))
     for group in plan.workers[3:]:
@@ -111,6 +113,10 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
         program = f"{plan.name}-realtime"
         parts.append(render("supervisor/realtime.conf", program=program, command=plan.command("realtime"), **common))
         web.append(program)
+    if plan.dashboard:
+        program = f"{plan.name}-dashboard"
+        parts.append(render("supervisor/dashboard.conf", program=program, command=plan.command("dashboard"), **common))
+        web.append(program)
     redis_programs: list[str] = []
     if plan.own_redis and not skip_redis:
         program = f"{plan.name}-redis-queue"
@@ -124,7 +130,7 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
             "The scheduler and every worker: `supervisorctl stop|start|restart "
             f"{plan.name}-workers:*` acts on all of them.",
         ),
-        (f"{plan.name}-web", web, "The realtime relay."),
+        (f"{plan.name}-web", web, "The realtime relay and the dashboard."),
         (f"{plan.name}-redis", redis_programs, "The queue Redis, managed apart from the workers."),
     ]
     for group_name, programs, why in groups:
@@ -163,6 +169,11 @@ def render_systemd(settings: Settings, user: str | None = None, skip_redis: bool
             "systemd/realtime.service", command=plan.command("realtime"), **common
         )
         worker_units.append(f"{n}-realtime.service")
+    if plan.dashboard:
+        files[folder / f"{n}-dashboard.service"] = render(
+            "systemd/dashboard.service", command=plan.command("dashboard"), **common
+        )
+        worker_units.append(f"{n}-dashboard.service")
     for group in plan.workers:
         unit = f"{n}-{group.queue}-worker@"
         files[folder / f"{unit}.service"] = render(

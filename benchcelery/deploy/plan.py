@@ -3,8 +3,8 @@
 - one worker program per queue (short, default, long, then the custom queues of ``workers``),
   ``background_workers`` processes each (``workers.<queue>.background_workers`` wins), or one
   ``bench worker-pool --num-workers N`` when ``workers.<queue>.pool`` is set;
-- ``bench schedule``, and ``bench realtime`` when ``realtime`` is enabled in the config (each only
-  when the installed benchcelery has its module: ``COMMAND_MODULES``);
+- ``bench schedule``, and ``bench realtime`` / ``bench dashboard`` when ``realtime`` / ``dashboard``
+  is enabled in the config (each only when the installed benchcelery has its module: ``COMMAND_MODULES``);
 - the queue Redis when ``redis_queue`` points at this machine (127.0.0.1 / localhost).
 """
 
@@ -61,6 +61,7 @@ class Plan:
     own_redis: bool
     redis_port: int | None
     bench_command: list[str]  # absolute path of the bench script (or python -m benchcelery)
+    dashboard: bool = False
 
     def command(self, *args: str) -> str:
         return " ".join([*self.bench_command, *args])
@@ -95,6 +96,7 @@ def make_plan(settings: Settings) -> Plan:
         own_redis=own,
         redis_port=(url.port or 6379) if own else None,
         bench_command=bench_command(),
+        dashboard=bool(conf.get("dashboard")) and has_command("dashboard"),
     )
 
 
@@ -109,7 +111,11 @@ def bench_command() -> list[str]:
 
 # The module each optional program needs (the command's engine, not its click wrapper): the plan
 # is data about the bench and must not import the CLI above it.
-COMMAND_MODULES = {"schedule": "benchcelery.scheduler.beat", "realtime": "benchcelery.realtime.server"}
+COMMAND_MODULES = {
+    "schedule": "benchcelery.scheduler.beat",
+    "realtime": "benchcelery.realtime.server",
+    "dashboard": "benchcelery.dashboard.server",
+}
 
 
 def has_command(name: str) -> bool:
