@@ -148,6 +148,43 @@ def queue_specs(conf: dict[str, Any]) -> dict[str, QueueSpec]:
     return specs
 
 
+def cache_url(settings: Settings) -> str:
+    """The cache Redis (``frappe.cache()``): config ``redis_cache``, else the queue server's next
+    database number (``bench init`` writes it). Never the queue's own database."""
+    url = str(settings.get("redis_cache") or "") or next_db_url(settings.redis_url)
+    if same_server(url, settings.redis_url) and _db(url) == _db(settings.redis_url):
+        raise ValidationError("redis_cache must not be the queue Redis (same server and database as redis_queue)")
+    return url
+
+
+def next_db_url(url: str) -> str:
+    """``url`` with the next database number (0 -> 1, ..., 15 -> 0)."""
+    parts = urlsplit(url)
+    db = (_db(url) + 1) % 16
+    if parts.scheme == "unix":
+        query = "&".join([q for q in parts.query.split("&") if q and not q.startswith("db=")] + [f"db={db}"])
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def same_server(a: str, b: str) -> bool:
+    pa, pb = urlsplit(a), urlsplit(b)
+    if pa.scheme == "unix" or pb.scheme == "unix":
+        return pa.path == pb.path
+    local = {"localhost", "127.0.0.1", "::1"}
+    ha, hb = pa.hostname or "localhost", pb.hostname or "localhost"
+    return (ha == hb or {ha, hb} <= local) and (pa.port or 6379) == (pb.port or 6379)
+
+
+def _db(url: str) -> int:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        found = [q[3:] for q in parts.query.split("&") if q.startswith("db=")]
+        return int(found[0]) if found and found[0].isdigit() else 0
+    path = parts.path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (passwords never reach output or logs)."""
     parts = urlsplit(url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import shutil
 from pathlib import Path
 
@@ -24,10 +25,12 @@ def create_bench(path: Path, redis_url: str | None = None, example_app: bool = F
         while is_listening(port):
             port += 1
         redis_url = f"redis://127.0.0.1:{port}"
-    write_json(
-        root / "sites" / "common_site_config.json",
-        {"bench_id": derive_bench_id(root), "redis_queue": redis_url, "background_workers": 1},
-    )
+    from benchcelery.config import next_db_url
+
+    conf = {"bench_id": derive_bench_id(root), "redis_queue": redis_url, "background_workers": 1}
+    # frappe.cache() (bench console) is a separate database of the same server, never the queue.
+    conf["redis_cache"] = next_db_url(redis_url)
+    write_json(root / "sites" / "common_site_config.json", conf)
     (root / "sites" / "apps.txt").write_text("")
     bench = Bench(root)
     if example_app:
@@ -56,8 +59,13 @@ def add_app(bench: Bench, name: str) -> None:
 
 
 def create_app(bench: Bench, name: str) -> Path:
-    if not name.isidentifier():
-        raise ValidationError(f"App name must be a Python identifier: {name!r}")
+    from benchcelery.jobs.methods import clip, shadowed_module
+
+    if not name.isidentifier() or keyword.iskeyword(name) or len(name) > 64:
+        raise ValidationError(f"App name must be a Python identifier of at most 64 characters: {clip(name)!r}")
+    shadowed = shadowed_module(name)
+    if shadowed:
+        raise ValidationError(f"App name {name} shadows the importable module {shadowed}; choose another name")
     path = bench.root / "apps" / name
     if path.exists():
         raise ValidationError(f"{path} already exists")

@@ -33,14 +33,17 @@ def enqueue_cmd(
 ) -> None:
     """Enqueue METHOD (a dotted path in an installed app) for the site; prints the job id."""
     from benchcelery.context import local
-    from benchcelery.jobs.enqueue import enqueue
+    from benchcelery.jobs.enqueue import check_kwargs, enqueue
 
     try:
         kwargs = json.loads(kwargs_json)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"--kwargs must be a JSON object: {exc}") from None
+    except RecursionError:
+        raise ValidationError("--kwargs is nested too deeply") from None
     if not isinstance(kwargs, dict):
         raise ValidationError("--kwargs must be a JSON object")
+    check_kwargs(kwargs, "--kwargs key")
     sites = obj.sites()
     obj.runtime()
     for site in sites:
