@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from benchcelery.bench import Bench
+from benchcelery.config_schema import redis_url as redis_url_problem
 from benchcelery.errors import ValidationError
 from benchcelery.keys import Keys
 
@@ -68,14 +69,13 @@ class Settings:
         conf = {**DEFAULTS, **bench.common_config()}
         url = redis_url or next((os.environ[e] for e in REDIS_QUEUE_ENVS if os.environ.get(e)), None)
         url = url or conf.get("redis_queue") or DEFAULT_REDIS_QUEUE
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValidationError(f"redis_queue must be a redis:// URL, got {mask_url(url)}")
+        problem = redis_url_problem(url)
+        if problem:
+            raise ValidationError(f"redis_queue {mask_url(url)[:200]} {problem}")
         if conf.get("use_rq_auth") or username or password:
             username = username or conf.get("rq_username") or bench.bench_id
             password = password or conf.get("rq_password")
-        bench_id = str(conf.get("bench_id") or bench.bench_id)
-        if ":" in bench_id or not bench_id:
-            raise ValidationError(f"bench_id must be non-empty and contain no ':' (got {bench_id!r})")
+        bench_id = str(conf.get("bench_id") or bench.bench_id)  # checked: config_schema.bench_id
         return cls(
             bench=bench,
             redis_url=url,
@@ -187,9 +187,13 @@ def _db(url: str) -> int:
 
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (passwords never reach output or logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return "<invalid URL>"
     user = parts.username or ""
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")

@@ -17,7 +17,7 @@ from benchcelery.errors import ValidationError
 @click.option("--job-id", help="Job id (deduplicated while queued or running with --deduplicate).")
 @click.option("--deduplicate", is_flag=True, help="Skip when a job with --job-id is queued or running.")
 @click.option("--at-front", is_flag=True, help="Run before the jobs already waiting in the queue.")
-@click.option("--timeout", type=click.IntRange(min=1), help="Seconds (default: the queue's timeout).")
+@click.option("--timeout", type=click.IntRange(1, 366 * 24 * 3600), help="Seconds (default: the queue's timeout).")
 @click.option("--event", help="Event tag (purge-jobs --event finds it).")
 @pass_ctx
 def enqueue_cmd(

@@ -54,9 +54,10 @@ def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, 
 @pass_ctx
 def show_cmd(obj: CliContext, job_id: str, fmt: str) -> None:
     """Everything known about one job (method, kwargs, site, queue, state, times, worker, traceback)."""
-    from benchcelery.jobs.ops import find
+    from benchcelery.jobs.ops import find, scope_job_id
 
-    info = find(obj.runtime(), job_id, obj.site())
+    site, job_id = scope_job_id(job_id, obj.sites())
+    info = find(obj.runtime(), job_id, site)
     data = info.as_dict()
     if fmt == "json":
         echo_json(data)
@@ -84,13 +85,14 @@ def show_cmd(obj: CliContext, job_id: str, fmt: str) -> None:
 @pass_ctx
 def retry_cmd(obj: CliContext, job_id: str | None, all_: bool, queue: str | None) -> None:
     """Run failed jobs again with their original arguments (the failed record goes once queued)."""
-    from benchcelery.jobs.ops import retry_all, retry_failed
+    from benchcelery.jobs.ops import retry_all, retry_failed, scope_job_id
 
     if bool(job_id) == all_:
         raise ValidationError("Give a JOB_ID or --all")
     rt = obj.runtime()
     if job_id:
-        click.echo(f"Retried {retry_failed(rt, obj.site(), job_id)}")
+        site, job_id = scope_job_id(job_id, obj.sites())
+        click.echo(f"Retried {retry_failed(rt, site, job_id)}")
         return
     queues = rt.settings.parse_queues(queue) if queue else None
     done = retry_all(rt, obj.sites(), queues)
@@ -102,9 +104,10 @@ def retry_cmd(obj: CliContext, job_id: str | None, all_: bool, queue: str | None
 @pass_ctx
 def delete_cmd(obj: CliContext, job_id: str) -> None:
     """Delete a waiting job or a failed record."""
-    from benchcelery.jobs.ops import delete_job
+    from benchcelery.jobs.ops import delete_job, scope_job_id
 
-    state = delete_job(obj.runtime(), obj.site(), job_id)
+    site, full = scope_job_id(job_id, obj.sites())
+    state = delete_job(obj.runtime(), site, full)
     click.echo(f"Deleted {state} job {job_id}")
 
 
@@ -114,9 +117,10 @@ def delete_cmd(obj: CliContext, job_id: str) -> None:
 @pass_ctx
 def cancel_cmd(obj: CliContext, job_id: str, terminate: bool) -> None:
     """Remove a waiting job, or revoke a running one (killed with --terminate)."""
-    from benchcelery.jobs.ops import cancel_job
+    from benchcelery.jobs.ops import cancel_job, scope_job_id
 
-    what = cancel_job(obj.runtime(), obj.site(), job_id, terminate=terminate)
+    site, full = scope_job_id(job_id, obj.sites())
+    what = cancel_job(obj.runtime(), site, full, terminate=terminate)
     click.echo(f"Job {job_id} {what}")
 
 

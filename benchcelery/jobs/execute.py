@@ -146,6 +146,7 @@ def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> Any:
         raise JobRefused(f"Site {site} does not exist!")
     try:
         fn = resolve(meta["method"], apps, rt.allowed_methods())
+        site_configs.get(site)  # a site config with bad values (config_schema.py) refuses the job
     except BenchError as exc:
         raise JobRefused(str(exc)) from None
     if meta["redelivered"]:

@@ -98,3 +98,13 @@ def fail_unless_flag(key: str, flag: str, n: int) -> None:
     if not get_runtime().redis.exists(f"test:{flag}"):
         raise ValueError("not yet")
     _push(key, n)
+
+
+def has_realtime_permission(user: str, room: str) -> bool | None:
+    """Realtime room hook (hooks.py): ToDo and Sales Order documents are open to every user; a
+    task_progress room only to the user whose name prefixes the task id; anything else: no answer."""
+    if room.startswith(("doc:ToDo/", "doctype:ToDo", "doc:Sales Order/")):
+        return True
+    if room.startswith("task_progress:"):
+        return room.removeprefix("task_progress:").startswith(f"{user}-")
+    return None
