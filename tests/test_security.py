@@ -147,6 +147,11 @@ def test_error_messages_cap_what_they_echo(bench: BenchHandle) -> None:
     huge = "a." + "b" * 100_000
     line = one_line_error(bench.run("--site", "site1.local", "enqueue", huge))
     assert len(line) < 400
+    for args in (("jobs", "show", huge), ("trigger-scheduler-event", huge), ("use", huge)):
+        line = one_line_error(bench.run("--site", "site1.local", *args))
+        assert len(line) < 700, args
+    line = one_line_error(bench.run("--site", huge, "show-pending-jobs"))
+    assert len(line) < 700
     with pytest.raises(ValidationError) as info:
         bench.enqueue("x" * 50_000)
     assert len(str(info.value)) < 400

@@ -119,7 +119,10 @@ def _walk(name: str, package: str) -> Callable[..., Any]:
         if target is None:
             raise ValidationError(f"Method {name} cannot be imported: {rest[0]} has no attribute {rest[1]}")
     if not (inspect.isfunction(target) or inspect.ismethod(target)):
-        raise ValidationError(f"Method {name} is refused: it is not a function")
+        # A decorated function (functools.wraps: lru_cache, ...) counts when what it wraps does.
+        inner = inspect.unwrap(target) if callable(target) and hasattr(target, "__wrapped__") else None
+        if not (inspect.isfunction(inner) and _defined_in(inner, package)):
+            raise ValidationError(f"Method {name} is refused: it is not a function")
     if not _defined_in(target, package):
         where = getattr(target, "__module__", None) or "?"
         raise ValidationError(f"Method {name} is refused: it is defined in {where}, not in {package}")
