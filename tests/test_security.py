@@ -110,6 +110,27 @@ def test_attribute_walks_and_dunders_are_refused_at_enqueue(myapp: BenchHandle, 
     assert not pwned.exists()
 
 
+def test_scheduler_hooks_and_trigger_follow_the_same_rule(myapp: BenchHandle, tmp_path: Path) -> None:
+    pwned = tmp_path / "pwned.txt"
+    (myapp.root / "apps" / "myapp" / "hooks.py").write_text(
+        'scheduler_events = {"all": ["myapp.tasks.os.system", "myapp.tasks.hello"]}\n'
+        'before_job = ["myapp.tasks.subprocess.run"]\n'
+    )
+    site = ("--site", "site1.local")
+    status = myapp.run(*site, "scheduler", "status", "-v", "-f", "json")
+    assert "myapp.tasks.os.system" in status.stdout and "refused" in status.stdout, status.stdout
+    line = one_line_error(myapp.run(*site, "trigger-scheduler-event", "myapp.tasks.os.system"))
+    assert "does not exist" in line
+    triggered = myapp.run(*site, "trigger-scheduler-event", "all", "-f", "json")
+    methods = {run["method"] for run in json.loads(triggered.stdout)["runs"]}
+    assert "myapp.tasks.hello" in methods and "myapp.tasks.os.system" not in methods
+    # A hooks.py naming an attribute walk as a job hook fails the job visibly; nothing runs it.
+    job = myapp.enqueue("myapp.tasks.hello", name="x")
+    assert myapp.run("worker", "--burst", timeout=90).returncode == 0
+    assert "refused" in failed_records(myapp)[job.id]["exception"]
+    assert not pwned.exists()
+
+
 def test_forged_messages_are_refused_by_the_worker_and_recorded(myapp: BenchHandle, tmp_path: Path) -> None:
     pwned = tmp_path / "pwned.txt"
     rt = myapp.rt()
