@@ -232,8 +232,9 @@ def check_key(key: str) -> None:
 
 
 def check_value(key: str, value: Any, source: str | Path) -> None:
-    check_key(key)
+    """A value ``set-config`` may write (None deletes the key, whatever its name)."""
     if value is not None:
+        check_key(key)
         validate({key: value}, source)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from benchcelery.bench import Bench
 from benchcelery.context import local
+from benchcelery.realtime.publish import ALL_ROOM, doc_room, user_room
 
 logger = logging.getLogger("benchcelery.realtime")
 
@@ -26,7 +27,7 @@ PUBLIC_ROOMS_KEY = "realtime_public_rooms"
 
 
 def owned_rooms(user: str) -> set[str]:
-    return {f"user:{user}", f"doc:User/{user}", "all"}
+    return {user_room(user), doc_room("User", user), ALL_ROOM}
 
 
 def is_public(room: str, patterns: Any) -> bool:
