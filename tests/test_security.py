@@ -19,7 +19,7 @@ import redis
 import benchcelery
 from benchcelery.deploy.acl import bench_acl_line
 from benchcelery.errors import ValidationError
-from benchcelery.redis_server import free_port, start_server, stop_server
+from benchcelery.redis_server import free_port, is_listening
 from tests.conftest import BenchHandle, make_bench, wait_until
 from tests.test_realtime import Client, Relay, connect, publish, token
 
@@ -216,12 +216,15 @@ def acl_bench(tmp_path: Path) -> Iterator[tuple[BenchHandle, redis.Redis]]:
 
     result = handle.run("create-rq-users", "--use-rq-auth")
     assert result.returncode == 0, result.stderr
-    server = start_server(port, tmp_path / "redis-data", config_file=handle.root / "config" / "redis_queue.conf")
+    # `bench run-redis` execs redis-server with config/redis_queue.conf alone: its dir, pidfile and
+    # aclfile paths (with '?', '*' and spaces) must be quoted for Redis to start at all.
+    server = handle.start("run-redis")
     try:
+        wait_until(lambda: is_listening(port) or server.poll() is not None, 20, what="bench run-redis")
+        assert server.poll() is None, handle.output(server)
         yield handle, redis.Redis(port=port)  # the admin: the default user (nopass)
     finally:
         handle.stop_all()
-        stop_server(server)
         runtime._current = None
         local.reset()
         local.bench_path = None
