@@ -12,9 +12,9 @@ They answer from benchcelery's own keys for the console's site. ``install_consol
 
 ``frappe.cache()`` is the *cache* Redis (config ``redis_cache``; ``bench init`` writes the queue
 server's next database number), never the queue: the guide's ``frappe.cache().flushall()`` must
-not empty every queued job, failure record and schedule. A FLUSHALL through it is refused when the
-cache shares its server with the queue (it would empty every database, the queue's too), and
-``get_redis_conn()`` (the queue Redis) refuses FLUSHALL, FLUSHDB and SWAPDB.
+not empty every queued job, failure record and schedule. While the cache shares its server with the
+queue, ``flushall()`` empties the cache's database only (a raw FLUSHALL, which would empty every
+database, is refused), and ``get_redis_conn()`` (the queue Redis) refuses FLUSHALL, FLUSHDB and SWAPDB.
 """
 
 from __future__ import annotations
@@ -69,8 +69,11 @@ class Queue:
         return self.count
 
 
-def _guarded_client(url: str, refused: frozenset[str], why: str, **options: Any) -> Any:
-    """A redis-py client that refuses ``refused`` commands with one clear error (console only)."""
+def _guarded_client(
+    url: str, refused: frozenset[str], why: str, flushall_is_flushdb: bool = False, **options: Any
+) -> Any:
+    """A redis-py client that refuses ``refused`` commands with one clear error (console only).
+    With ``flushall_is_flushdb``, ``flushall()`` empties only the client's own database."""
     import redis
 
     from benchcelery.errors import BenchError
@@ -81,6 +84,11 @@ def _guarded_client(url: str, refused: frozenset[str], why: str, **options: Any)
             if name in refused:
                 raise BenchError(f"{name} refused: {why}")
             return super().execute_command(*args, **kw)
+
+        def flushall(self, asynchronous: bool = False, **kw: Any) -> Any:
+            if flushall_is_flushdb:
+                return self.flushdb(asynchronous=asynchronous, **kw)
+            return super().flushall(asynchronous=asynchronous, **kw)
 
     return GuardedRedis.from_url(url, **options)
 
@@ -101,14 +109,17 @@ def queue_client() -> Any:
 
 
 def cache_client() -> Any:
-    """``frappe.cache()``: the cache Redis (config ``redis_cache``), never the queue."""
+    """``frappe.cache()``: the cache Redis (config ``redis_cache``), never the queue. While the cache
+    shares the queue's server, ``flushall()`` (the guide's "clears all cache") empties the cache's
+    database only, and a raw FLUSHALL or SWAPDB is refused."""
     from benchcelery.config import cache_url, same_server
 
     rt = _runtime()
     url = cache_url(rt.settings)
-    refused = frozenset({"FLUSHALL", "SWAPDB"}) if same_server(url, rt.settings.redis_url) else frozenset()
-    why = "the cache Redis shares its server with the queue; FLUSHALL would empty the queue too (use flushdb())"
-    return _guarded_client(url, refused, why)
+    shared = same_server(url, rt.settings.redis_url)
+    refused = frozenset({"FLUSHALL", "SWAPDB"}) if shared else frozenset()
+    why = "the cache Redis shares its server with the queue; FLUSHALL would empty the queue too"
+    return _guarded_client(url, refused, why, flushall_is_flushdb=shared)
 
 
 def frappe_shim() -> types.ModuleType:
