@@ -142,6 +142,14 @@ def test_forged_messages_are_refused_by_the_worker_and_recorded(myapp: BenchHand
             task_id=f"site1.local::forged{i}",
             headers={"site": "site1.local", "method": method},
         )
+    # An argument named like execute_job's own parameter reaches the method (which fails, recorded).
+    rt.app.send_task(  # send_task: no client-side signature check, as a forger would
+        "benchcelery.execute_job",
+        kwargs={"task": 1},
+        queue="default",
+        task_id="site1.local::clash",
+        headers={"site": "site1.local", "method": "myapp.tasks.hello"},
+    )
     # Row 10: Celery's built-in tasks are not ours to run.
     rt.app.send_task("celery.accumulate", args=[1], queue="default", task_id="site1.local::accumulate")
     rt.app.send_task("celery.chord_unlock", args=["x", {}], queue="default", task_id="site1.local::unlock")
@@ -153,6 +161,7 @@ def test_forged_messages_are_refused_by_the_worker_and_recorded(myapp: BenchHand
     records = failed_records(myapp)
     assert "refused" in records["site1.local::forged0"]["exception"]
     assert "refused" in records["site1.local::forged1"]["exception"]
+    assert "unexpected keyword argument" in records["site1.local::clash"]["exception"]
     for job_id in ("site1.local::accumulate", "site1.local::unlock"):
         assert "Unknown task" in records[job_id]["exception"], records.get(job_id)
 

@@ -86,7 +86,7 @@ def job_meta(request: Any) -> dict[str, Any]:
     }
 
 
-def execute_job(task: Any, **kwargs: Any) -> Any:
+def execute_job(task: Any, /, **kwargs: Any) -> Any:
     """The Celery task behind every job: run ``method(**kwargs)`` in its site's context."""
     request = task.request
     meta = job_meta(request)
