@@ -438,6 +438,9 @@ def test_hostile_files_names_and_arguments(bench: BenchHandle) -> None:
     assert "time_zone" in one_line_error(bench.run("set-config", "-g", "time_zone", "Nowhere/X"))
     assert "time_zone" not in bench.bench.common_config()
     assert not bench.redis.keys(f"{bench.prefix}*")
+    for args in (("init", str(bench.root.parent / "x"), "--redis-url", "redis://h:abc/0"), ("init", "a\nb")):
+        assert one_line_error(bench.run(*args))
+    assert not (bench.root.parent / "x").exists() and not (bench.root / "a\nb").exists()
 
 
 # --- row 14: realtime rooms are joined only with permission --------------------------------------------
