@@ -29,7 +29,9 @@ SITE_NAME_MAX = 200
 CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SECONDS = 366 * 24 * 3600
-_SECRET_WORDS = ("password", "secret", "token", "api_key", "private_key")
+# Key names that hold credentials (other helpers' keys such as flower_basic_auth or
+# dashboard_auth are masked without a schema entry).
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "private_key", "auth", "credential")
 
 
 @dataclass(frozen=True)
@@ -246,7 +248,7 @@ def is_secret(key: str) -> bool:
 
 def masked(conf: Any, key: str = "") -> Any:
     """A copy of ``conf`` with secrets replaced by ``********`` and URL passwords by ``***``."""
-    if key and is_secret(key) and conf not in (None, "", False):
+    if key and is_secret(key) and conf not in (None, "") and not isinstance(conf, bool):
         return MASK
     if isinstance(conf, dict):
         return {k: masked(v, str(k)) for k, v in conf.items()}

@@ -358,12 +358,14 @@ def test_show_config_masks_secrets_in_text_and_json(bench: BenchHandle) -> None:
     port = bench.url.rsplit(":", 1)[1]
     bench.set_config(rq_password="rq-pw-1", redis_cache=f"redis://cacheuser:url-pw-2@127.0.0.1:{port}/1")
     bench.set_config(site="site1.local", db_password="db-pw-3", realtime_secret="rt-secret-4", api_token="tok-5")
-    secrets = ("rq-pw-1", "url-pw-2", "db-pw-3", "rt-secret-4", "tok-5")
+    bench.set_config(flower_basic_auth=["admin:fl-pw-6"], use_rq_auth=True)
+    secrets = ("rq-pw-1", "url-pw-2", "db-pw-3", "rt-secret-4", "tok-5", "fl-pw-6")
     for fmt in ("text", "json"):
         result = bench.run("--site", "site1.local", "show-config", "-f", fmt)
         assert result.returncode == 0, result.stderr
         assert not [s for s in secrets if s in result.stdout], result.stdout
         assert "cacheuser:***@" in result.stdout and "********" in result.stdout
+        assert "use_rq_auth: True" in result.stdout or '"use_rq_auth": true' in result.stdout
     shown = bench.run("--site", "site1.local", "show-config", "-f", "json", "--show-secrets")
     assert all(s in shown.stdout for s in secrets)
 
