@@ -83,11 +83,20 @@ def make_app(settings: Settings, strategy: str | None = None) -> Celery:
     app.benchcelery_settings = settings  # type: ignore[attr-defined]
     app.conf.imports = WORKER_IMPORTS
     app.on_after_finalize.connect(_load_imports, weak=False)
+    app.on_after_finalize.connect(_only_the_job_task, weak=False)
     return app
 
 
 def _load_imports(sender: Celery, **_: Any) -> None:
     sender.loader.import_default_modules()
+
+
+def _only_the_job_task(sender: Celery, **_: Any) -> None:
+    """Security: a worker runs nothing but ``execute_job`` (site context, allowlist, failure record).
+    Celery's built-in tasks (``celery.accumulate``, ``celery.chord_unlock``, ...) leave the registry,
+    so a forged message naming one is an unknown task, refused and recorded by our Consumer."""
+    for name in [n for n in sender._tasks if n != EXECUTE_JOB]:
+        del sender._tasks[name]
 
 
 def settings_of(app: Celery) -> Settings:

@@ -71,7 +71,7 @@ def test_init_writes_procfile_and_safe_redis_config(bench: BenchHandle) -> None:
     assert conf["maxmemory-policy"] == "noeviction"
     assert conf["bind"] == "127.0.0.1"
     assert conf["port"] == bench.url.rsplit(":", 1)[1]
-    assert conf["dir"] == str(bench.root / "config" / "pids")
+    assert conf["dir"] == f'"{bench.root / "config" / "pids"}"'  # quoted: a path may hold spaces
     assert "aclfile" not in conf  # no users yet: Redis would refuse to start on a missing file
 
 
@@ -173,10 +173,11 @@ def test_templates_rendered_field_by_field(bench: BenchHandle) -> None:
     acl = (bench.root / "config" / "redis_queue.acl").read_text().splitlines()
     assert acl[0] == f"user default on #{hashlib.sha256(admin_pw.encode()).hexdigest()} ~* &* +@all"
     assert acl[1] == bench_acl_line(bench_id, conf["rq_password"])
-    assert f"~bc:{bench_id}:*" in acl[1] and "&events" in acl[1] and acl[1].endswith("+@all -@admin")
+    assert f"~bc:{bench_id}:*" in acl[1] and f"&bc:{bench_id}:*" in acl[1] and "&events" not in acl[1]
+    assert "+@all -@dangerous -@admin" in acl[1]  # tests/test_security.py tries the commands for real
     assert conf["rq_password"] not in acl[1]  # stored hashed
     redis_conf = redis_settings((bench.root / "config" / "redis_queue.conf").read_text())
-    assert redis_conf["aclfile"] == str(bench.root / "config" / "redis_queue.acl")
+    assert redis_conf["aclfile"] == f'"{bench.root / "config" / "redis_queue.acl"}"'
 
 
 # --- supervisord really runs the generated file ------------------------------------------------------

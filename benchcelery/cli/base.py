@@ -113,7 +113,13 @@ def _unreachable(ctx: click.Context, exc: Exception) -> str:
     return f"Redis{where} is unreachable: {describe(exc)}"
 
 
+MAX_ERROR = 600  # characters: an error line never echoes a huge input back in full
+
+
 def fail(message: str, code: int = EXIT_FAILURE) -> None:
+    message = " ".join(message.split("\n"))
+    if len(message) > MAX_ERROR:
+        message = f"{message[:MAX_ERROR]}... (truncated)"
     click.secho(message, fg="red" if code != 1 else "yellow", err=True)
     sys.exit(code)
 

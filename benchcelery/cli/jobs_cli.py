@@ -18,7 +18,7 @@ from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 @click.option("--job-id", help="Job id (deduplicated while queued or running with --deduplicate).")
 @click.option("--deduplicate", is_flag=True, help="Skip when a job with --job-id is queued or running.")
 @click.option("--at-front", is_flag=True, help="Run before the jobs already waiting in the queue.")
-@click.option("--timeout", type=click.IntRange(min=1), help="Seconds (default: the queue's timeout).")
+@click.option("--timeout", type=click.IntRange(1, 366 * 24 * 3600), help="Seconds (default: the queue's timeout).")
 @click.option("--event", help="Event tag (purge-jobs --event finds it).")
 @pass_ctx
 def enqueue_cmd(
@@ -34,14 +34,17 @@ def enqueue_cmd(
 ) -> None:
     """Enqueue METHOD (a dotted path in an installed app) for the site; prints the job id."""
     from benchcelery.context import local
-    from benchcelery.jobs.enqueue import enqueue
+    from benchcelery.jobs.enqueue import check_kwargs, enqueue
 
     try:
         kwargs = json.loads(kwargs_json)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"must be a JSON object: {exc}", param_hint="'--kwargs'") from None
+    except RecursionError:
+        raise click.BadParameter("is nested too deeply", param_hint="'--kwargs'") from None
     if not isinstance(kwargs, dict):
         raise click.BadParameter("must be a JSON object", param_hint="'--kwargs'")
+    check_kwargs(kwargs, "--kwargs key")
     queues_option(obj, queue)
     sites = obj.sites()
     obj.runtime()

@@ -75,10 +75,9 @@ def show_cmd(obj: CliContext, job_id: str, fmt: str) -> None:
     """
     from benchcelery.errors import BenchError
     from benchcelery.jobs.inspect import find_job
-    from benchcelery.jobs.ops import full_id
 
     rt = obj.runtime()
-    full = full_id(job_id, _site_of(obj, job_id))
+    _site, full = _scoped(obj, job_id)
     info = find_job(rt, full)
     if info is None:
         raise BenchError(
@@ -121,7 +120,8 @@ def retry_cmd(obj: CliContext, job_id: str | None, all_: bool, queue: str | None
     queues = queues_option(obj, queue)
     rt = obj.runtime()
     if job_id:
-        click.echo(f"Retried {retry_failed(rt, _site_of(obj, job_id), job_id)}")
+        site, full = _scoped(obj, job_id)
+        click.echo(f"Retried {retry_failed(rt, site, full)}")
         return
     done = retry_all(rt, obj.sites(), queues)
     click.echo(f"Retried {plural(len(done), 'job')}")
@@ -134,7 +134,8 @@ def delete_cmd(obj: CliContext, job_id: str) -> None:
     """Delete a waiting job or a failed record."""
     from benchcelery.jobs.ops import delete_job
 
-    state = delete_job(obj.runtime(), _site_of(obj, job_id), job_id)
+    site, full = _scoped(obj, job_id)
+    state = delete_job(obj.runtime(), site, full)
     click.echo(f"Deleted {state} job {job_id}")
 
 
@@ -146,16 +147,24 @@ def cancel_cmd(obj: CliContext, job_id: str, terminate: bool) -> None:
     """Remove a waiting job, or revoke a running one (killed with --terminate)."""
     from benchcelery.jobs.ops import cancel_job
 
-    what = cancel_job(obj.runtime(), _site_of(obj, job_id), job_id, terminate=terminate)
+    site, full = _scoped(obj, job_id)
+    what = cancel_job(obj.runtime(), site, full, terminate=terminate)
     click.echo(f"Job {job_id} {what}")
 
 
-def _site_of(obj: CliContext, job_id: str) -> str:
-    """The site of a full job id (SITE::ID needs no --site), else the selected site. A site that is
-    not (or no longer) on the bench is fine: its records, and those of messages without a site
-    (``?::...``), must stay reachable."""
+def _scoped(obj: CliContext, job_id: str) -> tuple[str, str]:
+    """(site, full id) of JOB_ID. A full SITE::ID needs no --site; with sites selected (--site, the
+    environment or default_site), a job of another site of the bench is refused. Records that belong
+    to no site of the bench (``?::...``, a removed site) are reachable whatever is selected."""
+    from benchcelery.jobs.ops import scope_job_id
+
     site, sep, _ = job_id.partition("::")
-    return site if sep else obj.site()
+    if sep and not obj.bench.site_exists(site):
+        return site, job_id
+    sites = obj.sites(required=not sep)
+    if sep and not sites:
+        return site, job_id
+    return scope_job_id(job_id, sites)
 
 
 def _when(value: Any) -> str:

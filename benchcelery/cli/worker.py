@@ -49,7 +49,9 @@ def worker_cmd(obj: CliContext, **opts: Any) -> None:
 
 @click.command("worker-pool")
 @_common
-@click.option("--num-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes.")
+@click.option(
+    "--num-workers", type=click.IntRange(1, 256), default=2, show_default=True, help="Worker processes (at most 256)."
+)
 @pass_ctx
 def worker_pool_cmd(obj: CliContext, num_workers: int, **opts: Any) -> None:
     """Start a pool of NUM_WORKERS worker processes for every site of the bench."""

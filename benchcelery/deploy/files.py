@@ -15,6 +15,7 @@ from pathlib import Path
 from benchcelery.bench import Bench
 from benchcelery.config import Settings
 from benchcelery.deploy.plan import Plan, make_plan
+from benchcelery.deploy.safe import check_path, check_user, redis_quote
 from benchcelery.deploy.templates import render
 from benchcelery.errors import BenchError
 from benchcelery.redis_server import find_server_binary
@@ -34,14 +35,16 @@ def render_redis(settings: Settings) -> dict[Path, str]:
     plan = make_plan(settings)
     port = plan.redis_port or 11000
     acl = acl_path(bench)
+    data_dir = bench.config_path / REDIS_DATA
     text = render(
         "redis_queue.conf",
-        bench_root=bench.root,
-        port=port,
-        data_dir=bench.config_path / REDIS_DATA,
+        bench_root=check_path(bench.root),
+        port=int(port),
+        data_dir=redis_quote(data_dir),
+        pid_file=redis_quote(data_dir / "redis_queue.pid"),
         aclfile_line=(
             "\n# Users of this Redis (`bench create-rq-users`): an admin, and a bench user limited to\n"
-            f"# this bench's keys and channels.\naclfile {acl}\n"
+            f"# this bench's keys and channels.\naclfile {redis_quote(acl)}\n"
             if acl.is_file()
             else ""
         ),
@@ -79,7 +82,12 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
     plan = make_plan(settings)
     bench = settings.bench
     path = bench.config_path / "supervisor.conf"
-    common = {"bench_root": bench.root, "user": user or default_user(), "logs_path": bench.logs_path}
+    common = {
+        "bench_root": check_path(bench.root),
+        "user": check_user(user or default_user()),
+        "logs_path": bench.logs_path,
+    }
+    check_path(plan.command(), "bench command")
     parts = [render("supervisor/header.conf", conf_path=path, bench_name=plan.name, **common)]
     workers: list[str] = []
     if plan.schedule:
@@ -147,10 +155,11 @@ def render_systemd(settings: Settings, user: str | None = None, skip_redis: bool
     n = plan.name
     bench_target, workers_target, redis_target = f"{n}.target", f"{n}-workers.target", f"{n}-redis.target"
     redis_unit = f"{n}-redis-queue.service" if plan.own_redis and not skip_redis else ""
+    check_path(plan.command(), "bench command")
     common = {
-        "bench_root": bench.root,
+        "bench_root": check_path(bench.root),
         "bench_name": n,
-        "user": user or default_user(),
+        "user": check_user(user or default_user()),
         "logs_path": bench.logs_path,
         "workers_target": workers_target,
         "redis_target": redis_target,

@@ -168,9 +168,12 @@ def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> Any:
 
 
 def _site_config(site: str) -> dict[str, Any]:
+    """The site's merged config; one it cannot read, or with bad values (config_schema.py), refuses the job."""
     try:
         return site_configs.get(site)
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+    except BenchError as exc:
+        raise JobRefused(str(exc)) from None
+    except (OSError, ValueError) as exc:
         raise JobRefused(f"The config of site {site} cannot be read: {exc}") from None
 
 
