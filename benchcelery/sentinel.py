@@ -21,6 +21,7 @@ Nothing here imports Celery or kombu (``sentinel_transport`` holds the kombu sid
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from benchcelery.config import Settings
 
 SCHEME = "sentinel"
+HOST = re.compile(r"^[A-Za-z0-9._:-]{1,253}\Z")  # names and IP addresses; they go into config files
+_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
 DEFAULT_PORT = 26379
 DEFAULT_SERVICE = "mymaster"
 # Sentinels answer at once or not at all: a dead one must not hold up the search for the master.
@@ -58,29 +61,39 @@ def is_sentinel_url(url: str) -> bool:
 
 
 def parse_url(url: str) -> tuple[tuple[tuple[str, int], ...], str, int]:
-    """``sentinel://h1[:p1],h2[:p2]/service[/db]`` -> (nodes, service, db); ValidationError if malformed."""
+    """``sentinel://h1[:p1],h2[:p2]/service[/db]`` -> (nodes, service, db); ValidationError (saying
+    what the URL must be, to follow "redis_queue <url>") if malformed."""
     parts = urlsplit(url)
     if parts.scheme.lower() != SCHEME:
-        raise ValidationError(f"Not a sentinel:// URL: {url}")
+        raise ValidationError("must be a sentinel:// URL")
     netloc = parts.netloc
     if "@" in netloc:
-        raise ValidationError("Put Sentinel passwords in sentinel_password / redis_password, not in the URL")
+        raise ValidationError("must not hold passwords: put them in sentinel_password / redis_password")
     nodes: list[tuple[str, int]] = []
     for item in filter(None, (n.strip() for n in netloc.split(","))):
         host, port = _split_host_port(item)
         nodes.append((host, port))
     if not nodes:
-        raise ValidationError(f"{url}: name at least one sentinel (sentinel://host:26379,host2:26379/mymaster/0)")
+        raise ValidationError("must name at least one sentinel (sentinel://host:26379,host2:26379/mymaster/0)")
     path = [p for p in parts.path.split("/") if p]
     service = path[0] if path else ""
-    if not service:
-        raise ValidationError(f"{url}: name the monitored master (sentinel://host:26379/mymaster/0)")
+    if not _NAME.match(service):
+        raise ValidationError("must name the monitored master (sentinel://host:26379/mymaster/0)")
     db = 0
     if len(path) > 1:
-        if not path[1].isdigit() or len(path) > 2:
-            raise ValidationError(f"{url}: the database after the master name must be a number")
+        if not path[1].isdigit() or len(path) > 2 or parts.query or parts.fragment:
+            raise ValidationError("must end with a database number after the master name (/mymaster/0)")
         db = int(path[1])
     return tuple(nodes), service, db
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with a sentinel:// URL (config_schema's check), or None."""
+    try:
+        parse_url(url)
+    except ValidationError as exc:
+        return str(exc)
+    return None
 
 
 def _split_host_port(item: str) -> tuple[str, int]:
@@ -91,12 +104,12 @@ def _split_host_port(item: str) -> tuple[str, int]:
         host, port_text = item.split(":")
     else:
         host, port_text = item, ""
-    if not host:
-        raise ValidationError(f"Sentinel address {item!r} has no host")
+    if not HOST.match(host):
+        raise ValidationError(f"has a sentinel address {item[:100]!r} without a valid host")
     if not port_text:
         return host, DEFAULT_PORT
     if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValidationError(f"Sentinel address {item!r} has a bad port")
+        raise ValidationError(f"has a sentinel address {item[:100]!r} with a bad port")
     return host, int(port_text)
 
 
@@ -122,13 +135,13 @@ def spec(settings: Settings) -> SentinelSpec | None:
     if not is_sentinel_url(settings.redis_url):
         return None
     nodes, service, db = parse_url(settings.redis_url)
-    conf = settings.conf
-    return SentinelSpec(
-        nodes=nodes,
-        service=service,
-        db=db,
-        sentinel_username=conf.get("sentinel_username") or conf.get("redis_queue_sentinel_username") or None,
-        sentinel_password=conf.get("sentinel_password") or conf.get("redis_queue_sentinel_password") or None,
+    return SentinelSpec(nodes, service, db, *_sentinel_credentials(settings.conf))
+
+
+def _sentinel_credentials(conf: dict[str, Any]) -> tuple[str | None, str | None]:
+    return (
+        conf.get("sentinel_username") or conf.get("redis_queue_sentinel_username") or None,
+        conf.get("sentinel_password") or conf.get("redis_queue_sentinel_password") or None,
     )
 
 
@@ -156,12 +169,20 @@ def sentinel_kwargs(s: SentinelSpec, connect_timeout: float = SENTINEL_SOCKET_TI
 def master_client(settings: Settings, **options: Any) -> redis.Redis:
     """A redis-py client that always talks to the current master (re-asked of the sentinels on
     every new connection, so a failover is followed without building a new client)."""
+    username, password = master_credentials(settings)
+    return client_for(settings.redis_url, settings, username=username, password=password, **options)
+
+
+def client_for(url: str, settings: Settings, redis_class: Any = None, **options: Any) -> Any:
+    """A client of the master named by ``url`` (``redis_queue`` or ``redis_cache``), with the
+    sentinel credentials of ``settings``; ``options`` go to the master's connections."""
+    import redis as redis_py
     from redis.sentinel import Sentinel
 
-    s = _require(settings)
-    username, password = master_credentials(settings)
+    nodes, service, db = parse_url(url)
+    s = SentinelSpec(nodes, service, db, *_sentinel_credentials(settings.conf))
     sentinel = Sentinel(list(s.nodes), sentinel_kwargs=sentinel_kwargs(s))
-    return sentinel.master_for(s.service, db=s.db, username=username, password=password, **options)
+    return sentinel.master_for(s.service, redis_class=redis_class or redis_py.Redis, db=s.db, **options)
 
 
 def async_master_client(settings: Settings, **options: Any) -> Any:

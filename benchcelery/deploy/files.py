@@ -15,6 +15,7 @@ from pathlib import Path
 from benchcelery.bench import Bench
 from benchcelery.config import Settings
 from benchcelery.deploy.plan import Plan, make_plan, worker_host_plan
+from benchcelery.deploy.safe import check_path, check_user, redis_quote
 from benchcelery.deploy.templates import render
 from benchcelery.errors import BenchError
 from benchcelery.redis_server import find_server_binary
@@ -34,14 +35,16 @@ def render_redis(settings: Settings) -> dict[Path, str]:
     plan = make_plan(settings)
     port = plan.redis_port or 11000
     acl = acl_path(bench)
+    data_dir = bench.config_path / REDIS_DATA
     text = render(
         "redis_queue.conf",
-        bench_root=bench.root,
-        port=port,
-        data_dir=bench.config_path / REDIS_DATA,
+        bench_root=check_path(bench.root),
+        port=int(port),
+        data_dir=redis_quote(data_dir),
+        pid_file=redis_quote(data_dir / "redis_queue.pid"),
         aclfile_line=(
             "\n# Users of this Redis (`bench create-rq-users`): an admin, and a bench user limited to\n"
-            f"# this bench's keys and channels.\naclfile {acl}\n"
+            f"# this bench's keys and channels.\naclfile {redis_quote(acl)}\n"
             if acl.is_file()
             else ""
         ),
@@ -59,6 +62,8 @@ def procfile_lines(plan: Plan) -> list[tuple[str, str]]:
         lines.append(("schedule", "bench schedule"))
     if plan.realtime:
         lines.append(("realtime", "bench realtime"))
+    if plan.dashboard:
+        lines.append(("dashboard", "bench dashboard"))
     # One development worker serves every queue (as bench does); custom queues get their own too.
     lines.append(("worker", "bench worker"))
     for group in plan.workers[3:]:
@@ -79,7 +84,12 @@ def render_supervisor(
     plan = worker_host_plan(make_plan(settings)) if workers_only else make_plan(settings)
     bench = settings.bench
     path = bench.config_path / "supervisor.conf"
-    common = {"bench_root": bench.root, "user": user or default_user(), "logs_path": bench.logs_path}
+    common = {
+        "bench_root": check_path(bench.root),
+        "user": check_user(user or default_user()),
+        "logs_path": bench.logs_path,
+    }
+    check_path(plan.command(), "bench command")
     parts = [render("supervisor/header.conf", conf_path=path, bench_name=plan.name, **common)]
     workers: list[str] = []
     if plan.schedule:
@@ -113,6 +123,10 @@ def render_supervisor(
         program = f"{plan.name}-realtime"
         parts.append(render("supervisor/realtime.conf", program=program, command=plan.command("realtime"), **common))
         web.append(program)
+    if plan.dashboard:
+        program = f"{plan.name}-dashboard"
+        parts.append(render("supervisor/dashboard.conf", program=program, command=plan.command("dashboard"), **common))
+        web.append(program)
     redis_programs: list[str] = []
     if plan.own_redis and not skip_redis:
         program = f"{plan.name}-redis-queue"
@@ -126,7 +140,7 @@ def render_supervisor(
             "The scheduler and every worker: `supervisorctl stop|start|restart "
             f"{plan.name}-workers:*` acts on all of them.",
         ),
-        (f"{plan.name}-web", web, "The realtime relay."),
+        (f"{plan.name}-web", web, "The realtime relay and the dashboard."),
         (f"{plan.name}-redis", redis_programs, "The queue Redis, managed apart from the workers."),
     ]
     for group_name, programs, why in groups:
@@ -145,10 +159,11 @@ def render_systemd(
     n = plan.name
     bench_target, workers_target, redis_target = f"{n}.target", f"{n}-workers.target", f"{n}-redis.target"
     redis_unit = f"{n}-redis-queue.service" if plan.own_redis and not skip_redis else ""
+    check_path(plan.command(), "bench command")
     common = {
-        "bench_root": bench.root,
+        "bench_root": check_path(bench.root),
         "bench_name": n,
-        "user": user or default_user(),
+        "user": check_user(user or default_user()),
         "logs_path": bench.logs_path,
         "workers_target": workers_target,
         "redis_target": redis_target,
@@ -167,6 +182,11 @@ def render_systemd(
             "systemd/realtime.service", command=plan.command("realtime"), **common
         )
         worker_units.append(f"{n}-realtime.service")
+    if plan.dashboard:
+        files[folder / f"{n}-dashboard.service"] = render(
+            "systemd/dashboard.service", command=plan.command("dashboard"), **common
+        )
+        worker_units.append(f"{n}-dashboard.service")
     for group in plan.workers:
         unit = f"{n}-{group.queue}-worker@"
         files[folder / f"{unit}.service"] = render(

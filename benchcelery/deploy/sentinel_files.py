@@ -19,6 +19,7 @@ from pathlib import Path
 from benchcelery import sentinel
 from benchcelery.config import Settings
 from benchcelery.deploy.files import REDIS_DATA, acl_path
+from benchcelery.deploy.safe import check_path, redis_quote
 from benchcelery.deploy.templates import render
 from benchcelery.errors import ValidationError
 
@@ -37,8 +38,8 @@ def parse_nodes(value: str) -> list[tuple[str, int]]:
     nodes = []
     for item in filter(None, (v.strip() for v in value.split(","))):
         host, _, port = item.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValidationError(f"--nodes: {item!r} is not host:port")
+        if not sentinel.HOST.match(host.strip("[]")) or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValidationError(f"--nodes: {item[:100]!r} is not host:port")
         nodes.append((host.strip("[]"), int(port)))
     if not nodes:
         raise ValidationError("--nodes: name at least one host:port")
@@ -68,7 +69,7 @@ def render_sentinel_layout(
             "sentinel/redis_node.conf",
             node=i,
             nodes=len(data),
-            bench_root=bench.root,
+            bench_root=check_path(bench.root),
             host=host,
             role_why=(
                 "A replica of node 1 at first; the sentinels re-point it after a failover (and rewrite replicaof)."
@@ -77,7 +78,7 @@ def render_sentinel_layout(
             ),
             bind=_bind(host),
             port=port,
-            data_dir=bench.config_path / REDIS_DATA / f"redis_queue_node{i}",
+            data_dir=redis_quote(bench.config_path / REDIS_DATA / f"redis_queue_node{i}"),
             replica_lines=(
                 f"\n# The master this node replicates at first.\nreplicaof {master_host} {master_port}\n"
                 if replica
@@ -91,7 +92,7 @@ def render_sentinel_layout(
             ),
             aclfile_line=(
                 "\n# Users (`bench create-rq-users`): admin, the bench's user, replication, sentinel. ACLs are\n"
-                f"# not replicated: copy this file to every node.\naclfile {acl}\n"
+                f"# not replicated: copy this file to every node.\naclfile {redis_quote(acl)}\n"
                 if acl.is_file()
                 else ""
             ),
@@ -116,12 +117,12 @@ def render_sentinel_layout(
             "sentinel/sentinel.conf",
             node=i,
             nodes=len(spec.nodes),
-            bench_root=bench.root,
+            bench_root=check_path(bench.root),
             host=host,
             quorum=quorum,
             bind=_bind(host),
             port=port,
-            data_dir=bench.config_path / REDIS_DATA / f"sentinel_node{i}",
+            data_dir=redis_quote(bench.config_path / REDIS_DATA / f"sentinel_node{i}"),
             resolve_line="# Hosts are given by name.\nsentinel resolve-hostnames yes\n" if named else "",
             service=spec.service,
             master_host=master_host,

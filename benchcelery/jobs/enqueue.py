@@ -6,6 +6,7 @@ are not JSON-serialisable, a bad timeout) raises ``ValidationError`` before anyt
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
@@ -84,6 +85,26 @@ def enqueue(
         rt.redis.delete(rt.keys.job_status(prepared.job.id))
         raise
     return prepared.job
+
+
+# Names a job's keyword arguments may not use: enqueue's own parameters (from the command line's
+# --kwargs they would change how the job is enqueued: `now` ran it in the CLI) and the names
+# execute_job and Celery bind themselves.
+RESERVED_KWARGS = frozenset({*inspect.signature(enqueue).parameters, "async", "task", "self", "args"} - {"kwargs"})
+
+
+def check_kwargs(kwargs: dict[str, Any], what: str = "Job argument") -> None:
+    """Raise ValidationError when a key of ``kwargs`` is one of enqueue's own names (or not a string)."""
+    from benchcelery.jobs.methods import clip
+
+    for key in kwargs:
+        if not isinstance(key, str):
+            raise ValidationError(f"{what} names must be strings, got {clip(repr(key))}")
+        if key in RESERVED_KWARGS:
+            raise ValidationError(
+                f"{what} {key!r} clashes with enqueue's own parameter of that name "
+                f"(reserved: {', '.join(sorted(RESERVED_KWARGS))}); rename the job's argument"
+            )
 
 
 def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
@@ -193,6 +214,7 @@ def _prepare(
 ) -> _Prepared:
     """Validate one job and build its ``apply_async`` options; raises ValidationError."""
     spec = rt.settings.validate_queue(queue)
+    check_kwargs(kwargs)
     apps, extra = rt.apps(), rt.allowed_methods()
     name = method_name(method)
     resolve(name, apps, extra)
@@ -264,6 +286,8 @@ def _publish(rt: Runtime, prepared: _Prepared) -> None:
         rt.app.tasks[_task_name()].apply_async(**prepared.options)
     except EncodeError as exc:
         raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise ValidationError("Job arguments are nested too deeply") from None
 
 
 def run_inline(rt: Runtime, site: str, name: str, kwargs: dict[str, Any]) -> Any:

@@ -15,10 +15,11 @@ import traceback
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
-from celery import Task
+from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
+from benchcelery.celery_app import EXECUTE_JOB, WORKER_LOST_RETRIES
 from benchcelery.context import local
 from benchcelery.errors import BenchError
 from benchcelery.jobs import registry
@@ -167,9 +168,12 @@ def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> Any:
 
 
 def _site_config(site: str) -> dict[str, Any]:
+    """The site's merged config; one it cannot read, or with bad values (config_schema.py), refuses the job."""
     try:
         return site_configs.get(site)
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+    except BenchError as exc:
+        raise JobRefused(str(exc)) from None
+    except (OSError, ValueError) as exc:
         raise JobRefused(f"The config of site {site} cannot be read: {exc}") from None
 
 
@@ -183,13 +187,11 @@ def _callback(rt: Any, name: str | None, meta: dict[str, Any], value: Any) -> No
 
 
 def notify_finished(meta: dict[str, Any], error: str | None) -> None:
-    """Tell the scheduler's run log how a scheduled job (one with an ``event``) ended."""
+    """Tell the listeners (the scheduler's run log) how a scheduled job (one with an ``event``) ended."""
     if not meta.get("event"):
         return
-    try:
-        from benchcelery.scheduler.runlog import job_finished
-    except ImportError:
-        return
+    from benchcelery.jobs.listeners import job_finished
+
     try:
         job_finished(meta, error)
     except Exception:
@@ -291,3 +293,16 @@ class JobRequest(Request):
         meta = job_meta(self._context)
         meta["worker"] = self.hostname
         record(meta, self.kwargs, exc, tb)
+
+
+# Every bench's Celery app gets the task through Celery's shared-task registry, so celery_app.py does
+# not import this module: it names it in the worker's imports (celery_app.WORKER_IMPORTS).
+shared_task(
+    name=EXECUTE_JOB,
+    bind=True,
+    base=JobTask,
+    Request=JobRequest,
+    max_retries=WORKER_LOST_RETRIES,
+    default_retry_delay=0,
+    acks_late=True,
+)(execute_job)
