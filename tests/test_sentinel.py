@@ -269,6 +269,11 @@ def _failover_mid_drain(bench: BenchHandle, cluster: Cluster, tally: redis.Redis
     assert relay_receives(bench, "after")  # the relay's client (a new one per reconnect) finds the new master
     text = bench.run("--site", "all", "doctor").stdout
     assert f"Sentinel {SERVICE}: master 127.0.0.1:{new_master}; 3 of 3 sentinels answer" in text
+    # Two sentinels lost: no failover could be authorised any more, and doctor says so.
+    for port in cluster.sentinel_ports[1:]:
+        cluster.kill(port)
+    problems = json.loads(bench.run("--site", "all", "doctor", "-f", "json").stdout)["problems"]
+    assert "Sentinel: only 1 of 3 sentinels answer; a failover needs 2" in problems
 
 
 def relay_receives(bench: BenchHandle, tag: str) -> bool:
