@@ -18,7 +18,8 @@ if TYPE_CHECKING:
     import redis
 
 RETRY_DELAYS = (0.1, 0.3, 0.6)  # quick retries for a Redis that is (re)starting
-SENTINEL_RETRY_DELAYS = (0.2, 0.5, 1.0, 1.0, 2.0, 2.0, 2.0)  # ~9 s: the sentinels promote a replica
+# With Sentinel, a command started during a failover waits for the promoted replica (~8 s in all).
+SENTINEL_RETRY_DELAYS = (0.5, 1.0, 1.0, 2.0, 2.0, 2.0)
 CONNECT_TIMEOUT = 2.0
 
 
@@ -104,6 +105,8 @@ def describe(exc: BaseException | None) -> str:
     import redis
 
     text = str(exc or "unknown error")
+    if text.startswith("No master found"):  # redis-py appends the repr of every sentinel client
+        return text.split(" : ")[0] + " (sentinels unreachable, or they do not know that master)"
     if isinstance(exc, redis.TimeoutError) or "timed out" in text.lower():
         return "timeout"
     if "refused" in text.lower():
