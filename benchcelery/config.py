@@ -34,6 +34,12 @@ DEFAULTS: dict[str, Any] = {
     "time_zone": "UTC",
     "max_redeliveries": 3,  # a job whose worker died this often is failed, not run again
     "socketio_port": 9000,
+    # Monitoring: `bench worker --events` by default; `bench metrics` and `bench flower` addresses.
+    "worker_send_task_events": False,
+    "metrics_port": 9808,
+    "metrics_address": "127.0.0.1",
+    "flower_port": 5555,
+    "flower_address": "127.0.0.1",
 }
 
 

@@ -13,7 +13,7 @@ import click
 from benchcelery.cli.base import BenchGroup, CliContext
 
 FAMILIES = ("site", "worker", "jobs_cli")
-OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs_ops", "deploy", "realtime")
+OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs_ops", "deploy", "realtime", "monitor")
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -59,10 +59,13 @@ def procfile_lines(plan: Plan) -> list[tuple[str, str]]:
         lines.append(("schedule", "bench schedule"))
     if plan.realtime:
         lines.append(("realtime", "bench realtime"))
+    if plan.metrics:
+        lines.append(("metrics", "bench metrics"))
     # One development worker serves every queue (as bench does); custom queues get their own too.
-    lines.append(("worker", "bench worker"))
+    events = " --events" if plan.workers and plan.workers[0].events else ""
+    lines.append(("worker", f"bench worker{events}"))
     for group in plan.workers[3:]:
-        lines.append((f"worker_{group.queue}", f"bench worker --queue {group.queue}"))
+        lines.append((f"worker_{group.queue}", f"bench worker --queue {group.queue}{events}"))
     return lines
 
 
@@ -110,6 +113,10 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
     if plan.realtime:
         program = f"{plan.name}-realtime"
         parts.append(render("supervisor/realtime.conf", program=program, command=plan.command("realtime"), **common))
+        web.append(program)
+    if plan.metrics:
+        program = f"{plan.name}-metrics"
+        parts.append(render("supervisor/metrics.conf", program=program, command=plan.command("metrics"), **common))
         web.append(program)
     redis_programs: list[str] = []
     if plan.own_redis and not skip_redis:
@@ -163,6 +170,11 @@ def render_systemd(settings: Settings, user: str | None = None, skip_redis: bool
             "systemd/realtime.service", command=plan.command("realtime"), **common
         )
         worker_units.append(f"{n}-realtime.service")
+    if plan.metrics:
+        files[folder / f"{n}-metrics.service"] = render(
+            "systemd/metrics.service", command=plan.command("metrics"), **common
+        )
+        worker_units.append(f"{n}-metrics.service")
     for group in plan.workers:
         unit = f"{n}-{group.queue}-worker@"
         files[folder / f"{unit}.service"] = render(

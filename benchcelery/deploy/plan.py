@@ -3,8 +3,8 @@
 - one worker program per queue (short, default, long, then the custom queues of ``workers``),
   ``background_workers`` processes each (``workers.<queue>.background_workers`` wins), or one
   ``bench worker-pool --num-workers N`` when ``workers.<queue>.pool`` is set;
-- ``bench schedule``, and ``bench realtime`` when ``realtime`` is enabled in the config (each only
-  when the installed benchcelery has the command);
+- ``bench schedule``, ``bench realtime`` when ``realtime`` is enabled in the config and ``bench
+  metrics`` when ``metrics`` is (each only when the installed benchcelery has the command);
 - the queue Redis when ``redis_queue`` points at this machine (127.0.0.1 / localhost).
 """
 
@@ -34,12 +34,14 @@ class WorkerGroup:
     pool: bool
     hard_limit: int  # seconds a job of this queue may run at most
     stop_wait: int  # seconds a process manager waits after TERM before SIGKILL
+    events: bool = False  # worker_send_task_events: --events (Flower)
 
     @property
     def args(self) -> list[str]:
+        events = ["--events"] if self.events else []
         if self.pool:
-            return ["worker-pool", "--queue", self.queue, "--num-workers", str(self.numprocs)]
-        return ["worker", "--queue", self.queue]
+            return ["worker-pool", "--queue", self.queue, "--num-workers", str(self.numprocs), *events]
+        return ["worker", "--queue", self.queue, *events]
 
     @property
     def instances(self) -> int:
@@ -55,6 +57,7 @@ class Plan:
     schedule: bool
     realtime: bool
     own_redis: bool
+    metrics: bool  # `bench metrics` (config ``metrics``: true)
     redis_port: int | None
     bench_command: list[str]  # absolute path of the bench script (or python -m benchcelery)
 
@@ -79,7 +82,8 @@ def make_plan(settings: Settings) -> Plan:
         stop_wait = spec.hard_limit + STOP_GRACE
         if opts.get("stop_timeout"):
             stop_wait = _positive(opts["stop_timeout"], f"workers.{name}.stop_timeout")
-        groups.append(WorkerGroup(name, n, bool(opts.get("pool")), spec.hard_limit, stop_wait))
+        events = bool(conf.get("worker_send_task_events"))
+        groups.append(WorkerGroup(name, n, bool(opts.get("pool")), spec.hard_limit, stop_wait, events))
     url = urlsplit(settings.redis_url)
     own = url.scheme == "redis" and (url.hostname or "") in LOCAL_HOSTS and not conf.get("redis_queue_sentinel_enabled")
     return Plan(
@@ -89,6 +93,7 @@ def make_plan(settings: Settings) -> Plan:
         schedule=has_command("schedule"),
         realtime=bool(conf.get("realtime")) and has_command("realtime"),
         own_redis=own,
+        metrics=bool(conf.get("metrics")) and has_command("metrics"),
         redis_port=(url.port or 6379) if own else None,
         bench_command=bench_command(),
     )

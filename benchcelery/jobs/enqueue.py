@@ -241,6 +241,8 @@ def _prepare(
         "priority": FRONT_PRIORITY if at_front else NORMAL_PRIORITY,
         "headers": headers,
         "shadow": name,
+        # Jobs take keyword arguments only; Celery tools (Flower's "args") show site and queue here.
+        "argsrepr": f"(site={site!r}, queue={queue!r})",
         "soft_time_limit": seconds,
         "time_limit": seconds + HARD_LIMIT_GRACE,
     }
