@@ -242,3 +242,19 @@ def test_deploy_files_carry_events_and_metrics(bench: BenchHandle) -> None:
     metrics_unit = next(text for path, text in units.items() if path.name.endswith("-metrics.service"))
     assert re.search(r"ExecStart=\S+ metrics\n", metrics_unit)
     assert any("worker --queue long --events" in text for text in units.values())
+
+
+def test_grafana_dashboard_and_alert_rules_use_exported_metrics() -> None:
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    source = (Path(__file__).resolve().parent.parent / "benchcelery" / "diagnostics" / "exporter.py").read_text()
+    exported = set(re.findall(r'"(bench_[a-z_]+)"', source))
+    suffixes = ("_bucket", "_count", "_sum", "_total")
+    known = exported | {name + s for name in exported for s in suffixes}
+    dashboard = json.loads((deploy / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = (deploy / "prometheus-alerts.yml").read_text()
+    used = set(re.findall(r"\bbench_[a-z_]+", " ".join(exprs) + rules))
+    assert used and used <= known, used - known
+    for alert in ("BenchQueueOldestJobTooOld", "BenchNoWorkerForQueue", "BenchSchedulerNotTicking"):
+        assert f"alert: {alert}" in rules
+    assert "alert: BenchFailedJobsRising" in rules

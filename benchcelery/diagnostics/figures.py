@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
 
 STUCK_MARGIN = 30  # seconds past a job's hard time limit before a started job counts as stuck
-SITE_WINDOW = 1000  # messages read per priority list (at most) to find each site's oldest job
+SITE_WINDOW = 10_000  # messages read per priority list (at most) to find each site's oldest job (~2 µs each)
 
 # Oldest waiting job per queue and per site, without reading whole queues. KEYS: every priority
 # list of every queue, in order; ARGV: window, then per queue: number of lists, number of sites with
@@ -51,15 +51,27 @@ while a <= #ARGV do
     while pos >= -len and pos >= -window do
       local items = redis.call('LRANGE', key, math.max(-len, pos - 99, -window), pos)
       for i = #items, 1, -1 do
-        local at = tonumber(string.match(items[i], '"enqueued_at":%s*([-%d%.eE+]+)'))
-        if at then
-          if pos == -1 and i == #items and (oldest == nil or at < oldest) then oldest = at end
-          local site = string.match(items[i], '"id":%s*"([^":]*)::') or '?'
+        local item = items[i]
+        local site = '?'
+        local s = string.find(item, '"id": "', 1, true)
+        if s then
+          local e = string.find(item, '"', s + 7, true)
+          site = e and string.match(string.sub(item, s + 7, e - 1), '^([^:]*)::') or '?'
+        end
+        local first = pos == -1 and i == #items
+        if first or here[site] == nil then
+          -- plain find first (fast); the pattern only for an unusually formatted message
+          local p = string.find(item, '"enqueued_at": ', 1, true)
+          local at = tonumber(p and string.match(item, '^[-%d%.eE+]+', p + 15)
+            or string.match(item, '"enqueued_at":%s*([-%d%.eE+]+)'))
+          if at then
+            if first and (oldest == nil or at < oldest) then oldest = at end
+            if sites[site] == nil or at < sites[site] then sites[site] = at end
+          end
           if here[site] == nil then
             here[site] = true
             seen = seen + 1
           end
-          if sites[site] == nil or at < sites[site] then sites[site] = at end
         end
       end
       pos = pos - #items
@@ -165,7 +177,7 @@ def oldest_waiting(
         names = keys.queue_lists(q)
         lists += names
         argv += [len(names), sum(1 for n in pending[q].values() if n > 0)]
-    rows = r.eval(_OLDEST, len(lists), *lists, *argv)
+    rows = r.register_script(_OLDEST)(keys=lists, args=argv)
     out: dict[str, tuple[float | None, dict[str, float]]] = {}
     for q, row in zip(queues, rows, strict=True):
         texts = [x.decode() if isinstance(x, bytes) else str(x) for x in row]

@@ -47,7 +47,7 @@ def envelope(options: dict[str, Any], task_name: str, origin: str, reply_to: str
         "timelimit": [options["time_limit"], options["soft_time_limit"]],
         "root_id": job_id,
         "parent_id": None,
-        "argsrepr": options.get("argsrepr", "()"),
+        "argsrepr": "()",
         "kwargsrepr": saferepr(kwargs, REPR_MAXSIZE),
         "origin": origin,
         "ignore_result": True,

@@ -218,6 +218,8 @@ def _prepare(
         "user": local.user or "Administrator",
         "job_name": job_name or name,
         "enqueued_at": now,
+        # Jobs take keyword arguments only; Celery tools (Flower's "args") show site and queue here.
+        "argsrepr": f"(site={site!r}, queue={queue!r})",
         **callbacks,
     }
     if job_id:
@@ -241,8 +243,6 @@ def _prepare(
         "priority": FRONT_PRIORITY if at_front else NORMAL_PRIORITY,
         "headers": headers,
         "shadow": name,
-        # Jobs take keyword arguments only; Celery tools (Flower's "args") show site and queue here.
-        "argsrepr": f"(site={site!r}, queue={queue!r})",
         "soft_time_limit": seconds,
         "time_limit": seconds + HARD_LIMIT_GRACE,
     }
