@@ -12,6 +12,8 @@ from base64 import b64encode
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from benchcelery.redis_server import free_port
 from tests.conftest import BenchHandle, wait_until
 
@@ -151,6 +153,19 @@ def test_worker_events_controls_and_live_queues(bench: BenchHandle) -> None:
     scrape = bench.run("metrics", "--once").stdout
     assert "pidbox" not in scrape and 'queue="' in scrape
     assert "pidbox" not in bench.run("--site", "all", "show-pending-jobs", "-f", "json").stdout
+
+
+@pytest.mark.xfail(
+    strict=True, reason="reply-queue counters: the transport counts every queue (integrator's fix, issue 10)"
+)
+def test_control_replies_leave_no_lasting_keys(bench: BenchHandle) -> None:
+    """`celery inspect`/`control` (and Flower's polling) must not leave keys behind for ever."""
+    bench.start("worker", "--queue", "short")
+    worker_name(bench)
+    for _ in range(3):
+        assert celery(bench, "inspect", "ping", "--timeout", "5").returncode == 0
+    lasting = [k for k in bench.redis.keys(f"{bench.prefix}pending:*pidbox*") if bench.redis.ttl(k) == -1]
+    assert lasting == []
 
 
 def test_celery_outside_a_bench_is_one_line(bench: BenchHandle, tmp_path: Path) -> None:
