@@ -76,6 +76,12 @@ def test_flower_shows_workers_tasks_and_queue_lengths(bench: BenchHandle) -> Non
     assert get(f"{base}/api/workers")[0] == 401  # authentication from config
     assert auth not in " ".join(Path(f"/proc/{flower.pid}/cmdline").read_text().split("\0"))
 
+    def status() -> dict[str, bool]:
+        return dict(json.loads(get(f"{base}/api/workers?status=1", auth)[1] or "{}"))
+
+    # Flower receives events once it shows the --events worker (its heartbeats) online.
+    wait_until(lambda: status().get(name), timeout=30, what="Flower receiving events")
+
     # A job holds the single worker while others wait: Flower's queue lengths match ours.
     bench.enqueue("testapp.tasks.wait_for_flag", queue="short", key="held", flag="go")
     wait_until(lambda: _started(bench), what="held job started")
@@ -112,12 +118,8 @@ def test_flower_shows_workers_tasks_and_queue_lengths(bench: BenchHandle) -> Non
         "site2.local",
     }
 
-    def online() -> dict[str, bool]:
-        status = json.loads(get(f"{base}/api/workers?status=1", auth)[1] or "{}")
-        return status if status == {name: True, quiet: True} else {}
-
     # Both online: workers send event heartbeats while task events are on, however they were switched on.
-    wait_until(online, timeout=30, what="both workers online in Flower")
+    wait_until(lambda: status() == {name: True, quiet: True}, timeout=30, what="both workers online in Flower")
 
 
 def _started(bench: BenchHandle) -> bool:

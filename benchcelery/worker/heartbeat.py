@@ -71,7 +71,8 @@ class Heartbeat(bootsteps.StartStopStep):
 
     def queues(self) -> str:
         """The queues consumed now (``control add_consumer`` / ``cancel_consumer`` change them)."""
-        return json.dumps(sorted(q for q in self.worker.app.amqp.queues.consume_from or []))
+        # sorted() copies the names in one step (the consumer thread may change them meanwhile)
+        return json.dumps(sorted(self.worker.app.amqp.queues.consume_from or []))
 
     def beat(self) -> None:
         rt = get_runtime()
