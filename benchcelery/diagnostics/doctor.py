@@ -106,7 +106,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
     now = time.time()
     redis_info = redis_health(r, rt.settings.display_url)
     workers = read_workers(r, keys)
-    figures = {f.queue: f for f in queue_figures(rt, now)}  # the same figures as show-pending-jobs, metrics
+    figures = {f.queue: f for f in queue_figures(rt, now, workers=workers)}  # as show-pending-jobs, metrics
     serving = {q: figures[q].workers for q in queues}
     heartbeat_raw = r.get(keys.scheduler_heartbeat)
     heartbeat = json.loads(heartbeat_raw) if heartbeat_raw else None

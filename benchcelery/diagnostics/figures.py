@@ -1,8 +1,8 @@
 """The read-side figures of a bench, as dataclasses: what ``bench metrics``, ``show-pending-jobs``,
 ``doctor`` and the dashboard report.
 
-Redis alone answers (no Celery import, no worker broadcast), in a few round trips whose cost does
-not grow with the number of waiting jobs: pending counts come from the per-site counters the
+Redis alone answers (no Celery import, no worker broadcast), in about ten round trips whose cost is
+bounded whatever the number of waiting jobs: pending counts come from the per-site counters the
 transport keeps, the oldest waiting job from the right end of each priority list (workers take from
 the right, producers push at the left, so ``LINDEX -1`` is the oldest of a list).
 """
@@ -205,8 +205,11 @@ def recovered_counts(r: redis.Redis, keys: Keys, queues: list[str]) -> dict[str,
     return {q: {k.decode(): int(v) for k, v in raw.items()} for q, raw in zip(queues, pipe.execute(), strict=True)}
 
 
-def queue_figures(rt: Runtime, now: float | None = None, window: int = SITE_WINDOW) -> list[QueueFigures]:
-    """Every configured queue's figures (only configured queues: control reply queues never count)."""
+def queue_figures(
+    rt: Runtime, now: float | None = None, window: int = SITE_WINDOW, workers: list[WorkerInfo] | None = None
+) -> list[QueueFigures]:
+    """Every configured queue's figures (only configured queues: control reply queues never count).
+    ``workers``: the heartbeats, when the caller has read them already."""
     r, keys = rt.redis, rt.keys
     queues = list(rt.settings.queues)
     now = time.time() if now is None else now
@@ -216,7 +219,7 @@ def queue_figures(rt: Runtime, now: float | None = None, window: int = SITE_WIND
     hard_limits = {q.name: q.hard_limit for q in rt.settings.queues.values()}
     failed = registry.failed_counts(r, keys, queues)
     recovered = recovered_counts(r, keys, queues)
-    live = [w for w in read_workers(r, keys) if w.alive]
+    live = [w for w in (read_workers(r, keys) if workers is None else workers) if w.alive]
     out = []
     for q in queues:
         fig = QueueFigures(
@@ -291,11 +294,12 @@ def duration_figures(r: redis.Redis, keys: Keys, queues: list[str]) -> list[Dura
 def read_figures(rt: Runtime, window: int = SITE_WINDOW) -> Figures:
     """Everything ``bench metrics`` exports, in about ten round trips."""
     now = time.time()
-    queues = queue_figures(rt, now, window)
+    workers = read_workers(rt.redis, rt.keys)
+    queues = queue_figures(rt, now, window, workers)
     return Figures(
         taken_at=now,
         queues=queues,
-        workers=read_workers(rt.redis, rt.keys),
+        workers=workers,
         scheduler=scheduler_figures(rt, rt.bench.sites()),
         durations=duration_figures(rt.redis, rt.keys, [q.queue for q in queues]),
     )
