@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -133,6 +134,13 @@ def test_flower_refuses_unauthenticated_public_address(bench: BenchHandle) -> No
     assert result.returncode == 1
     assert result.stderr.strip().startswith("Refusing to serve Flower on 0.0.0.0 without authentication")
     assert "Traceback" not in result.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        taken = bench.run("flower", "--port", str(port))
+    assert taken.returncode == 1
+    assert taken.stderr.strip() == f"Cannot listen on 127.0.0.1:{port}: Address already in use"
 
 
 def test_worker_events_controls_and_live_queues(bench: BenchHandle) -> None:

@@ -63,6 +63,19 @@ def is_loopback(address: str) -> bool:
         return False
 
 
+def _check_listen(address: str, port: int) -> None:
+    """One clear line now rather than Flower's traceback after the exec."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(infos[0][4])
+    except OSError as exc:
+        raise BenchError(f"Cannot listen on {address}:{port}: {exc.strerror or exc}") from None
+
+
 def flower_command(obj: CliContext, port: int | None, address: str | None) -> tuple[list[str], dict[str, str]]:
     """The command line and environment ``bench flower`` execs. Raises BenchError when Flower would
     listen beyond this machine without authentication, or is not installed."""
@@ -83,6 +96,7 @@ def flower_command(obj: CliContext, port: int | None, address: str | None) -> tu
             f"Refusing to serve Flower on {address} without authentication: set flower_basic_auth "
             "('user:password') in common_site_config.json, or bind to 127.0.0.1"
         )
+    _check_listen(address, port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
     env["BENCH_PATH"] = str(obj.bench.root)
     if auth:
