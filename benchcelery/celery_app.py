@@ -17,6 +17,7 @@ from benchcelery.connection import broker_url
 from benchcelery.keys import NORMAL_PRIORITY
 
 EXECUTE_JOB = "benchcelery.execute_job"
+OUR_TRANSPORT = "benchcelery.transport:Transport"
 WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most this often
 # Loaded by a worker at start (Celery's ``imports``) and by any process when its app is finalized:
 # the module that registers EXECUTE_JOB and the listeners it notifies. Names, not imports, so this
@@ -41,15 +42,25 @@ def transport_options(settings: Settings, strategy: str | None = None) -> dict[s
     return options
 
 
+def register_transport() -> None:
+    """Serve redis:// and rediss:// URLs with our transport (transport.py), so the broker URL users,
+    Flower and ``celery -A benchcelery.app`` see is a plain ``redis://`` one (Flower's Broker page
+    and ``/api/queues/length`` only know the stock scheme names)."""
+    from kombu import transport
+
+    for scheme in ("redis", "rediss"):
+        if transport.TRANSPORT_ALIASES.get(scheme) != OUR_TRANSPORT:
+            transport.TRANSPORT_ALIASES[scheme] = OUR_TRANSPORT
+            transport._transport_cache.pop(scheme, None)
+
+
 def make_app(settings: Settings, strategy: str | None = None) -> Celery:
     """A configured Celery app for the bench; ``execute_job`` is registered once WORKER_IMPORTS load."""
     app = Celery(f"bench-{settings.bench_id}", set_as_current=False)
     url = broker_url(settings)
-    scheme = url.split("://", 1)[0]
+    register_transport()  # our kombu transport subclass behind redis:// (see transport.py)
     app.conf.update(
         broker_url=url,
-        # Our kombu transport subclass reuses one redis client (see transport.py).
-        broker_transport="benchcelery.transport:Transport" if scheme in ("redis", "rediss") else None,
         broker_transport_options=transport_options(settings, strategy),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying: supervisors restart workers anyway

@@ -64,10 +64,13 @@ def procfile_lines(plan: Plan) -> list[tuple[str, str]]:
         lines.append(("realtime", "bench realtime"))
     if plan.dashboard:
         lines.append(("dashboard", "bench dashboard"))
+    if plan.metrics:
+        lines.append(("metrics", "bench metrics"))
     # One development worker serves every queue (as bench does); custom queues get their own too.
-    lines.append(("worker", "bench worker"))
+    events = " --events" if plan.workers and plan.workers[0].events else ""
+    lines.append(("worker", f"bench worker{events}"))
     for group in plan.workers[3:]:
-        lines.append((f"worker_{group.queue}", f"bench worker --queue {group.queue}"))
+        lines.append((f"worker_{group.queue}", f"bench worker --queue {group.queue}{events}"))
     return lines
 
 
@@ -124,6 +127,9 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
     if plan.dashboard:
         program = f"{plan.name}-dashboard"
         parts.append(render("supervisor/dashboard.conf", program=program, command=plan.command("dashboard"), **common))
+    if plan.metrics:
+        program = f"{plan.name}-metrics"
+        parts.append(render("supervisor/metrics.conf", program=program, command=plan.command("metrics"), **common))
         web.append(program)
     redis_programs: list[str] = []
     if plan.own_redis and not skip_redis:
@@ -183,6 +189,11 @@ def render_systemd(settings: Settings, user: str | None = None, skip_redis: bool
             "systemd/dashboard.service", command=plan.command("dashboard"), **common
         )
         worker_units.append(f"{n}-dashboard.service")
+    if plan.metrics:
+        files[folder / f"{n}-metrics.service"] = render(
+            "systemd/metrics.service", command=plan.command("metrics"), **common
+        )
+        worker_units.append(f"{n}-metrics.service")
     for group in plan.workers:
         unit = f"{n}-{group.queue}-worker@"
         files[folder / f"{unit}.service"] = render(
