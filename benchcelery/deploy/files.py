@@ -127,6 +127,7 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
     if plan.dashboard:
         program = f"{plan.name}-dashboard"
         parts.append(render("supervisor/dashboard.conf", program=program, command=plan.command("dashboard"), **common))
+        web.append(program)
     if plan.metrics:
         program = f"{plan.name}-metrics"
         parts.append(render("supervisor/metrics.conf", program=program, command=plan.command("metrics"), **common))
@@ -144,7 +145,7 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
             "The scheduler and every worker: `supervisorctl stop|start|restart "
             f"{plan.name}-workers:*` acts on all of them.",
         ),
-        (f"{plan.name}-web", web, "The realtime relay and the dashboard."),
+        (f"{plan.name}-web", web, "The realtime relay, the dashboard and the metrics exporter."),
         (f"{plan.name}-redis", redis_programs, "The queue Redis, managed apart from the workers."),
     ]
     for group_name, programs, why in groups:
