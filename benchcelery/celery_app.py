@@ -18,11 +18,8 @@ from benchcelery.connection import broker_url
 from benchcelery.keys import NORMAL_PRIORITY
 
 EXECUTE_JOB = "benchcelery.execute_job"
-TRANSPORTS = {
-    "redis": "benchcelery.transport:Transport",
-    "rediss": "benchcelery.transport:Transport",
-    "sentinel": "benchcelery.sentinel_transport:SentinelTransport",
-}
+OUR_TRANSPORT = "benchcelery.transport:Transport"
+OUR_SENTINEL_TRANSPORT = "benchcelery.sentinel_transport:SentinelTransport"  # sentinel:// (sentinel.py)
 WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most this often
 # Loaded by a worker at start (Celery's ``imports``) and by any process when its app is finalized:
 # the module that registers EXECUTE_JOB and the listeners it notifies. Names, not imports, so this
@@ -47,15 +44,25 @@ def transport_options(settings: Settings, strategy: str | None = None) -> dict[s
     return options
 
 
+def register_transport() -> None:
+    """Serve redis:// and rediss:// URLs with our transport (transport.py), so the broker URL users,
+    Flower and ``celery -A benchcelery.app`` see is a plain ``redis://`` one (Flower's Broker page
+    and ``/api/queues/length`` only know the stock scheme names)."""
+    from kombu import transport
+
+    for scheme, ours in (("redis", OUR_TRANSPORT), ("rediss", OUR_TRANSPORT), ("sentinel", OUR_SENTINEL_TRANSPORT)):
+        if transport.TRANSPORT_ALIASES.get(scheme) != ours:
+            transport.TRANSPORT_ALIASES[scheme] = ours
+            transport._transport_cache.pop(scheme, None)
+
+
 def make_app(settings: Settings, strategy: str | None = None) -> Celery:
     """A configured Celery app for the bench; ``execute_job`` is registered once WORKER_IMPORTS load."""
     app = Celery(f"bench-{settings.bench_id}", set_as_current=False)
     url = broker_url(settings)
-    scheme = url.split("://", 1)[0]
+    register_transport()  # our kombu transport subclass behind redis:// (see transport.py)
     app.conf.update(
         broker_url=url,
-        # Our kombu transport subclass reuses one redis client (see transport.py).
-        broker_transport=TRANSPORTS.get(scheme),
         broker_transport_options={**transport_options(settings, strategy), **ha.transport_options(settings)},
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying: supervisors restart workers anyway
@@ -83,7 +90,7 @@ def make_app(settings: Settings, strategy: str | None = None) -> Celery:
         enable_utc=True,
         timezone=str(settings.get("time_zone") or "UTC"),
         # RedBeat (scheduler) lives under the bench prefix too.
-        redbeat_redis_url=sentinel.redbeat_url(settings) if scheme == "sentinel" else url,
+        redbeat_redis_url=sentinel.redbeat_url(settings) if sentinel.is_sentinel_url(url) else url,
         redbeat_key_prefix=settings.keys.redbeat_prefix,
     )
     app.benchcelery_settings = settings  # type: ignore[attr-defined]

@@ -34,6 +34,11 @@ benchcelery's own:
                                             queued / started / finished (expires)
 ``<p>workers``                      zset    worker name -> last heartbeat (epoch s)
 ``<p>worker:<name>``                hash    worker facts (queues, pid, host, ...); expires
+``<p>recovered:<queue>``            hash    site -> jobs of dead workers put back in the queue
+                                            (orphans recovered; kept by the delivery path)
+``<p>durations:<queue>``            hash    ``<method>\x1f<bucket>`` -> jobs whose run time fell in
+                                            that histogram bucket, ``<method>\x1fsum`` -> total
+                                            seconds (written by workers, read by ``bench metrics``)
 ``<p>scheduler:heartbeat``          string  JSON of the active scheduler's last tick; expires
 ``<p>scheduler:runs:<site>``        list    newest-first JSON run records of scheduled jobs
 ``<p>scheduler:last:<site>``        hash    scheduled job name -> JSON last run (outcome)
@@ -150,6 +155,9 @@ class Keys:
 
     def job_status(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
+
+    def durations(self, queue: str) -> str:
+        return f"{self.prefix}durations:{queue}"
 
     @property
     def workers(self) -> str:

@@ -239,7 +239,8 @@ def test_failed_job_retry_runs_it_again_with_the_same_arguments(bench: BenchHand
     bench.redis.set("test:fixed", 1)
     result = bench.run(*S1, "jobs", "retry", job.short_id)
     assert result.returncode == 0 and result.stdout.strip() == f"Retried {job.id}"
-    assert counts(bench, *S1)["default"] == {"name": "default", "pending": 1, "failed": 0, "started": 0}
+    default = counts(bench, *S1)["default"]
+    assert (default["pending"], default["failed"], default["started"]) == (1, 0, 0) and default["oldest_age"] >= 0
     assert bench.run("worker", "--burst").returncode == 0
     assert bench.results("retry") == [42]
     finished = bench.run(*S1, "jobs", "show", job.short_id)  # retried with its id: remembered as finished

@@ -21,6 +21,12 @@ _OPTIONS = [
         metavar="MB",
         help="Replace a worker process once it uses more than MB of memory.",
     ),
+    click.option(
+        "-E",
+        "--events/--no-events",
+        default=None,
+        help="Send task events (Flower, celery events); default: config worker_send_task_events.",
+    ),
     click.option("-u", "--rq-username", help="Redis ACL user."),
     click.option("-p", "--rq-password", help="Redis ACL password."),
 ]
@@ -67,6 +73,7 @@ def _run(
     max_jobs_per_child: int | None,
     max_memory_per_child: int | None,
     strategy: str | None,
+    events: bool | None,
     rq_username: str | None,
     rq_password: str | None,
 ) -> None:
@@ -83,6 +90,7 @@ def _run(
         quiet=quiet,
         max_jobs_per_child=max_jobs_per_child,
         max_memory_per_child_mb=max_memory_per_child,
+        events=bool(rt.settings.get("worker_send_task_events")) if events is None else events,
     )
     rt.redis  # noqa: B018 - an unreachable Redis is the one line shown (exit 69), before any notice
     _root_notice(quiet)

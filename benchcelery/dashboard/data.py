@@ -2,7 +2,7 @@
 
 - counts: ``inspect.count_pending`` / ``started_counts`` and ``registry.failed_counts`` — the
   functions behind ``show-pending-jobs`` — taken once and split by site;
-- oldest waiting job: ``diagnostics.oldest`` (a window at the right end of each queue list);
+- oldest waiting job: ``diagnostics.oldest`` (over ``figures.oldest_waiting``, as metrics and doctor);
 - workers: ``diagnostics.workers.read_workers``; running jobs: ``inspect.started_jobs``;
 - scheduler: ``scheduler.status.scheduler_status`` per site;
 - failed jobs: ``registry.failed_ids`` / ``failed_records``; waiting jobs: ``inspect.iter_pending``
@@ -70,7 +70,6 @@ class Overview:
                         "started": c.started,
                         "failed": c.failed,
                         "oldest_age": c.oldest.seconds if c.oldest else None,
-                        "oldest_exact": c.oldest.exact if c.oldest else None,
                         "health": c.health,
                     }
                     for site in ["", *self.sites]

@@ -64,10 +64,13 @@ def procfile_lines(plan: Plan) -> list[tuple[str, str]]:
         lines.append(("realtime", "bench realtime"))
     if plan.dashboard:
         lines.append(("dashboard", "bench dashboard"))
+    if plan.metrics:
+        lines.append(("metrics", "bench metrics"))
     # One development worker serves every queue (as bench does); custom queues get their own too.
-    lines.append(("worker", "bench worker"))
+    events = " --events" if plan.workers and plan.workers[0].events else ""
+    lines.append(("worker", f"bench worker{events}"))
     for group in plan.workers[3:]:
-        lines.append((f"worker_{group.queue}", f"bench worker --queue {group.queue}"))
+        lines.append((f"worker_{group.queue}", f"bench worker --queue {group.queue}{events}"))
     return lines
 
 
@@ -127,6 +130,10 @@ def render_supervisor(
         program = f"{plan.name}-dashboard"
         parts.append(render("supervisor/dashboard.conf", program=program, command=plan.command("dashboard"), **common))
         web.append(program)
+    if plan.metrics:
+        program = f"{plan.name}-metrics"
+        parts.append(render("supervisor/metrics.conf", program=program, command=plan.command("metrics"), **common))
+        web.append(program)
     redis_programs: list[str] = []
     if plan.own_redis and not skip_redis:
         program = f"{plan.name}-redis-queue"
@@ -140,7 +147,7 @@ def render_supervisor(
             "The scheduler and every worker: `supervisorctl stop|start|restart "
             f"{plan.name}-workers:*` acts on all of them.",
         ),
-        (f"{plan.name}-web", web, "The realtime relay and the dashboard."),
+        (f"{plan.name}-web", web, "The realtime relay, the dashboard and the metrics exporter."),
         (f"{plan.name}-redis", redis_programs, "The queue Redis, managed apart from the workers."),
     ]
     for group_name, programs, why in groups:
@@ -187,6 +194,11 @@ def render_systemd(
             "systemd/dashboard.service", command=plan.command("dashboard"), **common
         )
         worker_units.append(f"{n}-dashboard.service")
+    if plan.metrics:
+        files[folder / f"{n}-metrics.service"] = render(
+            "systemd/metrics.service", command=plan.command("metrics"), **common
+        )
+        worker_units.append(f"{n}-metrics.service")
     for group in plan.workers:
         unit = f"{n}-{group.queue}-worker@"
         files[folder / f"{unit}.service"] = render(

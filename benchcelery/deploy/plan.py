@@ -3,8 +3,9 @@
 - one worker program per queue (short, default, long, then the custom queues of ``workers``),
   ``background_workers`` processes each (``workers.<queue>.background_workers`` wins), or one
   ``bench worker-pool --num-workers N`` when ``workers.<queue>.pool`` is set;
-- ``bench schedule``, and ``bench realtime`` / ``bench dashboard`` when ``realtime`` / ``dashboard``
-  is enabled in the config (each only when the installed benchcelery has its module: ``COMMAND_MODULES``);
+- ``bench schedule``, and ``bench realtime`` / ``bench dashboard`` / ``bench metrics`` when ``realtime`` /
+  ``dashboard`` / ``metrics`` is enabled in the config (each only when the installed benchcelery has
+  its module: ``COMMAND_MODULES``);
 - the queue Redis when ``redis_queue`` points at this machine (127.0.0.1 / localhost).
 """
 
@@ -38,12 +39,14 @@ class WorkerGroup:
     pool: bool
     hard_limit: int  # seconds a job of this queue may run at most
     stop_wait: int  # seconds a process manager waits after TERM before SIGKILL
+    events: bool = False  # worker_send_task_events: --events (Flower)
 
     @property
     def args(self) -> list[str]:
+        events = ["--events"] if self.events else []
         if self.pool:
-            return ["worker-pool", "--queue", self.queue, "--num-workers", str(self.numprocs)]
-        return ["worker", "--queue", self.queue]
+            return ["worker-pool", "--queue", self.queue, "--num-workers", str(self.numprocs), *events]
+        return ["worker", "--queue", self.queue, *events]
 
     @property
     def instances(self) -> int:
@@ -59,6 +62,7 @@ class Plan:
     schedule: bool
     realtime: bool
     own_redis: bool
+    metrics: bool  # `bench metrics` (config ``metrics``: true)
     redis_port: int | None
     bench_command: list[str]  # absolute path of the bench script (or python -m benchcelery)
     dashboard: bool = False
@@ -84,7 +88,8 @@ def make_plan(settings: Settings) -> Plan:
         stop_wait = min(spec.hard_limit + STOP_GRACE, STOP_WAIT_MAX)
         if opts.get("stop_timeout"):
             stop_wait = _positive(opts["stop_timeout"], f"workers.{name}.stop_timeout")
-        groups.append(WorkerGroup(name, n, bool(opts.get("pool")), spec.hard_limit, stop_wait))
+        events = bool(conf.get("worker_send_task_events"))
+        groups.append(WorkerGroup(name, n, bool(opts.get("pool")), spec.hard_limit, stop_wait, events))
     url = urlsplit(settings.redis_url)
     own = url.scheme == "redis" and (url.hostname or "") in LOCAL_HOSTS and not conf.get("redis_queue_sentinel_enabled")
     return Plan(
@@ -94,6 +99,7 @@ def make_plan(settings: Settings) -> Plan:
         schedule=has_command("schedule"),
         realtime=bool(conf.get("realtime")) and has_command("realtime"),
         own_redis=own,
+        metrics=bool(conf.get("metrics")) and has_command("metrics"),
         redis_port=(url.port or 6379) if own else None,
         bench_command=bench_command(),
         dashboard=bool(conf.get("dashboard")) and has_command("dashboard"),

@@ -240,6 +240,8 @@ def _prepare(
         "user": local.user or "Administrator",
         "job_name": job_name or name,
         "enqueued_at": now,
+        # Jobs take keyword arguments only; Celery tools (Flower's "args") show site and queue here.
+        "argsrepr": f"(site={site!r}, queue={queue!r})",
         **callbacks,
     }
     if job_id:

@@ -22,7 +22,7 @@ from celery.worker.request import Request
 from benchcelery.celery_app import EXECUTE_JOB, WORKER_LOST_RETRIES
 from benchcelery.context import local
 from benchcelery.errors import BenchError
-from benchcelery.jobs import registry
+from benchcelery.jobs import durations, registry
 from benchcelery.jobs.hooks import job_hooks
 from benchcelery.jobs.methods import resolve
 from benchcelery.keys import UNKNOWN_SITE
@@ -132,8 +132,11 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
         _callback(rt, meta.get("on_failure"), meta, exc)
         raise
     else:
+        pipe = r.pipeline(transaction=False)
         if meta["tracked"]:
-            r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.number("rq_results_ttl"))
+            pipe.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.number("rq_results_ttl"))
+        durations.observe(pipe, keys, meta)  # job-duration histogram (bench metrics), same round trip
+        pipe.execute()
         for callback in (local.job or {}).get("on_commit", []):
             try:
                 callback()
@@ -247,6 +250,7 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
         name = meta.get("worker")
         if name:
             rt.redis.hincrby(rt.keys.worker(name), "failed", 1)
+        durations.record(rt.redis, rt.keys, meta)  # failed runs count in the duration histogram too
         logger.info("Recorded the failure of job %s (%s): %s", meta.get("job_id"), meta.get("method"), rec["exception"])
         notify_finished(meta, rec["exception"])
     except Exception:
