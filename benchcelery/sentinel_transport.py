@@ -8,7 +8,8 @@ class puts ours first in the MRO and takes from kombu's SentinelChannel only wha
 define (pool creation, the Sentinel connection classes); the transport options are the union of both.
 
 The broker URL is kombu's ``sentinel://[user:pass@]h1:26379/0;sentinel://h2:26379/0`` with
-``master_name`` (and ``sentinel_kwargs``) in the transport options; ``celery_app`` builds both.
+``master_name`` (and ``sentinel_kwargs``) in the transport options; ``celery_app`` builds both and
+registers this class as kombu's ``sentinel`` transport (as it does ours for ``redis``).
 """
 
 from __future__ import annotations
