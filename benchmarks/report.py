@@ -381,5 +381,12 @@ def write(data: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     js = out_dir / f"{stem}.json"
     js.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    md.write_text(render(data))
+    text = render(data)
+    if md.exists():  # keep sections other scripts maintain (redis_cost.py's, between its markers)
+        from benchmarks.redis_cost import END, START
+
+        old = md.read_text()
+        if START in old and END in old:
+            text = text.rstrip("\n") + "\n\n" + START + old.split(START, 1)[1].split(END, 1)[0] + END + "\n"
+    md.write_text(text)
     return md, js
