@@ -36,6 +36,7 @@ HELP: dict[str, tuple[str, list[str]]] = {
             "bench enqueue myapp.tasks.rebuild --kwargs '{\"full\": true}' --job-id rebuild --deduplicate",
         ],
     ),
+    "flower": ("Run Flower for this bench", ["bench flower", "bench flower --address 0.0.0.0 --port 5555"]),
     "init": ("Create a bench (sites/, config/, logs/)", ["bench init mybench --example-app"]),
     "jobs": ("List, show, retry, delete, cancel jobs", ["bench jobs list --state failed", "bench jobs retry --all"]),
     "jobs cancel": (
@@ -52,6 +53,10 @@ HELP: dict[str, tuple[str, list[str]]] = {
         ["bench jobs retry 3f2a9c1e", "bench --site all jobs retry --all --queue short"],
     ),
     "jobs show": ("Show one job: state, kwargs, traceback", ["bench jobs show 3f2a9c1e", "bench jobs show ID -f json"]),
+    "metrics": (
+        "Prometheus exporter: queues, workers, scheduler",
+        ["bench metrics", "bench metrics --port 9808 --once  # print one scrape"],
+    ),
     "new-app": ("Create and install an app skeleton", ["bench new-app myapp"]),
     "new-site": ("Create a site", ["bench new-site site1.local"]),
     "publish-realtime": (
