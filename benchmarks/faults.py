@@ -47,6 +47,7 @@ SITE = "f1.local"
 BROKEN_SITE = "broken.local"
 QUEUE = "default"
 LEASE = 30  # the default job_lease (config.py); the suite runs with the default config
+RESUMED_AFTER = 10  # "resumed": this many jobs ran after the fault ended (more than were in flight)
 
 SCENARIOS = (
     "kill",
@@ -57,6 +58,7 @@ SCENARIOS = (
     "noaof",
     "pause",
     "stop",
+    "pause-long",
     "poison",
     "retry",
     "cold",
@@ -478,7 +480,9 @@ def sc_crash(w: World, fsync: str | None, jobs: int) -> dict[str, Any]:
     time.sleep(1.0)
     w.start_broker([], fresh=False)
     restarted = time.monotonic()
-    resumed = wait_until(lambda: int(w.c.get("count") or 0) > count_at_crash, 120, 0.02)
+    # past the jobs that were running at the crash (they finish without Redis): workers take new ones
+    base = int(w.c.get("count") or 0) + RESUMED_AFTER
+    resumed = wait_until(lambda: int(w.c.get("count") or 0) >= base, 120, 0.02)
     extra: dict[str, Any] = {}
     if fsync is None:  # everything in Redis is gone by design: do the workers still take new jobs?
         new_ids = list(range(jobs, jobs + 100))
@@ -509,6 +513,27 @@ def sc_crash(w: World, fsync: str | None, jobs: int) -> dict[str, Any]:
     return out
 
 
+def sc_crash_reps(w: World, fsync: str | None, jobs: int, reps: int) -> dict[str, Any]:
+    """``sc_crash`` ``reps`` times (a crash loses at most what the last second wrote: repeat it)."""
+    trials = []
+    for rep in range(reps):
+        if rep:
+            w.c.flushall()
+            w.exits = []
+        trials.append(sc_crash(w, fsync, jobs))
+        w.stop_broker()
+    out: dict[str, Any] = {"reps": reps}
+    for key in ("jobs", "lost", "ran_twice", "recorded", "stale_acks", "recovered", "new_jobs_lost"):
+        if key in trials[0]:
+            out[key] = sum(t[key] for t in trials)
+    out["settled"] = all(t["settled"] for t in trials)
+    out["resumed_s"] = max((t["resumed_s"] for t in trials if t["resumed_s"] is not None), default=None)
+    out["recover_s"] = max((t["recover_s"] for t in trials if t["recover_s"] is not None), default=None)
+    out["worker_exits"] = [e for t in trials for e in t["worker_exits"]]
+    out["trials"] = trials
+    return out
+
+
 def sc_freeze(w: World, how: str, jobs: int, seconds: float) -> dict[str, Any]:
     """(f) CLIENT PAUSE / kill -STOP of Redis mid-drain, with a long job running throughout."""
     w.start_broker([])
@@ -530,7 +555,10 @@ def sc_freeze(w: World, how: str, jobs: int, seconds: float) -> dict[str, Any]:
         time.sleep(seconds)
         os.kill(w.broker_proc.pid, signal.SIGCONT)
     ended = time.monotonic()
-    resumed = wait_until(lambda: int(w.c.get("count") or 0) > count_before, 60, 0.02)
+    base = int(w.c.get("count") or 0) + RESUMED_AFTER
+    resumed = wait_until(lambda: int(w.c.get("count") or 0) >= base, 60, 0.02)
+    short_done = wait_until(lambda: len(runs(w)) >= jobs, LEASE * 3 + 60, 0.1)
+    short_done = None if short_done is None else time.monotonic() - ended
     all_ids = [*ids, long_n]
     settle_s = settle(w, all_ids, LEASE * 3 + 60)
     for name, p in ((f"{how}-pool", pool), (f"{how}-worker", single)):
@@ -541,7 +569,9 @@ def sc_freeze(w: World, how: str, jobs: int, seconds: float) -> dict[str, Any]:
         freeze_s=seconds,
         freeze_after_jobs=count_before if reached is not None else None,
         long_job_starts=starts(w, long_n),
+        long_job_runs=runs(w).get(long_n, 0),
         resumed_s=resumed,
+        short_jobs_done_s=short_done,
         recover_s=(time.monotonic() - ended) if settle_s is not None else None,
         worker_exits=list(w.exits),
     )
@@ -782,6 +812,7 @@ class Sizes:
     orphan_reps: int
     long_s: int
     crash_jobs: int
+    crash_reps: int
     freeze_jobs: int
     freeze_s: float
     retry_reps: int
@@ -792,9 +823,9 @@ class Sizes:
 
 def sizes(quick: bool, jobs: int | None, kill_every: float | None) -> Sizes:
     if quick:
-        s = Sizes(600, 2.0, 120, 1, 40, 800, 800, 20, 3, 1, 30, 10)
+        s = Sizes(600, 2.0, 120, 1, 40, 800, 1, 800, 20, 3, 1, 30, 10)
     else:
-        s = Sizes(3000, 2.0, 420, 2, 75, 2000, 2000, 20, 5, 3, 30, 20)
+        s = Sizes(3000, 2.0, 420, 2, 75, 2000, 3, 2000, 20, 5, 3, 30, 20)
     if jobs:
         s.jobs = jobs
     if kill_every:
@@ -810,13 +841,15 @@ def run_one(w: World, name: str, s: Sizes) -> dict[str, Any]:
     if name == "long":
         return sc_long(w, s.long_s)
     if name == "crash-always":
-        return sc_crash(w, "always", s.crash_jobs)
+        return sc_crash_reps(w, "always", s.crash_jobs, s.crash_reps)
     if name == "crash-everysec":
-        return sc_crash(w, "everysec", s.crash_jobs)
+        return sc_crash_reps(w, "everysec", s.crash_jobs, s.crash_reps)
     if name == "noaof":
         return sc_crash(w, None, s.crash_jobs)
     if name in ("pause", "stop"):
         return sc_freeze(w, name, s.freeze_jobs, s.freeze_s)
+    if name == "pause-long":
+        return sc_freeze(w, "pause", s.freeze_jobs, LEASE + 15)
     if name == "poison":
         return sc_poison(w)
     if name == "retry":
