@@ -297,6 +297,11 @@ class Channel(kombu_redis.Channel):
         if token:
             self.delivery.restore(tag, token, front=front)
 
+    def close(self) -> None:
+        if not self._tokens:  # nothing left to renew: the lease thread forgets it (it has no pool now)
+            _holders.discard(self)
+        super().close()
+
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         self.give_back(message.delivery_tag, front=not leftmost)
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import redis
+
 from benchcelery.jobs import registry
-from tests.conftest import BenchHandle
+from benchcelery.redis_server import free_port, start_server, stop_server
+from tests.conftest import BenchHandle, wait_until
 
 
 def test_enqueue_wakes_idle_workers_on_their_wake_list(bench: BenchHandle) -> None:
@@ -29,3 +34,33 @@ def test_a_job_of_a_site_whose_config_is_not_json_is_recorded(bench: BenchHandle
     assert [r["kwargs"] for r in records] == [{"key": "never", "value": 1}]
     assert "site_config.json" in records[0]["exception"]
     assert bench.results("never") == []
+
+
+def test_after_redis_restarts_a_worker_still_recovers_orphans(bench: BenchHandle, tmp_path: Path) -> None:
+    """After a Redis crash the worker reconnects with new channels; its lease thread must keep
+    renewing and sweeping (the closed channels it held must not stop it)."""
+    from benchcelery.delivery import Delivery
+
+    port = free_port()
+    server = start_server(port, tmp_path)
+    try:
+        bench.set_config(redis_queue=f"redis://127.0.0.1:{port}", job_lease=3)
+        mine = redis.Redis(port=port)
+        rt = bench.rt()
+        worker = bench.start("worker", "--queue", "short")
+        bench.enqueue("testapp.tasks.record", queue="short", key="crash", value="before")
+        wait_until(lambda: mine.llen("test:crash") == 1, what="a job before the crash")
+        server.kill()
+        server.wait(10)
+        server = start_server(port, tmp_path)
+        bench.enqueue("testapp.tasks.record", queue="short", key="crash", value="after")
+        wait_until(lambda: mine.llen("test:crash"), timeout=60, what="a job after the restart (Redis starts empty)")
+        # a job of another queue, taken by a worker that then died: its lease lapses in 3 s
+        bench.enqueue("testapp.tasks.noop", queue="long")
+        taken = Delivery(mine, rt.keys, lease=3).fetch(["long"], "a-dead-worker")
+        assert taken is not None
+        wait_until(lambda: mine.hget(rt.keys.recovered("long"), "site1.local"), timeout=30, what="orphan recovered")
+        assert worker.poll() is None, bench.output(worker)
+        assert "Exception in thread" not in bench.output(worker)
+    finally:
+        stop_server(server)
