@@ -51,6 +51,7 @@ RESUMED_AFTER = 10  # "resumed": this many jobs ran after the fault ended (more 
 
 SCENARIOS = (
     "kill",
+    "kill-fast",
     "orphan",
     "long",
     "crash-always",
@@ -836,6 +837,8 @@ def sizes(quick: bool, jobs: int | None, kill_every: float | None) -> Sizes:
 def run_one(w: World, name: str, s: Sizes) -> dict[str, Any]:
     if name == "kill":
         return sc_kill(w, s.jobs, s.kill_every, s.kill_budget)
+    if name == "kill-fast":  # twice as many kills: half the period
+        return sc_kill(w, s.jobs, s.kill_every / 2, s.kill_budget)
     if name == "orphan":
         return sc_orphan(w, s.orphan_reps)
     if name == "long":
@@ -861,7 +864,9 @@ def run_one(w: World, name: str, s: Sizes) -> dict[str, Any]:
     raise ValueError(name)
 
 
-def run(quick: bool, only: list[str], jobs: int | None, kill_every: float | None, output: Path, keep: bool) -> int:
+def run(
+    quick: bool, only: list[str], jobs: int | None, kill_every: float | None, output: Path, keep: bool, update: bool
+) -> int:
     from benchmarks import faults_report
 
     s = sizes(quick, jobs, kill_every)
@@ -896,7 +901,7 @@ def run(quick: bool, only: list[str], jobs: int | None, kill_every: float | None
         "sizes": s.__dict__,
         "machine": _machine(w),
     }
-    md = faults_report.write({"meta": meta, "scenarios": results}, output)
+    md = faults_report.write({"meta": meta, "scenarios": results}, output, update)
     say(f"wrote {md}")
     if keep:
         say(f"kept {workdir}")
@@ -927,10 +932,11 @@ def main(argv: list[str]) -> int:
     p.add_argument("--kill-every", type=float, help="seconds between SIGKILLs of the soak (default 2)")
     p.add_argument("--output", default=str(Path(__file__).resolve().parent / "RELIABILITY.md"))
     p.add_argument("--keep", action="store_true", help="keep the work directory (worker logs)")
+    p.add_argument("--update", action="store_true", help="replace only these scenarios' results in the report")
     args = p.parse_args(argv)
     only = [x.strip() for x in args.only.split(",")] if args.only else list(SCENARIOS)
     unknown = set(only) - set(SCENARIOS)
     if unknown:
         print(f"unknown scenario(s): {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}", file=sys.stderr)
         return 2
-    return run(args.quick, only, args.jobs, args.kill_every, Path(args.output), args.keep)
+    return run(args.quick, only, args.jobs, args.kill_every, Path(args.output), args.keep, args.update)

@@ -8,6 +8,7 @@ from typing import Any
 
 TITLES = {
     "kill": "(a) SIGKILL of `worker-pool --num-workers 2` (its process group) every {period} s, restarted",
+    "kill-fast": "(a') the same, SIGKILL every {half} s",
     "orphan": "(b) job held by a SIGKILLed worker, a second worker alive",
     "long": "(c) `--timeout 150` job of {long} s (> job_lease 30 s), two live workers",
     "crash-always": "(d) Redis SIGKILLed mid-drain, `appendfsync always`, restarted",
@@ -23,6 +24,7 @@ TITLES = {
 
 TARGETS = {
     "kill": "0 lost; ran twice <= jobs held when a kill hit",
+    "kill-fast": "0 lost; ran twice <= jobs held when a kill hit",
     "orphan": "back in its queue <= 45 s after the kill",
     "long": "runs exactly once",
     "crash-always": "0 lost",
@@ -51,7 +53,7 @@ def _recover(name: str, r: dict[str, Any]) -> str:
         back = [num(t.get("back_in_queue_s")) for t in trials]
         again = [num(t.get("running_again_s")) for t in trials]
         return f"back in queue {', '.join(back)} s; running again {', '.join(again)} s"
-    if name == "kill":
+    if name in ("kill", "kill-fast"):
         return f"{num(r.get('recover_s'))} s after the last kill (all jobs done)"
     if name in ("pause", "stop", "pause-long"):
         return (
@@ -64,7 +66,7 @@ def _recover(name: str, r: dict[str, Any]) -> str:
 
 
 def _ran_twice(name: str, r: dict[str, Any]) -> str:
-    if name == "kill":
+    if name in ("kill", "kill-fast"):
         held, outside = r.get("held_at_kills"), r.get("ran_twice_not_held")
         return f"{r.get('ran_twice')} (held at kills: {held}; outside those: {outside})"
     return num(r.get("ran_twice"))
@@ -75,7 +77,7 @@ def _verdict(name: str, r: dict[str, Any]) -> str:
         return "ERROR"
     exits = len(r.get("worker_exits") or [])
     ok = exits == 0
-    if name == "kill":
+    if name in ("kill", "kill-fast"):
         ok = ok and r["lost"] == 0 and r.get("ran_twice_not_held", 0) == 0
     elif name == "orphan":
         ok = ok and r["lost"] == 0 and r.get("recover_s") is not None and r["recover_s"] <= 45
@@ -100,7 +102,12 @@ def _verdict(name: str, r: dict[str, Any]) -> str:
 def markdown(data: dict[str, Any]) -> str:
     meta, sc = data["meta"], data["scenarios"]
     s = meta["sizes"]
-    fmt = {"period": num(s["kill_every"]), "long": s["long_s"], "freeze": f"{s['freeze_s']:.0f} s"}
+    fmt = {
+        "period": num(s["kill_every"]),
+        "half": num(s["kill_every"] / 2),
+        "long": s["long_s"],
+        "freeze": f"{s['freeze_s']:.0f} s",
+    }
     lines = [
         "# Reliability: the fault suite (issue 10)",
         "",
@@ -109,6 +116,11 @@ def markdown(data: dict[str, Any]) -> str:
         f"(load {meta['machine']['load_1m']} at the end), Python {meta['machine']['python']}, "
         f"{meta['machine']['redis'].split(' sha=')[0]}. Default config (`job_lease` 30 s).",
         "",
+        *(
+            [f"Re-run later with `--update`: {', '.join(f'{k} ({v})' for k, v in meta['updated'].items())}.", ""]
+            if meta.get("updated")
+            else []
+        ),
         "| scenario | target | jobs | lost | ran twice | recorded | time to recover | worker exits | verdict |",
         "|---|---|---:|---:|---|---:|---|---:|---|",
     ]
@@ -160,10 +172,20 @@ METHOD = """## Method
 """
 
 
-def write(data: dict[str, Any], output: Path) -> Path:
+def write(data: dict[str, Any], output: Path, update: bool = False) -> Path:
+    """Write the report; ``update``: merge these scenarios into the results already there."""
     output.parent.mkdir(parents=True, exist_ok=True)
+    js = output.with_name("reliability-quick.json" if data["meta"]["mode"] == "quick" else "reliability.json")
+    if update and js.exists():
+        old = json.loads(js.read_text())
+        names = list(data["scenarios"])
+        data = {
+            "meta": {
+                **old["meta"],
+                "updated": {**old["meta"].get("updated", {}), **dict.fromkeys(names, data["meta"])},
+            },
+            "scenarios": {**old["scenarios"], **data["scenarios"]},
+        }
     output.write_text(markdown(data))
-    output.with_name("reliability-quick.json" if data["meta"]["mode"] == "quick" else "reliability.json").write_text(
-        json.dumps(data, indent=1, default=str) + "\n"
-    )
+    js.write_text(json.dumps(data, indent=1, default=str) + "\n")
     return output
