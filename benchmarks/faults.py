@@ -481,21 +481,22 @@ def sc_crash(w: World, fsync: str | None, jobs: int) -> dict[str, Any]:
     time.sleep(1.0)
     w.start_broker([], fresh=False)
     restarted = time.monotonic()
-    # past the jobs that were running at the crash (they finish without Redis): workers take new ones
-    base = int(w.c.get("count") or 0) + RESUMED_AFTER
-    resumed = wait_until(lambda: int(w.c.get("count") or 0) >= base, 120, 0.02)
     extra: dict[str, Any] = {}
     if fsync is None:  # everything in Redis is gone by design: do the workers still take new jobs?
         new_ids = list(range(jobs, jobs + 100))
         time.sleep(3)
+        enqueued = time.monotonic()
         enqueue(w, new_ids)
-        ok = settle(w, new_ids, 60)
-        resumed = resumed if resumed is not None else ok
+        resumed = wait_until(lambda: bool(set(runs(w)) & set(new_ids)), 60, 0.02)
+        settle_s = settle(w, new_ids, 60)
         fresh = tally(w, new_ids)
         extra = {"new_jobs_after_restart": 100, "new_jobs_lost": fresh["lost"]}
         extra["new_jobs_ran_twice"] = fresh["ran_twice"]
-        settle_s = ok
+        extra["new_jobs_done_s"] = None if settle_s is None else time.monotonic() - enqueued
     else:
+        # past the jobs that were running at the crash (they finish without Redis): workers take new ones
+        base = int(w.c.get("count") or 0) + RESUMED_AFTER
+        resumed = wait_until(lambda: int(w.c.get("count") or 0) >= base, 120, 0.02)
         settle_s = settle(w, ids, LEASE * 3 + 60)
     w.alive(pool, "pool")
     w.stop(pool, "pool")
