@@ -326,11 +326,11 @@ class LeaseKeeper(threading.Thread):
 
     def tick(self) -> None:
         holders = list(self.holders)
-        delivery = holders[0].delivery if holders else self.delivery
-        if delivery is None:
-            return
         started = time.monotonic()
-        try:
+        try:  # nothing here may end the thread: a worker without it neither renews nor sweeps
+            delivery = holders[0].delivery if holders else self.delivery
+            if delivery is None:
+                return
             for holder in holders:
                 lost = holder.delivery.renew(holder.held())
                 if lost:

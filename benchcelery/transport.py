@@ -147,7 +147,9 @@ class Channel(kombu_redis.Channel):
         if queue.endswith(".pidbox"):  # remote-control replies: not jobs, not counted
             return super()._put(queue, message, **kwargs)
         key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
-        counts, site, wake = self.counts_key(queue), _site(message), self.keys.wake(queue)
+        counts, site = self.counts_key(queue), _site(message)
+        # kombu's client prefixes LPUSH keys itself (not HINCRBY's): the wake list by its bare name.
+        wake = self.keys.wake(queue).removeprefix(self.global_keyprefix or "")
         batch = kwargs.pop("_publish_batch", None)
         if batch is not None:
             batch.add("lpush", key, dumps(message))
@@ -296,6 +298,11 @@ class Channel(kombu_redis.Channel):
         token = self._tokens.pop(tag, None)
         if token:
             self.delivery.restore(tag, token, front=front)
+
+    def close(self) -> None:
+        if not self._tokens:  # nothing left to renew: the lease thread forgets it (it has no pool now)
+            _holders.discard(self)
+        super().close()
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         self.give_back(message.delivery_tag, front=not leftmost)

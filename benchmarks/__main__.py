@@ -1,5 +1,7 @@
 """``python -m benchmarks run [--quick] [--only NAME,...]``: benchcelery vs rq vs plain Celery.
 
+``python -m benchmarks faults [--quick]``: the fault suite (benchmarks/faults.py, RELIABILITY.md).
+
 Starts a private Redis on a free port, builds a bench (and a 500-site bench for the scheduler) in
 a temporary directory, runs the measurements of issue 7 interleaved across systems and writes
 ``benchmarks/RESULTS.md`` + ``benchmarks/results.json`` (a ``--quick`` run writes
@@ -96,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, help="repetitions (default 3; --quick 1)")
     p.add_argument("--output-dir", default=str(OUT_DIR), help="where to write the results (default: benchmarks/)")
     p.add_argument("--keep", action="store_true", help="keep the temporary benches and worker logs")
+    sub.add_parser("faults", help="run the fault suite and write RELIABILITY.md (see faults --help)", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["faults"]:
+        from benchmarks import faults
+
+        return faults.main(argv[1:])
     args = parser.parse_args(argv)
     return run(args)
 
