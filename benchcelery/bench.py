@@ -114,7 +114,7 @@ class Bench:
 
     def apps(self) -> list[str]:
         """Installed apps (sites/apps.txt), re-read only when the file changes."""
-        path = str(self.sites_path / "apps.txt")
+        path = os.path.join(self.root, "sites", "apps.txt")  # not pathlib: this runs for every enqueue
         try:
             mtime = os.stat(path).st_mtime_ns
         except FileNotFoundError:

@@ -14,9 +14,9 @@ from kombu import Exchange, Queue
 
 from benchcelery.config import Settings
 from benchcelery.connection import broker_url
+from benchcelery.jobs.bulk import EXECUTE_JOB
 from benchcelery.keys import NORMAL_PRIORITY
 
-EXECUTE_JOB = "benchcelery.execute_job"
 WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most this often
 
 

@@ -1,10 +1,14 @@
-"""The bulk path of ``enqueue_many``: Celery messages built directly and pushed in pipelines.
+"""Celery messages built directly, and the one place that pushes them (``enqueue`` and
+``enqueue_many`` both come here).
 
 Going through ``apply_async`` costs ~500 µs of client CPU per job (router, producer, kombu's
-publish); building the same envelope here costs ~40 µs, and one MULTI per batch pushes a whole
-batch with one LPUSH per list and one HINCRBY per (queue, site) for the pending counters. The
-envelope is Celery's protocol 2 exactly as kombu's Redis transport stores it (tests compare it
-field by field with one made by ``apply_async``).
+publish, ``saferepr``, a Redis client per call); building the same envelope here costs ~15 µs.
+A push is one MULTI: one LPUSH per list, one HINCRBY per (queue, site) for the pending counters
+(as transport.py's ``_put`` does), and the "queued" status key of jobs enqueued with an explicit
+id, so a single ``enqueue`` is one Redis round trip. The envelope is Celery's protocol 2 exactly
+as kombu's Redis transport stores it (tests compare it field by field with one made by
+``apply_async``). Nothing here imports Celery or kombu unless the job's arguments need kombu's
+JSON encoder or Celery's ``saferepr``, so ``bench enqueue`` stays a light command.
 """
 
 from __future__ import annotations
@@ -13,83 +17,185 @@ import base64
 import json
 import os
 import socket
+import threading
 import uuid
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING, Any
 
-from kombu.utils.json import dumps as kombu_dumps
+from redis.exceptions import ResponseError
+
+from benchcelery.errors import ValidationError
+from benchcelery.jobs.registry import QUEUED
 
 if TYPE_CHECKING:
+    import redis
+
     from benchcelery.runtime import Runtime
 
+EXECUTE_JOB = "benchcelery.execute_job"  # the one Celery task every message names (celery_app.py)
 BATCH = 1000
-_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 REPR_MAXSIZE = 1024  # Celery's kwargsrepr_maxsize
+# The body's embed part and the envelope's constant parts, as Celery writes them.
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+_EMPTY_BODY = base64.b64encode(json.dumps([[], {}, _EMBED]).encode()).decode()
+_STATIC_HEADERS = {"eta": None, "expires": None, "group": None, "group_index": None, "retries": 0}
+_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # json.dumps' own
+_NODE = uuid.uuid4().int  # kombu's get_node_id(): random per process
+_local = threading.local()
+
+
+def _dumps(data: Any) -> str:
+    """kombu's JSON (the same bytes as ``json.dumps`` for plain data; kombu's encoder only for the
+    types it adds: datetime, Decimal, UUID, ...). Raises ValidationError when it cannot encode."""
+    try:
+        return json.dumps(data)
+    except TypeError:
+        pass
+    except ValueError as exc:
+        raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
+    from kombu.utils.json import dumps as kombu_dumps
+
+    try:
+        return kombu_dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
+
+
+def _kwargsrepr(kwargs: dict[str, Any]) -> str:
+    if not kwargs:
+        return "{}"
+    from celery.utils.saferepr import saferepr
+
+    return saferepr(kwargs, REPR_MAXSIZE)
+
+
+def sender() -> tuple[str, str]:
+    """(origin, reply_to) of messages sent from this process and thread, as Celery names them:
+    ``gen<pid>@<host>`` and the app's per-thread oid (``kombu.common.oid_from``)."""
+    key = (os.getpid(), threading.get_ident())
+    cached: tuple[tuple[int, int], tuple[str, str]] | None = getattr(_local, "sender", None)
+    if cached is None or cached[0] != key:
+        oid = str(uuid.uuid3(uuid.NAMESPACE_OID, f"{_NODE:x}-{key[0]:x}-{key[1]:x}-{id(_local):x}"))
+        cached = (key, (f"gen{key[0]}@{socket.gethostname()}", oid))
+        _local.sender = cached
+    return cached[1]
+
+
+# kombu's Redis message of a Celery protocol-2 task call, as json.dumps writes it, with the
+# variable parts as %s (each already JSON). Celery's header order; ``headers`` (ours) come last.
+_TEMPLATE = (
+    '{"body": "%s", "content-encoding": "utf-8", "content-type": "application/json", '
+    '"headers": {"lang": "py", "task": %s, "id": %s, "shadow": %s, "eta": null, "expires": null, '
+    '"group": null, "group_index": null, "retries": 0, "timelimit": [%s, %s], "root_id": %s, '
+    '"parent_id": null, "argsrepr": "()", "kwargsrepr": %s, "origin": %s, "ignore_result": true, '
+    '"replaced_task_nesting": 0, "stamped_headers": null, "stamps": {}%s}, '
+    '"properties": {"correlation_id": %s, "reply_to": %s, "delivery_mode": 2, '
+    '"delivery_info": {"exchange": "", "routing_key": %s}, "priority": %s, "body_encoding": "base64", '
+    '"delivery_tag": %s}}'
+)
 
 
 def envelope(options: dict[str, Any], task_name: str, origin: str, reply_to: str) -> str:
-    """The JSON kombu would store for ``apply_async(**options)`` of ``task_name``."""
-    from celery.utils.saferepr import saferepr
+    """The JSON kombu would store for ``apply_async(**options)`` of ``task_name``: the same text
+    ``json.dumps`` gives for Celery's message dict, written from a template (half the time).
 
-    job_id = options["task_id"]
+    Raises ValidationError when the arguments are not JSON-serialisable."""
+    job_id = _str(options["task_id"])
     kwargs = options["kwargs"]
-    body = base64.b64encode(kombu_dumps([[], kwargs, _EMBED]).encode()).decode()
-    headers = {
-        "lang": "py",
-        "task": task_name,
-        "id": job_id,
-        "shadow": options["shadow"],
-        "eta": None,
-        "expires": None,
-        "group": None,
-        "group_index": None,
-        "retries": 0,
-        "timelimit": [options["time_limit"], options["soft_time_limit"]],
-        "root_id": job_id,
-        "parent_id": None,
-        "argsrepr": "()",
-        "kwargsrepr": saferepr(kwargs, REPR_MAXSIZE),
-        "origin": origin,
-        "ignore_result": True,
-        "replaced_task_nesting": 0,
-        "stamped_headers": None,
-        "stamps": {},
-        **options["headers"],
-    }
-    properties = {
-        "correlation_id": job_id,
-        "reply_to": reply_to,
-        "delivery_mode": 2,
-        "delivery_info": {"exchange": "", "routing_key": options["queue"]},
-        "priority": options["priority"],
-        "body_encoding": "base64",
-        "delivery_tag": str(uuid.uuid4()),
-    }
-    message = {
-        "body": body,
-        "content-encoding": "utf-8",
-        "content-type": "application/json",
-        "headers": headers,
-        "properties": properties,
-    }
-    return json.dumps(message)
+    body = base64.b64encode(_dumps([[], kwargs, _EMBED]).encode()).decode() if kwargs else _EMPTY_BODY
+    ours = _dumps(options["headers"])
+    return _TEMPLATE % (
+        body,
+        _str(task_name),
+        job_id,
+        _str(options["shadow"]),
+        _number(options["time_limit"]),
+        _number(options["soft_time_limit"]),
+        job_id,
+        _str(_kwargsrepr(kwargs)),
+        _str(origin),
+        ", " + ours[1:-1] if len(ours) > 2 else "",
+        job_id,
+        _str(reply_to),
+        _str(options["queue"]),
+        _number(options["priority"]),
+        _str(str(uuid.uuid4())),
+    )
 
 
-def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str) -> None:
-    """Push the messages in batches; each batch is one MULTI (messages and counters together)."""
-    origin = f"gen{os.getpid()}@{socket.gethostname()}"
-    reply_to = str(rt.app.thread_oid)
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"expected a number, got {value!r}")
+    return float.__repr__(value) if isinstance(value, float) else int.__repr__(value)
+
+
+def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str, tracked: bool = False) -> None:
+    """Build every envelope (so bad arguments write nothing), then push them in batches of BATCH;
+    each batch is one MULTI: the messages, the per-site pending counters and, with ``tracked``,
+    each job's "queued" status key (jobs enqueued with an explicit id, not claimed before).
+
+    This is the only producer-side write of messages (transport.py's ``_put`` writes the same
+    MULTI for messages Celery itself publishes)."""
+    origin, reply_to = sender()
     keys = rt.keys
-    for start in range(0, len(all_options), BATCH):
-        lists: dict[str, list[str]] = defaultdict(list)
+    lists: dict[tuple[str, int], str] = {}
+    built = []
+    for options in all_options:
+        queue, priority = options["queue"], options["priority"]
+        key = lists.get((queue, priority))
+        if key is None:
+            key = lists[(queue, priority)] = keys.queue_list(queue, priority)
+        built.append((key, queue, options, envelope(options, task_name, origin, reply_to)))
+    ttl = rt.settings.number("rq_job_failure_ttl")
+    for start in range(0, len(built), BATCH):
+        messages: dict[str, list[str]] = defaultdict(list)
         counts: Counter[tuple[str, str]] = Counter()
-        for options in all_options[start : start + BATCH]:
-            queue = options["queue"]
-            lists[keys.queue_list(queue, options["priority"])].append(envelope(options, task_name, origin, reply_to))
+        commands: list[tuple[Any, ...]] = []
+        for key, queue, options, message in built[start : start + BATCH]:
+            messages[key].append(message)
             counts[(queue, options["headers"]["site"])] += 1
-        pipe = rt.redis.pipeline(transaction=True)
-        for key, messages in lists.items():
-            pipe.lpush(key, *messages)  # LPUSH k m1 m2 ...: m1 is taken first, as with one LPUSH each
+            if tracked:
+                commands.append(("SET", keys.job_status(options["task_id"]), QUEUED, "EX", ttl))
+        for key, batch in messages.items():
+            commands.append(("LPUSH", key, *batch))  # LPUSH k m1 m2 ...: m1 is taken first, as with one LPUSH each
         for (queue, site), n in counts.items():
-            pipe.hincrby(keys.pending_counts(queue), site, n)
-        pipe.execute()
+            commands.append(("HINCRBY", keys.pending_counts(queue), site, n))
+        transaction(rt.redis, commands)
+
+
+def _pack(args: tuple[Any, ...]) -> bytes:
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(parts)
+
+
+_MULTI, _EXEC = _pack(("MULTI",)), _pack(("EXEC",))
+
+
+def transaction(client: redis.Redis, commands: list[tuple[Any, ...]]) -> list[Any]:
+    """Run ``commands`` (tuples of str/bytes/int) in one MULTI/EXEC and one write; their replies.
+
+    What ``client.pipeline(transaction=True)`` does, at about half its client CPU and wall time
+    (which decides the speed of a single ``enqueue``). Raises the first error reply (nothing was
+    applied then unless the error came from EXEC's own results) and redis-py's connection errors."""
+    payload = b"".join([_MULTI, *map(_pack, commands), _EXEC])
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([payload])
+        for _ in range(len(commands) + 1):
+            conn.read_response()  # +OK, then +QUEUED per command (an error reply raises)
+        replies = conn.read_response()
+    except BaseException:
+        conn.disconnect()  # a half-read reply stream must not go back to the pool
+        raise
+    finally:
+        pool.release(conn)
+    if replies is None:
+        raise ResponseError("transaction discarded")
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return list(replies)
