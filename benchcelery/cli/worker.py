@@ -81,7 +81,12 @@ def _run(
         max_jobs_per_child=max_jobs_per_child,
         max_memory_per_child_mb=max_memory_per_child,
     )
-    sys.exit(run_worker(rt, options))
+    code = run_worker(rt, options)
+    if burst:
+        from benchcelery.worker.burst import exit_now
+
+        exit_now(code)
+    sys.exit(code)
 
 
 def register(cli: click.Group) -> None:

@@ -11,16 +11,21 @@ work is done, as rq's does).
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import signal
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, NoReturn
 
 from celery import bootsteps
 from celery.worker import state
 
+from benchcelery.runtime import get_runtime
+
 IDLE_CHECKS = 2
-CHECK_INTERVAL = 0.05  # only queries Redis when nothing is running or reserved
+CHECK_INTERVAL = 0.025  # only queries Redis (one round trip) when nothing is running or reserved
 
 
 class Burst(bootsteps.StartStopStep):
@@ -42,7 +47,7 @@ class Burst(bootsteps.StartStopStep):
 
     def check(self, c: Any) -> None:
         busy = len(state.active_requests) + len(state.reserved_requests)
-        if busy or any(c.task_consumer.channel._size(q.name) for q in c.task_consumer.queues):
+        if busy or _waiting(q.name for q in c.task_consumer.queues):
             self.idle = 0
             return
         self.idle += 1
@@ -51,6 +56,26 @@ class Burst(bootsteps.StartStopStep):
             pool = c.controller.pool
             pool.on_stop = lambda: _stop_idle_pool(pool)
             state.should_stop = 0
+
+
+def _waiting(queues: Iterable[str]) -> int:
+    """Messages waiting in these queues (every priority list), in one round trip."""
+    rt = get_runtime()
+    pipe = rt.redis.pipeline(transaction=False)
+    for queue in queues:
+        for key in rt.keys.queue_lists(queue):
+            pipe.llen(key)
+    return sum(pipe.execute())
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a burst worker's process once the worker has stopped: run the atexit handlers, flush,
+    and skip the interpreter's teardown of every module (0.1-0.2 s for a Celery worker)."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _stop_idle_pool(pool: Any) -> None:
