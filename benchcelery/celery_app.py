@@ -21,14 +21,11 @@ WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most th
 
 
 def transport_options(settings: Settings, strategy: str | None = None) -> dict[str, Any]:
-    vt = settings.visibility_timeout
     options: dict[str, Any] = {
         "global_keyprefix": settings.keys.kombu_prefix,
-        "visibility_timeout": vt,
-        # kombu sweeps for messages of dead workers every interval x throttle seconds (100 s by
-        # default); keep the sweep well inside the visibility timeout.
-        "unacked_restore_interval": max(1, min(10, vt // 20)),
-        "unacked_restore_throttle": 1 if vt < 2000 else 10,
+        # Leases replace kombu's visibility timeout (delivery.py): a live worker's job is never
+        # handed to another worker, a dead worker's job is back in its queue within ~lease + 5 s.
+        "job_lease": settings.number("job_lease"),
         "socket_connect_timeout": 5,
         "socket_keepalive": True,
         "health_check_interval": 25,
@@ -81,11 +78,12 @@ def make_app(settings: Settings, strategy: str | None = None) -> Celery:
     )
     app.benchcelery_settings = settings  # type: ignore[attr-defined]
 
-    from benchcelery.jobs.execute import JobRequest, execute_job
+    from benchcelery.jobs.execute import JobRequest, JobTask, execute_job
 
     app.task(
         name=EXECUTE_JOB,
         bind=True,
+        base=JobTask,
         Request=JobRequest,
         max_retries=WORKER_LOST_RETRIES,
         default_retry_delay=0,

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "scheduler_tick_interval": 60,  # the scheduler wakes at least this often (s)
     "time_zone": "UTC",
     "max_redeliveries": 3,  # a job whose worker died this often is failed, not run again
+    "job_lease": 30,  # s; a taken job's lease, renewed every lease/3 s while its worker lives
     "socketio_port": 9000,
 }
 
@@ -98,17 +99,6 @@ class Settings:
             return int(self.conf.get(key, DEFAULTS.get(key, 0)))
         except (TypeError, ValueError):
             raise ValidationError(f"Config key {key} must be a number") from None
-
-    @property
-    def visibility_timeout(self) -> int:
-        """Seconds before a message taken by a worker that died is handed to another worker.
-
-        Never below the largest hard time limit (else a long job would run twice); config
-        ``visibility_timeout`` may raise it.
-        """
-        floor = max(q.hard_limit for q in self.queues.values()) + 5
-        configured = self.conf.get("visibility_timeout")
-        return max(int(configured), floor) if configured else floor + 55
 
     def validate_queue(self, queue: str) -> QueueSpec:
         try:

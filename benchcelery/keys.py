@@ -8,10 +8,8 @@ kombu (Celery's broker transport), with ``global_keyprefix = <prefix>``:
 ==================================  ======  ===============================================
 ``<p><queue>``                      list    waiting messages, priority bucket 0 (at_front)
 ``<p><queue>\\x06\\x16<n>``           list    waiting messages of bucket n (3 = normal jobs)
-``<p>unacked``                      hash    delivery tag -> [message, exchange, queue]: taken by
-                                            a worker and not acknowledged (= running)
-``<p>unacked_index``                zset    delivery tag -> time the worker took it
-``<p>unacked_mutex``                string  restore-sweep lock
+``<p>unacked``                      hash    delivery tag -> the message exactly as it waited:
+                                            taken by a worker, not yet acknowledged (= running)
 ``<p>_kombu.binding.<exchange>``    set     queue bindings
 ``<p>/<db>.celery.pidbox``          chan    remote control (inspect, revoke)
 ==================================  ======  ===============================================
@@ -21,12 +19,19 @@ benchcelery's own:
 ==================================  ======  ===============================================
 ``<p>pending:<queue>``              hash    site -> number of waiting jobs (all buckets); kept
                                             by our transport with every push/take/restore
+``<p>wake:<queue>``                 list    one token per push; idle workers block on it (BRPOP)
+                                            and then take a job with the fetch script
+``<p>inflight``                     hash    delivery tag -> JSON [owner token, list, taken at,
+                                            site, queue] of each taken job (see delivery.py)
+``<p>leases``                       zset    delivery tag -> lease expiry (epoch s); renewed by
+                                            the live worker, recovered by anyone once lapsed
+``<p>redeliveries``                 hash    delivery tag -> times its lease lapsed (poison guard)
+``<p>recovered:<queue>``            hash    site -> jobs put back after their worker died
+``<p>stale_acks``                   string  finishes reported by a worker whose lease had lapsed
 ``<p>failed:<queue>``               zset    job id -> failure time (failed-job registry)
 ``<p>failed:<queue>:data``          hash    job id -> JSON failure record
 ``<p>job:<job_id>``                 string  status of a job enqueued with an explicit id:
                                             queued / started / finished (expires)
-``<p>redelivered:<job_id>``         string  how often a job's message was re-delivered after
-                                            its worker died (poison-job guard; expires)
 ``<p>workers``                      zset    worker name -> last heartbeat (epoch s)
 ``<p>worker:<name>``                hash    worker facts (queues, pid, host, ...); expires
 ``<p>scheduler:heartbeat``          string  JSON of the active scheduler's last tick; expires
@@ -84,9 +89,28 @@ class Keys:
     def unacked(self) -> str:
         return f"{self.prefix}unacked"
 
+    # --- reliable delivery (delivery.py): in-flight jobs and their leases ---
     @property
-    def unacked_index(self) -> str:
-        return f"{self.prefix}unacked_index"
+    def inflight(self) -> str:
+        return f"{self.prefix}inflight"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"
+
+    @property
+    def redeliveries(self) -> str:
+        return f"{self.prefix}redeliveries"
+
+    @property
+    def stale_acks(self) -> str:
+        return f"{self.prefix}stale_acks"
+
+    def wake(self, queue: str) -> str:
+        return f"{self.prefix}wake:{queue}"
+
+    def recovered(self, queue: str) -> str:
+        return f"{self.prefix}recovered:{queue}"
 
     @property
     def kombu_prefix(self) -> str:
@@ -113,9 +137,6 @@ class Keys:
 
     def job_status(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
-
-    def redelivered(self, job_id: str) -> str:
-        return f"{self.prefix}redelivered:{job_id}"
 
     @property
     def workers(self) -> str:

@@ -1,23 +1,35 @@
-"""kombu's Redis transport with two changes benchcelery relies on.
+"""kombu's Redis transport, with the delivery guarantee of delivery.py and two speed changes.
 
-1. One redis-py client per channel. Stock kombu 5.7 builds a new ``redis.Redis`` object for every
-   operation (``conn_or_acquire``); with redis-py 8 that costs ~15 % of a worker's CPU and ~20 % of
-   ``apply_async`` (reference/peer-performance.md). The client is thread-safe (each command takes a
-   connection from the pool); it is rebuilt when kombu replaces the pool (after fork or reconnect).
-2. Waiting jobs are counted per site as they move: every push adds one to the hash
-   ``pending:<queue>`` (field = the job's site) in the same MULTI as the LPUSH, every take by a
-   worker subtracts one in the same MULTI that parks the message in ``unacked``, every restore adds
-   it back. ``show-pending-jobs`` then answers from a hash instead of scanning 100,000 messages, and
-   checks the counts against LLEN (jobs/inspect.py re-counts exactly when they disagree).
+1. **Atomic fetch with leases** (delivery.py). A worker takes a message and parks it in flight in
+   one Lua script (stock kombu pops with BRPOP and parks in a second command, so a process killed
+   between the two loses the message). Each taken message holds a lease that a thread of the
+   worker renews while it holds it; acks and restores are fenced by the taker's owner token; a
+   message whose lease lapsed is put back by any live worker or ``bench schedule``. This replaces
+   kombu's visibility timeout (which re-delivers live jobs once it passes, and recovers jobs of
+   dead workers only after it passes).
+2. **No polling when idle, one round trip per job when busy.** An idle worker blocks on the
+   queues' ``wake`` lists (every push adds a token); once a fetch found a job, the next poll is the
+   fetch script itself, sent on the poll connection, until a fetch finds nothing.
+3. **One redis-py client per channel** (stock kombu builds one per operation: ~15 % of a worker's
+   CPU, reference/peer-performance.md).
+4. **Per-site pending counters**: every push adds one to ``pending:<queue>`` (field = the job's
+   site) in the same MULTI, fetch subtracts one, restore and recovery add it back, so
+   ``show-pending-jobs`` answers from a hash (jobs/inspect.py checks them against LLEN).
 
-Elements that are not JSON messages are recorded as failed jobs instead of crashing the worker.
+Every element a queue can hold that is not a valid message (not JSON, not an object, missing
+fields, a body that does not decode) is recorded in the failed-job registry with its raw text and
+removed; it never reaches Celery, so it can never stop a worker.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import logging
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from time import time
+from time import monotonic
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
@@ -25,7 +37,13 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from benchcelery.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
 from benchcelery.keys import UNKNOWN_SITE, Keys
+
+logger = logging.getLogger("benchcelery.delivery")
+
+_holders: weakref.WeakSet[Channel] = weakref.WeakSet()
+_keeper: LeaseKeeper | None = None
 
 
 def _site(message: Any) -> str:
@@ -35,96 +53,282 @@ def _site(message: Any) -> str:
         return UNKNOWN_SITE
 
 
+def _shutting_down() -> bool:
+    from celery.worker import state
+
+    return state.should_stop is not None or state.should_terminate is not None
+
+
 class QoS(kombu_redis.QoS):
+    """Prefetch accounting in memory; Redis state is kept by the delivery scripts."""
+
     def append(self, message: Any, delivery_tag: str) -> None:
-        delivery = message.delivery_info
-        exchange, routing_key = delivery["exchange"], delivery["routing_key"]
-        site = str((message.headers or {}).get("site") or UNKNOWN_SITE)
-        with self.pipe_or_acquire() as pipe:
-            pipe.zadd(self.unacked_index_key, {delivery_tag: time()}).hset(
-                self.unacked_key, delivery_tag, dumps([message._raw, exchange, routing_key])
-            ).hincrby(self.channel.counts_key(routing_key), site, -1).execute()
-            virtual.QoS.append(self, message, delivery_tag)
+        virtual.QoS.append(self, message, delivery_tag)  # the fetch script parked it already
+
+    def ack(self, delivery_tag: str) -> None:
+        self.channel.finish(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        if requeue:
+            self.channel.give_back(delivery_tag, front=False)
+        else:
+            self.channel.finish(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> list[Any]:
+        """Give back prefetched jobs when the worker shuts down. When the connection was lost
+        instead, jobs may still be running in the pool: they keep their leases (renewed over a new
+        connection) and are acknowledged when they finish, so nothing is put back here."""
+        errors: list[Any] = []
+        delivered: list[str] = list(self._delivered or {})
+        if _shutting_down():
+            for tag in delivered:
+                try:
+                    self.channel.give_back(tag, front=True)
+                except Exception as exc:  # Redis down: the lease brings it back
+                    errors.append((exc, tag))
+        if self._delivered is not None:
+            self._delivered.clear()
+        return errors
+
+    def restore_visible(self, *args: Any, **kwargs: Any) -> None:
+        """kombu's visibility-timeout sweep: replaced by leases (delivery.LeaseKeeper)."""
 
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    job_lease = DEFAULT_LEASE
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "job_lease")  # type: ignore[assignment]
     _shared_client: Any = None
+    _delivery: Delivery | None = None
+    _delivery_pool: Any = None
+    _poll_fetch = False  # the outstanding poll command is the fetch script (not BRPOP)
+    _poll_plain = False  # ... is kombu's own BRPOP (remote-control replies, which are not jobs)
+    _expect_work = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._tokens: dict[str, str] = {}
+        self._fetch_queues: list[str] = []
+        self._fetch_token = ""
+        super().__init__(*args, **kwargs)
+        self.keys = Keys.from_prefix(self.global_keyprefix or "")
+
+    # --- clients ---
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         if client:
             yield client
             return
         shared = self._shared_client
-        if shared is None or shared.connection_pool is not self._pool:
+        if shared is None or shared.connection_pool is not self._pool or self._pool is None:
             shared = self._shared_client = self._create_client()
         yield shared
 
-    def counts_key(self, queue: str) -> str:
-        # HINCRBY is not among the commands kombu prefixes: give the full name.
-        return Keys.from_prefix(self.global_keyprefix or "").pending_counts(queue)
+    @property
+    def delivery(self) -> Delivery:
+        """The delivery scripts on an unprefixed client of this channel's pool (kept after close,
+        so jobs still running when the connection was lost can renew and acknowledge)."""
+        pool = self._pool if self._pool is not None else self._delivery_pool
+        if self._delivery is None or pool is not self._delivery_pool:
+            import redis
 
+            pool = self.pool
+            self._delivery = Delivery(redis.Redis(connection_pool=pool), self.keys, self.job_lease)
+            self._delivery_pool = pool
+        return self._delivery
+
+    def counts_key(self, queue: str) -> str:
+        return self.keys.pending_counts(queue)
+
+    # --- producing ---
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        pri = self._get_message_priority(message, reverse=False)
-        key = self._q_for_pri(queue, pri)
-        counts, site = self.counts_key(queue), _site(message)
+        if queue.endswith(".pidbox"):  # remote-control replies: not jobs, not counted
+            return super()._put(queue, message, **kwargs)
+        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
+        counts, site, wake = self.counts_key(queue), _site(message), self.keys.wake(queue)
         batch = kwargs.pop("_publish_batch", None)
         if batch is not None:
             batch.add("lpush", key, dumps(message))
             batch.add("hincrby", counts, site, 1)
+            batch.add("lpush", wake, "")
             return
         with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            pipe.lpush(key, dumps(message)).hincrby(counts, site, 1).execute()
-
-    def _do_restore_message(
-        self, payload: Any, exchange: str, routing_key: str, pipe: Any, leftmost: bool = False
-    ) -> None:
-        super()._do_restore_message(payload, exchange, routing_key, pipe, leftmost)
-        for queue in self._lookup(exchange, routing_key):
-            pipe.hincrby(self.counts_key(queue), _site(payload), 1)
+            pipe.lpush(key, dumps(message)).hincrby(counts, site, 1).lpush(wake, "").execute()
 
     def _purge(self, queue: str) -> int:
         size = super()._purge(queue)
         with self.conn_or_acquire() as client:
-            client.delete(self.counts_key(queue))
+            client.delete(self.counts_key(queue), self.keys.wake(queue))
         return int(size)
 
+    # --- consuming ---
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        _start_keeper(self)
+        return super().basic_consume(queue, *args, **kwargs)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        self._poll_plain = all(q.endswith(".pidbox") for q in self.active_queues)
+        if self._poll_plain:  # `celery inspect`/`control` replies: read and drop, as kombu does
+            return super()._brpop_start(timeout)
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        self._fetch_queues = list(queues)
+        connection = self.client.connection
+        if self._expect_work:
+            self._fetch_token = new_token()
+            script = self.delivery.fetch_command(self._fetch_queues, self._fetch_token)
+            self._poll_fetch = True
+            command = ["EVALSHA", *script]
+        else:
+            self._poll_fetch = False
+            command = [
+                "BRPOP",
+                *(self.keys.wake(q) for q in queues),
+                self.brpop_timeout if timeout is None else timeout,
+            ]
+        self._in_poll = connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        connection.send_command(*command)
+
     def _brpop_read(self, **options: Any) -> bool:
-        """kombu's, except that an element that is not a JSON message is recorded as a failed job
-        instead of crashing the worker (stock kombu raises JSONDecodeError out of the event loop)."""
+        import redis
+
+        if self._poll_plain:
+            return bool(super()._brpop_read(**options))
+        taken: Taken | None = None
         try:
+            connection = self.client.connection
             try:
-                dest__item = self.client.parse_response(self.client.connection, "BRPOP", **options)
+                reply = self.client.parse_response(connection, "EVALSHA" if self._poll_fetch else "BRPOP", **options)
             except self.connection_errors:
-                self.client.connection.disconnect()
+                connection.disconnect()
                 raise
-            if not dest__item:
-                raise kombu_redis.Empty()
-            dest, item = dest__item
-            dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
-            self._queue_cycle.rotate(dest)
-            try:
-                message = loads(bytes_to_str(item))
-            except (ValueError, TypeError) as exc:
-                _record_malformed(dest, item, exc)
-                return True
-            self.connection._deliver(message, dest)
-            return True
+            except redis.exceptions.NoScriptError:  # Redis restarted and lost its scripts
+                self._poll_fetch, reply = False, None
+            except self.ResponseError as exc:  # e.g. OOM under noeviction: wait, then try again
+                logger.warning("Could not take a job: %s", exc)
+                self._poll_fetch, reply = False, None
+            if self._poll_fetch:
+                taken = self.delivery.taken(reply)
+                token = self._fetch_token
+                if taken is not None and self._closing:  # the worker stops: not ours to run
+                    self.delivery.restore(taken.tag, token)
+                    taken = None
+            elif self._closing:
+                taken = None
+            else:  # woken by a push, or the BRPOP timed out: take a job, if any
+                token = new_token()
+                try:
+                    taken = self.delivery.fetch(self._fetch_queues, token)
+                except self.ResponseError as exc:
+                    logger.warning("Could not take a job: %s", exc)
+                    taken = None
         finally:
             self._in_poll = None  # type: ignore[assignment]
+            self._poll_fetch = False
             self._flush_brpop_reauth()
+        self._expect_work = taken is not None
+        if taken is None:
+            raise kombu_redis.Empty()
+        self._queue_cycle.rotate(taken.queue)
+        self._deliver_taken(taken, token)
+        return True
+
+    def _get(self, queue: str, timeout: Any = None) -> Any:
+        """basic_get: the same atomic take as consuming."""
+        token = new_token()
+        taken = self.delivery.fetch([queue], token)
+        if taken is None:
+            raise kombu_redis.Empty()
+        message = self._envelope(taken, token)
+        if message is None:
+            raise kombu_redis.Empty()
+        return message
+
+    def _deliver_taken(self, taken: Taken, token: str) -> None:
+        message = self._envelope(taken, token)
+        if message is not None:
+            self.connection._deliver(message, taken.queue)
+
+    def _envelope(self, taken: Taken, token: str) -> dict[str, Any] | None:
+        """The message, ready for kombu, owned by ``token``; None (recorded and removed) if invalid."""
+        try:
+            message = loads(bytes_to_str(taken.raw))
+            _check_envelope(message)
+        except (ValueError, TypeError, KeyError, binascii.Error) as exc:
+            _record_malformed(taken, exc)
+            self.delivery.ack(taken.tag, token)
+            return None
+        properties = message["properties"]
+        properties["delivery_tag"] = taken.tag
+        info = properties.setdefault("delivery_info", {})
+        info["redelivered"] = taken.lapses  # jobs/execute.py fails a job whose workers keep dying
+        self._tokens[taken.tag] = token
+        return message
+
+    # --- finishing (called by QoS; fenced by the owner token) ---
+    def held(self) -> dict[str, str]:
+        return dict(self._tokens)
+
+    def lost(self, tags: list[str]) -> None:
+        for tag in tags:
+            if self._tokens.get(tag):
+                logger.error(
+                    "The lease of job %s lapsed while this worker held it (the worker was stalled or cut off "
+                    "from Redis): it was put back in its queue and may run elsewhere too",
+                    tag,
+                )
+
+    def finish(self, tag: str) -> None:
+        token = self._tokens.pop(tag, None)
+        if token and not self.delivery.ack(tag, token):
+            logger.error(
+                "Job %s finished after its lease had lapsed and it was put back in its queue "
+                "(counted in stale_acks; doctor shows it)",
+                tag,
+            )
+
+    def give_back(self, tag: str, front: bool = True) -> None:
+        token = self._tokens.pop(tag, None)
+        if token:
+            self.delivery.restore(tag, token, front=front)
+
+    def _restore(self, message: Any, leftmost: bool = False) -> None:
+        self.give_back(message.delivery_tag, front=not leftmost)
 
 
-def _record_malformed(queue: str, item: Any, exc: Exception) -> None:
-    import uuid
+def _check_envelope(message: Any) -> None:
+    """Raise ValueError/KeyError/binascii.Error unless ``message`` is a kombu envelope kombu and
+    Celery can take apart without failing."""
+    if not isinstance(message, dict):
+        raise ValueError(f"a message is a JSON object, not {type(message).__name__}")
+    properties, headers, body = message["properties"], message.get("headers"), message.get("body", "")
+    if not isinstance(properties, dict) or not isinstance(headers, dict | None):
+        raise ValueError("'properties' and 'headers' must be objects")
+    if not isinstance(properties.get("delivery_info", {}), dict) or not isinstance(body, str):
+        raise ValueError("'delivery_info' must be an object and 'body' a string")
+    if properties.get("body_encoding") == "base64":
+        base64.b64decode(body, validate=True)
 
-    from benchcelery.jobs.execute import record
 
-    raw = item[:2000].decode("utf-8", "replace") if isinstance(item, bytes) else str(item)[:2000]
-    meta = {"job_id": f"{UNKNOWN_SITE}::{uuid.uuid4()}", "site": UNKNOWN_SITE, "queue": queue, "method": ""}
-    record(meta, {"raw": raw}, ValueError(f"Malformed message: {exc}"), None)
+def _record_malformed(taken: Taken, exc: Exception) -> None:
+    from benchcelery.jobs.execute import record_malformed
+
+    record_malformed(taken.queue, taken.raw, f"Malformed message: {type(exc).__name__}: {exc}", taken.tag)
+
+
+def _start_keeper(channel: Channel) -> None:
+    global _keeper
+    _holders.add(channel)
+    if _keeper is None or not _keeper.is_alive():
+        _keeper = LeaseKeeper(_holders, channel.job_lease)
+        _keeper.start()
 
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    # Idle workers block on the wake lists for this long between fetches (a message pushed
+    # without a wake token, by hand or by another tool, waits at most this long).
+    brpop_timeout = 1

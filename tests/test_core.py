@@ -328,7 +328,7 @@ def test_max_jobs_per_child_recycles_processes(bench: BenchHandle) -> None:
 
 
 def test_job_of_a_killed_worker_runs_again(bench: BenchHandle) -> None:
-    bench.set_config(workers={q: {"timeout": 5} for q in ("short", "default", "long")}, visibility_timeout=12)
+    bench.set_config(job_lease=3)
     bench.enqueue("testapp.tasks.pid_then_wait", key="kill", flag="release", limit=4)
     first = bench.start("worker")
     bench.wait_results("kill", 1)
@@ -336,7 +336,7 @@ def test_job_of_a_killed_worker_runs_again(bench: BenchHandle) -> None:
     first.wait(10)
     bench.redis.set("test:release", 1)
     bench.start("worker")
-    results = bench.wait_results("kill", 3, timeout=60)  # restored after the visibility timeout
+    results = bench.wait_results("kill", 3, timeout=60)  # back in its queue once its lease lapsed
     assert results[-1] == "done" and "pid" in results[1]
 
 
@@ -445,6 +445,8 @@ def test_second_term_is_a_cold_shutdown_and_the_job_goes_back(bench: BenchHandle
     worker.wait(30)
     assert bench.results("cold") == [{"start": None}]  # it did not run to its end
     wait_until(lambda: pending_total(bench) == 1, what="the job back in its queue")
+    rt = bench.rt()  # ... and only there: not in flight, not recorded as failed
+    assert not bench.redis.hlen(rt.keys.unacked) and not bench.redis.zcard(rt.keys.failed("default"))
 
 
 def test_enqueue_writes_what_apply_async_writes(bench: BenchHandle) -> None:

@@ -7,6 +7,8 @@ import socket
 
 import pytest
 
+from benchcelery.delivery import Delivery
+from benchcelery.jobs import inspect
 from benchcelery.redis_server import free_port
 from tests.conftest import BenchHandle, wait_until
 
@@ -113,18 +115,21 @@ def test_doctor_reports_gone_workers_and_stuck_jobs(bench: BenchHandle) -> None:
     rt = bench.rt()
     # a worker that stopped heartbeating: in the index, its key expired
     bench.redis.zadd(rt.keys.workers, {"ghost@host": 1})
-    # a job a dead worker took long ago: in unacked, far older than its time limit
+    # a job taken by a worker that died at once: the real fetch script, a lease nobody renews
     job = bench.enqueue("testapp.tasks.noop", queue="short")
-    lists = rt.keys.queue_lists("short")
-    raw = next(bench.redis.rpop(k) for k in lists if bench.redis.llen(k))
-    bench.redis.hincrby(rt.keys.pending_counts("short"), "site1.local", -1)
-    bench.redis.hset(rt.keys.unacked, "tag1", json.dumps([json.loads(raw), "", "short"]))
-    bench.redis.zadd(rt.keys.unacked_index, {"tag1": 1000})
+    taken = Delivery(bench.redis, rt.keys, lease=3).fetch(["short"], "dead-worker-token")
+    assert taken is not None
+    wait_until(lambda: inspect.started_jobs(bench.redis, rt.keys)[0].extra["orphaned"], what="lease lapsed")
     result = bench.run(*S1, "doctor")
     assert result.returncode == 1
     assert "Worker gone: ghost@host" in result.stdout
-    assert f"job {job.id} (testapp.tasks.noop) started" in result.stdout
-    assert "its worker is gone" in result.stdout
+    assert f"job {job.id} (testapp.tasks.noop) was taken" in result.stdout
+    assert "by a worker that is gone (its lease lapsed)" in result.stdout
+    # any process's recovery sweep puts it back; doctor then counts it as recovered
+    assert Delivery(bench.redis, rt.keys).recover() == [taken.tag]
+    result = bench.run(*S1, "doctor")
+    assert "Recovered jobs (their worker died): 1" in result.stdout and "was taken" not in result.stdout
+    assert counts(bench, *S1)["short"]["pending"] == 1
 
 
 def test_doctor_redis_down_exits_69_with_one_line(bench: BenchHandle) -> None:

@@ -11,6 +11,7 @@ import click
 
 from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
 from benchcelery.errors import ValidationError
+from benchcelery.keys import UNKNOWN_SITE
 
 STATES = ("queued", "started", "failed")
 
@@ -43,6 +44,8 @@ def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, 
     for j in jobs:
         when = _when(j.extra.get("failed_at") or j.started_at or j.enqueued_at)
         line = f"{j.state:<8} {j.queue:<8} {j.id}  {j.method}  {when}"
+        if j.site == UNKNOWN_SITE:
+            line += "  [no site]"
         if j.state == "failed":
             line += f"  {j.extra.get('exception', '')}"
         click.echo(line)

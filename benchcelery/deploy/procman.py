@@ -148,7 +148,7 @@ class ProcfileRunner:
 
     def force(self, reason: str) -> None:
         self.forced = True
-        self.say(f"{reason}: killing every process (a running job goes back to its queue after the visibility timeout)")
+        self.say(f"{reason}: killing every process (a running job goes back to its queue once its lease lapses)")
         for proc in self.procs:
             if not proc.first:
                 self._signal(proc, signal.SIGKILL, group=True)

@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from benchcelery.delivery import lease_report
 from benchcelery.diagnostics.database import DatabaseStatus, check_database
 from benchcelery.diagnostics.workers import WorkerInfo, ago, read_workers
 from benchcelery.jobs import inspect, registry
@@ -36,6 +37,9 @@ class SiteHealth:
     failed: int
     database: DatabaseStatus
     stuck: list[dict[str, Any]] = field(default_factory=list)
+    # jobs whose worker is gone (lease lapsed), waiting for the next recovery sweep
+    orphaned: list[dict[str, Any]] = field(default_factory=list)
+    recovered: int = 0  # jobs put back in their queue after their worker died (since ever)
 
 
 @dataclass
@@ -57,6 +61,7 @@ class DoctorReport:
     scheduler_heartbeat: dict[str, Any] | None
     redis: RedisHealth
     problems: list[str]
+    stale_acks: int = 0  # finishes of jobs whose lease had lapsed (delivery.py)
 
     @property
     def healthy(self) -> bool:
@@ -115,6 +120,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
     started_jobs = inspect.started_jobs(r, keys)
     failed = registry.failed_counts(r, keys, queues)
     hard_limits = {q.name: q.hard_limit for q in rt.settings.queues.values()}
+    leases = lease_report(r, keys, queues)
 
     problems: list[str] = []
     reports = []
@@ -123,11 +129,15 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
         state, reasons = scheduler_state(site, conf)
         mine = [j for j in started_jobs if j.site == site]
         stuck: list[dict[str, Any]] = []
+        orphaned: list[dict[str, Any]] = []
         for job in mine:
             limit = int(job.extra.get("timeout") or hard_limits.get(job.queue, 0))
             age = now - (job.started_at or now)
-            if limit and age > limit + STUCK_MARGIN:
-                stuck.append({"id": job.id, "method": job.method, "queue": job.queue, "age": round(age)})
+            item = {"id": job.id, "method": job.method, "queue": job.queue, "age": round(age)}
+            if job.extra.get("orphaned"):
+                orphaned.append(item)
+            elif limit and age > limit + STUCK_MARGIN:
+                stuck.append(item)
         health = SiteHealth(
             site=site,
             status="maintenance" if conf.get("maintenance_mode") else "active",
@@ -140,6 +150,8 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
             failed=sum(failed.get(q, {}).get(site, 0) for q in queues),
             database=check_database(conf) if check_db else DatabaseStatus("not checked"),
             stuck=stuck,
+            orphaned=orphaned,
+            recovered=sum(leases["recovered"].get(q, {}).get(site, 0) for q in queues),
         )
         reports.append(health)
         for q, n in health.pending.items():
@@ -149,8 +161,13 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
             problems.append(f"{site}: the scheduler is enabled but no `bench schedule` is running")
         for item in stuck:
             problems.append(
-                f"{site}: job {item['id']} ({item['method']}) started {item['age']} s ago, past its time limit; "
-                "its worker is gone (it is re-queued after the visibility timeout)"
+                f"{site}: job {item['id']} ({item['method']}) started {item['age']} s ago and is still running "
+                "past its time limit"
+            )
+        for item in orphaned:
+            problems.append(
+                f"{site}: job {item['id']} ({item['method']}) was taken {item['age']} s ago by a worker that is gone "
+                "(its lease lapsed); the next recovery sweep by a live worker or `bench schedule` puts it back"
             )
         if health.database.status == "unreachable":
             problems.append(f"{site}: database unreachable: {health.database.detail}")
@@ -161,6 +178,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
         scheduler_heartbeat=heartbeat,
         redis=redis_info,
         problems=problems,
+        stale_acks=leases["stale_acks"],
     )
 
 
@@ -178,7 +196,10 @@ def render_text(report: DoctorReport) -> str:
         for q, n in s.pending.items():
             running = s.started.get(q, 0)
             lines.append(f"  - {q}: {n} pending" + (f", {running} running" if running else ""))
-        lines += ["", f"Failed jobs: {s.failed}", "Redis: connected"]
+        lines += ["", f"Failed jobs: {s.failed}"]
+        if s.recovered:
+            lines.append(f"Recovered jobs (their worker died): {s.recovered}")
+        lines.append("Redis: connected")
         db = s.database
         lines.append(f"Database: {db.status}" + (f" ({db.detail})" if db.status == "unreachable" else ""))
         lines.append("")
@@ -195,9 +216,15 @@ def render_text(report: DoctorReport) -> str:
         lines.append("Scheduler process: not running")
     for w in gone:
         lines.append(f"Worker gone: {w.name} (last heartbeat {ago(w.last_heartbeat)})")
-    if r.warnings:
+    warnings = list(r.warnings)
+    if report.stale_acks:
+        warnings.append(
+            f"{report.stale_acks} job(s) finished on a worker after their lease had lapsed (a stalled worker or a "
+            "Redis outage longer than job_lease); they may have run twice"
+        )
+    if warnings:
         lines.append("Warnings:")
-        lines += [f"  - {w}" for w in r.warnings]
+        lines += [f"  - {w}" for w in warnings]
     if report.problems:
         lines.append("Problems:")
         lines += [f"  - {p}" for p in report.problems]

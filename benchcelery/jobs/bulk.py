@@ -4,10 +4,10 @@
 Going through ``apply_async`` costs ~500 µs of client CPU per job (router, producer, kombu's
 publish, ``saferepr``, a Redis client per call); building the same envelope here costs ~15 µs.
 A push is one MULTI: one LPUSH per list, one HINCRBY per (queue, site) for the pending counters
-(as transport.py's ``_put`` does), and the "queued" status key of jobs enqueued with an explicit
-id, so a single ``enqueue`` is one Redis round trip. The envelope is Celery's protocol 2 exactly
-as kombu's Redis transport stores it (tests compare it field by field with one made by
-``apply_async``). Nothing here imports Celery or kombu unless the job's arguments need kombu's
+and wake tokens for idle workers (as transport.py's ``_put`` does), and the "queued" status key of
+jobs enqueued with an explicit id, so a single ``enqueue`` is one Redis round trip. The envelope
+is Celery's protocol 2 exactly as kombu's Redis transport stores it (tests compare it field by
+field with one made by ``apply_async``). Nothing here imports Celery or kombu unless the job's arguments need kombu's
 JSON encoder or Celery's ``saferepr``, so ``bench enqueue`` stays a light command.
 """
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 EXECUTE_JOB = "benchcelery.execute_job"  # the one Celery task every message names (celery_app.py)
 BATCH = 1000
+WAKE_TOKENS = 64  # at most this many wake tokens per queue and batch (delivery.py)
 REPR_MAXSIZE = 1024  # Celery's kwargsrepr_maxsize
 # The body's embed part and the envelope's constant parts, as Celery writes them.
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -131,8 +132,8 @@ def _number(value: Any) -> str:
 
 def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str, tracked: bool = False) -> None:
     """Build every envelope (so bad arguments write nothing), then push them in batches of BATCH;
-    each batch is one MULTI: the messages, the per-site pending counters and, with ``tracked``,
-    each job's "queued" status key (jobs enqueued with an explicit id, not claimed before).
+    each batch is one MULTI: the messages, the per-site pending counters, wake tokens and, with
+    ``tracked``, each job's "queued" status key (jobs enqueued with an explicit id, not claimed before).
 
     This is the only producer-side write of messages (transport.py's ``_put`` writes the same
     MULTI for messages Celery itself publishes)."""
@@ -160,6 +161,12 @@ def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str, tracked
             commands.append(("LPUSH", key, *batch))  # LPUSH k m1 m2 ...: m1 is taken first, as with one LPUSH each
         for (queue, site), n in counts.items():
             commands.append(("HINCRBY", keys.pending_counts(queue), site, n))
+        per_queue: Counter[str] = Counter()
+        for (queue, _), n in counts.items():
+            per_queue[queue] += n
+        for queue, n in per_queue.items():
+            # Enough tokens to wake every idle worker; busy ones keep fetching until it is empty.
+            commands.append(("LPUSH", keys.wake(queue), *[""] * min(WAKE_TOKENS, n)))
         transaction(rt.redis, commands)
 
 

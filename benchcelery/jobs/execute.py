@@ -15,6 +15,7 @@ import traceback
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
+from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
@@ -23,6 +24,7 @@ from benchcelery.errors import BenchError
 from benchcelery.jobs import registry
 from benchcelery.jobs.hooks import job_hooks
 from benchcelery.jobs.methods import resolve
+from benchcelery.keys import UNKNOWN_SITE
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")
@@ -82,12 +84,15 @@ def job_meta(request: Any) -> dict[str, Any]:
         "on_success": h("on_success"),
         "on_failure": h("on_failure"),
         "timeout": (h("timelimit") or [None, None])[1],
-        "redelivered": bool(delivery.get("redelivered")),
+        "redelivered": int(delivery.get("redelivered") or 0),  # times its lease lapsed (transport.py)
     }
 
 
-def execute_job(task: Any, **kwargs: Any) -> Any:
-    """The Celery task behind every job: run ``method(**kwargs)`` in its site's context."""
+def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
+    """The Celery task behind every job: run ``method(**kwargs)`` in its site's context.
+
+    ``task`` is positional-only, so a job's keyword arguments may use any name (``task``, ``self``).
+    """
     request = task.request
     meta = job_meta(request)
     meta["worker"] = request.hostname
@@ -95,16 +100,20 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
     rt = get_runtime()
     apps = rt.apps()
     try:
+        if args:
+            raise JobRefused("A job takes keyword arguments only; this message carries positional ones")
         fn = _admit(rt, meta, apps)
+        conf = _site_config(meta["site"])
     except JobRefused as exc:
-        record(meta, kwargs, exc, tb=None)
+        record(meta, {"args": list(args), **kwargs} if args else kwargs, exc, tb=None)
         raise
     r = rt.redis
     keys = rt.keys
     if meta["tracked"]:
-        r.set(keys.job_status(meta["job_id"]), registry.STARTED, ex=rt.settings.visibility_timeout)
+        # Overwritten when the job ends; the expiry only guards against a status outliving its job.
+        r.set(keys.job_status(meta["job_id"]), registry.STARTED, ex=int(meta["timeout"] or 7200) + 3600)
     local.site = meta["site"]
-    local.conf = site_configs.get(meta["site"])
+    local.conf = conf
     local.user = meta["user"]
     # after_job: callbacks run after every job; on_commit: only after it succeeded (e.g. realtime
     # events published with after_commit=True).
@@ -114,7 +123,10 @@ def execute_job(task: Any, **kwargs: Any) -> Any:
         for hook in job_hooks(apps, "before_job"):
             hook(method=meta["method"], kwargs=kwargs)
         result = fn(**kwargs)
-    except BaseException as exc:
+    except Exception as exc:
+        # Not BaseException: SystemExit means its process is being stopped, by `jobs cancel
+        # --terminate` (JobRequest.terminate records that) or by a cold shutdown (the job goes
+        # back to its queue, so it is no failure).
         record(meta, kwargs, exc, tb=traceback.format_exc())
         _callback(rt, meta.get("on_failure"), meta, exc)
         raise
@@ -148,14 +160,17 @@ def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> Any:
         fn = resolve(meta["method"], apps, rt.allowed_methods())
     except BenchError as exc:
         raise JobRefused(str(exc)) from None
-    if meta["redelivered"]:
-        key = rt.keys.redelivered(meta["job_id"])
-        times = rt.redis.incr(key)
-        rt.redis.expire(key, 86400)
-        limit = rt.settings.number("max_redeliveries")
-        if times > limit:
-            raise JobRefused(f"Not run again: its worker died {times - 1} times while it was taken")
+    lapses = meta["redelivered"]
+    if lapses and lapses > rt.settings.number("max_redeliveries"):
+        raise JobRefused(f"Not run again: its worker died {lapses} times while it held the job")
     return fn
+
+
+def _site_config(site: str) -> dict[str, Any]:
+    try:
+        return site_configs.get(site)
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+        raise JobRefused(f"The config of site {site} cannot be read: {exc}") from None
 
 
 def _callback(rt: Any, name: str | None, meta: dict[str, Any], value: Any) -> None:
@@ -185,14 +200,24 @@ def describe_exception(exc: BaseException, timeout: int | None = None) -> str:
     if isinstance(exc, SoftTimeLimitExceeded):
         return f"JobTimeoutException: Job exceeded maximum timeout value ({timeout} seconds)"
     if isinstance(exc, SystemExit | KeyboardInterrupt):
-        return "JobTerminated: its process was stopped by a signal (jobs cancel --terminate, or a cold shutdown)"
+        return "JobTerminated: stopped while running (bench jobs cancel --terminate)"
     if isinstance(exc, TimeLimitExceeded):
         return f"JobTimeoutException: Job killed after its hard time limit ({exc.args[0]} seconds)"
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None) -> None:
+RAW_CAP = 4000  # characters of a malformed message kept in its failure record
+
+
+def record_malformed(queue: str, raw: bytes | str, reason: str, tag: str) -> None:
+    """Record a queue element that is not a valid message (never raises)."""
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    meta = {"job_id": f"{UNKNOWN_SITE}::{tag}", "site": UNKNOWN_SITE, "queue": queue, "method": ""}
+    record(meta, {}, ValueError(reason), None, raw=text[:RAW_CAP])
+
+
+def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None, raw: str | None = None) -> None:
     """Write the failure to the registry; never raises (a worker must keep running)."""
     try:
         rt = get_runtime()
@@ -204,6 +229,8 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
             "traceback": tb or "",
             "pid": os.getpid(),
         }
+        if raw is not None:
+            rec["raw"] = raw
         queue = meta.get("queue") or "default"
         registry.record_failure(
             rt.redis,
@@ -224,8 +251,21 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
         logger.exception("Could not record the failure of job %s", meta.get("job_id"))
 
 
+class JobTask(Task):
+    """The task class of ``execute_job``: ``self`` is positional-only (Celery's own ``__call__``
+    takes ``self`` by name, so a message whose kwargs name ``self`` failed before any bookkeeping)."""
+
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        return self.run(*args, **kwargs)
+
+
 class JobRequest(Request):
-    """Records failures that happen outside the job's own process (hard timeout, dead pool process)."""
+    """Records failures that happen outside the job's own process (hard timeout, dead pool
+    process, `jobs cancel --terminate`), in the worker's main process."""
+
+    def terminate(self, pool: Any, signal: Any = None) -> None:
+        super().terminate(pool, signal)
+        self._record(SystemExit("terminated"), None)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
@@ -235,6 +275,12 @@ class JobRequest(Request):
             self._record(TimeLimitExceeded(timeout), None)
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        from celery.worker import state
+
+        if state.should_terminate:
+            # A cold shutdown stopped the job: it is not acknowledged, and goes back to its queue
+            # (transport.QoS.restore_unacked) — neither retried nor recorded as failed.
+            return
         exc = exc_info.exception
         exc = getattr(exc, "exc", exc)
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)

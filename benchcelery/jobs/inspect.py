@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from benchcelery.delivery import decode_meta
 from benchcelery.jobs import registry
 from benchcelery.jobs.model import Job
 from benchcelery.keys import UNKNOWN_SITE
@@ -96,17 +97,40 @@ def count_pending(
 
 
 def decode_message(raw: bytes) -> dict[str, Any]:
-    """A kombu envelope -> {id, site, method, kwargs, event, enqueued_at, headers}."""
-    return message_info(json.loads(raw))
+    """A kombu envelope -> {id, site, method, kwargs, event, enqueued_at, headers}; an element that
+    is not one (it waits to be recorded as failed by a worker) is described as such, never raises."""
+    try:
+        return message_info(json.loads(raw))
+    except (ValueError, TypeError, AttributeError):
+        return _unreadable("", raw)
+
+
+def _unreadable(tag: str, raw: bytes) -> dict[str, Any]:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return {
+        "id": f"{UNKNOWN_SITE}::{tag or 'malformed'}",
+        "site": UNKNOWN_SITE,
+        "method": f"(not a valid message: {text[:60]!r})",
+        "kwargs": {},
+        "event": None,
+        "enqueued_at": None,
+        "headers": {},
+        "priority": None,
+    }
 
 
 def message_info(msg: dict[str, Any]) -> dict[str, Any]:
-    """What a decoded kombu envelope says about its job."""
-    headers = msg.get("headers") or {}
+    """What a decoded kombu envelope says about its job (raises TypeError if it is not one)."""
+    if not isinstance(msg, dict):
+        raise TypeError("not a message")
+    headers: dict[str, Any] = msg.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise TypeError("not a message")
     kwargs: dict[str, Any] = {}
+    properties: dict[str, Any] = msg["properties"] if isinstance(msg.get("properties"), dict) else {}
     try:
         body = msg.get("body", "")
-        if msg.get("properties", {}).get("body_encoding") == "base64":
+        if properties.get("body_encoding") == "base64":
             body = base64.b64decode(body)
         decoded = json.loads(body)
         if isinstance(decoded, list) and len(decoded) >= 2 and isinstance(decoded[1], dict):
@@ -122,7 +146,7 @@ def message_info(msg: dict[str, Any]) -> dict[str, Any]:
         "event": headers.get("event"),
         "enqueued_at": headers.get("enqueued_at"),
         "headers": headers,
-        "priority": (msg.get("properties") or {}).get("priority"),
+        "priority": properties.get("priority"),
     }
 
 
@@ -146,29 +170,46 @@ def iter_pending(r: redis.Redis, keys: Keys, queue: str, site: str | None = None
 
 
 def started_jobs(r: redis.Redis, keys: Keys, site: str | None = None) -> list[Job]:
-    """Jobs a worker has taken and not finished (kombu's ``unacked``), oldest first."""
-    taken = {tag.decode(): score for tag, score in r.zrange(keys.unacked_index, 0, -1, withscores=True)}
+    """Jobs a worker has taken and not finished (``unacked``, see delivery.py), oldest first.
+
+    ``extra`` says whose lease it is: ``lease_expires`` (epoch s) and ``orphaned`` (True when the
+    lease lapsed: its worker is gone and the job goes back to its queue at the next sweep)."""
+    pipe = r.pipeline(transaction=True)
+    pipe.hgetall(keys.unacked).hgetall(keys.inflight).zrange(keys.leases, 0, -1, withscores=True).time()
+    messages, metas, leases, (secs, usecs) = pipe.execute()
+    now = secs + usecs / 1e6
+    expiry = {tag.decode(): score for tag, score in leases}
     jobs = []
-    for tag, value in r.hgetall(keys.unacked).items():
+    for tag, raw in messages.items():
+        name = tag.decode()
         try:
-            payload, _exchange, routing_key = json.loads(value)
-            info = message_info(payload)
-        except (ValueError, TypeError):
-            continue
+            meta = decode_meta(metas[tag])
+        except (KeyError, ValueError, TypeError):
+            meta = {"queue": "default", "taken_at": None}
+        try:
+            info = decode_message(raw)
+        except (ValueError, TypeError, AttributeError):
+            info = _unreadable(name, raw)
         if site and info["site"] != site:
             continue
+        lease = expiry.get(name)
         jobs.append(
             Job(
                 id=info["id"],
                 site=info["site"],
-                queue=routing_key or "default",
+                queue=meta["queue"] or "default",
                 method=info["method"],
                 state=registry.STARTED,
                 kwargs=info["kwargs"],
                 event=info["event"],
                 enqueued_at=info["enqueued_at"],
-                started_at=taken.get(tag.decode()),
-                extra={"delivery_tag": tag.decode(), "timeout": (info["headers"].get("timelimit") or [0])[0]},
+                started_at=meta["taken_at"],
+                extra={
+                    "delivery_tag": name,
+                    "timeout": (info["headers"].get("timelimit") or [0])[0],
+                    "lease_expires": lease,
+                    "orphaned": lease is not None and lease < now,
+                },
             )
         )
     return sorted(jobs, key=lambda j: j.started_at or 0)
@@ -242,5 +283,5 @@ def failed_info(rec: dict[str, Any]) -> Job:
         event=rec.get("event"),
         enqueued_at=rec.get("enqueued_at"),
         started_at=rec.get("started_at"),
-        extra={k: rec.get(k) for k in ("exception", "traceback", "worker", "failed_at", "user", "timeout")},
+        extra={k: rec.get(k) for k in ("exception", "traceback", "worker", "failed_at", "user", "timeout", "raw")},
     )

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from benchcelery.jobs import inspect, registry
 from benchcelery.jobs.model import Job
+from benchcelery.keys import UNKNOWN_SITE
 
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
@@ -14,15 +15,19 @@ if TYPE_CHECKING:
 def list_jobs(
     rt: Runtime, sites: list[str] | None, states: list[str], queues: list[str] | None, limit: int
 ) -> list[Job]:
-    """Running jobs first (oldest first), then waiting ones (next first), then failures (newest first)."""
+    """Running jobs first (oldest first), then waiting ones (next first), then failures (newest first).
+
+    Queue elements that are not valid messages and jobs of sites that do not exist (and their
+    failure records) belong to no site of the bench: they are listed whatever sites are asked for,
+    so nobody has to look for them."""
     r, keys = rt.redis, rt.keys
     queue_list = queues or list(rt.settings.queues)
-    wanted = set(sites) if sites is not None else None
-    only = sites[0] if sites and len(sites) == 1 else None
+    wanted = {*sites, UNKNOWN_SITE} if sites is not None else None
+    only = None
     out: list[Job] = []
 
     def keep(job: Job) -> bool:
-        return (wanted is None or job.site in wanted) and job.queue in queue_list
+        return (wanted is None or job.site in wanted or not rt.bench.site_exists(job.site)) and job.queue in queue_list
 
     if registry.STARTED in states:
         out += [j for j in inspect.started_jobs(r, keys, site=only) if keep(j)][: limit - len(out)]

@@ -161,6 +161,8 @@ def _requeue(rt: Runtime, rec: dict[str, Any]) -> str:
 
     job_id = rec["job_id"]
     site, _, short = job_id.partition("::")
+    if rec.get("raw") is not None and not rec.get("method"):
+        raise BenchError(f"Cannot retry {job_id}: it was not a valid message (bench jobs show {job_id} has its text)")
     if not rt.bench.site_exists(site):
         raise BenchError(f"Cannot retry {job_id}: site {site} does not exist")
     if not isinstance(rec.get("kwargs"), dict) or not rec.get("method"):
@@ -180,7 +182,7 @@ def _requeue(rt: Runtime, rec: dict[str, Any]) -> str:
         )
     finally:
         local.site, local.user = saved
-    registry.remove_failed(rt.redis, rt.keys, rec.get("queue") or "default", [job_id])
+    registry.remove_failed_record(rt.redis, rt.keys, rec.get("queue") or "default", rec)
     return job_id
 
 

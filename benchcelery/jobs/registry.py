@@ -45,14 +45,14 @@ def site_of(job_id: str) -> str:
 
 def record_failure(r: redis.Redis, keys: Keys, queue: str, record: dict[str, Any], limit: int, ttl: int) -> None:
     now = time.time()
-    record.setdefault("failed_at", now)
+    record["failed_at"] = now  # also its score: remove_failed_record matches on it
     r.eval(
         _RECORD_FAILURE,
         2,
         keys.failed(queue),
         keys.failed_data(queue),
         record["job_id"],
-        now,
+        repr(now),
         json.dumps(record, default=str),
         now - ttl,
         max(limit, 1),
@@ -107,6 +107,23 @@ def remove_failed(r: redis.Redis, keys: Keys, queue: str, ids: list[str]) -> int
     pipe.hdel(keys.failed_data(queue), *ids)
     removed, _ = pipe.execute()
     return int(removed)
+
+
+# Remove a record only if it is still the one that failed at ARGV[2] (a retried job that failed
+# again meanwhile has a newer record under the same id). KEYS: zset, hash. ARGV: id, failed_at.
+_REMOVE_IF_SAME = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+def remove_failed_record(r: redis.Redis, keys: Keys, queue: str, record: dict[str, Any]) -> bool:
+    """Delete this failure record of a job, but not a newer one of the same job id."""
+    args = [record["job_id"], repr(float(record.get("failed_at") or 0))]
+    return bool(r.eval(_REMOVE_IF_SAME, 2, keys.failed(queue), keys.failed_data(queue), *args))
 
 
 def get_status(r: redis.Redis, keys: Keys, job_id: str) -> str | None:

@@ -41,6 +41,7 @@ from redbeat.schedulers import RedBeatScheduler
 
 from benchcelery.celery_app import settings_of
 from benchcelery.config import DEFAULTS, Settings
+from benchcelery.delivery import Delivery, LeaseKeeper
 from benchcelery.proctitle import set_title
 from benchcelery.runtime import Runtime, get_runtime, set_runtime
 from benchcelery.scheduler.events import ScheduledJob, is_due, load_jobs, next_run
@@ -124,6 +125,10 @@ class Scheduler(RedBeatScheduler):
         self._skipping: set[str] = set()  # run ids found still queued/running (logged once)
         self._last_extend = time.monotonic()
         self.host = socket.gethostname()
+        # Jobs of dead workers go back to their queue even when no other worker is alive.
+        lease = settings.number("job_lease")
+        self.sweeper = LeaseKeeper([], lease, Delivery(get_runtime().redis, self.keys, lease))
+        self.sweeper.start()
 
     # --- RedBeat hooks ---
 
@@ -141,6 +146,7 @@ class Scheduler(RedBeatScheduler):
             return 2.0 if self.max_interval > 2.0 else float(self.max_interval)
 
     def close(self) -> None:
+        self.sweeper.stopped.set()
         if self.lock is not None and self.lock.owned():
             try:
                 self._redis.delete(self.keys.scheduler_heartbeat)

@@ -6,13 +6,16 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
-from benchcelery.jobs.execute import record
+from benchcelery.jobs.execute import RAW_CAP, record
+from benchcelery.keys import UNKNOWN_SITE
 
 
 def _meta(message: Any, method: str | None = None) -> dict[str, Any]:
     headers = getattr(message, "headers", None) or {}
     delivery = getattr(message, "delivery_info", None) or {}
-    job_id = str(headers.get("id") or f"?::{getattr(message, 'delivery_tag', 'unknown')}")
+    job_id = str(headers.get("id") or getattr(message, "delivery_tag", "unknown"))
+    if "::" not in job_id:
+        job_id = f"{UNKNOWN_SITE}::{job_id}"
     return {
         "job_id": job_id,
         "site": headers.get("site") or job_id.split("::", 1)[0],
@@ -26,14 +29,37 @@ def _meta(message: Any, method: str | None = None) -> dict[str, Any]:
 class Consumer(CeleryConsumer):
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         body = getattr(message, "body", b"")
-        raw = body[:2000].decode("utf-8", "replace") if isinstance(body, bytes) else str(body)[:2000]
-        record({**_meta(message), "worker": self.hostname}, {"raw": raw}, ValueError(f"Malformed message: {exc}"), None)
+        raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+        meta = {**_meta(message), "worker": self.hostname}
+        record(meta, {}, ValueError(f"Malformed message: {exc}"), None, raw=raw[:RAW_CAP])
         super().on_decode_error(message, exc)
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        record({**_meta(message), "worker": self.hostname}, {}, ValueError(f"Unknown task: {exc}"), None)
+        meta = {**_meta(message), "worker": self.hostname}
+        record(meta, _arguments(body, message), ValueError(f"Unknown task: {exc}"), None, raw=_raw(message))
         super().on_unknown_task(body, message, exc)
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        record({**_meta(message), "worker": self.hostname}, {}, ValueError(f"Invalid message: {exc}"), None)
+        meta = {**_meta(message), "worker": self.hostname}
+        record(meta, _arguments(body, message), ValueError(f"Invalid message: {exc}"), None, raw=_raw(message))
         super().on_invalid_task(body, message, exc)
+
+
+def _arguments(body: Any, message: Any) -> dict[str, Any]:
+    """The job's keyword arguments (and positional ones, if any) from a protocol-2 body, so a
+    record of a message that could not run keeps what it asked for."""
+    if body is None or isinstance(body, bytes | str):
+        try:
+            body = message.decode()
+        except Exception:
+            return {}
+    if isinstance(body, list | tuple) and len(body) >= 2 and isinstance(body[1], dict):
+        args = list(body[0]) if isinstance(body[0], list | tuple) else []
+        return {**({"args": args} if args else {}), **body[1]}
+    return {}
+
+
+def _raw(message: Any) -> str:
+    body = getattr(message, "body", b"")
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)
+    return text[:RAW_CAP]

@@ -98,3 +98,14 @@ def fail_unless_flag(key: str, flag: str, n: int) -> None:
     if not get_runtime().redis.exists(f"test:{flag}"):
         raise ValueError("not yet")
     _push(key, n)
+
+
+def tally(run_id: str, seconds: float = 0.0) -> None:
+    """Counts its own runs exactly: INCR of the run id's counter and SADD to the set of ids that ran."""
+    if seconds:
+        time.sleep(seconds)
+    r = get_runtime().redis
+    pipe = r.pipeline()
+    pipe.incr(f"test:tally:{run_id}")
+    pipe.sadd("test:tally", run_id)
+    pipe.execute()

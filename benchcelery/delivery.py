@@ -1,0 +1,374 @@
+"""Reliable delivery: taking a job, leasing it while it runs, and recovering it when its worker dies.
+
+Every step that moves a job is one Lua script, so no crash (of a worker, of its pool process, of
+Redis with ``appendfsync always``) can leave a job in two places or in none:
+
+- **fetch** pops the next message (priority buckets first, then the worker's queue order) and parks
+  it in flight in the same script: ``unacked`` (the message exactly as it waited), ``inflight``
+  (owner token, source list, time taken, site, queue), ``leases`` (expiry) and the per-site
+  pending counter. There is no moment at which a popped message is held only by a client.
+- **renew**: the live worker extends the lease of every job it holds, every ``lease / 3`` seconds,
+  for as long as it holds it, whatever the job's timeout.
+- **ack** / **restore** act only while the caller's owner token is still the job's owner. A worker
+  that was stalled past its lease (its job recovered and perhaps taken by another worker) cannot
+  remove or re-queue the new holder's job: its late finish is counted in ``stale_acks`` and
+  logged, and the job's message stays with its new holder.
+- **recover** puts every job whose lease lapsed back at the front of its queue (any live worker and
+  ``bench schedule`` run it every few seconds), counts it per site in ``recovered:<queue>`` and per
+  job in ``redeliveries`` (``max_redeliveries`` fails a job whose workers keep dying).
+
+Idle workers do not poll: every push also pushes a token on ``wake:<queue>``, and an idle worker
+blocks on those lists (BRPOP with a timeout) before running fetch; fetch clears the tokens of the
+queues it found empty, so stale tokens cost at most one extra fetch.
+
+Times are Redis's own clock (``TIME``), so workers on hosts with skewed clocks agree on leases.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from benchcelery.keys import PRIORITY_STEPS, Keys
+
+if TYPE_CHECKING:
+    import redis
+
+logger = logging.getLogger("benchcelery.delivery")
+
+DEFAULT_LEASE = 30  # seconds; config ``job_lease``
+SWEEP_INTERVAL = 5.0  # seconds between recovery sweeps of one process
+RECOVER_BATCH = 200
+FIXED_KEYS = 4  # unacked, inflight, leases, redeliveries
+KEYS_PER_QUEUE = 2 + len(PRIORITY_STEPS)  # pending counts, wake, the priority lists
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
+
+# KEYS: unacked, inflight, leases, redeliveries, then per queue: counts, wake, lists (by priority).
+# ARGV: owner token, lease seconds, queue names (same order).
+# Returns false, or {queue, delivery tag, message, times its lease lapsed before}.
+FETCH = (
+    _NOW
+    + """
+local nq = #ARGV - 2
+local steps = (#KEYS - 4) / nq - 2
+for s = 1, steps do
+  for q = 1, nq do
+    local base = 4 + (q - 1) * (steps + 2)
+    local list = KEYS[base + 2 + s]
+    local item = redis.call('RPOP', list)
+    if item then
+      local tag, site = nil, '?'
+      local ok, msg = pcall(cjson.decode, item)
+      if ok and type(msg) == 'table' then
+        if type(msg['properties']) == 'table' and type(msg['properties']['delivery_tag']) == 'string' then
+          tag = msg['properties']['delivery_tag']
+        end
+        if type(msg['headers']) == 'table' and type(msg['headers']['site']) == 'string' then
+          site = msg['headers']['site']
+        end
+      end
+      if not tag or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
+      redis.call('HSET', KEYS[1], tag, item)
+      redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, ARGV[2 + q]}))
+      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
+      redis.call('HINCRBY', KEYS[base + 1], site, -1)
+      return {ARGV[2 + q], tag, item, redis.call('HGET', KEYS[4], tag) or 0}
+    end
+  end
+end
+for q = 1, nq do redis.call('DEL', KEYS[4 + (q - 1) * (steps + 2) + 2]) end
+return false
+"""
+)
+
+# Shared by ack and restore: is ARGV[1] (tag) still owned by ARGV[2] (token)?
+_OWNED = """
+local raw = redis.call('HGET', KEYS[2], ARGV[1])
+if not raw then return -1 end
+local meta = cjson.decode(raw)
+if meta[1] ~= ARGV[2] then return -1 end
+"""
+
+_FORGET = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+"""
+
+# KEYS: unacked, inflight, leases, redeliveries, stale_acks. ARGV: tag, token. 1 done, -1 stale.
+ACK = (
+    _OWNED.replace("return -1", "redis.call('INCR', KEYS[5]) return -1")
+    + _FORGET
+    + "redis.call('HDEL', KEYS[4], ARGV[1])\nreturn 1\n"
+)
+
+# KEYS: unacked, inflight, leases. ARGV: tag, token, 1 = front of the queue / 0 = back,
+# pending-counts prefix, wake prefix. Puts the job back where it waited. 1 done, -1 not ours.
+RESTORE = (
+    _OWNED
+    + """
+local item = redis.call('HGET', KEYS[1], ARGV[1])
+"""
+    + _FORGET
+    + """
+if item then
+  if ARGV[3] == '1' then redis.call('RPUSH', meta[2], item) else redis.call('LPUSH', meta[2], item) end
+  redis.call('HINCRBY', ARGV[4] .. meta[5], meta[4], 1)
+  redis.call('LPUSH', ARGV[5] .. meta[5], '')
+end
+return 1
+"""
+)
+
+# KEYS: leases. ARGV: lease seconds, then tag, token pairs. Extends the leases still owned by
+# those tokens; returns the tags that are no longer ours (recovered after a lapse).
+RENEW = (
+    _NOW
+    + """
+local lost = {}
+for i = 2, #ARGV, 2 do
+  local raw = redis.call('HGET', KEYS[2], ARGV[i])
+  if raw and cjson.decode(raw)[1] == ARGV[i + 1] then
+    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
+  else
+    table.insert(lost, ARGV[i])
+  end
+end
+return lost
+"""
+)
+
+# KEYS: unacked, inflight, leases, redeliveries. ARGV: batch size, pending-counts prefix, wake
+# prefix, recovered prefix. Moves every job whose lease lapsed back to the front of its queue.
+RECOVER = (
+    _NOW
+    + """
+local tags = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for _, tag in ipairs(tags) do
+  local item = redis.call('HGET', KEYS[1], tag)
+  local raw = redis.call('HGET', KEYS[2], tag)
+  redis.call('HDEL', KEYS[1], tag)
+  redis.call('HDEL', KEYS[2], tag)
+  redis.call('ZREM', KEYS[3], tag)
+  if item and raw then
+    local meta = cjson.decode(raw)
+    redis.call('RPUSH', meta[2], item)
+    redis.call('HINCRBY', ARGV[2] .. meta[5], meta[4], 1)
+    redis.call('LPUSH', ARGV[3] .. meta[5], '')
+    redis.call('HINCRBY', KEYS[4], tag, 1)
+    redis.call('HINCRBY', ARGV[4] .. meta[5], meta[4], 1)
+    table.insert(out, tag)
+  end
+end
+return out
+"""
+)
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A job fetch parked in flight for its owner token."""
+
+    queue: str
+    tag: str
+    raw: bytes
+    lapses: int  # times this job's lease lapsed before (its workers died)
+
+
+class Delivery:
+    """The delivery scripts of one bench, bound to a plain (unprefixed) redis-py client."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, lease: int = DEFAULT_LEASE) -> None:
+        self.r = client
+        self.keys = keys
+        self.lease = max(3, int(lease))
+        self._fetch = client.register_script(FETCH)
+        self._ack = client.register_script(ACK)
+        self._restore = client.register_script(RESTORE)
+        self._renew = client.register_script(RENEW)
+        self._recover = client.register_script(RECOVER)
+        self._fixed = [keys.unacked, keys.inflight, keys.leases, keys.redeliveries]
+        self._loaded = False
+        self._prefixes = [keys.pending_counts(""), keys.wake("")]
+
+    def fetch_command(self, queues: Sequence[str], token: str) -> list[Any]:
+        """EVALSHA arguments of a fetch, for a caller that sends it itself (the worker's poll
+        connection) and passes the reply to ``taken``."""
+        if not self._loaded:
+            self.r.script_load(FETCH)
+            self._loaded = True
+        keys = list(self._fixed)
+        for q in queues:
+            keys += [self.keys.pending_counts(q), self.keys.wake(q), *self.keys.queue_lists(q)]
+        return [self._fetch.sha, len(keys), *keys, token, self.lease, *queues]
+
+    def fetch(self, queues: Sequence[str], token: str) -> Taken | None:
+        """Take the next job of ``queues`` (in that order, priority buckets first) for ``token``."""
+        if not queues:
+            return None
+        _sha, n, *rest = self.fetch_command(queues, token)
+        return self.taken(self._fetch(keys=rest[:n], args=rest[n:]))
+
+    @staticmethod
+    def taken(reply: Any) -> Taken | None:
+        if not reply:
+            return None
+        queue, tag, raw, lapses = reply
+        return Taken(_text(queue), _text(tag), raw, int(lapses))
+
+    def ack(self, tag: str, token: str) -> bool:
+        """Forget a finished job; False when ``token`` no longer owns it (its lease had lapsed)."""
+        return int(self._ack(keys=[*self._fixed, self.keys.stale_acks], args=[tag, token])) == 1
+
+    def restore(self, tag: str, token: str, front: bool = True) -> bool:
+        """Put a job back in its queue (front: taken next); False when ``token`` no longer owns it."""
+        done = self._restore(keys=self._fixed[:3], args=[tag, token, int(front), *self._prefixes])
+        return int(done) == 1
+
+    def renew(self, held: dict[str, str]) -> list[str]:
+        """Extend the leases of ``held`` (tag -> token); returns the tags that are no longer ours."""
+        if not held:
+            return []
+        args: list[Any] = [self.lease]
+        for tag, token in held.items():
+            args += [tag, token]
+        return [_text(t) for t in self._renew(keys=[self.keys.leases, self.keys.inflight], args=args)]
+
+    def recover(self) -> list[str]:
+        """Put every job whose lease lapsed back in its queue; returns their delivery tags."""
+        out: list[str] = []
+        while True:
+            tags = self._recover(keys=self._fixed, args=[RECOVER_BATCH, *self._prefixes, self.keys.recovered("")])
+            out += [_text(t) for t in tags]
+            if len(tags) < RECOVER_BATCH:
+                return out
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+class Sweeper:
+    """Runs ``recover`` at most every SWEEP_INTERVAL seconds, and only once this process has been
+    in steady contact with Redis for longer than a renewal period.
+
+    After Redis was unreachable, paused or stopped, live workers need one renewal period to extend
+    the leases that lapsed meanwhile; sweeping before that would re-queue jobs that are still
+    running. A call that took longer than SLOW seconds counts as lost contact.
+    """
+
+    SLOW = 2.0
+
+    def __init__(self, lease: int = DEFAULT_LEASE) -> None:
+        self.grace = lease / 3 + self.SLOW
+        self.steady_since = time.monotonic()
+        self.last_sweep = 0.0
+
+    def lost_contact(self) -> None:
+        self.steady_since = time.monotonic()
+
+    def timed(self, started: float) -> None:
+        """Note how long a Redis call that began at ``started`` (monotonic) took."""
+        if time.monotonic() - started > self.SLOW:
+            self.lost_contact()
+
+    def maybe_sweep(self, delivery: Delivery) -> list[str]:
+        """Recover lapsed leases if it is time and safe; never raises for Redis errors."""
+        now = time.monotonic()
+        if now - self.last_sweep < SWEEP_INTERVAL or now - self.steady_since < self.grace:
+            return []
+        self.last_sweep = now
+        try:
+            tags = delivery.recover()
+        except Exception as exc:
+            self.lost_contact()
+            logger.warning("Could not recover lapsed job leases: %s", exc)
+            return []
+        self.timed(now)
+        if tags:
+            logger.warning("Put %d job(s) back in their queue: their worker stopped renewing their lease", len(tags))
+        return tags
+
+
+class LeaseKeeper(threading.Thread):
+    """One thread per worker process: renews the leases of the jobs its channels hold and sweeps
+    lapsed leases of dead workers. It runs outside Celery's event loop, so a job keeps its lease
+    during a warm shutdown too; renewals stop only when the process stops (or stalls).
+
+    ``holders`` are objects (transport channels) with ``delivery``, ``held()`` -> {tag: token}
+    and ``lost(tags)``; a process that holds no jobs (``bench schedule``) passes none and the
+    ``delivery`` to sweep with.
+    """
+
+    def __init__(self, holders: Iterable[Any], lease: int = DEFAULT_LEASE, delivery: Delivery | None = None) -> None:
+        super().__init__(name="benchcelery-leases", daemon=True)
+        self.holders = holders
+        self.delivery = delivery
+        self.sweeper = Sweeper(lease)
+        self.interval = min(lease / 3, SWEEP_INTERVAL)
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            self.tick()
+
+    def tick(self) -> None:
+        holders = list(self.holders)
+        delivery = holders[0].delivery if holders else self.delivery
+        if delivery is None:
+            return
+        started = time.monotonic()
+        try:
+            for holder in holders:
+                lost = holder.delivery.renew(holder.held())
+                if lost:
+                    holder.lost(lost)
+        except Exception as exc:  # Redis down, paused, failing over: keep trying
+            self.sweeper.lost_contact()
+            logger.warning("Could not renew job leases: %s", exc)
+            return
+        self.sweeper.timed(started)
+        self.sweeper.maybe_sweep(delivery)
+
+
+def lease_report(r: redis.Redis, keys: Keys, queues: Iterable[str]) -> dict[str, Any]:
+    """What ``doctor`` shows: jobs held by dead workers (lease lapsed, waiting for recovery),
+    jobs recovered so far per queue and site, and late finishes of lapsed leases."""
+    now = time.time()
+    try:
+        server = r.time()
+        now = server[0] + server[1] / 1e6
+    except Exception:
+        pass
+    queues = list(queues)
+    pipe = r.pipeline(transaction=False)
+    pipe.zrangebyscore(keys.leases, "-inf", now, withscores=True)
+    for q in queues:
+        pipe.hgetall(keys.recovered(q))
+    pipe.get(keys.stale_acks)
+    lapsed, *recovered, stale = pipe.execute()
+    return {
+        "orphans": [{"tag": _text(tag), "lapsed_for": round(now - score, 1)} for tag, score in lapsed],
+        "recovered": {
+            q: {_text(site): int(n) for site, n in counts.items()} for q, counts in zip(queues, recovered, strict=True)
+        },
+        "stale_acks": int(stale or 0),
+    }
+
+
+def decode_meta(raw: bytes | str) -> dict[str, Any]:
+    """An ``inflight`` value -> {token, list, taken_at, site, queue}."""
+    token, list_key, taken, site, queue = json.loads(raw)
+    return {"token": token, "list": list_key, "taken_at": float(taken), "site": site, "queue": queue}

@@ -1,0 +1,235 @@
+"""Reliable delivery against real processes: SIGKILLed workers lose nothing, live jobs keep their
+lease, orphans come back, poison never stops a worker, Redis restarts are survived.
+
+The fuller fault suite (3,000 jobs, Redis crashes with AOF, pauses) is `python -m benchmarks faults`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import time
+from typing import Any
+
+import redis
+
+from benchcelery.delivery import lease_report
+from benchcelery.jobs import inspect, registry
+from benchcelery.redis_server import free_port, start_server, stop_server
+from tests.conftest import BenchHandle, wait_until
+
+S1 = ("--site", "site1.local")
+LEASE = 3  # seconds: renewed every second, orphans back within ~lease + grace + sweep interval
+
+
+def tallies(bench: BenchHandle) -> dict[str, int]:
+    ids = [i.decode() for i in bench.redis.smembers("test:tally")]
+    return {i: int(bench.redis.get(f"test:tally:{i}") or 0) for i in ids}
+
+
+def in_flight(bench: BenchHandle) -> int:
+    return int(bench.redis.hlen(f"{bench.prefix}unacked"))
+
+
+def pending(bench: BenchHandle) -> int:
+    counts = inspect.count_pending(bench.redis, bench.rt().keys, ["short", "default", "long"])
+    return sum(sum(per_site.values()) for per_site in counts.values())
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def test_sigkill_of_a_worker_pool_during_a_drain_loses_nothing(bench: BenchHandle) -> None:
+    bench.set_config(job_lease=LEASE)
+    rt = bench.rt()
+    total, kills = 240, 3
+    import benchcelery
+
+    benchcelery.enqueue_many(
+        [{"method": "testapp.tasks.tally", "queue": "short", "run_id": f"r{i}", "seconds": 0.02} for i in range(total)]
+    )
+    for k in range(1, kills + 1):
+        pool = bench.start("worker-pool", "--num-workers", "2", "--queue", "short")
+        wait_until(lambda k=k: len(tallies(bench)) >= k * total // (kills + 1), timeout=60, what="progress")
+        kill_group(pool)  # main process and pool processes, mid-drain, as `kill -9` of a supervisor group
+    bench.start("worker", "--queue", "short")
+    wait_until(
+        lambda: len(tallies(bench)) == total and not in_flight(bench) and not pending(bench),
+        timeout=90,
+        what="every job run and nothing left in flight",
+    )
+    runs = tallies(bench)
+    assert set(runs) == {f"r{i}" for i in range(total)}  # nothing lost
+    # a job runs twice only if it was running when its worker was killed (2 processes per kill)
+    assert sum(runs.values()) - total <= kills * 2
+    assert sum(lease_report(bench.redis, rt.keys, ["short"])["recovered"]["short"].values()) >= 1
+
+
+def test_a_job_longer_than_its_lease_runs_once(bench: BenchHandle) -> None:
+    bench.set_config(job_lease=LEASE)
+    rt = bench.rt()
+    bench.start("worker", "--queue", "short")
+    bench.start("worker", "--queue", "short")  # a second live worker, sweeping for orphans
+    bench.enqueue("testapp.tasks.tally", queue="short", run_id="long", seconds=4 * LEASE)
+    wait_until(lambda: tallies(bench).get("long"), timeout=60, what="the long job finished")
+    wait_until(lambda: not in_flight(bench), what="its lease released")
+    assert tallies(bench) == {"long": 1}
+    assert not bench.redis.get(rt.keys.stale_acks)
+    assert not any(bench.redis.hgetall(rt.keys.recovered("short")).values())
+
+
+def test_an_orphan_is_back_in_its_queue_after_its_lease_and_runs_on_another_worker(bench: BenchHandle) -> None:
+    bench.set_config(job_lease=LEASE)
+    rt = bench.rt()
+    job = bench.enqueue("testapp.tasks.pid_then_wait", queue="short", key="orphan", flag="go", limit=30)
+    first = bench.start("worker", "--queue", "short")
+    bench.wait_results("orphan", 1)
+    kill_group(first)
+    killed_at = time.monotonic()
+    # until the next sweep the job shows as held by a gone worker, then as queued again
+    (held,) = inspect.started_jobs(bench.redis, rt.keys)
+    assert held.id == job.id
+    assert held.extra["lease_expires"] is not None
+    bench.start("worker", "--queue", "short")
+    wait_until(lambda: len(bench.results("orphan")) >= 2, timeout=45, what="the orphan running again")
+    assert time.monotonic() - killed_at < LEASE + 15
+    bench.redis.set("test:go", 1)
+    wait_until(lambda: bench.results("orphan")[-1] == "done", what="the orphan finished")
+    assert int(bench.redis.hget(rt.keys.recovered("short"), "site1.local") or 0) == 1
+
+
+def _message(bench: BenchHandle, method: str = "testapp.tasks.record", **kwargs: Any) -> dict[str, Any]:
+    from benchcelery.jobs.bulk import envelope
+    from benchcelery.jobs.enqueue import _prepare
+
+    rt = bench.rt()
+    prepared = _prepare(rt, "site1.local", method, queue="short", kwargs=kwargs)
+    return json.loads(envelope(prepared.options, "benchcelery.execute_job", "test", "reply"))
+
+
+def _with_body(message: dict[str, Any], body: Any) -> str:
+    message["body"] = base64.b64encode(json.dumps(body).encode()).decode()
+    return json.dumps(message)
+
+
+def test_poison_elements_are_recorded_and_never_stop_a_worker(bench: BenchHandle) -> None:
+    rt = bench.rt()
+    (bench.root / "sites" / "site2.local" / "site_config.json").write_bytes(b"\xff\xfe not json")
+    site2 = _message(bench, key="poison", value="site2")
+    site2["headers"]["site"] = "site2.local"
+    site2["headers"]["id"] = "site2.local::broken-config"
+    unknown_task = _message(bench, key="poison", value="unknown")
+    unknown_task["headers"]["task"] = "no.such.task"
+    bad_base64 = _message(bench, key="poison", value="b64")
+    bad_base64["body"] = "%%% not base64 %%%"
+    poison = [
+        "[]",
+        "123",
+        '"str"',
+        "not json at all {",
+        '{"hello": "world"}',
+        json.dumps(bad_base64),
+        json.dumps(unknown_task),
+        _with_body(_message(bench, key="poison"), [["positional"], {"key": "poison"}, {}]),
+        json.dumps(site2),
+    ]
+    normal = rt.keys.queue_list("short", 3)
+    for element in poison:
+        bench.redis.lpush(normal, element)
+    # read commands describe what waits, junk included, without a traceback
+    listed = bench.run(*S1, "jobs", "list", "--state", "queued")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr
+    assert listed.stdout.count("[no site]") >= 5
+    shown = bench.run(*S1, "show-pending-jobs", "-v")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr
+    # a job whose kwargs use the engine's own parameter names still reaches its method
+    clash = _with_body(_message(bench, key="poison"), [[], {"key": "clash", "value": 1, "task": 1, "self": 2}, {}])
+    bench.redis.lpush(normal, clash)
+    worker = bench.start("worker", "--queue", "short")
+    bench.enqueue("testapp.tasks.record", queue="short", key="after", value="alive")
+    assert bench.wait_results("after", 1) == ["alive"]
+    wait_until(lambda: not in_flight(bench), what="nothing left in flight")
+    assert worker.poll() is None, bench.output(worker)
+    failed = [inspect.failed_info(r) for r in registry.failed_records(bench.redis, rt.keys, "short", _ids(bench))]
+    assert len(failed) == len(poison) + 1  # + the clash job
+    reasons = " | ".join(f.extra["exception"] for f in failed)
+    for needle in ("Malformed message", "Unknown task", "positional", "cannot be read", "unexpected keyword"):
+        assert needle in reasons, reasons
+    unknown = next(f for f in failed if "Unknown task" in f.extra["exception"])
+    assert unknown.kwargs == {"key": "poison", "value": "unknown"}  # its arguments are kept
+    malformed = next(f for f in failed if f.extra.get("raw") == "123")
+    # records without a site are in plain `jobs list`, flagged, and can be shown and deleted
+    listed = bench.run(*S1, "jobs", "list", "--state", "failed")
+    assert malformed.id in listed.stdout and "[no site]" in listed.stdout
+    shown = bench.run(*S1, "jobs", "show", malformed.id)
+    assert shown.returncode == 0 and "raw: 123" in shown.stdout
+    retried = bench.run(*S1, "jobs", "retry", malformed.id)
+    assert retried.returncode == 1 and "not a valid message" in retried.stderr
+    assert bench.run(*S1, "jobs", "delete", malformed.id).returncode == 0
+    assert malformed.id not in _ids(bench)
+
+
+def _ids(bench: BenchHandle) -> list[str]:
+    return registry.failed_ids(bench.redis, bench.rt().keys, "short")
+
+
+def test_retry_never_deletes_a_newer_failure_record(bench: BenchHandle) -> None:
+    rt = bench.rt()
+    old = {"job_id": "site1.local::again", "site": "site1.local", "method": "testapp.tasks.fail", "kwargs": {}}
+    registry.record_failure(bench.redis, rt.keys, "short", old, limit=10, ttl=3600)
+    newer = {**old, "exception": "the retried run failed too"}
+    newer.pop("failed_at")
+    registry.record_failure(bench.redis, rt.keys, "short", newer, limit=10, ttl=3600)
+    assert not registry.remove_failed_record(bench.redis, rt.keys, "short", old)
+    (kept,) = registry.failed_records(bench.redis, rt.keys, "short", ["site1.local::again"])
+    assert kept["exception"] == "the retried run failed too"
+    assert registry.remove_failed_record(bench.redis, rt.keys, "short", kept)
+
+
+def test_a_worker_survives_redis_being_killed_and_restarted(bench: BenchHandle, tmp_path: Any) -> None:
+    port = free_port()
+    server = start_server(port, tmp_path)
+    try:
+        bench.set_config(redis_queue=f"redis://127.0.0.1:{port}")
+        mine = redis.Redis(port=port)
+        worker = bench.start("worker", "--queue", "short")
+        bench.enqueue("testapp.tasks.tally", queue="short", run_id="before")
+        wait_until(lambda: mine.sismember("test:tally", "before"), what="a job before the crash")
+        server.kill()
+        server.wait(10)
+        server = start_server(port, tmp_path)
+        bench.enqueue("testapp.tasks.tally", queue="short", run_id="after")
+        wait_until(lambda: mine.sismember("test:tally", "after"), timeout=60, what="a job after the restart")
+        mine.client_pause(3000)  # writes and reads wait 3 s; the worker carries on afterwards
+        bench.enqueue("testapp.tasks.tally", queue="short", run_id="paused")
+        wait_until(lambda: mine.sismember("test:tally", "paused"), timeout=60, what="a job after a pause")
+        assert worker.poll() is None, bench.output(worker)
+        assert "Unrecoverable error" not in bench.output(worker)
+    finally:
+        stop_server(server)
+
+
+def test_a_stalled_worker_cannot_acknowledge_a_job_another_worker_now_holds(bench: BenchHandle) -> None:
+    """A worker frozen past its lease (SIGSTOP of its main process) loses the job to another worker;
+    when it thaws, its late finish does not remove the new holder's job, and is counted."""
+    bench.set_config(job_lease=LEASE)
+    rt = bench.rt()
+    stalled = bench.start("worker", "--queue", "short")
+    bench.enqueue("testapp.tasks.tally", queue="short", run_id="stall", seconds=3 * LEASE)
+    wait_until(lambda: in_flight(bench), what="the job taken")
+    os.kill(stalled.pid, signal.SIGSTOP)  # the main process only: its pool process runs on
+    try:
+        bench.start("worker", "--queue", "short")
+        wait_until(lambda: bench.redis.hget(rt.keys.recovered("short"), "site1.local"), timeout=30, what="recovery")
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    wait_until(lambda: bench.redis.get(rt.keys.stale_acks), timeout=30, what="the late finish counted")
+    assert in_flight(bench) == 1  # the new holder still has it
+    wait_until(lambda: tallies(bench).get("stall") == 2 and not in_flight(bench), timeout=30, what="second run done")
+    assert int(bench.redis.get(rt.keys.stale_acks) or 0) == 1
+    assert "lease of job" in bench.output(stalled) and not pending(bench)
