@@ -224,6 +224,16 @@ class Delivery:
         queue, tag, raw, lapses = reply
         return Taken(_text(queue), _text(tag), raw, int(lapses))
 
+    def ack_command(self, tag: str, token: str) -> list[Any]:
+        """The command of ``ack``, for a caller that sends it itself (with the worker's next poll) and
+        passes the reply to ``acked`` (a NoScriptError reply: call ``ack``, which loads the script)."""
+        keys = [*self._fixed, self.keys.stale_acks]
+        return ["EVALSHA", self._ack.sha, len(keys), *keys, tag, token]
+
+    @staticmethod
+    def acked(reply: Any) -> bool:
+        return int(reply) == 1
+
     def ack(self, tag: str, token: str) -> bool:
         """Forget a finished job; False when ``token`` no longer owns it (its lease had lapsed)."""
         return int(self._ack(keys=[*self._fixed, self.keys.stale_acks], args=[tag, token])) == 1

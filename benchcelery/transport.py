@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,6 +110,8 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tokens: dict[str, str] = {}
+        self._acks: list[tuple[str, str]] = []  # finished jobs whose ack goes with the next poll
+        self._acks_sent: list[tuple[str, str]] = []  # ... went with the outstanding poll
         self._fetch_queues: list[str] = []
         self._fetch_token = ""
         super().__init__(*args, **kwargs)
@@ -170,9 +173,11 @@ class Channel(kombu_redis.Channel):
     def _brpop_start(self, timeout: float | None = None) -> None:
         self._poll_plain = all(q.endswith(".pidbox") for q in self.active_queues)
         if self._poll_plain:  # `celery inspect`/`control` replies: read and drop, as kombu does
+            self.flush_acks()
             return super()._brpop_start(timeout)
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
+            self.flush_acks()
             return
         self._fetch_queues = list(queues)
         connection = self.client.connection
@@ -190,7 +195,14 @@ class Channel(kombu_redis.Channel):
             ]
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
-        connection.send_command(*command)
+        if self._acks:
+            # The acks of the jobs that just finished ride in the same write as the poll (their
+            # replies come first): one round trip per job instead of two.
+            self._acks_sent, self._acks = self._acks, []
+            acks = [self.delivery.ack_command(tag, token) for tag, token in self._acks_sent]
+            connection.send_packed_command(connection.pack_commands([*acks, command]))
+        else:
+            connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
         import redis
@@ -200,6 +212,7 @@ class Channel(kombu_redis.Channel):
         taken: Taken | None = None
         try:
             connection = self.client.connection
+            self._read_acks(connection, **options)
             try:
                 reply = self.client.parse_response(connection, "EVALSHA" if self._poll_fetch else "BRPOP", **options)
             except self.connection_errors:
@@ -283,12 +296,56 @@ class Channel(kombu_redis.Channel):
 
     def finish(self, tag: str) -> None:
         token = self._tokens.pop(tag, None)
-        if token and not self.delivery.ack(tag, token):
+        if not token:
+            return
+        if (
+            self._in_poll is None
+            and not self._closing
+            and not _shutting_down()
+            and threading.current_thread() is threading.main_thread()
+        ):
+            # In the event loop, with the job's slot now free: the next poll starts right away and
+            # carries this ack (_brpop_start). Anything that ends the loop flushes it (close).
+            self._acks.append((tag, token))
+            return
+        self._acked(tag, self.delivery.ack(tag, token))
+
+    def _acked(self, tag: str, done: bool) -> None:
+        if not done:
             logger.error(
                 "Job %s finished after its lease had lapsed and it was put back in its queue "
                 "(counted in stale_acks; doctor shows it)",
                 tag,
             )
+
+    def flush_acks(self) -> None:
+        """Send the acks still waiting for a poll, now (one round trip each)."""
+        while self._acks:
+            tag, token = self._acks.pop(0)
+            self._acked(tag, self.delivery.ack(tag, token))
+
+    def _read_acks(self, connection: Any, **options: Any) -> None:
+        """Read the replies of the acks sent with the poll; an ack whose reply was lost is sent again."""
+        import redis
+
+        sent, self._acks_sent = self._acks_sent, []
+        for i, (tag, token) in enumerate(sent):
+            try:
+                reply = self.client.parse_response(connection, "EVALSHA", **options)
+            except redis.exceptions.ResponseError:  # NoScriptError (Redis restarted), OOM, ...
+                self._acked(tag, self.delivery.ack(tag, token))
+            except BaseException:
+                self._acks[:0] = sent[i:]
+                raise
+            else:
+                self._acked(tag, Delivery.acked(reply))
+
+    def close(self) -> None:
+        try:
+            self.flush_acks()
+        except Exception as exc:  # Redis unreachable: their leases bring the jobs back
+            logger.warning("Could not acknowledge %d finished job(s): %s", len(self._acks), exc)
+        super().close()
 
     def give_back(self, tag: str, front: bool = True) -> None:
         token = self._tokens.pop(tag, None)

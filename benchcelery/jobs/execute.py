@@ -19,6 +19,7 @@ from celery import Task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
+from benchcelery.bench import COMMON_CONFIG, SITE_CONFIG
 from benchcelery.context import local
 from benchcelery.errors import BenchError
 from benchcelery.jobs import registry
@@ -42,7 +43,8 @@ class _SiteConfigCache:
 
     def get(self, site: str) -> dict[str, Any]:
         bench = get_runtime().bench
-        stamp = (_mtime(bench.common_config_file), _mtime(bench.site_config_file(site)))
+        sites = os.path.join(bench.root, "sites")  # not pathlib: this runs for every job
+        stamp = (_mtime(os.path.join(sites, COMMON_CONFIG)), _mtime(os.path.join(sites, site, SITE_CONFIG)))
         hit = self._cache.get(site)
         if hit and hit[0] == stamp:
             return hit[1]
@@ -51,7 +53,7 @@ class _SiteConfigCache:
         return conf
 
 
-def _mtime(path: os.PathLike[str]) -> float:
+def _mtime(path: str) -> float:
     try:
         return os.stat(path).st_mtime
     except FileNotFoundError:
