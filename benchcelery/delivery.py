@@ -198,6 +198,7 @@ class Delivery:
         self._fixed = [keys.unacked, keys.inflight, keys.leases, keys.redeliveries]
         self._loaded = False
         self._prefixes = [keys.pending_counts(""), keys.wake("")]
+        self._fetch_keys: dict[tuple[str, ...], list[str]] = {}
 
     def fetch_command(self, queues: Sequence[str], token: str) -> list[Any]:
         """EVALSHA arguments of a fetch, for a caller that sends it itself (the worker's poll
@@ -205,9 +206,12 @@ class Delivery:
         if not self._loaded:
             self.r.script_load(FETCH)
             self._loaded = True
-        keys = list(self._fixed)
-        for q in queues:
-            keys += [self.keys.pending_counts(q), self.keys.wake(q), *self.keys.queue_lists(q)]
+        keys = self._fetch_keys.get(tuple(queues))
+        if keys is None:  # once per queue order (a worker polls for every job)
+            keys = list(self._fixed)
+            for q in queues:
+                keys += [self.keys.pending_counts(q), self.keys.wake(q), *self.keys.queue_lists(q)]
+            self._fetch_keys[tuple(queues)] = keys
         return [self._fetch.sha, len(keys), *keys, token, self.lease, *queues]
 
     def fetch(self, queues: Sequence[str], token: str) -> Taken | None:

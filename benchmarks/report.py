@@ -272,6 +272,12 @@ def render(data: dict[str, Any]) -> str:
         "repetition. Read ratios, not absolutes: the machine is shared and virtualised. "
         "Method: [`../shared/reference/peer-performance.md`](../../shared/reference/peer-performance.md).",
         "",
+        "Ratios in the targets table divide medians; for enqueue, the ratio of each repetition's pair (run "
+        "one after the other) is given too, because other work on the machine moves both systems by ±30 % "
+        "from one repetition to the next. The burst-command rows (issue 13) run benchcelery's and rq's "
+        "burst workers on a few thousand jobs and time the whole command, spawn to exit, as cron or CI "
+        "would. Speed is never asserted in tests; correctness of every fast path is (tests/).",
+        "",
         "## Machine and versions",
         "",
     ]

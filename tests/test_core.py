@@ -122,6 +122,19 @@ def test_worker_pool_burst_on_some_queues(bench: BenchHandle) -> None:
     assert sorted(done) == ["default"] * 3 + ["short"] * 3
     counts = count_pending(bench.redis, bench.rt().keys, ["long"])
     assert counts["long"] == {"site1.local": 3}
+    # a burst worker's quick exit: every finished job acknowledged, no pool process left behind
+    keys = bench.rt().keys
+    assert bench.redis.hlen(keys.inflight) == 0 and bench.redis.zcard(keys.leases) == 0
+    assert not bench.redis.get(keys.stale_acks)
+    name = result.stderr.split("Worker ", 1)[1].split(":", 1)[0]
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and name.encode() in _cmdline(p)]
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
 
 
 def test_context_site_user_and_config(bench: BenchHandle) -> None:

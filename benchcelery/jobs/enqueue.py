@@ -18,7 +18,7 @@ from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import EXECUTE_JOB, push
-from benchcelery.jobs.methods import method_name, resolve
+from benchcelery.jobs.methods import method_name, resolve, resolved
 from benchcelery.jobs.model import Job
 from benchcelery.keys import FRONT_PRIORITY, NORMAL_PRIORITY
 from benchcelery.runtime import Runtime, get_runtime
@@ -186,14 +186,14 @@ def _prepare(
 ) -> _Prepared:
     """Validate one job and build its ``apply_async`` options; raises ValidationError."""
     spec = rt.settings.validate_queue(queue)
-    apps, extra = rt.apps(), rt.allowed_methods()
     name = method_name(method)
-    resolve(name, apps, extra)
+    if not resolved(name):  # checked and imported once per process (apps.txt is read then)
+        resolve(name, rt.apps(), rt.allowed_methods())
     callbacks = {}
     for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
         if cb is not None:
             cb_name = method_name(cb)
-            resolve(cb_name, apps, extra)
+            resolve(cb_name, rt.apps(), rt.allowed_methods())
             callbacks[label] = cb_name
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
         raise ValidationError(f"timeout must be a positive number of seconds, got {timeout!r}")

@@ -40,6 +40,12 @@ def check_allowed(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> 
         raise ValidationError(f"Method {name} is not in an installed app (installed: {installed})")
 
 
+def resolved(name: str) -> bool:
+    """Whether ``resolve(name, ...)`` already succeeded in this process (it returns the cached
+    function then, whatever apps it is given)."""
+    return name in _cache
+
+
 def resolve(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> Callable[..., Any]:
     """Import and return the function ``name`` after checking the allowlist."""
     fn = _cache.get(name)
