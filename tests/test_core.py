@@ -500,6 +500,16 @@ def test_enqueue_writes_what_apply_async_writes(bench: BenchHandle) -> None:
     assert built == real
 
 
+def test_enqueue_survives_a_dropped_connection(bench: BenchHandle) -> None:
+    """enqueue keeps its Redis connection between calls: one closed by the server is replaced."""
+    rt = bench.rt()
+    benchcelery.enqueue("testapp.tasks.noop")
+    assert bench.redis.client_kill_filter(_type="normal", skipme=True) >= 1
+    benchcelery.enqueue("testapp.tasks.noop")
+    assert sum(bench.redis.llen(k) for k in rt.keys.queue_lists("default")) == 2
+    assert pending_total(bench) == 2
+
+
 def test_enqueue_many_runs_every_job_and_is_all_or_nothing(bench: BenchHandle) -> None:
     import benchcelery
 
