@@ -8,5 +8,5 @@ cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[server]'
+.venv/bin/python -m pip install -q -e '.[server,run]'
 exec .venv/bin/python -m benchcelery.demo "$@"

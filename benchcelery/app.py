@@ -5,7 +5,15 @@ Flower. benchcelery itself never imports this module.
 
 from __future__ import annotations
 
+import sys
+
+from benchcelery.errors import BenchError
 from benchcelery.runtime import get_runtime
 
-app = get_runtime().app
+try:
+    app = get_runtime().app
+except BenchError as exc:
+    # Celery would print a traceback for any error raised while loading -A: one line instead.
+    print(f"benchcelery.app: {exc}", file=sys.stderr)
+    raise SystemExit(exc.exit_code) from None
 celery = app

@@ -14,13 +14,13 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchcelery.config_schema import check_value, site_name, validate
 from benchcelery.errors import NotInBenchError, SiteNotFoundError, SiteNotSpecifiedError, ValidationError
 
 COMMON_CONFIG = "common_site_config.json"
@@ -28,12 +28,14 @@ SITE_CONFIG = "site_config.json"
 BENCH_PATH_ENV = "BENCH_PATH"
 SITE_ENVS = ("BENCH_SITE", "FRAPPE_SITE")
 _apps_cache: dict[str, tuple[int, list[str]]] = {}
-_SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def derive_bench_id(root: Path) -> str:
-    """Frappe's rule: the bench path without leading/trailing '/', other '/' replaced by '-'."""
-    return str(root.resolve()).strip("/").replace("/", "-").replace(":", "-") or "bench"
+    """Frappe's rule: the bench path without leading/trailing '/', other '/' replaced by '-' (and
+    every character outside the bench id alphabet too, see keys.py)."""
+    from benchcelery.keys import sanitise_bench_id
+
+    return sanitise_bench_id(str(root.resolve()).strip("/"))
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,20 @@ class Bench:
 
     # --- reading ---
     def common_config(self) -> dict[str, Any]:
-        return read_json(self.common_config_file)
+        """common_site_config.json, every known key checked (config_schema.py; ValidationError)."""
+        return validate(read_json(self.common_config_file), self.relative(self.common_config_file))
 
     def site_config(self, site: str) -> dict[str, Any]:
         self.require_site(site)
-        return read_json(self.site_config_file(site))
+        path = self.site_config_file(site)
+        return validate(read_json(path), self.relative(path))
+
+    def relative(self, path: Path) -> str:
+        """``path`` as error messages name it (relative to the bench)."""
+        try:
+            return str(path.relative_to(self.root))
+        except ValueError:
+            return str(path)
 
     def merged_config(self, site: str | None = None) -> dict[str, Any]:
         """common_site_config.json overlaid by the site's site_config.json (the site wins)."""
@@ -97,12 +108,14 @@ class Bench:
         )
 
     def site_exists(self, site: str) -> bool:
+        if site_name(site):
+            return False
         # One stat, no pathlib: workers check this for every job (a regular file's directory exists).
-        return bool(_SITE_NAME.match(site)) and os.path.isfile(os.path.join(self.root, "sites", site, SITE_CONFIG))
+        return os.path.isfile(os.path.join(self.root, "sites", site, SITE_CONFIG))
 
     def require_site(self, site: str) -> None:
         if not self.site_exists(site):
-            raise SiteNotFoundError(site)
+            raise SiteNotFoundError(site if isinstance(site, str) and len(site) <= 200 else f"{str(site)[:200]}...")
 
     def activate(self) -> None:
         """Make apps kept in ``<bench>/apps/<app>/`` importable (pip-installed apps need nothing)."""
@@ -150,6 +163,8 @@ class Bench:
         path = self.site_config_file(site) if site else self.common_config_file
         if site:
             self.require_site(site)
+        for key, value in updates.items():
+            check_value(key, value, self.relative(path))  # refused before anything is written
         with locked_json(path) as data:
             for key, value in updates.items():
                 if value is None:
@@ -159,8 +174,10 @@ class Bench:
             return dict(data)
 
     def new_site(self, site: str, config: dict[str, Any] | None = None) -> Path:
-        if not _SITE_NAME.match(site) or site == "all":
-            raise ValidationError(f"Invalid site name: {site!r}")
+        problem = site_name(site)
+        if problem:
+            shown = site if len(site) <= 100 else f"{site[:100]}... ({len(site)} characters)"
+            raise ValidationError(f"Invalid site name {shown!r}: {problem}")
         if self.site_exists(site):
             raise ValidationError(f"Site {site} already exists")
         path = self.site_path(site)
@@ -191,15 +208,21 @@ def find_bench(explicit: str | os.PathLike[str] | None = None, start: Path | Non
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return {}
+    except UnicodeDecodeError as exc:
+        raise ValidationError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ValidationError(f"{path} cannot be read: {exc.strerror or exc}") from None
     if not text.strip():
         return {}
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValidationError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError(f"{path} is nested too deeply") from None
     if not isinstance(data, dict):
         raise ValidationError(f"{path} must hold a JSON object")
     return data

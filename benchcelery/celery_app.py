@@ -14,10 +14,14 @@ from kombu import Exchange, Queue
 
 from benchcelery.config import Settings
 from benchcelery.connection import broker_url
-from benchcelery.jobs.bulk import EXECUTE_JOB
-from benchcelery.keys import NORMAL_PRIORITY
+from benchcelery.keys import EXECUTE_JOB, NORMAL_PRIORITY
 
+OUR_TRANSPORT = "benchcelery.transport:Transport"
 WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most this often
+# Loaded by a worker at start (Celery's ``imports``) and by any process when its app is finalized:
+# the module that registers EXECUTE_JOB and the listeners it notifies. Names, not imports, so this
+# module reads without the layers above it.
+WORKER_IMPORTS = ("benchcelery.jobs.execute", "benchcelery.scheduler.runlog")
 
 
 def transport_options(settings: Settings, strategy: str | None = None) -> dict[str, Any]:
@@ -37,15 +41,25 @@ def transport_options(settings: Settings, strategy: str | None = None) -> dict[s
     return options
 
 
+def register_transport() -> None:
+    """Serve redis:// and rediss:// URLs with our transport (transport.py), so the broker URL users,
+    Flower and ``celery -A benchcelery.app`` see is a plain ``redis://`` one (Flower's Broker page
+    and ``/api/queues/length`` only know the stock scheme names)."""
+    from kombu import transport
+
+    for scheme in ("redis", "rediss"):
+        if transport.TRANSPORT_ALIASES.get(scheme) != OUR_TRANSPORT:
+            transport.TRANSPORT_ALIASES[scheme] = OUR_TRANSPORT
+            transport._transport_cache.pop(scheme, None)
+
+
 def make_app(settings: Settings, strategy: str | None = None) -> Celery:
-    """A configured Celery app for the bench, with the ``execute_job`` task registered."""
+    """A configured Celery app for the bench; ``execute_job`` is registered once WORKER_IMPORTS load."""
     app = Celery(f"bench-{settings.bench_id}", set_as_current=False)
     url = broker_url(settings)
-    scheme = url.split("://", 1)[0]
+    register_transport()  # our kombu transport subclass behind redis:// (see transport.py)
     app.conf.update(
         broker_url=url,
-        # Our kombu transport subclass reuses one redis client (see transport.py).
-        broker_transport="benchcelery.transport:Transport" if scheme in ("redis", "rediss") else None,
         broker_transport_options=transport_options(settings, strategy),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying: supervisors restart workers anyway
@@ -77,19 +91,22 @@ def make_app(settings: Settings, strategy: str | None = None) -> Celery:
         redbeat_key_prefix=settings.keys.redbeat_prefix,
     )
     app.benchcelery_settings = settings  # type: ignore[attr-defined]
-
-    from benchcelery.jobs.execute import JobRequest, JobTask, execute_job
-
-    app.task(
-        name=EXECUTE_JOB,
-        bind=True,
-        base=JobTask,
-        Request=JobRequest,
-        max_retries=WORKER_LOST_RETRIES,
-        default_retry_delay=0,
-        acks_late=True,
-    )(execute_job)
+    app.conf.imports = WORKER_IMPORTS
+    app.on_after_finalize.connect(_load_imports, weak=False)
+    app.on_after_finalize.connect(_only_the_job_task, weak=False)
     return app
+
+
+def _load_imports(sender: Celery, **_: Any) -> None:
+    sender.loader.import_default_modules()
+
+
+def _only_the_job_task(sender: Celery, **_: Any) -> None:
+    """Security: a worker runs nothing but ``execute_job`` (site context, allowlist, failure record).
+    Celery's built-in tasks (``celery.accumulate``, ``celery.chord_unlock``, ...) leave the registry,
+    so a forged message naming one is an unknown task, refused and recorded by our Consumer."""
+    for name in [n for n in sender._tasks if n != EXECUTE_JOB]:
+        del sender._tasks[name]
 
 
 def settings_of(app: Celery) -> Settings:

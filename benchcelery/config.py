@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from benchcelery.bench import Bench
+from benchcelery.config_schema import redis_url as redis_url_problem
 from benchcelery.errors import ValidationError
 from benchcelery.keys import Keys
 
@@ -35,6 +36,15 @@ DEFAULTS: dict[str, Any] = {
     "max_redeliveries": 3,  # a job whose worker died this often is failed, not run again
     "job_lease": 30,  # s; a taken job's lease, renewed every lease/3 s while its worker lives
     "socketio_port": 9000,
+    "doctor_fail_on": "",  # what else makes `bench doctor` exit 1, e.g. "failed,dead-workers"
+    "dashboard_port": 9030,  # `bench dashboard`
+    "dashboard_token_max_age": 30 * 24 * 3600,  # how long a dashboard login token is valid (s)
+    # Monitoring: `bench worker --events` by default; `bench metrics` and `bench flower` addresses.
+    "worker_send_task_events": False,
+    "metrics_port": 9808,
+    "metrics_address": "127.0.0.1",
+    "flower_port": 5555,
+    "flower_address": "127.0.0.1",
 }
 
 
@@ -69,14 +79,13 @@ class Settings:
         conf = {**DEFAULTS, **bench.common_config()}
         url = redis_url or next((os.environ[e] for e in REDIS_QUEUE_ENVS if os.environ.get(e)), None)
         url = url or conf.get("redis_queue") or DEFAULT_REDIS_QUEUE
-        if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            raise ValidationError(f"redis_queue must be a redis:// URL, got {mask_url(url)}")
+        problem = redis_url_problem(url)
+        if problem:
+            raise ValidationError(f"redis_queue {mask_url(url)[:200]} {problem}")
         if conf.get("use_rq_auth") or username or password:
             username = username or conf.get("rq_username") or bench.bench_id
             password = password or conf.get("rq_password")
-        bench_id = str(conf.get("bench_id") or bench.bench_id)
-        if ":" in bench_id or not bench_id:
-            raise ValidationError(f"bench_id must be non-empty and contain no ':' (got {bench_id!r})")
+        bench_id = str(conf.get("bench_id") or bench.bench_id)  # checked: config_schema.bench_id
         return cls(
             bench=bench,
             redis_url=url,
@@ -138,11 +147,52 @@ def queue_specs(conf: dict[str, Any]) -> dict[str, QueueSpec]:
     return specs
 
 
+def cache_url(settings: Settings) -> str:
+    """The cache Redis (``frappe.cache()``): config ``redis_cache``, else the queue server's next
+    database number (``bench init`` writes it). Never the queue's own database."""
+    url = str(settings.get("redis_cache") or "") or next_db_url(settings.redis_url)
+    if same_server(url, settings.redis_url) and _db(url) == _db(settings.redis_url):
+        raise ValidationError("redis_cache must not be the queue Redis (same server and database as redis_queue)")
+    return url
+
+
+def next_db_url(url: str) -> str:
+    """``url`` with the next database number (0 -> 1, ..., 15 -> 0)."""
+    parts = urlsplit(url)
+    db = (_db(url) + 1) % 16
+    if parts.scheme == "unix":
+        query = "&".join([q for q in parts.query.split("&") if q and not q.startswith("db=")] + [f"db={db}"])
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
+
+
+def same_server(a: str, b: str) -> bool:
+    pa, pb = urlsplit(a), urlsplit(b)
+    if pa.scheme == "unix" or pb.scheme == "unix":
+        return pa.path == pb.path
+    local = {"localhost", "127.0.0.1", "::1"}
+    ha, hb = pa.hostname or "localhost", pb.hostname or "localhost"
+    return (ha == hb or {ha, hb} <= local) and (pa.port or 6379) == (pb.port or 6379)
+
+
+def _db(url: str) -> int:
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        found = [q[3:] for q in parts.query.split("&") if q.startswith("db=")]
+        return int(found[0]) if found and found[0].isdigit() else 0
+    path = parts.path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
 def mask_url(url: str) -> str:
     """The URL with any password replaced by ``***`` (passwords never reach output or logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return "<invalid URL>"
     user = parts.username or ""
     host = parts.hostname or ""
     netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")

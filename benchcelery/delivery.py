@@ -357,31 +357,6 @@ class LeaseKeeper(threading.Thread):
         self.sweeper.maybe_sweep(delivery)
 
 
-def lease_report(r: redis.Redis, keys: Keys, queues: Iterable[str]) -> dict[str, Any]:
-    """What ``doctor`` shows: jobs held by dead workers (lease lapsed, waiting for recovery),
-    jobs recovered so far per queue and site, and late finishes of lapsed leases."""
-    now = time.time()
-    try:
-        server = r.time()
-        now = server[0] + server[1] / 1e6
-    except Exception:
-        pass
-    queues = list(queues)
-    pipe = r.pipeline(transaction=False)
-    pipe.zrangebyscore(keys.leases, "-inf", now, withscores=True)
-    for q in queues:
-        pipe.hgetall(keys.recovered(q))
-    pipe.get(keys.stale_acks)
-    lapsed, *recovered, stale = pipe.execute()
-    return {
-        "orphans": [{"tag": _text(tag), "lapsed_for": round(now - score, 1)} for tag, score in lapsed],
-        "recovered": {
-            q: {_text(site): int(n) for site, n in counts.items()} for q, counts in zip(queues, recovered, strict=True)
-        },
-        "stale_acks": int(stale or 0),
-    }
-
-
 def decode_meta(raw: bytes | str) -> dict[str, Any]:
     """An ``inflight`` value -> {token, list, taken_at, site, queue}."""
     token, list_key, taken, site, queue = json.loads(raw)

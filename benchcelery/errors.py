@@ -38,7 +38,7 @@ class ValidationError(BenchError):
 
 class JobNotFoundError(BenchError):
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"No job {job_id}")
+        super().__init__(f"No job {job_id[:200]}")
         self.job_id = job_id
 
 

@@ -34,6 +34,11 @@ benchcelery's own:
                                             queued / started / finished (expires)
 ``<p>workers``                      zset    worker name -> last heartbeat (epoch s)
 ``<p>worker:<name>``                hash    worker facts (queues, pid, host, ...); expires
+``<p>recovered:<queue>``            hash    site -> jobs of dead workers put back in the queue
+                                            (orphans recovered; kept by the delivery path)
+``<p>durations:<queue>``            hash    ``<method>\x1f<bucket>`` -> jobs whose run time fell in
+                                            that histogram bucket, ``<method>\x1fsum`` -> total
+                                            seconds (written by workers, read by ``bench metrics``)
 ``<p>scheduler:heartbeat``          string  JSON of the active scheduler's last tick; expires
 ``<p>scheduler:runs:<site>``        list    newest-first JSON run records of scheduled jobs
 ``<p>scheduler:last:<site>``        hash    scheduled job name -> JSON last run (outcome)
@@ -46,12 +51,24 @@ benchcelery's own:
                                             scheduled job of one site (cron: ``::<expr>``)
 ==================================  ======  ===============================================
 
-Channels outside the prefix: ``events`` (realtime, Frappe's wire format, so a Frappe socket.io
-server can relay ours).
+Channels, all inside the prefix (a bench's ACL user may use only ``&bc:<bench_id>:*``):
+
+==================================  ======  ===============================================
+``<p>realtime``                     chan    realtime events (Frappe's JSON wire format plus a
+                                            ``bench`` field); ``bench realtime`` relays them
+``<p>/<db>.celery.pidbox``          chan    remote control (kombu, above)
+``<p>/<db>.celeryev/*``             chan    task and worker events (kombu)
+==================================  ======  ===============================================
+
+A bench id is restricted to ``BENCH_ID_ALPHABET`` (letters, digits, ``.``, ``_``, ``-``): it is
+written unquoted into key names, Redis ACL rules (where ``*``, ``?`` and ``[`` are glob syntax),
+and process names.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass
 
 # kombu's defaults; every producer, worker and inspector must agree on them.
@@ -60,7 +77,9 @@ PRIORITY_STEPS = (0, 3, 6, 9)
 NORMAL_PRIORITY = 3  # ordinary jobs; at_front jobs use 0, which BRPOP serves first
 FRONT_PRIORITY = 0
 
-REALTIME_CHANNEL = "events"
+REALTIME_CHANNEL = "events"  # Frappe's global channel; benchcelery publishes on Keys.realtime_channel
+BENCH_ID_ALPHABET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+EXECUTE_JOB = "benchcelery.execute_job"  # the Celery task every job's message names
 UNKNOWN_SITE = "?"  # the site recorded for a message that names none (pending counts, failures)
 
 
@@ -138,6 +157,9 @@ class Keys:
     def job_status(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
+    def durations(self, queue: str) -> str:
+        return f"{self.prefix}durations:{queue}"
+
     @property
     def workers(self) -> str:
         return f"{self.prefix}workers"
@@ -176,6 +198,10 @@ class Keys:
         return f"{self.redbeat_prefix}{name}"
 
     @property
+    def realtime_channel(self) -> str:
+        return f"{self.prefix}realtime"
+
+    @property
     def acl_key_pattern(self) -> str:
         return f"{self.prefix}*"
 
@@ -183,4 +209,17 @@ class Keys:
         """Channel rules a bench's ACL user needs. Redis checks PSUBSCRIBE patterns literally, so
         kombu's control (pidbox) and event patterns are listed as they are, besides ``<p>*``."""
         p = self.prefix
-        return [f"{p}*", f"{p}/{db}.celery.pidbox", f"{p}/{db}.celeryev/*", REALTIME_CHANNEL]
+        return [f"{p}*", f"{p}/{db}.celery.pidbox", f"{p}/{db}.celeryev/*"]
+
+
+def is_valid_bench_id(value: object) -> bool:
+    return isinstance(value, str) and bool(BENCH_ID_ALPHABET.match(value))
+
+
+def sanitise_bench_id(raw: str) -> str:
+    """A bench id from any text (e.g. a path): characters outside the alphabet become ``-``; a long
+    one keeps its end and a hash of the whole, so two long paths never share an id."""
+    text = re.sub(r"[^A-Za-z0-9._-]", "-", raw).strip("-.") or "bench"
+    if len(text) > 100:
+        text = f"{text[-80:].lstrip('-.')}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
+    return text if BENCH_ID_ALPHABET.match(text) else f"b{text}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keyword
 import shutil
 from pathlib import Path
 
@@ -14,9 +15,15 @@ EXAMPLE_APP = "jobs_demo"
 
 
 def create_bench(path: Path, redis_url: str | None = None, example_app: bool = False) -> Bench:
+    from benchcelery.config_schema import redis_url as url_problem
+
     root = path.expanduser().resolve()
     if (root / "sites").exists():
         raise ValidationError(f"{root} already holds a bench")
+    if any(ord(c) < 32 or ord(c) == 127 for c in str(root)):  # it is written into config files
+        raise ValidationError(f"A bench path may not hold control characters: {str(root)[:200]!r}")
+    if redis_url and url_problem(redis_url):
+        raise ValidationError(f"--redis-url {redis_url[:200]!r} {url_problem(redis_url)}")
     for sub in ("sites", "config", "config/pids", "logs", "apps"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     if not redis_url:
@@ -24,10 +31,12 @@ def create_bench(path: Path, redis_url: str | None = None, example_app: bool = F
         while is_listening(port):
             port += 1
         redis_url = f"redis://127.0.0.1:{port}"
-    write_json(
-        root / "sites" / "common_site_config.json",
-        {"bench_id": derive_bench_id(root), "redis_queue": redis_url, "background_workers": 1},
-    )
+    from benchcelery.config import next_db_url
+
+    conf = {"bench_id": derive_bench_id(root), "redis_queue": redis_url, "background_workers": 1}
+    # frappe.cache() (bench console) is a separate database of the same server, never the queue.
+    conf["redis_cache"] = next_db_url(redis_url)
+    write_json(root / "sites" / "common_site_config.json", conf)
     (root / "sites" / "apps.txt").write_text("")
     bench = Bench(root)
     if example_app:
@@ -56,8 +65,13 @@ def add_app(bench: Bench, name: str) -> None:
 
 
 def create_app(bench: Bench, name: str) -> Path:
-    if not name.isidentifier():
-        raise ValidationError(f"App name must be a Python identifier: {name!r}")
+    from benchcelery.jobs.methods import clip, shadowed_module
+
+    if not name.isidentifier() or keyword.iskeyword(name) or len(name) > 64:
+        raise ValidationError(f"App name must be a Python identifier of at most 64 characters: {clip(name)!r}")
+    shadowed = shadowed_module(name)
+    if shadowed:
+        raise ValidationError(f"App name {name} shadows the importable module {shadowed}; choose another name")
     path = bench.root / "apps" / name
     if path.exists():
         raise ValidationError(f"{path} already exists")

@@ -240,16 +240,16 @@ def test_failed_registry_content_and_cap(bench: BenchHandle) -> None:
 
 def test_bad_input_refused_before_anything_is_written(bench: BenchHandle) -> None:
     site = ("--site", "site1.local")
-    cases = [
-        (["enqueue", "testapp.tasks.noop", "--queue", "nope"], "Queue should be one of short, default, long"),
-        (["enqueue", "os.system", "--kwargs", '{"command": "touch /tmp/pwned"}'], "not in an installed app"),
-        (["enqueue", "testapp.tasks.missing"], "cannot be imported"),
-        (["enqueue", "testapp.tasks.noop", "--kwargs", "{not json"], "--kwargs must be a JSON object"),
-        (["worker", "--queue", "short,nope", "--burst"], "Queue should be one of"),
+    cases = [  # usage errors exit 2, refused input 1
+        (["enqueue", "testapp.tasks.noop", "--queue", "nope"], "Queue should be one of short, default, long", 2),
+        (["enqueue", "os.system", "--kwargs", '{"command": "touch /tmp/pwned"}'], "not in an installed app", 1),
+        (["enqueue", "testapp.tasks.missing"], "cannot be imported", 1),
+        (["enqueue", "testapp.tasks.noop", "--kwargs", "{not json"], "'--kwargs': must be a JSON object", 2),
+        (["worker", "--queue", "short,nope", "--burst"], "Queue should be one of", 2),
     ]
-    for args, message in cases:
+    for args, message, code in cases:
         result = bench.run(*site, *args)
-        assert result.returncode == 1, (args, result.stderr)
+        assert result.returncode == code, (args, result.stderr)
         assert message in result.stderr
         assert "Traceback" not in result.stderr
     with pytest.raises(ValidationError, match="JSON-serialisable"):

@@ -10,13 +10,25 @@ import sys
 
 import click
 
+from benchcelery.cli import help
 from benchcelery.cli.base import BenchGroup, CliContext
 
 FAMILIES = ("site", "worker", "jobs_cli")
-OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs_ops", "deploy", "realtime")
+OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs_ops", "deploy", "realtime", "dashboard", "monitor")
+
+
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from benchcelery.cli.help import version_message
+
+        click.echo(version_message())
+        ctx.exit()
 
 
 @click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_version, help="Show the versions and exit."
+)
 @click.option("--site", envvar=None, help="Site name, or 'all' (default: $BENCH_SITE, then default_site).")
 @click.option(
     "--bench",
@@ -33,6 +45,12 @@ def cli(ctx: click.Context, site: str | None, bench_path: str | None, verbose: b
     \b
     Exit codes: 0 ok (also "nothing to do"), 1 failure, 2 usage error,
     69 Redis unreachable.
+
+    \b
+    Examples:
+      bench --site site1.local enqueue myapp.tasks.send_report --queue short
+      bench --site all show-pending-jobs
+      bench CMD --help     (each command's options and examples)
     """
     ctx.obj = CliContext(site_option=site, bench_option=bench_path, verbose=verbose)
 
@@ -51,6 +69,7 @@ def _register() -> None:
 
 
 _register()
+help.apply(cli)
 
 
 _GROUP_VALUE_OPTIONS = ("--site", "--bench")

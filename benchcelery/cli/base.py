@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import click
 
 from benchcelery.bench import Bench, find_bench
-from benchcelery.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, BenchError
+from benchcelery.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, BenchError, ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,6 +60,24 @@ class CliContext:
 pass_ctx = click.make_pass_decorator(CliContext, ensure=True)
 
 
+def queues_option(obj: CliContext, value: str | None, param: str = "--queue") -> list[str] | None:
+    """Validate a comma-separated ``--queue`` value against the bench's queues (no Redis): None when
+    empty; an unknown queue is a usage error (exit 2)."""
+    if not value:
+        return None
+    from benchcelery.config import Settings
+
+    try:
+        return Settings.from_bench(obj.bench).parse_queues(value)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), ctx=click.get_current_context(silent=True), param_hint=f"'{param}'")
+
+
+def usage_error(message: str) -> click.UsageError:
+    """A usage error (exit 2) for the running command, shown with its usage line."""
+    return click.UsageError(message, ctx=click.get_current_context(silent=True))
+
+
 class BenchGroup(click.Group):
     """Turns expected errors into one line on stderr and their exit code, never a traceback."""
 
@@ -72,7 +90,7 @@ class BenchGroup(click.Group):
             code = _connection_error_code(exc)
             if code is None:
                 raise
-            fail(f"Redis is unreachable: {exc}", code)
+            fail(_unreachable(ctx, exc), code)
 
 
 def _connection_error_code(exc: Exception) -> int | None:
@@ -85,9 +103,39 @@ def _connection_error_code(exc: Exception) -> int | None:
     return None
 
 
+def _unreachable(ctx: click.Context, exc: Exception) -> str:
+    """The one line every command prints for an unreachable Redis (as connection.check words it)."""
+    from benchcelery.connection import describe
+
+    obj = ctx.find_object(CliContext)
+    rt = obj._runtime if obj is not None else None
+    where = f" at {rt.settings.display_url}" if rt is not None else ""
+    return f"Redis{where} is unreachable: {describe(exc)}"
+
+
+MAX_ERROR = 600  # characters: an error line never echoes a huge input back in full
+
+
 def fail(message: str, code: int = EXIT_FAILURE) -> None:
+    message = " ".join(message.split("\n"))
+    if len(message) > MAX_ERROR:
+        message = f"{message[:MAX_ERROR]}... (truncated)"
     click.secho(message, fg="red" if code != 1 else "yellow", err=True)
     sys.exit(code)
+
+
+def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], indent: str = "") -> list[str]:
+    """Rows as aligned columns under a header row (the last column is not padded)."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+    return [
+        indent + "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in [header, *rows]
+    ]
+
+
+def plural(n: int, word: str) -> str:
+    """``1 job``, ``2 jobs``."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def format_option(f: F) -> F:

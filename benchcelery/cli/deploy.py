@@ -23,7 +23,8 @@ from benchcelery.cli.base import CliContext, pass_ctx
 @click.option(
     "--stop-timeout",
     type=click.FloatRange(min=0),
-    help="Seconds to wait for running jobs on stop before killing (default: longest queue time limit + 30).",
+    help="Seconds to wait for running jobs on stop before killing (default: the longest queue's stop wait, "
+    "time limit + 30, at most 600 unless workers.<queue>.stop_timeout).",
 )
 @pass_ctx
 def start_cmd(obj: CliContext, procfile: str | None, no_prefix: bool, stop_timeout: float | None) -> None:
@@ -53,7 +54,12 @@ def run_redis_cmd(obj: CliContext) -> None:
 def _setup_options(production: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
     def decorate(f: Callable[..., None]) -> Callable[..., None]:
         f = click.option("--dry-run", is_flag=True, help="Print the file(s) instead of writing them.")(f)
-        f = click.option("--yes", "-y", is_flag=True, help="Overwrite existing files without asking.")(f)
+        f = click.option(
+            "--yes",
+            "-y",
+            is_flag=True,
+            help="Overwrite files that differ (without it: ask on a terminal, else refuse).",
+        )(f)
         if production:
             f = click.option("--user", help="User the processes run as (default: the current user).")(f)
             f = click.option("--skip-redis", is_flag=True, help="Leave the queue Redis out (managed elsewhere).")(f)
@@ -85,6 +91,15 @@ def _emit(obj: CliContext, files: dict[Path, str], yes: bool, dry_run: bool) -> 
     return written
 
 
+def _realtime_hint(obj: CliContext) -> None:
+    from benchcelery.deploy.plan import make_plan
+
+    if not make_plan(_settings(obj)).realtime:
+        click.echo(
+            "The realtime relay is off; to add `bench realtime`: bench set-config -g realtime 1, then run this again"
+        )
+
+
 def _rel(obj: CliContext, path: Path) -> str:
     try:
         return str(path.relative_to(obj.bench.root))
@@ -110,7 +125,8 @@ def setup_procfile(obj: CliContext, yes: bool, dry_run: bool) -> None:
     """Write <bench>/Procfile for `bench start`."""
     from benchcelery.deploy.files import render_procfile
 
-    _emit(obj, render_procfile(_settings(obj)), yes, dry_run)
+    if _emit(obj, render_procfile(_settings(obj)), yes, dry_run):
+        _realtime_hint(obj)
 
 
 @setup_group.command("redis")
@@ -135,6 +151,7 @@ def setup_supervisor(obj: CliContext, skip_redis: bool, user: str | None, yes: b
     if not dry_run and not skip_redis:
         files = {**{p: t for p, t in render_redis(settings).items() if not p.exists()}, **files}
     if _emit(obj, files, yes, dry_run):
+        _realtime_hint(obj)
         conf = obj.bench.config_path / "supervisor.conf"
         click.echo(
             f"Link it into supervisor: sudo ln -s {conf} /etc/supervisor/conf.d/{obj.bench.name}.conf "
@@ -155,6 +172,7 @@ def setup_systemd(obj: CliContext, skip_redis: bool, user: str | None, yes: bool
     if not dry_run and not skip_redis:
         files = {**{p: t for p, t in render_redis(settings).items() if not p.exists()}, **files}
     if _emit(obj, files, yes, dry_run):
+        _realtime_hint(obj)
         click.echo(
             "Install: sudo cp config/systemd/* /etc/systemd/system/ && sudo systemctl daemon-reload "
             f"&& sudo systemctl enable --now {safe_name(obj.bench.name)}.target"

@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
+from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, plural, queues_option
 from benchcelery.errors import EXIT_FAILURE
 
 
@@ -36,17 +36,37 @@ def show_pending_jobs_cmd(obj: CliContext, verbose: bool, fmt: str) -> None:
 
 @click.command("doctor")
 @click.option("--no-db", is_flag=True, help="Skip the database check.")
+@click.option(
+    "--fail-on",
+    metavar="ITEMS",
+    help="Also exit 1 on: failed[=N] (failed jobs of a site), dead-workers[=N], warnings; comma-separated "
+    "(default: config doctor_fail_on, else none).",
+)
 @format_option
 @pass_ctx
-def doctor_cmd(obj: CliContext, no_db: bool, fmt: str) -> None:
+def doctor_cmd(obj: CliContext, no_db: bool, fail_on: str | None, fmt: str) -> None:
     """Workers, scheduler, queues, failed jobs, Redis and database of each site (all sites by default).
 
-    Exit code 0 when healthy, 1 when problems were found, 69 when Redis is unreachable.
+    Exit code 0 when healthy, 1 when problems were found, 69 when Redis is unreachable. Failed jobs
+    and dead workers are shown but count as problems only with --fail-on.
     """
     from benchcelery.diagnostics.doctor import doctor_report, render_text
+    from benchcelery.diagnostics.fail_on import fail_on_problems, parse_fail_on
+    from benchcelery.errors import ValidationError
 
+    try:
+        thresholds = parse_fail_on(fail_on)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--fail-on'") from None
     sites = obj.sites(required=False) or obj.bench.sites()
-    report = doctor_report(obj.runtime(), sites, check_db=not no_db)
+    rt = obj.runtime()
+    if fail_on is None:
+        try:
+            thresholds = parse_fail_on(rt.settings.conf.get("doctor_fail_on"))
+        except ValidationError as exc:
+            raise ValidationError(f"Config key doctor_fail_on: {exc}") from None
+    report = doctor_report(rt, sites, check_db=not no_db)
+    report.problems += fail_on_problems(report, thresholds)
     if fmt == "json":
         echo_json(report.as_dict())
     else:
@@ -63,21 +83,27 @@ def doctor_cmd(obj: CliContext, no_db: bool, fmt: str) -> None:
 @format_option
 @pass_ctx
 def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, fmt: str) -> None:
-    """Delete the site's waiting jobs and failed records (no site or --site all: every site).
+    """Delete the waiting jobs and failed records of the selected site (--site, $BENCH_SITE or
+    default_site, as every command), or of every site with --site all or when no site is selected.
 
     Running jobs are never touched; a job a worker takes meanwhile is simply not purged.
     """
-    from benchcelery.jobs.ops import purge_jobs
+    from benchcelery.jobs.ops import SCHEDULED_EVENTS, purge_jobs
 
+    queues = queues_option(obj, queue)
+    if event is not None and event not in SCHEDULED_EVENTS:
+        raise click.BadParameter(f"should be one of {', '.join(SCHEDULED_EVENTS)}", param_hint="'--event'")
     sites = obj.sites(required=False)
     scope = None if not sites or obj.site_option == "all" else sites
     rt = obj.runtime()
-    queues = rt.settings.parse_queues(queue) if queue else None
     result = purge_jobs(rt, scope, queues, event)
     if fmt == "json":
         echo_json({"purged": result.total, "pending": result.pending, "failed": result.failed})
     else:
-        click.echo(f"Purged {result.total} jobs ({result.pending} pending, {result.failed} failed)")
+        where = f"site {', '.join(scope)}" if scope else "every site"
+        click.echo(
+            f"Purged {plural(result.total, 'job')} of {where} ({result.pending} pending, {result.failed} failed)"
+        )
 
 
 @click.command("ready-for-migration")

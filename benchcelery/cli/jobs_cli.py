@@ -6,18 +6,19 @@ import json
 
 import click
 
-from benchcelery.cli.base import CliContext, pass_ctx
-from benchcelery.errors import ValidationError
+from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 
 
 @click.command("enqueue")
 @click.argument("method")
-@click.option("--queue", default="default", show_default=True)
+@click.option(
+    "--queue", default="default", show_default=True, help="short, default, long or a queue of config `workers`."
+)
 @click.option("--kwargs", "kwargs_json", default="{}", help="Keyword arguments as a JSON object.")
 @click.option("--job-id", help="Job id (deduplicated while queued or running with --deduplicate).")
 @click.option("--deduplicate", is_flag=True, help="Skip when a job with --job-id is queued or running.")
 @click.option("--at-front", is_flag=True, help="Run before the jobs already waiting in the queue.")
-@click.option("--timeout", type=click.IntRange(min=1), help="Seconds (default: the queue's timeout).")
+@click.option("--timeout", type=click.IntRange(1, 366 * 24 * 3600), help="Seconds (default: the queue's timeout).")
 @click.option("--event", help="Event tag (purge-jobs --event finds it).")
 @pass_ctx
 def enqueue_cmd(
@@ -33,14 +34,18 @@ def enqueue_cmd(
 ) -> None:
     """Enqueue METHOD (a dotted path in an installed app) for the site; prints the job id."""
     from benchcelery.context import local
-    from benchcelery.jobs.enqueue import enqueue
+    from benchcelery.jobs.enqueue import check_kwargs, enqueue
 
     try:
         kwargs = json.loads(kwargs_json)
     except json.JSONDecodeError as exc:
-        raise ValidationError(f"--kwargs must be a JSON object: {exc}") from None
+        raise click.BadParameter(f"must be a JSON object: {exc}", param_hint="'--kwargs'") from None
+    except RecursionError:
+        raise click.BadParameter("is nested too deeply", param_hint="'--kwargs'") from None
     if not isinstance(kwargs, dict):
-        raise ValidationError("--kwargs must be a JSON object")
+        raise click.BadParameter("must be a JSON object", param_hint="'--kwargs'")
+    check_kwargs(kwargs, "--kwargs key")
+    queues_option(obj, queue)
     sites = obj.sites()
     obj.runtime()
     for site in sites:
@@ -78,10 +83,13 @@ def console_cmd(obj: CliContext) -> None:
     banner = f"bench console for {site}: enqueue(), frappe.enqueue(), frappe.cache() are available."
     try:
         from IPython import start_ipython
-
-        start_ipython(argv=[], user_ns=namespace, display_banner=False)
     except ImportError:
+        # Outside the except block: the shell's own tracebacks must not carry this ImportError.
+        start_ipython = None
+    if start_ipython is None:
         code.interact(banner=banner, local=namespace, exitmsg="")
+    else:
+        start_ipython(argv=[], user_ns=namespace, display_banner=False)
 
 
 def register(cli: click.Group) -> None:

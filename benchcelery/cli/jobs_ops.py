@@ -9,8 +9,16 @@ from typing import Any
 
 import click
 
-from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
-from benchcelery.errors import ValidationError
+from benchcelery.cli.base import (
+    CliContext,
+    echo_json,
+    format_option,
+    pass_ctx,
+    plural,
+    queues_option,
+    table,
+    usage_error,
+)
 from benchcelery.keys import UNKNOWN_SITE
 
 STATES = ("queued", "started", "failed")
@@ -24,16 +32,16 @@ def jobs_group() -> None:
 @jobs_group.command("list")
 @click.option("--state", type=click.Choice(STATES), help="Only jobs in this state (default: all).")
 @click.option("--queue", help="Only this queue.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Show at most N jobs.")
 @format_option
 @pass_ctx
 def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, fmt: str) -> None:
     """Jobs of the site (--site all: every site), newest failures first."""
     from benchcelery.jobs.listing import list_jobs
 
+    queues = queues_option(obj, queue)
     sites = None if obj.site_option == "all" else obj.sites()
     rt = obj.runtime()
-    queues = rt.settings.parse_queues(queue) if queue else None
     jobs = list_jobs(rt, sites, [state] if state else list(STATES), queues, limit)
     if fmt == "json":
         echo_json([j.as_dict() for j in jobs])
@@ -41,14 +49,18 @@ def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, 
     if not jobs:
         click.echo("No jobs")
         return
-    for j in jobs:
-        when = _when(j.extra.get("failed_at") or j.started_at or j.enqueued_at)
-        line = f"{j.state:<8} {j.queue:<8} {j.id}  {j.method}  {when}"
-        if j.site == UNKNOWN_SITE:
-            line += "  [no site]"
-        if j.state == "failed":
-            line += f"  {j.extra.get('exception', '')}"
-        click.echo(line)
+    rows = [
+        (
+            j.state,
+            j.queue,
+            f"{j.id} [no site]" if j.site == UNKNOWN_SITE else j.id,
+            j.method,
+            _when(j.extra.get("failed_at") or j.started_at or j.enqueued_at),
+            str(j.extra.get("exception") or "") if j.state == "failed" else "",
+        )
+        for j in jobs
+    ]
+    click.echo("\n".join(table(("STATE", "QUEUE", "ID", "METHOD", "SINCE", "EXCEPTION"), rows)))
 
 
 @jobs_group.command("show")
@@ -56,10 +68,21 @@ def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, 
 @format_option
 @pass_ctx
 def show_cmd(obj: CliContext, job_id: str, fmt: str) -> None:
-    """Everything known about one job (method, kwargs, site, queue, state, times, worker, traceback)."""
-    from benchcelery.jobs.ops import find
+    """Everything known about one job (method, kwargs, site, queue, state, times, worker, traceback).
 
-    info = find(obj.runtime(), job_id, obj.site())
+    JOB_ID is the id `bench enqueue` printed (SITE::ID) or the part after `::` (with --site).
+    A job enqueued with a job id answers "finished" for rq_results_ttl seconds after it succeeded.
+    """
+    from benchcelery.errors import BenchError
+    from benchcelery.jobs.inspect import find_job
+
+    rt = obj.runtime()
+    _site, full = _scoped(obj, job_id)
+    info = find_job(rt, full)
+    if info is None:
+        raise BenchError(
+            f"No job {full} waiting, running or failed (a job that finished is remembered only when it has a job id)"
+        )
     data = info.as_dict()
     if fmt == "json":
         echo_json(data)
@@ -67,8 +90,11 @@ def show_cmd(obj: CliContext, job_id: str, fmt: str) -> None:
     extra = data.pop("extra") or {}
     traceback = extra.pop("traceback", None)
     for key in ("id", "site", "queue", "state", "method", "event", "position"):
-        if data.get(key) is not None:
+        if data.get(key) not in (None, ""):
             click.echo(f"{key}: {data[key]}")
+    if info.state == "finished":
+        click.echo("(it succeeded; its details are not kept)")
+        return
     click.echo(f"kwargs: {json.dumps(data['kwargs'], default=str)}")
     for key in ("enqueued_at", "started_at"):
         if data.get(key):
@@ -90,14 +116,15 @@ def retry_cmd(obj: CliContext, job_id: str | None, all_: bool, queue: str | None
     from benchcelery.jobs.ops import retry_all, retry_failed
 
     if bool(job_id) == all_:
-        raise ValidationError("Give a JOB_ID or --all")
+        raise usage_error("Give a JOB_ID or --all")
+    queues = queues_option(obj, queue)
     rt = obj.runtime()
     if job_id:
-        click.echo(f"Retried {retry_failed(rt, obj.site(), job_id)}")
+        site, full = _scoped(obj, job_id)
+        click.echo(f"Retried {retry_failed(rt, site, full)}")
         return
-    queues = rt.settings.parse_queues(queue) if queue else None
     done = retry_all(rt, obj.sites(), queues)
-    click.echo(f"Retried {len(done)} jobs")
+    click.echo(f"Retried {plural(len(done), 'job')}")
 
 
 @jobs_group.command("delete")
@@ -107,7 +134,8 @@ def delete_cmd(obj: CliContext, job_id: str) -> None:
     """Delete a waiting job or a failed record."""
     from benchcelery.jobs.ops import delete_job
 
-    state = delete_job(obj.runtime(), obj.site(), job_id)
+    site, full = _scoped(obj, job_id)
+    state = delete_job(obj.runtime(), site, full)
     click.echo(f"Deleted {state} job {job_id}")
 
 
@@ -119,8 +147,24 @@ def cancel_cmd(obj: CliContext, job_id: str, terminate: bool) -> None:
     """Remove a waiting job, or revoke a running one (killed with --terminate)."""
     from benchcelery.jobs.ops import cancel_job
 
-    what = cancel_job(obj.runtime(), obj.site(), job_id, terminate=terminate)
+    site, full = _scoped(obj, job_id)
+    what = cancel_job(obj.runtime(), site, full, terminate=terminate)
     click.echo(f"Job {job_id} {what}")
+
+
+def _scoped(obj: CliContext, job_id: str) -> tuple[str, str]:
+    """(site, full id) of JOB_ID. A full SITE::ID needs no --site; with sites selected (--site, the
+    environment or default_site), a job of another site of the bench is refused. Records that belong
+    to no site of the bench (``?::...``, a removed site) are reachable whatever is selected."""
+    from benchcelery.jobs.ops import scope_job_id
+
+    site, sep, _ = job_id.partition("::")
+    if sep and not obj.bench.site_exists(site):
+        return site, job_id
+    sites = obj.sites(required=not sep)
+    if sep and not sites:
+        return site, job_id
+    return scope_job_id(job_id, sites)
 
 
 def _when(value: Any) -> str:

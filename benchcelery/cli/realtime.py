@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
+from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, usage_error
 from benchcelery.errors import BenchError, ValidationError
 
 DEFAULT_HOST = "127.0.0.1"
@@ -56,7 +56,7 @@ def publish_realtime_cmd(
     from benchcelery.realtime import publish_realtime
 
     if docname and not doctype:
-        raise ValidationError("--docname needs --doctype")
+        raise usage_error("--docname needs --doctype")
     sites = obj.sites()
     obj.runtime()
     data = parse_message(message)
@@ -139,7 +139,7 @@ def token_cmd(obj: CliContext, user: str, fmt: str) -> None:
 
     sites = obj.sites()
     if len(sites) != 1:
-        raise ValidationError("A realtime token is for one site: use --site SITE")
+        raise usage_error("A realtime token is for one site: use --site SITE")
     token = make_token(obj.bench, sites[0], user)
     if fmt == "json":
         echo_json({"site": token.site, "user": token.user, "token": token.token, "max_age": token.max_age})

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
+from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, table
 from benchcelery.errors import BenchError
 
 
@@ -38,6 +38,7 @@ def _toggle(obj: CliContext, action: str) -> None:
 
     for site in _sites(obj):
         apply_action(obj.bench, site, action)
+        # Frappe's exact words (scripts match them); `scheduler enable` keeps Frappe's other wording.
         click.echo(f"{'Enabled' if action == 'enable' else 'Disabled'} for {site}")
 
 
@@ -114,6 +115,7 @@ def _status(obj: CliContext, sites: list[str], fmt: str, verbose: bool) -> None:
         else:
             click.echo("Scheduler process: not running (no heartbeat; start `bench schedule`)")
         click.echo(f"Scheduled jobs: {len(st.jobs)} (times in {st.time_zone})")
+        rows = []
         for job in st.jobs:
             event = f"cron {job.cron}" if job.event.startswith("cron") and job.cron else job.event
             if job.event == "cron_long":
@@ -121,11 +123,12 @@ def _status(obj: CliContext, sites: list[str], fmt: str, verbose: bool) -> None:
             outcome = job.last_outcome or "-"
             if job.last_error:
                 outcome += f" ({job.last_error})"
-            click.echo(
-                f"  {event:<12} {job.method}  queue={job.queue}  "
-                f"last run={format_time(job.last_run, st.time_zone) or 'never'}  "
-                f"next run={format_time(job.next_run, st.time_zone) or '-'}  last outcome={outcome}"
-            )
+            last_run = format_time(job.last_run, st.time_zone) or "never"
+            next_run = format_time(job.next_run, st.time_zone) or "-"
+            rows.append((event, job.method, job.queue, last_run, next_run, outcome))
+        if rows:
+            header = ("EVENT", "METHOD", "QUEUE", "LAST RUN", "NEXT RUN", "LAST OUTCOME")
+            click.echo("\n".join(table(header, rows, indent="  ")))
         for problem in st.problems:
             click.echo(f"Problem: {problem}")
 

@@ -66,11 +66,16 @@ def set_config_cmd(obj: CliContext, key: str, value: str, global_: bool, parse: 
 
 @click.command("show-config")
 @format_option
+@click.option("--show-secrets", is_flag=True, help="Show passwords, secrets and URL passwords in clear.")
 @pass_ctx
-def show_config_cmd(obj: CliContext, fmt: str) -> None:
-    """Show the merged config (common overlaid by the site's)."""
+def show_config_cmd(obj: CliContext, fmt: str, show_secrets: bool) -> None:
+    """Show the merged config (common overlaid by the site's); secrets masked unless --show-secrets."""
+    from benchcelery.config_schema import masked
+
     sites = obj.sites(required=False)
     configs = {site: obj.bench.merged_config(site) for site in sites} or {"": obj.bench.common_config()}
+    if not show_secrets:
+        configs = {site: masked(conf) for site, conf in configs.items()}
     if fmt == "json":
         echo_json(configs if len(configs) > 1 else next(iter(configs.values())))
         return
@@ -78,8 +83,7 @@ def show_config_cmd(obj: CliContext, fmt: str) -> None:
         if site:
             click.echo(f"-- {site} --")
         for key in sorted(conf):
-            value = "********" if "password" in key or key.endswith("secret") else conf[key]
-            click.echo(f"{key}: {value}")
+            click.echo(f"{key}: {conf[key]}")
 
 
 def register(cli: click.Group) -> None:

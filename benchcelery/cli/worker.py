@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from benchcelery.cli.base import CliContext, pass_ctx
+from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 
 _OPTIONS = [
     click.option("--queue", help="Queue(s) to process, comma-separated (default: all queues)."),
@@ -20,6 +20,12 @@ _OPTIONS = [
         type=click.IntRange(min=1),
         metavar="MB",
         help="Replace a worker process once it uses more than MB of memory.",
+    ),
+    click.option(
+        "-E",
+        "--events/--no-events",
+        default=None,
+        help="Send task events (Flower, celery events); default: config worker_send_task_events.",
     ),
     click.option("-u", "--rq-username", help="Redis ACL user."),
     click.option("-p", "--rq-password", help="Redis ACL password."),
@@ -49,7 +55,9 @@ def worker_cmd(obj: CliContext, **opts: Any) -> None:
 
 @click.command("worker-pool")
 @_common
-@click.option("--num-workers", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes.")
+@click.option(
+    "--num-workers", type=click.IntRange(1, 256), default=2, show_default=True, help="Worker processes (at most 256)."
+)
 @pass_ctx
 def worker_pool_cmd(obj: CliContext, num_workers: int, **opts: Any) -> None:
     """Start a pool of NUM_WORKERS worker processes for every site of the bench."""
@@ -65,28 +73,46 @@ def _run(
     max_jobs_per_child: int | None,
     max_memory_per_child: int | None,
     strategy: str | None,
+    events: bool | None,
     rq_username: str | None,
     rq_password: str | None,
 ) -> None:
     from benchcelery.worker import WorkerOptions, run_worker
 
+    queues = queues_option(obj, queue)
     if obj.site_option:
         obj.sites()  # accepted as in the guide (a worker serves every site), but the site must exist
     rt = obj.runtime(username=rq_username, password=rq_password, strategy=strategy)
     options = WorkerOptions(
-        queues=rt.settings.parse_queues(queue),
+        queues=queues or rt.settings.parse_queues(None),
         concurrency=concurrency,
         burst=burst,
         quiet=quiet,
         max_jobs_per_child=max_jobs_per_child,
         max_memory_per_child_mb=max_memory_per_child,
+        events=bool(rt.settings.get("worker_send_task_events")) if events is None else events,
     )
+    rt.redis  # noqa: B018 - an unreachable Redis is the one line shown (exit 69), before any notice
+    _root_notice(quiet)
     code = run_worker(rt, options)
     if burst:
         from benchcelery.worker.burst import exit_now
 
         exit_now(code)
     sys.exit(code)
+
+
+def _root_notice(quiet: bool) -> None:
+    """One line of ours instead of Celery's 8-line superuser SecurityWarning (JSON-only messages make
+    root merely unwise, not unsafe: Celery refuses root only with pickle)."""
+    import os
+    import warnings
+
+    from celery.exceptions import SecurityWarning
+
+    warnings.filterwarnings("ignore", category=SecurityWarning)
+    if os.geteuid() == 0 and not quiet:
+        click.echo("worker: running as root; in production run workers as an unprivileged user", err=True)
 
 
 def register(cli: click.Group) -> None:

@@ -1,13 +1,15 @@
 """Redis ACL of the bench's queue Redis (``bench create-rq-users``), Frappe's layout:
 
 - ``default``: the admin (``nopass``, or a random password with ``--set-admin-password``);
-- ``<bench_id>``: this bench's user, limited to its keys (``~bc:<bench_id>:*``) and channels, with
-  every command except ``@admin``. Another bench's user cannot read or signal this bench.
+- ``<bench_id>``: this bench's user, confined to its own keys (``~bc:<bench_id>:*``) and its own
+  channels (``&bc:<bench_id>:*``, realtime events included: ``Keys.realtime_channel``), and to the
+  commands workers, the scheduler (RedBeat), read commands and the realtime relay use. It can run
+  no server-wide destructive or enumerating command (``BENCH_USER_COMMANDS``): one bench's user can
+  neither wipe nor list another bench on the same server.
 
-Channels: ``&bc:<bench_id>:*`` covers PUBLISH/SUBSCRIBE; Redis only lets a PSUBSCRIBE through when
-its pattern is literally granted, so kombu's control and event patterns (which workers and
-monitors PSUBSCRIBE) are granted by name (``Keys.acl_channel_patterns``), as is ``events``, the
-realtime channel (outside the prefix, Frappe's wire format).
+Channels: Redis only lets a PSUBSCRIBE through when its pattern is literally granted, so kombu's
+control and event patterns (which workers and monitors PSUBSCRIBE) are granted by name
+(``Keys.acl_channel_patterns``) besides ``&bc:<bench_id>:*``.
 
 Passwords are stored as SHA-256 (``#<hex>``) in the ACL file and in clear in
 common_site_config.json (``rq_username``, ``rq_password``, ``use_rq_auth``), as Frappe does.
@@ -22,7 +24,8 @@ from urllib.parse import urlsplit
 
 from benchcelery.config import Settings
 from benchcelery.deploy.files import acl_path, render_redis, write_files
-from benchcelery.keys import Keys
+from benchcelery.errors import ValidationError
+from benchcelery.keys import Keys, is_valid_bench_id
 
 PASSWORD_BYTES = 15  # 20 characters of URL-safe base64, Frappe's length
 
@@ -47,11 +50,54 @@ def admin_acl_line(password: str | None = None) -> str:
     return f"user default on {_secret(password)} ~* &* +@all"
 
 
+# What a bench user may run: everything but @dangerous and @admin (FLUSHALL, FLUSHDB, SWAPDB, KEYS,
+# INFO, CONFIG, DEBUG, SHUTDOWN, MONITOR, CLIENT KILL|LIST, SORT, MIGRATE, RESTORE, ACL ...), minus
+# what reaches beyond the user's keys although Redis files it elsewhere: enumerating the keyspace
+# (SCAN, RANDOMKEY, DBSIZE), moving keys between databases (MOVE), server-wide scripting state
+# (SCRIPT FLUSH|KILL, FUNCTION, FCALL) and listing other benches' channels (PUBSUB CHANNELS ...).
+# Workers (kombu: lists, hashes, sorted sets, MULTI, pub/sub; issue 10's Lua: EVAL/EVALSHA,
+# SCRIPT LOAD|EXISTS, LMOVE/BLMOVE/BRPOPLPUSH), RedBeat (its lock is a Lua script) and the read
+# commands need nothing more; tests/test_security.py proves both sides against a real server.
+BENCH_USER_COMMANDS = (
+    "+@all",
+    "-@dangerous",
+    "-@admin",
+    "-scan",
+    "-randomkey",
+    "-dbsize",
+    "-move",
+    "-script|flush",
+    "-script|kill",
+    "-script|debug",
+    "-function",
+    "-fcall",
+    "-fcall_ro",
+    "-pubsub|channels",
+    "-pubsub|numpat",
+    "-pubsub|shardchannels",
+    "-client|tracking",
+)
+
+
 def bench_acl_line(bench_id: str, password: str, db: int = 0) -> str:
+    """The ACL file line of the bench's user. ``bench_id`` must be of the bench id alphabet (it is
+    written as a rule: ``*``, ``?``, ``[`` or a space would widen or break it)."""
+    if not is_valid_bench_id(bench_id):
+        raise ValidationError(f"bench_id {bench_id[:200]!r} may use only letters, digits, '.', '_' and '-'")
     keys = Keys(bench_id)
     channels = [f"&{pattern}" for pattern in keys.acl_channel_patterns(db)]
     return " ".join(
-        ["user", bench_id, "on", _secret(password), f"~{keys.acl_key_pattern}", *channels, "+@all", "-@admin"]
+        [
+            "user",
+            bench_id,
+            "on",
+            _secret(password),
+            "resetkeys",
+            f"~{keys.acl_key_pattern}",
+            "resetchannels",
+            *channels,
+            *BENCH_USER_COMMANDS,
+        ]
     )
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from benchcelery.bench import Bench
 from benchcelery.config import Settings
 from benchcelery.deploy.plan import Plan, make_plan
+from benchcelery.deploy.safe import check_path, check_user, redis_quote
 from benchcelery.deploy.templates import render
 from benchcelery.errors import BenchError
 from benchcelery.redis_server import find_server_binary
@@ -34,14 +35,16 @@ def render_redis(settings: Settings) -> dict[Path, str]:
     plan = make_plan(settings)
     port = plan.redis_port or 11000
     acl = acl_path(bench)
+    data_dir = bench.config_path / REDIS_DATA
     text = render(
         "redis_queue.conf",
-        bench_root=bench.root,
-        port=port,
-        data_dir=bench.config_path / REDIS_DATA,
+        bench_root=check_path(bench.root),
+        port=int(port),
+        data_dir=redis_quote(data_dir),
+        pid_file=redis_quote(data_dir / "redis_queue.pid"),
         aclfile_line=(
             "\n# Users of this Redis (`bench create-rq-users`): an admin, and a bench user limited to\n"
-            f"# this bench's keys and channels.\naclfile {acl}\n"
+            f"# this bench's keys and channels.\naclfile {redis_quote(acl)}\n"
             if acl.is_file()
             else ""
         ),
@@ -59,10 +62,15 @@ def procfile_lines(plan: Plan) -> list[tuple[str, str]]:
         lines.append(("schedule", "bench schedule"))
     if plan.realtime:
         lines.append(("realtime", "bench realtime"))
+    if plan.dashboard:
+        lines.append(("dashboard", "bench dashboard"))
+    if plan.metrics:
+        lines.append(("metrics", "bench metrics"))
     # One development worker serves every queue (as bench does); custom queues get their own too.
-    lines.append(("worker", "bench worker"))
+    events = " --events" if plan.workers and plan.workers[0].events else ""
+    lines.append(("worker", f"bench worker{events}"))
     for group in plan.workers[3:]:
-        lines.append((f"worker_{group.queue}", f"bench worker --queue {group.queue}"))
+        lines.append((f"worker_{group.queue}", f"bench worker --queue {group.queue}{events}"))
     return lines
 
 
@@ -77,7 +85,12 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
     plan = make_plan(settings)
     bench = settings.bench
     path = bench.config_path / "supervisor.conf"
-    common = {"bench_root": bench.root, "user": user or default_user(), "logs_path": bench.logs_path}
+    common = {
+        "bench_root": check_path(bench.root),
+        "user": check_user(user or default_user()),
+        "logs_path": bench.logs_path,
+    }
+    check_path(plan.command(), "bench command")
     parts = [render("supervisor/header.conf", conf_path=path, bench_name=plan.name, **common)]
     workers: list[str] = []
     if plan.schedule:
@@ -111,6 +124,14 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
         program = f"{plan.name}-realtime"
         parts.append(render("supervisor/realtime.conf", program=program, command=plan.command("realtime"), **common))
         web.append(program)
+    if plan.dashboard:
+        program = f"{plan.name}-dashboard"
+        parts.append(render("supervisor/dashboard.conf", program=program, command=plan.command("dashboard"), **common))
+        web.append(program)
+    if plan.metrics:
+        program = f"{plan.name}-metrics"
+        parts.append(render("supervisor/metrics.conf", program=program, command=plan.command("metrics"), **common))
+        web.append(program)
     redis_programs: list[str] = []
     if plan.own_redis and not skip_redis:
         program = f"{plan.name}-redis-queue"
@@ -124,7 +145,7 @@ def render_supervisor(settings: Settings, user: str | None = None, skip_redis: b
             "The scheduler and every worker: `supervisorctl stop|start|restart "
             f"{plan.name}-workers:*` acts on all of them.",
         ),
-        (f"{plan.name}-web", web, "The realtime relay."),
+        (f"{plan.name}-web", web, "The realtime relay, the dashboard and the metrics exporter."),
         (f"{plan.name}-redis", redis_programs, "The queue Redis, managed apart from the workers."),
     ]
     for group_name, programs, why in groups:
@@ -141,10 +162,11 @@ def render_systemd(settings: Settings, user: str | None = None, skip_redis: bool
     n = plan.name
     bench_target, workers_target, redis_target = f"{n}.target", f"{n}-workers.target", f"{n}-redis.target"
     redis_unit = f"{n}-redis-queue.service" if plan.own_redis and not skip_redis else ""
+    check_path(plan.command(), "bench command")
     common = {
-        "bench_root": bench.root,
+        "bench_root": check_path(bench.root),
         "bench_name": n,
-        "user": user or default_user(),
+        "user": check_user(user or default_user()),
         "logs_path": bench.logs_path,
         "workers_target": workers_target,
         "redis_target": redis_target,
@@ -163,6 +185,16 @@ def render_systemd(settings: Settings, user: str | None = None, skip_redis: bool
             "systemd/realtime.service", command=plan.command("realtime"), **common
         )
         worker_units.append(f"{n}-realtime.service")
+    if plan.dashboard:
+        files[folder / f"{n}-dashboard.service"] = render(
+            "systemd/dashboard.service", command=plan.command("dashboard"), **common
+        )
+        worker_units.append(f"{n}-dashboard.service")
+    if plan.metrics:
+        files[folder / f"{n}-metrics.service"] = render(
+            "systemd/metrics.service", command=plan.command("metrics"), **common
+        )
+        worker_units.append(f"{n}-metrics.service")
     for group in plan.workers:
         unit = f"{n}-{group.queue}-worker@"
         files[folder / f"{unit}.service"] = render(

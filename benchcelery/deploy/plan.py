@@ -3,8 +3,9 @@
 - one worker program per queue (short, default, long, then the custom queues of ``workers``),
   ``background_workers`` processes each (``workers.<queue>.background_workers`` wins), or one
   ``bench worker-pool --num-workers N`` when ``workers.<queue>.pool`` is set;
-- ``bench schedule``, and ``bench realtime`` when ``realtime`` is enabled in the config (each only
-  when the installed benchcelery has the command);
+- ``bench schedule``, and ``bench realtime`` / ``bench dashboard`` / ``bench metrics`` when ``realtime`` /
+  ``dashboard`` / ``metrics`` is enabled in the config (each only when the installed benchcelery has
+  its module: ``COMMAND_MODULES``);
 - the queue Redis when ``redis_queue`` points at this machine (127.0.0.1 / localhost).
 """
 
@@ -22,8 +23,12 @@ from benchcelery.config import Settings
 from benchcelery.errors import ValidationError
 
 # A warm shutdown waits for the running job; its hard time limit bounds that. Give the worker this
-# much more to ack, restore prefetched messages and exit before a process manager SIGKILLs it.
+# much more to ack, restore prefetched messages and exit before a process manager SIGKILLs it...
 STOP_GRACE = 30
+# ...but never longer than this by default, so `supervisorctl restart` cannot block for hours behind
+# a long job: a job still running when the wait runs out goes back to its queue and runs again from
+# the start. ``workers.<queue>.stop_timeout`` sets the wait of one queue (any length).
+STOP_WAIT_MAX = 600
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -34,12 +39,14 @@ class WorkerGroup:
     pool: bool
     hard_limit: int  # seconds a job of this queue may run at most
     stop_wait: int  # seconds a process manager waits after TERM before SIGKILL
+    events: bool = False  # worker_send_task_events: --events (Flower)
 
     @property
     def args(self) -> list[str]:
+        events = ["--events"] if self.events else []
         if self.pool:
-            return ["worker-pool", "--queue", self.queue, "--num-workers", str(self.numprocs)]
-        return ["worker", "--queue", self.queue]
+            return ["worker-pool", "--queue", self.queue, "--num-workers", str(self.numprocs), *events]
+        return ["worker", "--queue", self.queue, *events]
 
     @property
     def instances(self) -> int:
@@ -55,8 +62,10 @@ class Plan:
     schedule: bool
     realtime: bool
     own_redis: bool
+    metrics: bool  # `bench metrics` (config ``metrics``: true)
     redis_port: int | None
     bench_command: list[str]  # absolute path of the bench script (or python -m benchcelery)
+    dashboard: bool = False
 
     def command(self, *args: str) -> str:
         return " ".join([*self.bench_command, *args])
@@ -76,10 +85,11 @@ def make_plan(settings: Settings) -> Plan:
         if not isinstance(opts, dict):
             raise ValidationError(f"workers.{name} must be an object {{timeout, background_workers}}")
         n = _positive(opts.get("background_workers", default_n), f"workers.{name}.background_workers")
-        stop_wait = spec.hard_limit + STOP_GRACE
+        stop_wait = min(spec.hard_limit + STOP_GRACE, STOP_WAIT_MAX)
         if opts.get("stop_timeout"):
             stop_wait = _positive(opts["stop_timeout"], f"workers.{name}.stop_timeout")
-        groups.append(WorkerGroup(name, n, bool(opts.get("pool")), spec.hard_limit, stop_wait))
+        events = bool(conf.get("worker_send_task_events"))
+        groups.append(WorkerGroup(name, n, bool(opts.get("pool")), spec.hard_limit, stop_wait, events))
     url = urlsplit(settings.redis_url)
     own = url.scheme == "redis" and (url.hostname or "") in LOCAL_HOSTS and not conf.get("redis_queue_sentinel_enabled")
     return Plan(
@@ -89,8 +99,10 @@ def make_plan(settings: Settings) -> Plan:
         schedule=has_command("schedule"),
         realtime=bool(conf.get("realtime")) and has_command("realtime"),
         own_redis=own,
+        metrics=bool(conf.get("metrics")) and has_command("metrics"),
         redis_port=(url.port or 6379) if own else None,
         bench_command=bench_command(),
+        dashboard=bool(conf.get("dashboard")) and has_command("dashboard"),
     )
 
 
@@ -103,10 +115,24 @@ def bench_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "benchcelery"]
 
 
-def has_command(name: str) -> bool:
-    from benchcelery.cli import cli
+# The module each optional program needs (the command's engine, not its click wrapper): the plan
+# is data about the bench and must not import the CLI above it.
+COMMAND_MODULES = {
+    "schedule": "benchcelery.scheduler.beat",
+    "realtime": "benchcelery.realtime.server",
+    "dashboard": "benchcelery.dashboard.server",
+}
 
-    return name in cli.commands
+
+def has_command(name: str) -> bool:
+    """Is ``bench NAME`` available in this install (its module is present)? Unknown names: yes."""
+    import importlib.util
+
+    module = COMMAND_MODULES.get(name)
+    try:
+        return module is None or importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def safe_name(name: str) -> str:

@@ -1,13 +1,18 @@
 """``bench start``: run the bench's Procfile in the foreground with prefixed, coloured output
-(honcho's printer and process wrapper), ordered for a job queue:
+(honcho's printer), ordered for a job queue:
 
 - ``redis_queue`` starts first; the rest start once its port accepts connections;
-- on Ctrl-C / TERM every other process gets TERM *to itself only* (Celery warm shutdown: a
-  worker finishes its running job; its pool children, which die on TERM, are left to it), and
-  Redis gets TERM only after they exited, so workers can still ack; a second Ctrl-C or the stop
-  timeout SIGKILLs the process groups;
+- on Ctrl-C, TERM, HUP (the terminal went away) or a closed stdout (``bench start | head``) every
+  other process gets TERM *to itself only* (Celery warm shutdown: a worker finishes its running job;
+  its pool children, which die on TERM, are left to it), and Redis gets TERM only after they exited,
+  so workers can still ack; a second signal or the stop timeout SIGKILLs the process groups;
 - if any process exits on its own, everything is stopped the same way (as honcho and bench do);
-- at the end every process group is checked and killed, so nothing is left running.
+- at the end every process group is checked and killed, so nothing is left running; children also
+  get TERM from the kernel if ``bench start`` itself is killed (Linux ``PR_SET_PDEATHSIG``);
+- one ``bench start`` per bench (``startlock``): processes an earlier one left behind are stopped,
+  with a message, before anything starts;
+- each process's stdout and stderr also go to ``logs/<name>.log`` and ``logs/<name>.error.log``
+  (Frappe's ``logs/worker.log``, ``logs/worker.error.log``, ``logs/schedule.log``).
 
 Also ``bench run-redis``: exec the queue Redis (binary from PATH or the embedded one, resolved at
 start so the Procfile stays valid when the binary moves), or stand by when something else already
@@ -16,16 +21,24 @@ serves the port.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import select
+import selectors
 import signal
+import stat
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from benchcelery.bench import Bench
+from benchcelery.deploy.startlock import Started, StartLock, is_alive
 from benchcelery.errors import BenchError
 
 FIRST = ("redis_queue",)
@@ -67,13 +80,86 @@ class _Proc:
     cmd: str
     direct: bool
     first: bool
-    runner: Any = None  # multiprocessing.Process relaying the output
+    colour: Any = None
+    popen: subprocess.Popen[bytes] | None = None
     pid: int | None = None
     returncode: int | None = None
+    streams: dict[int, _Stream] = field(default_factory=dict)  # fd -> stream
+
+
+@dataclass
+class _Stream:
+    proc: _Proc
+    log: IO[bytes] | None
+    pending: bytes = b""
+
+
+class _Console:
+    """stdout that never raises: a closed pipe (``| head``) or a hung-up terminal marks it closed."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.closed = False
+
+    def write(self, text: str) -> int:
+        if not self.closed:
+            try:
+                self.stream.write(text)
+            except (OSError, ValueError):
+                self.closed = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.closed:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError):
+                self.closed = True
+
+    def isatty(self) -> bool:
+        try:
+            return self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def gone(self) -> bool:
+        """Has the reader of stdout gone away (checked without writing)?"""
+        if self.closed:
+            return True
+        try:
+            fd = self.stream.fileno()
+            mode = os.fstat(fd).st_mode
+        except (OSError, ValueError, AttributeError):
+            return False
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)):
+            return False
+        poller = select.poll()
+        poller.register(fd, 0)
+        if any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, ev in poller.poll(0)):
+            self.closed = True
+        return self.closed
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get TERM when ``bench start`` dies, even by SIGKILL (Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return preexec
 
 
 class ProcfileRunner:
-    """Runs processes like honcho's Manager, with ordered start and stop (see the module doc)."""
+    """Runs the Procfile's processes with ordered start and stop (see the module doc). One process,
+    no helper processes: children's output is read here and printed with honcho's printer."""
 
     def __init__(
         self,
@@ -83,47 +169,65 @@ class ProcfileRunner:
         stop_timeout: float,
         prefix: bool = True,
         colour: bool = True,
+        output: IO[str] | None = None,
     ) -> None:
-        import multiprocessing
-
         from honcho.colour import get_colours
         from honcho.printer import Printer
 
         self.bench = bench
         self.redis_port = redis_port
         self.stop_timeout = stop_timeout
-        self.events: Any = multiprocessing.get_context("fork").Queue()
-        self.printer = Printer(sys.stdout, colour=colour, prefix=prefix)
+        self.console = _Console(output or sys.stdout)
+        self.printer = Printer(self.console, colour=colour, prefix=prefix)  # type: ignore[arg-type]
         self.printer.width = max([6, *(len(n) for n, _ in processes)])
-        self.colours = get_colours()
+        colours = get_colours()
         self.env = process_env(bench)
-        self.procs = []
+        self.procs: list[_Proc] = []
         for name, cmd in processes:
             command, direct = direct_command(cmd)
-            self.procs.append(_Proc(name, command, direct, name in FIRST))
+            self.procs.append(_Proc(name, command, direct, name in FIRST, next(colours)))
+        self.selector = selectors.DefaultSelector()
+        self.lock = StartLock(bench)
         self.stopping_since: float | None = None
         self.forced = False
         self.returncode = 0
+        self._signals: list[str] = []
 
     # --- output ---
     def say(self, text: str) -> None:
-        from datetime import datetime
+        self._print("system", text, None)
 
+    def _print(self, name: str, text: str, colour: Any) -> None:
         from honcho.printer import Message
 
-        self.printer.write(Message(type="line", data=text + "\n", time=datetime.now(), name="system", colour=None))
+        self.printer.write(Message(type="line", data=text + "\n", time=datetime.now(), name=name, colour=colour))
 
     # --- lifecycle ---
     def _spawn(self, proc: _Proc) -> None:
-        import multiprocessing
-
-        from honcho.process import Process
-
-        hp = Process(proc.cmd, name=proc.name, colour=next(self.colours), env=self.env, cwd=str(self.bench.root))
-        proc.runner = multiprocessing.get_context("fork").Process(
-            name=proc.name, target=hp.run, args=(self.events, True)
+        logs = self.bench.logs_path
+        logs.mkdir(parents=True, exist_ok=True)
+        popen = subprocess.Popen(
+            proc.cmd,
+            shell=True,
+            env=self.env,
+            cwd=str(self.bench.root),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C in the terminal reaches only us: we stop them in order
+            preexec_fn=_die_with_parent(),
         )
-        proc.runner.start()
+        proc.popen, proc.pid = popen, popen.pid
+        for pipe, log_name in ((popen.stdout, f"{proc.name}.log"), (popen.stderr, f"{proc.name}.error.log")):
+            assert pipe is not None
+            os.set_blocking(pipe.fileno(), False)
+            log = open(logs / log_name, "ab")  # noqa: SIM115 - closed with the stream
+            proc.streams[pipe.fileno()] = stream = _Stream(proc, log)
+            self.selector.register(pipe.fileno(), selectors.EVENT_READ, stream)
+        self.lock.add(proc.name, popen.pid)
+        self.say(f"{proc.name} started (pid={proc.pid})")
+        if self.stopping_since is not None:
+            self._signal(proc, signal.SIGTERM, group=False)
 
     def _signal(self, proc: _Proc, sig: int, group: bool) -> None:
         if proc.pid is None or proc.returncode is not None:
@@ -154,81 +258,126 @@ class ProcfileRunner:
                 self._signal(proc, signal.SIGKILL, group=True)
 
     def run(self) -> int:
-        def on_signal(signum: int, _frame: Any) -> None:
-            self.request_stop(signal.Signals(signum).name)
+        leftovers = self.lock.acquire()
+        try:
+            return self._run(leftovers)
+        finally:
+            try:
+                self._sweep()
+            finally:
+                self.lock.release()
 
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
+    def _run(self, leftovers: list[Started]) -> int:
+        def on_signal(signum: int, _frame: Any) -> None:
+            self._signals.append(signal.Signals(signum).name)  # handled in the loop: no output in a handler
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, on_signal)
+        if leftovers:
+            self._stop_leftovers(leftovers)
         first = [p for p in self.procs if p.first]
         rest = [p for p in self.procs if not p.first]
         for proc in first:
             self._spawn(proc)
         rest_started = first_stopped = False
         started_at = time.monotonic()
-        try:
-            while True:
-                self._drain_events()
-                now = time.monotonic()
-                if not rest_started and self.stopping_since is None:
-                    if not first or (self.redis_port and _listening(self.redis_port)) or not self.redis_port:
-                        for proc in rest:
-                            self._spawn(proc)
-                        rest_started = True
-                    elif now - started_at > REDIS_START_TIMEOUT:
-                        self.returncode = 1
-                        self.request_stop(f"Redis did not accept connections on port {self.redis_port}")
-                if self.stopping_since is None and any(p.returncode is not None for p in self.procs):
-                    gone = next(p for p in self.procs if p.returncode is not None)
-                    self.returncode = gone.returncode or 1
-                    self.request_stop(f"{gone.name} exited")
-                if self.stopping_since is not None:
-                    others = [p for p in (rest if rest_started else []) if p.runner is not None]
-                    if not first_stopped and all(p.returncode is not None or not p.runner.is_alive() for p in others):
-                        first_stopped = True
-                        for proc in first:
-                            self._signal(proc, signal.SIGTERM, group=False)
-                    if not self.forced and now - self.stopping_since > self.stop_timeout:
-                        self.force(f"Still running after {self.stop_timeout:.0f} s")
-                    if now - self.stopping_since > self.stop_timeout + 30:
-                        for proc in first:
-                            self._signal(proc, signal.SIGKILL, group=True)
-                    if all(p.runner is None or not p.runner.is_alive() for p in self.procs):
-                        self._drain_events()
-                        break
-        finally:
-            self._sweep()
-        return self.returncode
-
-    def _drain_events(self) -> None:
-        import queue
-
-        try:
-            msg = self.events.get(timeout=0.1)
-        except queue.Empty:
-            return
         while True:
-            self._handle(msg)
-            try:
-                msg = self.events.get_nowait()
-            except queue.Empty:
-                return
-
-    def _handle(self, msg: Any) -> None:
-        proc = next((p for p in self.procs if p.name == msg.name), None)
-        if msg.type == "line":
-            self.printer.write(msg)
-        elif proc is not None and msg.type == "start":
-            proc.pid = msg.data["pid"]
-            self.say(f"{proc.name} started (pid={proc.pid})")
+            self._read_output(0.1)
+            self._reap()
+            while self._signals:
+                self.request_stop(self._signals.pop(0))
+            if self.console.gone() and self.stopping_since is None:
+                self.request_stop("stdout closed")
+            now = time.monotonic()
+            if not rest_started and self.stopping_since is None:
+                if not first or not self.redis_port or _listening(self.redis_port):
+                    for proc in rest:
+                        self._spawn(proc)
+                    rest_started = True
+                elif now - started_at > REDIS_START_TIMEOUT:
+                    self.returncode = 1
+                    self.request_stop(f"Redis did not accept connections on port {self.redis_port}")
+            if self.stopping_since is None and any(p.returncode is not None for p in self.procs):
+                gone = next(p for p in self.procs if p.returncode is not None)
+                self.returncode = gone.returncode or 1
+                self.request_stop(f"{gone.name} exited")
             if self.stopping_since is not None:
-                self._signal(proc, signal.SIGTERM, group=False)
-        elif proc is not None and msg.type == "stop":
-            proc.returncode = msg.data["returncode"]
-            self.say(f"{proc.name} stopped (rc={proc.returncode})")
+                if not first_stopped and all(p.popen is None or p.returncode is not None for p in rest):
+                    first_stopped = True
+                    for proc in first:
+                        self._signal(proc, signal.SIGTERM, group=False)
+                if not self.forced and now - self.stopping_since > self.stop_timeout:
+                    self.force(f"Still running after {self.stop_timeout:.0f} s")
+                if now - self.stopping_since > self.stop_timeout + 30:
+                    for proc in first:
+                        self._signal(proc, signal.SIGKILL, group=True)
+                if all(p.popen is None or p.returncode is not None for p in self.procs):
+                    self._read_output(0)
+                    return self.returncode
+
+    def _stop_leftovers(self, leftovers: list[Started]) -> None:
+        """Stop processes an earlier ``bench start`` left running: Redis last, as in a normal stop."""
+        names = ", ".join(f"{r.name} (pid {r.pid})" for r in leftovers)
+        self.say(f"Stopping processes left running by an earlier bench start: {names}")
+        for group in ([r for r in leftovers if r.name not in FIRST], [r for r in leftovers if r.name in FIRST]):
+            for record in group:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(record.pid, signal.SIGTERM)
+            deadline = time.monotonic() + (self.stop_timeout if group and group[0].name not in FIRST else 30)
+            while any(is_alive(r) for r in group) and time.monotonic() < deadline and not self._signals:
+                time.sleep(0.1)
+            for record in group:
+                if is_alive(record):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(record.pid, signal.SIGKILL)
+
+    def _read_output(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            self._read(key.fd, key.data)
+
+    def _read(self, fd: int, stream: _Stream) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if stream.log is not None and data:
+            stream.log.write(data)
+            stream.log.flush()
+        stream.pending += data
+        *lines, stream.pending = stream.pending.split(b"\n")
+        if not data and stream.pending:
+            lines, stream.pending = [*lines, stream.pending], b""
+        for line in lines:
+            self._print(stream.proc.name, line.decode("utf-8", "replace"), stream.proc.colour)
+        if not data:
+            self._close(fd, stream)
+
+    def _close(self, fd: int, stream: _Stream) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(fd)
+        stream.proc.streams.pop(fd, None)
+        os.close(fd)
+        if stream.log is not None:
+            stream.log.close()
+
+    def _reap(self) -> None:
+        for proc in self.procs:
+            if proc.popen is None or proc.returncode is not None:
+                continue
+            code = proc.popen.poll()
+            if code is None:
+                continue
+            for fd, stream in list(proc.streams.items()):  # what it wrote before exiting
+                self._read(fd, stream)
+            proc.returncode = code
+            self.say(f"{proc.name} stopped (rc={code})")
 
     def _sweep(self) -> None:
-        """Kill whatever is left in the processes' groups (each ran in its own session)."""
-        for proc in self.procs:
+        """Kill whatever is left in the processes' groups (each ran in its own session), workers
+        before Redis; never raises, whatever state stdout is in."""
+        for proc in sorted(self.procs, key=lambda p: p.first):
             if proc.pid is None:
                 continue
             try:
@@ -236,8 +385,11 @@ class ProcfileRunner:
                 self.say(f"killed leftover processes of {proc.name}")
             except (ProcessLookupError, PermissionError):
                 pass
-            if proc.runner is not None:
-                proc.runner.join(5)
+            if proc.popen is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.popen.wait(5)
+            for fd, stream in list(proc.streams.items()):
+                self._close(fd, stream)
 
 
 def _listening(port: int) -> bool:
@@ -254,7 +406,7 @@ def start(bench: Bench, procfile: Path | None = None, prefix: bool = True, stop_
     try:
         import honcho  # noqa: F401
     except ImportError:
-        raise BenchError("bench start needs honcho: pip install 'benchcelery[run]'") from None
+        raise BenchError(f"bench start needs honcho (the run extra): {_install_hint('run')}") from None
     settings = Settings.from_bench(bench)
     plan = make_plan(settings)
     processes = parse_procfile(procfile or bench.root / "Procfile")
@@ -262,6 +414,18 @@ def start(bench: Bench, procfile: Path | None = None, prefix: bool = True, stop_
         stop_timeout = max(g.stop_wait for g in plan.workers)
     runner = ProcfileRunner(bench, processes, plan.redis_port, stop_timeout, prefix=prefix, colour=sys.stdout.isatty())
     return runner.run()
+
+
+def _install_hint(extra: str) -> str:
+    """The command that installs ``extra`` into the running environment: from the checkout this
+    benchcelery was installed from (editable install), else from PyPI."""
+    import shlex
+
+    checkout = Path(__file__).resolve().parents[2]
+    pip = f"{shlex.quote(sys.executable)} -m pip install"
+    if (checkout / "pyproject.toml").is_file():
+        return f"{pip} -e {shlex.quote(f'{checkout}[{extra}]')}"
+    return f"{pip} {shlex.quote(f'benchcelery[{extra}]')}"
 
 
 def run_redis(bench: Bench) -> None:

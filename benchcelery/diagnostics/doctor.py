@@ -11,17 +11,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.delivery import lease_report
 from benchcelery.diagnostics.database import DatabaseStatus, check_database
+from benchcelery.diagnostics.figures import orphaned_jobs, queue_figures, stuck_jobs
 from benchcelery.diagnostics.workers import WorkerInfo, ago, read_workers
-from benchcelery.jobs import inspect, registry
+from benchcelery.jobs import inspect
 
 if TYPE_CHECKING:
     import redis
 
     from benchcelery.runtime import Runtime
-
-STUCK_MARGIN = 30  # seconds past a job's hard time limit before a started job counts as stuck
 
 
 @dataclass
@@ -40,6 +38,7 @@ class SiteHealth:
     # jobs whose worker is gone (lease lapsed), waiting for the next recovery sweep
     orphaned: list[dict[str, Any]] = field(default_factory=list)
     recovered: int = 0  # jobs put back in their queue after their worker died (since ever)
+    oldest_age: dict[str, float | None] = field(default_factory=dict)  # queue -> oldest waiting job's age (s)
 
 
 @dataclass
@@ -74,7 +73,12 @@ class DoctorReport:
 
 
 def redis_health(r: redis.Redis, url: str) -> RedisHealth:
-    info = r.info()
+    import redis
+
+    try:
+        info = r.info()
+    except redis.exceptions.NoPermissionError:  # INFO is @dangerous: a bench's ACL user may not run it
+        info = {"redis_version": "unknown (INFO not permitted to this ACL user)"}
     health = RedisHealth(
         connected=True,
         url=url,
@@ -111,16 +115,13 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
     now = time.time()
     redis_info = redis_health(r, rt.settings.display_url)
     workers = read_workers(r, keys)
-    live = [w for w in workers if w.alive]
-    serving = {q: sum(w.concurrency for w in live if q in w.queues) for q in queues}
+    figures = {f.queue: f for f in queue_figures(rt, now, workers=workers)}  # as show-pending-jobs, metrics
+    serving = {q: figures[q].workers for q in queues}
     heartbeat_raw = r.get(keys.scheduler_heartbeat)
     heartbeat = json.loads(heartbeat_raw) if heartbeat_raw else None
     lastruns = {k.decode(): float(v) for k, v in r.hgetall(keys.scheduler_lastrun).items()}
-    pending = inspect.count_pending(r, keys, queues, site=sites[0] if len(sites) == 1 else None)
     started_jobs = inspect.started_jobs(r, keys)
-    failed = registry.failed_counts(r, keys, queues)
     hard_limits = {q.name: q.hard_limit for q in rt.settings.queues.values()}
-    leases = lease_report(r, keys, queues)
 
     problems: list[str] = []
     reports = []
@@ -128,16 +129,8 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
         conf = bench.merged_config(site)
         state, reasons = scheduler_state(site, conf)
         mine = [j for j in started_jobs if j.site == site]
-        stuck: list[dict[str, Any]] = []
-        orphaned: list[dict[str, Any]] = []
-        for job in mine:
-            limit = int(job.extra.get("timeout") or hard_limits.get(job.queue, 0))
-            age = now - (job.started_at or now)
-            item = {"id": job.id, "method": job.method, "queue": job.queue, "age": round(age)}
-            if job.extra.get("orphaned"):
-                orphaned.append(item)
-            elif limit and age > limit + STUCK_MARGIN:
-                stuck.append(item)
+        stuck = [{k: v for k, v in job.items() if k != "site"} for job in stuck_jobs(mine, hard_limits, now)]
+        orphaned = [{k: v for k, v in job.items() if k != "site"} for job in orphaned_jobs(mine, now)]
         health = SiteHealth(
             site=site,
             status="maintenance" if conf.get("maintenance_mode") else "active",
@@ -145,13 +138,14 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
             scheduler_reasons=reasons,
             last_run=lastruns.get(site),
             workers=serving,
-            pending={q: pending.get(q, {}).get(site, 0) for q in queues},
+            pending={q: figures[q].pending.get(site, 0) for q in queues},
             started={q: sum(1 for j in mine if j.queue == q) for q in queues},
-            failed=sum(failed.get(q, {}).get(site, 0) for q in queues),
+            failed=sum(figures[q].failed.get(site, 0) for q in queues),
             database=check_database(conf) if check_db else DatabaseStatus("not checked"),
             stuck=stuck,
             orphaned=orphaned,
-            recovered=sum(leases["recovered"].get(q, {}).get(site, 0) for q in queues),
+            recovered=sum(figures[q].recovered.get(site, 0) for q in queues),
+            oldest_age={q: figures[q].oldest_age(site) if figures[q].pending.get(site) else None for q in queues},
         )
         reports.append(health)
         for q, n in health.pending.items():
@@ -178,7 +172,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
         scheduler_heartbeat=heartbeat,
         redis=redis_info,
         problems=problems,
-        stale_acks=leases["stale_acks"],
+        stale_acks=int(r.get(keys.stale_acks) or 0),
     )
 
 
@@ -195,7 +189,9 @@ def render_text(report: DoctorReport) -> str:
         lines += ["", "Queues:"]
         for q, n in s.pending.items():
             running = s.started.get(q, 0)
-            lines.append(f"  - {q}: {n} pending" + (f", {running} running" if running else ""))
+            age = s.oldest_age.get(q)
+            oldest = f" (oldest waiting {age:.0f} s)" if n and age is not None else ""
+            lines.append(f"  - {q}: {n} pending{oldest}" + (f", {running} running" if running else ""))
         lines += ["", f"Failed jobs: {s.failed}"]
         if s.recovered:
             lines.append(f"Recovered jobs (their worker died): {s.recovered}")

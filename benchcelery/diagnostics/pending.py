@@ -1,7 +1,8 @@
 """``show-pending-jobs``: pending / started / failed counts per queue, for some sites or the bench.
 
-Read straight from Redis (no Celery import, no worker broadcast): pending from the queue lists
-(a Lua tally, exact), started from kombu's ``unacked`` hash, failed from the failed registry.
+Read straight from Redis (no Celery import, no worker broadcast) through ``figures.py``: pending
+from the per-site counters (checked against the lists), the oldest waiting job's age from the lists'
+oldest ends, started from the in-flight jobs, failed from the failed registry.
 """
 
 from __future__ import annotations
@@ -10,10 +11,19 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.jobs import inspect, registry
+from benchcelery.diagnostics.figures import QueueFigures, queue_figures
+from benchcelery.jobs import inspect
 
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
+
+
+@dataclass
+class SiteCounts:
+    pending: int = 0
+    failed: int = 0
+    started: int = 0
+    oldest_age: float | None = None  # seconds the site's oldest waiting job has waited
 
 
 @dataclass
@@ -22,6 +32,8 @@ class QueueCounts:
     pending: int = 0
     failed: int = 0
     started: int = 0
+    oldest_age: float | None = None  # seconds the oldest waiting job (of the selected sites) has waited
+    sites: dict[str, SiteCounts] | None = None  # --site all: per-site breakdown
 
 
 @dataclass
@@ -45,7 +57,7 @@ class PendingReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "sites": self.sites,
-            "queues": [asdict(q) for q in self.queues],
+            "queues": [{k: v for k, v in asdict(q).items() if k != "sites" or v is not None} for q in self.queues],
             "total": {"pending": self.total_pending, "failed": self.total_failed, "processing": self.total_started},
             **({"jobs": self.jobs} if self.jobs else {}),
         }
@@ -57,26 +69,31 @@ def _sum(per_site: dict[str, int], sites: list[str] | None) -> int:
     return sum(per_site.get(s, 0) for s in sites)
 
 
+def _oldest(fig: QueueFigures, sites: list[str]) -> float | None:
+    ages = [a for a in (fig.oldest_age(s) for s in sites if fig.pending.get(s)) if a is not None]
+    return max(ages) if ages else None
+
+
 def pending_report(rt: Runtime, sites: list[str] | None, verbose: bool = False) -> PendingReport:
-    """Counts for ``sites`` (None = every job of the bench, whatever its site)."""
+    """Counts for ``sites`` (None = every job of the bench, whatever its site, with a per-site breakdown)."""
     r, keys = rt.redis, rt.keys
     queues = list(rt.settings.queues)
     only = sites[0] if sites and len(sites) == 1 else None
-    pending = inspect.count_pending(r, keys, queues, site=only)
-    started = inspect.started_counts(r, keys)
-    failed = registry.failed_counts(r, keys, queues)
-    report = PendingReport(
-        sites=sites,
-        queues=[
-            QueueCounts(
-                name=q,
-                pending=_sum(pending.get(q, {}), sites),
-                failed=_sum(failed.get(q, {}), sites),
-                started=_sum(started.get(q, {}), sites),
-            )
-            for q in queues
-        ],
-    )
+    report = PendingReport(sites=sites, queues=[])
+    for fig in queue_figures(rt):
+        counts = QueueCounts(
+            name=fig.queue,
+            pending=_sum(fig.pending, sites),
+            failed=_sum(fig.failed, sites),
+            started=_sum(fig.started, sites),
+            oldest_age=fig.oldest_age() if sites is None else _oldest(fig, sites),
+        )
+        if sites is None:
+            counts.sites = {
+                s: SiteCounts(fig.pending.get(s, 0), fig.failed.get(s, 0), fig.started.get(s, 0), fig.oldest_age(s))
+                for s in fig.sites
+            }
+        report.queues.append(counts)
     if verbose:
         now = time.time()
         wanted = set(sites) if sites is not None else None

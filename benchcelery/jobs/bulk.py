@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 
     from benchcelery.runtime import Runtime
 
-EXECUTE_JOB = "benchcelery.execute_job"  # the one Celery task every message names (celery_app.py)
 BATCH = 1000
 WAKE_TOKENS = 64  # at most this many wake tokens per queue and batch (delivery.py)
 REPR_MAXSIZE = 1024  # Celery's kwargsrepr_maxsize
@@ -55,12 +54,16 @@ def _dumps(data: Any) -> str:
         pass
     except ValueError as exc:
         raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise ValidationError("Job arguments are nested too deeply") from None
     from kombu.utils.json import dumps as kombu_dumps
 
     try:
         return kombu_dumps(data)
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise ValidationError("Job arguments are nested too deeply") from None
 
 
 def _kwargsrepr(kwargs: dict[str, Any]) -> str:
@@ -89,7 +92,7 @@ _TEMPLATE = (
     '{"body": "%s", "content-encoding": "utf-8", "content-type": "application/json", '
     '"headers": {"lang": "py", "task": %s, "id": %s, "shadow": %s, "eta": null, "expires": null, '
     '"group": null, "group_index": null, "retries": 0, "timelimit": [%s, %s], "root_id": %s, '
-    '"parent_id": null, "argsrepr": "()", "kwargsrepr": %s, "origin": %s, "ignore_result": true, '
+    '"parent_id": null, "argsrepr": %s, "kwargsrepr": %s, "origin": %s, "ignore_result": true, '
     '"replaced_task_nesting": 0, "stamped_headers": null, "stamps": {}%s}, '
     '"properties": {"correlation_id": %s, "reply_to": %s, "delivery_mode": 2, '
     '"delivery_info": {"exchange": "", "routing_key": %s}, "priority": %s, "body_encoding": "base64", '
@@ -105,7 +108,11 @@ def envelope(options: dict[str, Any], task_name: str, origin: str, reply_to: str
     job_id = _str(options["task_id"])
     kwargs = options["kwargs"]
     body = base64.b64encode(_dumps([[], kwargs, _EMBED]).encode()).decode() if kwargs else _EMPTY_BODY
-    ours = _dumps(options["headers"])
+    ours = dict(options["headers"])
+    # A header of ours that Celery also writes replaces Celery's value in place, as apply_async does.
+    argsrepr = _str(ours.pop("argsrepr")) if "argsrepr" in ours else '"()"'
+    kwargsrepr = _str(ours.pop("kwargsrepr")) if "kwargsrepr" in ours else _str(_kwargsrepr(kwargs))
+    rest = _dumps(ours)
     return _TEMPLATE % (
         body,
         _str(task_name),
@@ -114,9 +121,10 @@ def envelope(options: dict[str, Any], task_name: str, origin: str, reply_to: str
         _number(options["time_limit"]),
         _number(options["soft_time_limit"]),
         job_id,
-        _str(_kwargsrepr(kwargs)),
+        argsrepr,
+        kwargsrepr,
         _str(origin),
-        ", " + ours[1:-1] if len(ours) > 2 else "",
+        ", " + rest[1:-1] if len(rest) > 2 else "",
         job_id,
         _str(reply_to),
         _str(options["queue"]),

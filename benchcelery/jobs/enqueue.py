@@ -6,6 +6,7 @@ are not JSON-serialisable, a bad timeout) raises ``ValidationError`` before anyt
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 import uuid
@@ -17,10 +18,10 @@ from benchcelery.config import HARD_LIMIT_GRACE
 from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs import registry
-from benchcelery.jobs.bulk import EXECUTE_JOB, push
+from benchcelery.jobs.bulk import push
 from benchcelery.jobs.methods import method_name, resolve, resolved
 from benchcelery.jobs.model import Job
-from benchcelery.keys import FRONT_PRIORITY, NORMAL_PRIORITY
+from benchcelery.keys import EXECUTE_JOB, FRONT_PRIORITY, NORMAL_PRIORITY
 from benchcelery.runtime import Runtime, get_runtime
 
 logger = logging.getLogger("benchcelery.enqueue")
@@ -87,6 +88,26 @@ def enqueue(
         rt.redis.delete(rt.keys.job_status(prepared.job.id))
         raise
     return prepared.job
+
+
+# Names a job's keyword arguments may not use: enqueue's own parameters (from the command line's
+# --kwargs they would change how the job is enqueued: `now` ran it in the CLI) and the names
+# execute_job and Celery bind themselves.
+RESERVED_KWARGS = frozenset({*inspect.signature(enqueue).parameters, "async", "task", "self", "args"} - {"kwargs"})
+
+
+def check_kwargs(kwargs: dict[str, Any], what: str = "Job argument") -> None:
+    """Raise ValidationError when a key of ``kwargs`` is one of enqueue's own names (or not a string)."""
+    from benchcelery.jobs.methods import clip
+
+    for key in kwargs:
+        if not isinstance(key, str):
+            raise ValidationError(f"{what} names must be strings, got {clip(repr(key))}")
+        if key in RESERVED_KWARGS:
+            raise ValidationError(
+                f"{what} {key!r} clashes with enqueue's own parameter of that name "
+                f"(reserved: {', '.join(sorted(RESERVED_KWARGS))}); rename the job's argument"
+            )
 
 
 def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
@@ -186,6 +207,7 @@ def _prepare(
 ) -> _Prepared:
     """Validate one job and build its ``apply_async`` options; raises ValidationError."""
     spec = rt.settings.validate_queue(queue)
+    check_kwargs(kwargs)
     name = method_name(method)
     if not resolved(name):  # checked and imported once per process (apps.txt is read then)
         resolve(name, rt.apps(), rt.allowed_methods())
@@ -209,6 +231,8 @@ def _prepare(
         "user": local.user or "Administrator",
         "job_name": job_name or name,
         "enqueued_at": now,
+        # Jobs take keyword arguments only; Celery tools (Flower's "args") show site and queue here.
+        "argsrepr": f"(site={site!r}, queue={queue!r})",
         **callbacks,
     }
     if job_id:

@@ -15,14 +15,15 @@ import traceback
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
-from celery import Task
+from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
 from benchcelery.bench import COMMON_CONFIG, SITE_CONFIG
+from benchcelery.celery_app import EXECUTE_JOB, WORKER_LOST_RETRIES
 from benchcelery.context import local
 from benchcelery.errors import BenchError
-from benchcelery.jobs import registry
+from benchcelery.jobs import durations, registry
 from benchcelery.jobs.hooks import job_hooks
 from benchcelery.jobs.methods import resolve
 from benchcelery.keys import UNKNOWN_SITE
@@ -133,8 +134,11 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
         _callback(rt, meta.get("on_failure"), meta, exc)
         raise
     else:
+        pipe = r.pipeline(transaction=False)
         if meta["tracked"]:
-            r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.number("rq_results_ttl"))
+            pipe.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.number("rq_results_ttl"))
+        durations.observe(pipe, keys, meta)  # job-duration histogram (bench metrics), same round trip
+        pipe.execute()
         for callback in (local.job or {}).get("on_commit", []):
             try:
                 callback()
@@ -169,9 +173,12 @@ def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> Any:
 
 
 def _site_config(site: str) -> dict[str, Any]:
+    """The site's merged config; one it cannot read, or with bad values (config_schema.py), refuses the job."""
     try:
         return site_configs.get(site)
-    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+    except BenchError as exc:
+        raise JobRefused(str(exc)) from None
+    except (OSError, ValueError) as exc:
         raise JobRefused(f"The config of site {site} cannot be read: {exc}") from None
 
 
@@ -185,13 +192,11 @@ def _callback(rt: Any, name: str | None, meta: dict[str, Any], value: Any) -> No
 
 
 def notify_finished(meta: dict[str, Any], error: str | None) -> None:
-    """Tell the scheduler's run log how a scheduled job (one with an ``event``) ended."""
+    """Tell the listeners (the scheduler's run log) how a scheduled job (one with an ``event``) ended."""
     if not meta.get("event"):
         return
-    try:
-        from benchcelery.scheduler.runlog import job_finished
-    except ImportError:
-        return
+    from benchcelery.jobs.listeners import job_finished
+
     try:
         job_finished(meta, error)
     except Exception:
@@ -247,6 +252,7 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
         name = meta.get("worker")
         if name:
             rt.redis.hincrby(rt.keys.worker(name), "failed", 1)
+        durations.record(rt.redis, rt.keys, meta)  # failed runs count in the duration histogram too
         logger.info("Recorded the failure of job %s (%s): %s", meta.get("job_id"), meta.get("method"), rec["exception"])
         notify_finished(meta, rec["exception"])
     except Exception:
@@ -293,3 +299,16 @@ class JobRequest(Request):
         meta = job_meta(self._context)
         meta["worker"] = self.hostname
         record(meta, self.kwargs, exc, tb)
+
+
+# Every bench's Celery app gets the task through Celery's shared-task registry, so celery_app.py does
+# not import this module: it names it in the worker's imports (celery_app.WORKER_IMPORTS).
+shared_task(
+    name=EXECUTE_JOB,
+    bind=True,
+    base=JobTask,
+    Request=JobRequest,
+    max_retries=WORKER_LOST_RETRIES,
+    default_retry_delay=0,
+    acks_late=True,
+)(execute_job)

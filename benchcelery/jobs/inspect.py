@@ -153,6 +153,7 @@ def message_info(msg: dict[str, Any]) -> dict[str, Any]:
 def iter_pending(r: redis.Redis, keys: Keys, queue: str, site: str | None = None, chunk: int = 1000) -> Iterator[Job]:
     """Waiting jobs of a queue in the order workers will take them (next first)."""
     position = 0
+    needle = f'"id": "{site}::'.encode() if site else b""  # other sites' messages are skipped undecoded
     for key in keys.queue_lists(queue):
         length = r.llen(key)
         end = length - 1
@@ -160,6 +161,9 @@ def iter_pending(r: redis.Redis, keys: Keys, queue: str, site: str | None = None
             start = max(0, end - chunk + 1)
             items = r.lrange(key, start, end)
             for raw in reversed(items):
+                if needle and needle not in raw:
+                    position += 1
+                    continue
                 info = decode_message(raw)
                 if site and info["site"] != site:
                     position += 1

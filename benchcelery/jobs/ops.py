@@ -128,6 +128,23 @@ def full_id(job_id: str, site: str) -> str:
     return job_id if "::" in job_id else f"{site}::{job_id}"
 
 
+def scope_job_id(job_id: str, sites: list[str]) -> tuple[str, str]:
+    """(site, full id) of ``job_id`` within the selected ``sites``: a bare id belongs to the first
+    site; a full ``<site>::<id>`` of a site that is not selected is refused (ValidationError)."""
+    if not sites:
+        raise ValidationError("No site selected")
+    if "::" not in job_id:
+        return sites[0], f"{sites[0]}::{job_id}"
+    site = job_id.split("::", 1)[0]
+    if site not in sites:
+        shown = ", ".join(sites[:5]) + (", ..." if len(sites) > 5 else "")
+        raise ValidationError(
+            f"Job {job_id[:200]} belongs to site {site[:200]}, not to the selected site(s) {shown}; "
+            "use --site to select it"
+        )
+    return site, job_id
+
+
 def find(rt: Runtime, job_id: str, site: str) -> Job:
     info = inspect.lookup(rt, full_id(job_id, site))
     if info is None:

@@ -1,9 +1,10 @@
 """Publishing realtime events: Frappe's room rules and wire format, and ``after_commit``.
 
-An event is one ``PUBLISH events <json>`` on the bench's queue Redis, with the JSON
+An event is one ``PUBLISH bc:<bench_id>:realtime <json>`` on the bench's queue Redis, with the JSON
 ``{"event", "message", "room", "namespace": <site>, "bench": <bench_id>}``. The first four keys are
-Frappe's, so a Frappe socket.io server relays our events too; ``bench`` lets our relay ignore events
-of other benches sharing the Redis server (the ``events`` channel is global, as in Frappe).
+Frappe's wire format. The channel is the bench's own (``Keys.realtime_channel``, inside its Redis
+ACL scope), not Frappe's global ``events``: another bench's user can neither read nor inject
+events here, and the relay drops any message whose ``bench`` is not its own.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 
 from benchcelery.context import local
 from benchcelery.errors import BenchError
-from benchcelery.keys import REALTIME_CHANNEL
 from benchcelery.runtime import Runtime, get_runtime
 
 logger = logging.getLogger("benchcelery.realtime")
@@ -151,7 +151,7 @@ def publish_realtime(
 
 def send(rt: Runtime, ev: RealtimeEvent) -> int:
     """PUBLISH the event; returns how many subscribers (relays) received it."""
-    return int(rt.redis.publish(REALTIME_CHANNEL, ev.to_json()))
+    return int(rt.redis.publish(rt.keys.realtime_channel, ev.to_json()))
 
 
 def _send_after_commit(rt: Runtime, ev: RealtimeEvent) -> None:

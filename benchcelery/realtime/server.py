@@ -5,9 +5,11 @@ One process serves every site of the bench, each in its own socket.io namespace 
 - a client connects to ``/<site>`` with the auth payload ``{"token": <token>}`` (see ``tokens.py``);
   without a valid token for that site it is refused. It then sits in the rooms ``user:<user>`` and
   ``all``, and may join ``doc:``/``doctype:``/``task_progress:`` rooms with Frappe's events
-  ``doc_subscribe``, ``doctype_subscribe``, ``task_subscribe`` (and leave with ``*_unsubscribe``);
-- a task subscribes to Redis' ``events`` channel (Frappe's wire format) and emits each event whose
-  site belongs to this bench to its room in that site's namespace. When Redis goes away it logs it,
+  ``doc_subscribe``, ``doctype_subscribe``, ``task_subscribe`` (and leave with ``*_unsubscribe``)
+  when ``rooms.may_join`` allows it (own or public rooms, else an app's ``has_realtime_permission``);
+- a task subscribes to the bench's own channel (``Keys.realtime_channel``, Frappe's wire format)
+  and emits each event that names this bench and one of its sites to its room in that site's
+  namespace (anything else is dropped). When Redis goes away it logs it,
   retries with a capped backoff and logs when it is back (pub/sub events sent meanwhile are lost,
   as in Frappe);
 - ``GET /health`` answers 200 ``{"redis": true, ...}`` while subscribed, else 503.
@@ -28,8 +30,8 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 
 from benchcelery.config import Settings, mask_url
 from benchcelery.errors import BenchError
-from benchcelery.keys import REALTIME_CHANNEL
 from benchcelery.realtime.publish import ALL_ROOM, doc_room, doctype_room, task_room, user_room
+from benchcelery.realtime.rooms import may_join
 from benchcelery.realtime.tokens import InvalidToken, verify_token
 
 logger = logging.getLogger("benchcelery.realtime")
@@ -104,6 +106,12 @@ class Relay:
         """Join or leave ``room``; the ack tells the client the room (None when refused)."""
         if room is None:
             return None
+        if not leave:
+            session = await self.sio.get_session(sid, namespace=namespace)
+            site, user = session.get("site"), session.get("user")
+            if not await asyncio.to_thread(may_join, self.bench, site, user, room):
+                logger.info("Refused %s on %s: may not join room %s", user, site, room[:200])
+                return None
         if leave:
             await self.sio.leave_room(sid, room, namespace=namespace)
         else:
@@ -167,11 +175,11 @@ class Relay:
             client = self._redis_client()
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(REALTIME_CHANNEL)
+                await pubsub.subscribe(self.settings.keys.realtime_channel)
                 self.redis_connected = True
                 attempt = 0
                 if not ever_connected:
-                    logger.info("Subscribed to Redis channel %r at %s", REALTIME_CHANNEL, url)
+                    logger.info("Subscribed to Redis channel %r at %s", self.settings.keys.realtime_channel, url)
                 elif lost_at is not None:
                     logger.warning(
                         "Reconnected to Redis at %s after %.1f s; relaying events again",
@@ -211,7 +219,7 @@ class Relay:
             logger.exception("Could not relay a realtime event")
 
     async def relay(self, raw: bytes | str) -> bool:
-        """Emit one ``events`` message to its room; False when it is not for this bench or malformed."""
+        """Emit one realtime message to its room; False when it is not for this bench or malformed."""
         try:
             data = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
@@ -222,9 +230,9 @@ class Relay:
         site, event = data.get("namespace"), data.get("event")
         if not (isinstance(site, str) and isinstance(event, str) and event) or event in RESERVED_EVENTS:
             return False
-        # The channel is shared by every bench (and Frappe) on this Redis: relay only our own sites.
-        bench_id = data.get("bench")
-        if bench_id is not None and bench_id != self.settings.bench_id:
+        # Only events that name this bench (a message without the field, or another bench's, is
+        # dropped even on our own channel).
+        if data.get("bench") != self.settings.bench_id:
             return False
         if not self.bench.site_exists(site):
             return False

@@ -1,8 +1,8 @@
 """The run log of scheduled jobs: per site, the newest runs (capped) and each job's last outcome.
 
-Written by the worker (``jobs/execute.py`` calls ``job_finished`` for every job carrying an
-``event``), read by ``scheduler status --verbose``. Unlike Frappe, a failed scheduled run is also a
-normal failed job in the failed registry, so it is never invisible.
+Written by the worker (``job_finished`` listens to ``jobs/listeners.py``, which the engine calls
+for every job carrying an ``event``), read by ``scheduler status --verbose``. Unlike Frappe, a
+failed scheduled run is also a normal failed job in the failed registry, so it is never invisible.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from benchcelery.jobs.listeners import on_job_finished
 from benchcelery.runtime import get_runtime
 from benchcelery.scheduler.events import JOB_ID_PREFIX
 
@@ -42,6 +43,7 @@ class Run:
         return f"{self.event}::{self.method}"
 
 
+@on_job_finished
 def job_finished(meta: dict[str, Any], error: str | None) -> None:
     """Record how a scheduled job's run ended (called in the worker; ``error`` None = success)."""
     job_id = str(meta.get("job_id") or "")

@@ -63,7 +63,7 @@ def state_from_config(site: str, conf: dict[str, Any]) -> SiteState:
         reasons.append("disable_scheduler is SET")
         disabled = True
     if not truthy(conf.get("enable_scheduler", True)):
-        reasons.append("enable_scheduler is UNSET")
+        reasons.append("enable_scheduler is off (bench enable-scheduler turns it on)")
         disabled = True
     if disabled or (reasons and not paused):
         state = DISABLED

@@ -53,7 +53,7 @@ def select_jobs(jobs: list[ScheduledJob], event: str) -> list[ScheduledJob]:
         return [job for job in jobs if job.event == event]
     matching = [job for job in jobs if job.method == event]
     if not matching:
-        raise ValidationError(f"Event {event} does not exist!")
+        raise ValidationError(f"Event {event[:200]} does not exist!")
     return matching[:1]  # one run: every entry of a method shares its run id
 
 

@@ -20,6 +20,7 @@ class WorkerOptions:
     max_jobs_per_child: int | None = None
     max_memory_per_child_mb: int | None = None
     name: str | None = None
+    events: bool = False  # send task events (Flower, `celery events`) from the start
 
 
 def worker_name(queues: list[str]) -> str:
@@ -30,6 +31,7 @@ def worker_name(queues: list[str]) -> str:
 def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     """Run a worker in this process until it stops; returns its exit code (0 after a burst)."""
     from benchcelery.worker.burst import Burst
+    from benchcelery.worker.events import install_control_answers
     from benchcelery.worker.heartbeat import Heartbeat
 
     set_runtime(rt)
@@ -41,6 +43,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
         app.conf.broker_transport_options = {**app.conf.broker_transport_options, "polling_interval": 0.05}
     app.steps["consumer"].add(Burst)
     app.steps["worker"].add(Heartbeat)
+    install_control_answers()
     kind = "worker-pool" if opts.concurrency > 1 else "worker"
     title = f"bench {kind} --queue {','.join(opts.queues)} [{rt.bench.root}]"
     set_title(title)
@@ -51,10 +54,12 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
         queues=opts.queues,
         loglevel="WARNING" if opts.quiet else "INFO",
         quiet=opts.quiet,
-        # Mingle/gossip cost ~1 s at start and N^2 chatter; heartbeats are ours (heartbeat.py).
+        # Mingle/gossip cost ~1 s at start and N^2 chatter. An event dispatcher always (so
+        # `control enable_events` works); its heartbeats only while task events are on (events.py).
         without_gossip=True,
         without_mingle=True,
-        without_heartbeat=True,
+        without_heartbeat=False,
+        task_events=opts.events,
         max_tasks_per_child=opts.max_jobs_per_child,
         max_memory_per_child=opts.max_memory_per_child_mb * 1024 if opts.max_memory_per_child_mb else None,
         optimization="fair",

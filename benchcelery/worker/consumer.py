@@ -27,6 +27,13 @@ def _meta(message: Any, method: str | None = None) -> dict[str, Any]:
 
 
 class Consumer(CeleryConsumer):
+    class Blueprint(CeleryConsumer.Blueprint):
+        # Event heartbeats only while task events are on (worker/events.py).
+        default_steps = [
+            "benchcelery.worker.events:Heart" if step == "celery.worker.consumer.heart:Heart" else step
+            for step in CeleryConsumer.Blueprint.default_steps
+        ]
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         body = getattr(message, "body", b"")
         raw = body.decode("utf-8", "replace") if isinstance(body, bytes) else str(body)

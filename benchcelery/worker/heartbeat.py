@@ -38,9 +38,10 @@ class Heartbeat(bootsteps.StartStopStep):
         self.started = time.time()
 
     def start(self, worker: Any) -> None:
+        self.worker = worker
         self.facts = {
             "name": worker.hostname,
-            "queues": json.dumps(sorted(q for q in worker.app.amqp.queues.consume_from or [])),
+            "queues": self.queues(),
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "concurrency": worker.concurrency,
@@ -68,9 +69,15 @@ class Heartbeat(bootsteps.StartStopStep):
             except Exception:
                 logger.warning("Heartbeat failed", exc_info=True)
 
+    def queues(self) -> str:
+        """The queues consumed now (``control add_consumer`` / ``cancel_consumer`` change them)."""
+        # sorted() copies the names in one step (the consumer thread may change them meanwhile)
+        return json.dumps(sorted(self.worker.app.amqp.queues.consume_from or []))
+
     def beat(self) -> None:
         rt = get_runtime()
         now = time.time()
+        self.facts["queues"] = self.queues()
         key = rt.keys.worker(self.facts["name"])
         pipe = rt.redis.pipeline()
         pipe.hset(key, mapping={**self.facts, "last_heartbeat": now, "done": state.all_total_count[0]})

@@ -109,3 +109,13 @@ def tally(run_id: str, seconds: float = 0.0) -> None:
     pipe.incr(f"test:tally:{run_id}")
     pipe.sadd("test:tally", run_id)
     pipe.execute()
+
+
+def has_realtime_permission(user: str, room: str) -> bool | None:
+    """Realtime room hook (hooks.py): ToDo and Sales Order documents are open to every user; a
+    task_progress room only to the user whose name prefixes the task id; anything else: no answer."""
+    if room.startswith(("doc:ToDo/", "doctype:ToDo", "doc:Sales Order/")):
+        return True
+    if room.startswith("task_progress:"):
+        return room.removeprefix("task_progress:").startswith(f"{user}-")
+    return None

@@ -1,0 +1,295 @@
+"""Every config key benchcelery reads, typed and checked in one table (``SCHEMA``).
+
+A bad value is answered with one line naming the file and the key, e.g.
+``sites/common_site_config.json: workers.short must be an object {timeout, background_workers}``,
+before anything runs (``Bench`` checks each JSON file when it reads it; ``set-config`` checks a
+value before writing it; ``bench doctor`` lists every problem). Keys not in the table are allowed:
+apps keep their own keys in site config. Adding a key is one line in ``SCHEMA``.
+
+Secrets (``Key.secret``, and any key named like a password, secret or token) and passwords inside
+URLs are masked by ``masked`` wherever config is shown.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from benchcelery.errors import ValidationError
+from benchcelery.keys import is_valid_bench_id
+
+Check = Callable[[Any], str | None]  # None when the value is fine, else what is wrong with it
+MASK = "********"
+SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
+SITE_NAME_MAX = 200
+CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_SECONDS = 366 * 24 * 3600
+# Key names that hold credentials (other helpers' keys such as flower_basic_auth or
+# dashboard_auth are masked without a schema entry).
+_SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "private_key", "auth", "credential")
+
+
+@dataclass(frozen=True)
+class Key:
+    check: Check
+    secret: bool = False
+
+
+# --- checks -------------------------------------------------------------------------------------------
+def integer(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            return f"must be a whole number from {low} to {high}"
+        try:
+            number = int(value)
+        except ValueError:
+            return f"must be a whole number from {low} to {high}"
+        return None if low <= number <= high else f"must be from {low} to {high}"
+
+    return check
+
+
+def boolean(value: Any) -> str | None:
+    if isinstance(value, bool) or value in (0, 1) or value in ("0", "1", "true", "false", "True", "False"):
+        return None
+    return "must be true/false (or 1/0)"
+
+
+def text(max_len: int = 1000, pattern: re.Pattern[str] | None = None, what: str = "") -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return "must be a string"
+        if len(value) > max_len:
+            return f"must be at most {max_len} characters"
+        if pattern is not None and not pattern.match(value):
+            return f"must be {what}" if what else "has characters that are not allowed"
+        return None
+
+    return check
+
+
+def list_of(item: Check, what: str) -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list):
+            return f"must be a list of {what}"
+        for entry in value:
+            problem = item(entry)
+            if problem:
+                return f"must be a list of {what}; {_clip(entry)!r} {problem}"
+        return None
+
+    return check
+
+
+def redis_url(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a redis:// URL string"
+    parts = urlsplit(value)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        return "must be a redis://, rediss:// or unix:// URL"
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535"
+    path = parts.path.strip("/")
+    if parts.scheme != "unix" and path and not (path.isdigit() and int(path) < 100000):
+        return "must end with a database number (e.g. /0)"
+    if parts.scheme != "unix" and not parts.hostname:
+        return "must name a host"
+    return None
+
+
+def time_zone(value: Any) -> str | None:
+    if not isinstance(value, str) or not value or len(value) > 64:
+        return "must be an IANA time zone name such as Europe/Paris"
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        return "is not a known time zone (e.g. UTC, Asia/Kolkata)"
+    return None
+
+
+def bench_id(value: Any) -> str | None:
+    if is_valid_bench_id(value):
+        return None
+    return "may use only letters, digits, '.', '_' and '-' (at most 128, starting with a letter or digit)"
+
+
+def site_name(value: Any) -> str | None:
+    if not isinstance(value, str) or len(value) > SITE_NAME_MAX or not SITE_NAME.match(value) or value == "all":
+        return f"must be a site name (letters, digits, '-', '_' between single dots, at most {SITE_NAME_MAX})"
+    return None
+
+
+def method_path(value: Any) -> str | None:
+    from benchcelery.jobs.methods import check_allowed
+
+    if not isinstance(value, str):
+        return "must be a dotted path string"
+    try:
+        check_allowed(value, [], [value])
+    except ValidationError as exc:
+        return str(exc)
+    return None
+
+
+def workers(value: Any) -> str | None:
+    if not isinstance(value, dict):
+        return "must be an object {queue: {timeout, background_workers}}"
+    for queue, opts in value.items():
+        if not QUEUE_NAME.match(str(queue)):
+            return f"has an invalid queue name {_clip(queue)!r} (letters, digits, '_', '-')"
+        if not isinstance(opts, dict):
+            return f"{queue} must be an object {{timeout, background_workers}}"
+        for key, check in WORKER_KEYS.items():
+            if key in opts and opts[key] is not None:
+                problem = check(opts[key])
+                if problem:
+                    return f"{queue}.{key} {problem}"
+    return None
+
+
+WORKER_KEYS: dict[str, Check] = {
+    "timeout": integer(1, MAX_SECONDS),
+    "background_workers": integer(1, 256),
+    "stop_timeout": integer(1, MAX_SECONDS),
+    "pool": boolean,
+}
+
+# --- the table: every key benchcelery reads ---------------------------------------------------------------
+SCHEMA: dict[str, Key] = {
+    "bench_id": Key(bench_id),
+    "redis_queue": Key(redis_url),
+    "redis_cache": Key(redis_url),
+    "use_rq_auth": Key(boolean),
+    "rq_username": Key(text(128, re.compile(r"^[A-Za-z0-9._-]+$"), "a user name")),
+    "rq_password": Key(text(1000), secret=True),
+    "workers": Key(workers),
+    "background_workers": Key(integer(1, 256)),
+    "rq_failed_jobs_limit": Key(integer(0, 10_000_000)),
+    "rq_job_failure_ttl": Key(integer(1, 10 * MAX_SECONDS)),
+    "rq_results_ttl": Key(integer(1, MAX_SECONDS)),
+    "job_lease": Key(integer(3, 3600)),
+    "max_redeliveries": Key(integer(0, 1000)),
+    "scheduler_interval": Key(integer(1, 7 * 24 * 3600)),
+    "scheduler_tick_interval": Key(integer(1, 3600)),
+    "scheduler_lock_timeout": Key(integer(1, 3600)),
+    "time_zone": Key(time_zone),
+    "default_site": Key(site_name),
+    "allowed_methods": Key(list_of(method_path, "dotted method paths")),
+    "enable_scheduler": Key(boolean),
+    "pause_scheduler": Key(boolean),
+    "disable_scheduler": Key(boolean),
+    "maintenance_mode": Key(boolean),
+    "db_type": Key(text(32, re.compile(r"^(mariadb|mysql|postgres|postgresql)$", re.I), "mariadb or postgres")),
+    "db_host": Key(text(255)),
+    "db_port": Key(integer(1, 65535)),
+    "db_name": Key(text(255)),
+    "db_user": Key(text(255)),
+    "db_password": Key(text(1000), secret=True),
+    "db_url": Key(text(2000), secret=True),
+    "realtime": Key(boolean),
+    "realtime_secret": Key(text(1000), secret=True),
+    "realtime_token_max_age": Key(integer(1, 10 * MAX_SECONDS)),
+    "realtime_public_rooms": Key(list_of(text(300), "room names (a trailing * matches a prefix)")),
+    "realtime_cors_allowed_origins": Key(lambda v: None if isinstance(v, str | list) else "must be a string or list"),
+    "socketio_port": Key(integer(1, 65535)),
+    "socketio_host": Key(text(255)),
+    "doctor_fail_on": Key(text(200)),
+    "worker_send_task_events": Key(boolean),
+    "metrics": Key(boolean),
+    "metrics_port": Key(integer(1, 65535)),
+    "metrics_address": Key(text(255)),
+    "flower_port": Key(integer(1, 65535)),
+    "flower_address": Key(text(255)),
+    "flower_basic_auth": Key(lambda v: None if isinstance(v, str | list) else "must be a string or list", secret=True),
+    "dashboard": Key(boolean),
+    "dashboard_host": Key(text(255)),
+    "dashboard_port": Key(integer(1, 65535)),
+    "dashboard_read_only": Key(boolean),
+    "dashboard_secret": Key(text(1000), secret=True),
+    "dashboard_token_max_age": Key(integer(1, 10 * MAX_SECONDS)),
+}
+
+
+# --- checking -------------------------------------------------------------------------------------
+def problems(conf: dict[str, Any], source: str | Path) -> list[str]:
+    """Every bad value of ``conf`` as one line ``<source>: <key> <what is wrong>``."""
+    found = []
+    for key, value in conf.items():
+        spec = SCHEMA.get(key)
+        if spec is None or value is None:
+            continue
+        problem = spec.check(value)
+        if problem:
+            found.append(f"{source}: {key} {problem}")
+    return found
+
+
+def validate(conf: dict[str, Any], source: str | Path) -> dict[str, Any]:
+    """``conf`` unchanged when every known key is well-typed; else ValidationError (the first problem)."""
+    found = problems(conf, source)
+    if found:
+        raise ValidationError(found[0])
+    return conf
+
+
+def check_key(key: str) -> None:
+    """A config key ``set-config`` may write."""
+    if not isinstance(key, str) or not CONFIG_KEY.match(key):
+        raise ValidationError(f"Config key {_clip(key)!r} must be a name (letters, digits, '_', '.', '-')")
+
+
+def check_value(key: str, value: Any, source: str | Path) -> None:
+    """A value ``set-config`` may write (None deletes the key, whatever its name)."""
+    if value is not None:
+        check_key(key)
+        validate({key: value}, source)
+
+
+# --- secrets ----------------------------------------------------------------------------------------
+def is_secret(key: str) -> bool:
+    spec = SCHEMA.get(key)
+    return bool(spec and spec.secret) or any(word in key.lower() for word in _SECRET_WORDS)
+
+
+def masked(conf: Any, key: str = "") -> Any:
+    """A copy of ``conf`` with secrets replaced by ``********`` and URL passwords by ``***``."""
+    if key and is_secret(key) and conf not in (None, "") and not isinstance(conf, bool):
+        return MASK
+    if isinstance(conf, dict):
+        return {k: masked(v, str(k)) for k, v in conf.items()}
+    if isinstance(conf, list):
+        return [masked(v) for v in conf]
+    if isinstance(conf, str) and "://" in conf and "@" in conf:
+        return mask_url_password(conf)
+    return conf
+
+
+def mask_url_password(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    userinfo = f"{parts.username or ''}:***"
+    return urlunsplit((parts.scheme, f"{userinfo}@{netloc[-1]}", parts.path, parts.query, parts.fragment))
+
+
+def _clip(value: Any, limit: int = 100) -> str:
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
+def known_keys() -> Iterable[str]:
+    return SCHEMA.keys()

@@ -1,0 +1,111 @@
+"""What the dashboard's buttons do: the CLI's own functions, each call logged with its user.
+
+retry / delete / cancel: ``jobs.ops``; scheduler state: ``scheduler.state.apply_action``; trigger
+now: ``scheduler.trigger.trigger``. Retrying and triggering enqueue (which builds the Celery app
+once, lazily); cancelling a running job revokes it through Celery's remote control.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from benchcelery.dashboard.data import FailedFilter, failed_jobs
+from benchcelery.errors import BenchError, ValidationError
+from benchcelery.jobs import ops, registry
+from benchcelery.runtime import Runtime
+
+logger = logging.getLogger("benchcelery.dashboard.actions")
+# Enqueue sets the thread's site context and builds the Celery app on first use: one action at a time.
+_lock = threading.Lock()
+
+SCHEDULER_ACTIONS = ("enable", "disable", "pause", "resume")
+
+
+def _log(user: str, action: str, target: str, outcome: str) -> None:
+    logger.info("user=%s action=%s target=%s outcome=%s", user, action, target, outcome)
+
+
+def retry(rt: Runtime, user: str, job_id: str) -> str:
+    with _lock:
+        try:
+            done = ops.retry_failed(rt, registry.site_of(job_id), job_id)
+        except BenchError as exc:
+            _log(user, "retry", job_id, f"error: {exc}")
+            raise
+    _log(user, "retry", job_id, "queued")
+    return f"Retried {done}"
+
+
+def delete(rt: Runtime, user: str, job_id: str) -> str:
+    with _lock:
+        try:
+            state = ops.delete_job(rt, registry.site_of(job_id), job_id)
+        except BenchError as exc:
+            _log(user, "delete", job_id, f"error: {exc}")
+            raise
+    _log(user, "delete", job_id, f"deleted {state}")
+    return f"Deleted {state} job {job_id}"
+
+
+def bulk(rt: Runtime, user: str, action: str, flt: FailedFilter) -> str:
+    """Retry or delete every failed job matching ``flt``."""
+    if action not in ("retry", "delete"):
+        raise ValidationError(f"unknown bulk action {action!r}")
+    jobs = failed_jobs(rt, flt)
+    done, errors = 0, 0
+    with _lock:
+        if action == "delete":
+            by_queue: dict[str, list[str]] = {}
+            for job in jobs:
+                by_queue.setdefault(job.queue, []).append(job.id)
+            done = sum(registry.remove_failed(rt.redis, rt.keys, q, ids) for q, ids in by_queue.items())
+        else:
+            for job in jobs:
+                try:
+                    ops.retry_failed(rt, job.site, job.id)
+                    done += 1
+                except BenchError:
+                    errors += 1
+    target = " ".join(f"{k}={v}" for k, v in flt.as_query().items()) or "all"
+    _log(user, f"{action}-all", target, f"{done} done, {errors} errors")
+    verb = "Retried" if action == "retry" else "Deleted"
+    return f"{verb} {done} failed job{'s' if done != 1 else ''}" + (
+        f" ({errors} could not be retried)" if errors else ""
+    )
+
+
+def cancel(rt: Runtime, user: str, job_id: str, terminate: bool) -> str:
+    with _lock:
+        try:
+            what = ops.cancel_job(rt, registry.site_of(job_id), job_id, terminate=terminate)
+        except BenchError as exc:
+            _log(user, "terminate" if terminate else "cancel", job_id, f"error: {exc}")
+            raise
+    _log(user, "terminate" if terminate else "cancel", job_id, what)
+    return f"Job {job_id} {what}"
+
+
+def scheduler_action(rt: Runtime, user: str, site: str, action: str) -> str:
+    from benchcelery.scheduler.state import ACTION_WORDS, apply_action
+
+    if action not in SCHEDULER_ACTIONS:
+        raise ValidationError(f"unknown scheduler action {action!r}")
+    rt.bench.require_site(site)
+    state = apply_action(rt.bench, site, action)
+    _log(user, f"scheduler-{action}", site, state.state)
+    note = (
+        f" (still inactive: {'; '.join(state.reasons)})" if action in ("enable", "resume") and not state.active else ""
+    )
+    return f"Scheduler is {ACTION_WORDS[action]} for site {site}{note}"
+
+
+def trigger_now(rt: Runtime, user: str, site: str, method: str) -> str:
+    from benchcelery.scheduler.trigger import trigger
+
+    rt.bench.require_site(site)
+    with _lock:
+        result = trigger(rt, [site], method)
+    outcome = ", ".join(f"{run.method}: {run.status}" for run in result.runs) or "nothing to run"
+    _log(user, "trigger", f"{site} {method}", outcome)
+    return f"Triggered {method} for {site}: {outcome}"

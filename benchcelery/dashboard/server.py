@@ -1,0 +1,75 @@
+"""Running the dashboard: address checks, logging, uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+
+from benchcelery.dashboard import auth
+from benchcelery.errors import BenchError
+from benchcelery.runtime import Runtime
+
+logger = logging.getLogger("benchcelery.dashboard")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str
+    port: int
+    read_only: bool = False
+    log_level: str = "info"
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_auth(rt: Runtime, host: str) -> None:
+    """Login is always required. Off the loopback interface the bench must already have a login
+    (``bench dashboard token``); on loopback the secret is created so a token can be made later."""
+    if auth.bench_secret(rt.bench) is None:
+        if not is_loopback(host):
+            raise BenchError(
+                f"Refusing to listen on {host} without a login configured: "
+                "create one with `bench dashboard token --user NAME` first"
+            )
+        auth.bench_secret(rt.bench, create=True)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise BenchError when ``host:port`` cannot be bound (one clear line instead of uvicorn's)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise BenchError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def serve(rt: Runtime, options: ServeOptions) -> None:
+    """Serve the dashboard until SIGINT/SIGTERM. Raises BenchError for a refused address or a taken port."""
+    import uvicorn
+
+    from benchcelery.dashboard.app import DashboardOptions, create_app
+
+    check_auth(rt, options.host)
+    check_port_free(options.host, options.port)
+    app = create_app(rt, DashboardOptions(read_only=options.read_only))
+    logger.info(
+        "Dashboard of bench %s on http://%s:%d%s; log in with a token from `bench dashboard token --user NAME`",
+        rt.settings.bench_id,
+        options.host,
+        options.port,
+        " (read-only)" if options.read_only else "",
+    )
+    config = uvicorn.Config(
+        app, host=options.host, port=options.port, log_level=options.log_level, access_log=False, log_config=None
+    )
+    uvicorn.Server(config).run()
