@@ -112,6 +112,8 @@ class Channel(kombu_redis.Channel):
         self._tokens: dict[str, str] = {}
         self._acks: list[tuple[str, str]] = []  # finished jobs whose ack goes with the next poll
         self._acks_sent: list[tuple[str, str]] = []  # ... went with the outstanding poll
+        self._notes: list[tuple[Any, ...]] = []  # commands without replies that matter (metrics)
+        self._notes_sent = 0
         self._fetch_queues: list[str] = []
         self._fetch_token = ""
         super().__init__(*args, **kwargs)
@@ -195,12 +197,14 @@ class Channel(kombu_redis.Channel):
             ]
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
-        if self._acks:
-            # The acks of the jobs that just finished ride in the same write as the poll (their
-            # replies come first): one round trip per job instead of two.
+        if self._acks or self._notes:
+            # The acks of the jobs that just finished (and their metrics) ride in the same write as
+            # the poll (their replies come first): one round trip per job instead of two or three.
+            notes, self._notes = self._notes, []
+            self._notes_sent = len(notes)
             self._acks_sent, self._acks = self._acks, []
             acks = [self.delivery.ack_command(tag, token) for tag, token in self._acks_sent]
-            connection.send_packed_command(connection.pack_commands([*acks, command]))
+            connection.send_packed_command(connection.pack_commands([*notes, *acks, command]))
         else:
             connection.send_command(*command)
 
@@ -298,12 +302,7 @@ class Channel(kombu_redis.Channel):
         token = self._tokens.pop(tag, None)
         if not token:
             return
-        if (
-            self._in_poll is None
-            and not self._closing
-            and not _shutting_down()
-            and threading.current_thread() is threading.main_thread()
-        ):
+        if self._in_poll is None and not self._closing and not _shutting_down() and _in_main_thread():
             # In the event loop, with the job's slot now free: the next poll starts right away and
             # carries this ack (_brpop_start). Anything that ends the loop flushes it (close).
             self._acks.append((tag, token))
@@ -318,8 +317,25 @@ class Channel(kombu_redis.Channel):
                 tag,
             )
 
+    def note(self, commands: list[tuple[Any, ...]]) -> None:
+        """Commands whose replies do not matter (job metrics): sent with the next poll when one
+        follows (as acks are), else now."""
+        if self._in_poll is None and not self._closing and not _shutting_down() and _in_main_thread():
+            self._notes += commands
+            return
+        self._send_notes(commands)
+
+    def _send_notes(self, commands: list[tuple[Any, ...]]) -> None:
+        if commands:
+            with self.delivery.r.pipeline(transaction=False) as pipe:  # unprefixed: full key names
+                for command in commands:
+                    pipe.execute_command(*command)
+                pipe.execute(raise_on_error=False)
+
     def flush_acks(self) -> None:
-        """Send the acks still waiting for a poll, now (one round trip each)."""
+        """Send the acks (and metrics) still waiting for a poll, now (one round trip each)."""
+        notes, self._notes = self._notes, []
+        self._send_notes(notes)
         while self._acks:
             tag, token = self._acks.pop(0)
             self._acked(tag, self.delivery.ack(tag, token))
@@ -328,6 +344,12 @@ class Channel(kombu_redis.Channel):
         """Read the replies of the acks sent with the poll; an ack whose reply was lost is sent again."""
         import redis
 
+        for _ in range(self._notes_sent):
+            self._notes_sent -= 1
+            try:
+                connection.read_response()
+            except redis.exceptions.ResponseError as exc:
+                logger.warning("Could not update job metrics: %s", exc)
         sent, self._acks_sent = self._acks_sent, []
         for i, (tag, token) in enumerate(sent):
             try:
@@ -354,6 +376,10 @@ class Channel(kombu_redis.Channel):
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         self.give_back(message.delivery_tag, front=not leftmost)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _check_envelope(message: Any) -> None:
