@@ -19,7 +19,7 @@ from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import push
-from benchcelery.jobs.methods import method_name, resolve, resolved
+from benchcelery.jobs.methods import method_name, resolve
 from benchcelery.jobs.model import Job
 from benchcelery.keys import EXECUTE_JOB, FRONT_PRIORITY, NORMAL_PRIORITY
 from benchcelery.runtime import Runtime, get_runtime
@@ -209,8 +209,7 @@ def _prepare(
     spec = rt.settings.validate_queue(queue)
     check_kwargs(kwargs)
     name = method_name(method)
-    if not resolved(name):  # checked and imported once per process (apps.txt is read then)
-        resolve(name, rt.apps(), rt.allowed_methods())
+    resolve(name, rt.apps(), rt.allowed_methods())
     callbacks = {}
     for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
         if cb is not None:

@@ -84,12 +84,6 @@ def check_allowed(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> 
     return parts[0]
 
 
-def resolved(name: str) -> bool:
-    """Whether ``resolve(name, ...)`` already succeeded in this process (it returns the cached
-    function then, whatever apps it is given)."""
-    return name in _cache
-
-
 def resolve(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> Callable[..., Any]:
     """Import and return the function ``name`` after checking the allowlist; raises ValidationError."""
     package = check_allowed(name, apps, extra)
