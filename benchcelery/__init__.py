@@ -35,7 +35,8 @@ def __getattr__(name: str) -> Any:
     if name in ("enqueue", "enqueue_many", "get_job", "get_job_status", "is_job_enqueued"):
         from benchcelery.jobs import enqueue as module
 
-        return getattr(module, name)
+        value = globals()[name] = getattr(module, name)  # once: enqueue is called in hot loops
+        return value
     if name == "publish_realtime":
         from benchcelery.realtime import publish_realtime
 

@@ -110,8 +110,8 @@ class Bench:
     def site_exists(self, site: str) -> bool:
         if site_name(site):
             return False
-        path = self.site_path(site)
-        return path.is_dir() and (path / SITE_CONFIG).is_file()
+        # One stat, no pathlib: workers check this for every job (a regular file's directory exists).
+        return os.path.isfile(os.path.join(self.root, "sites", site, SITE_CONFIG))
 
     def require_site(self, site: str) -> None:
         if not self.site_exists(site):
@@ -127,7 +127,7 @@ class Bench:
 
     def apps(self) -> list[str]:
         """Installed apps (sites/apps.txt), re-read only when the file changes."""
-        path = str(self.sites_path / "apps.txt")
+        path = os.path.join(self.root, "sites", "apps.txt")  # not pathlib: this runs for every enqueue
         try:
             mtime = os.stat(path).st_mtime_ns
         except FileNotFoundError:

@@ -15,9 +15,8 @@ from kombu import Exchange, Queue
 from benchcelery import ha, sentinel
 from benchcelery.config import Settings
 from benchcelery.connection import broker_url
-from benchcelery.keys import NORMAL_PRIORITY
+from benchcelery.keys import EXECUTE_JOB, NORMAL_PRIORITY
 
-EXECUTE_JOB = "benchcelery.execute_job"
 OUR_TRANSPORT = "benchcelery.transport:Transport"
 OUR_SENTINEL_TRANSPORT = "benchcelery.sentinel_transport:SentinelTransport"  # sentinel:// (sentinel.py)
 WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most this often

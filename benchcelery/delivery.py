@@ -198,6 +198,7 @@ class Delivery:
         self._fixed = [keys.unacked, keys.inflight, keys.leases, keys.redeliveries]
         self._loaded = False
         self._prefixes = [keys.pending_counts(""), keys.wake("")]
+        self._fetch_keys: dict[tuple[str, ...], list[str]] = {}
 
     def fetch_command(self, queues: Sequence[str], token: str) -> list[Any]:
         """EVALSHA arguments of a fetch, for a caller that sends it itself (the worker's poll
@@ -205,9 +206,12 @@ class Delivery:
         if not self._loaded:
             self.r.script_load(FETCH)
             self._loaded = True
-        keys = list(self._fixed)
-        for q in queues:
-            keys += [self.keys.pending_counts(q), self.keys.wake(q), *self.keys.queue_lists(q)]
+        keys = self._fetch_keys.get(tuple(queues))
+        if keys is None:  # once per queue order (a worker polls for every job)
+            keys = list(self._fixed)
+            for q in queues:
+                keys += [self.keys.pending_counts(q), self.keys.wake(q), *self.keys.queue_lists(q)]
+            self._fetch_keys[tuple(queues)] = keys
         return [self._fetch.sha, len(keys), *keys, token, self.lease, *queues]
 
     def fetch(self, queues: Sequence[str], token: str) -> Taken | None:
@@ -223,6 +227,16 @@ class Delivery:
             return None
         queue, tag, raw, lapses = reply
         return Taken(_text(queue), _text(tag), raw, int(lapses))
+
+    def ack_command(self, tag: str, token: str) -> list[Any]:
+        """The command of ``ack``, for a caller that sends it itself (with the worker's next poll) and
+        passes the reply to ``acked`` (a NoScriptError reply: call ``ack``, which loads the script)."""
+        keys = [*self._fixed, self.keys.stale_acks]
+        return ["EVALSHA", self._ack.sha, len(keys), *keys, tag, token]
+
+    @staticmethod
+    def acked(reply: Any) -> bool:
+        return int(reply) == 1
 
     def ack(self, tag: str, token: str) -> bool:
         """Forget a finished job; False when ``token`` no longer owns it (its lease had lapsed)."""

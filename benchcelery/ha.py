@@ -89,7 +89,12 @@ def execute_push(pipe: Any, options: Mapping[str, Any] | None) -> Any:
         error = next((r for r in results if isinstance(r, Exception)), None)
     if error is not None:
         raise error
-    acked = int(replies[-1])
+    check_replicated(int(replies[-1]), replicas, timeout)
+    return results
+
+
+def check_replicated(acked: int, replicas: int, timeout: float) -> None:
+    """Warn when fewer replicas than asked acknowledged a push within ``timeout`` seconds."""
     if acked < replicas:
         logger.warning(
             "Enqueue not replicated: %d of %d replica(s) acknowledged within %.1f s "
@@ -98,7 +103,6 @@ def execute_push(pipe: Any, options: Mapping[str, Any] | None) -> Any:
             replicas,
             timeout,
         )
-    return results
 
 
 def _is_response_error(exc: Exception) -> bool:

@@ -79,6 +79,7 @@ FRONT_PRIORITY = 0
 
 REALTIME_CHANNEL = "events"  # Frappe's global channel; benchcelery publishes on Keys.realtime_channel
 BENCH_ID_ALPHABET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+EXECUTE_JOB = "benchcelery.execute_job"  # the Celery task every job's message names
 UNKNOWN_SITE = "?"  # the site recorded for a message that names none (pending counts, failures)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -110,6 +111,10 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tokens: dict[str, str] = {}
+        self._acks: list[tuple[str, str]] = []  # finished jobs whose ack goes with the next poll
+        self._acks_sent: list[tuple[str, str]] = []  # ... went with the outstanding poll
+        self._notes: list[tuple[Any, ...]] = []  # commands without replies that matter (metrics)
+        self._notes_sent = 0
         self._fetch_queues: list[str] = []
         self._fetch_token = ""
         super().__init__(*args, **kwargs)
@@ -174,9 +179,11 @@ class Channel(kombu_redis.Channel):
     def _brpop_start(self, timeout: float | None = None) -> None:
         self._poll_plain = all(q.endswith(".pidbox") for q in self.active_queues)
         if self._poll_plain:  # `celery inspect`/`control` replies: read and drop, as kombu does
+            self.flush_acks()
             return super()._brpop_start(timeout)
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
+            self.flush_acks()
             return
         self._fetch_queues = list(queues)
         connection = self.client.connection
@@ -194,7 +201,16 @@ class Channel(kombu_redis.Channel):
             ]
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
-        connection.send_command(*command)
+        if self._acks or self._notes:
+            # The acks of the jobs that just finished (and their metrics) ride in the same write as
+            # the poll (their replies come first): one round trip per job instead of two or three.
+            notes, self._notes = self._notes, []
+            self._notes_sent = len(notes)
+            self._acks_sent, self._acks = self._acks, []
+            acks = [self.delivery.ack_command(tag, token) for tag, token in self._acks_sent]
+            connection.send_packed_command(connection.pack_commands([*notes, *acks, command]))
+        else:
+            connection.send_command(*command)
 
     def _brpop_read(self, **options: Any) -> bool:
         import redis
@@ -204,6 +220,7 @@ class Channel(kombu_redis.Channel):
         taken: Taken | None = None
         try:
             connection = self.client.connection
+            self._read_acks(connection, **options)
             try:
                 reply = self.client.parse_response(connection, "EVALSHA" if self._poll_fetch else "BRPOP", **options)
             except self.connection_errors:
@@ -274,7 +291,11 @@ class Channel(kombu_redis.Channel):
 
     # --- finishing (called by QoS; fenced by the owner token) ---
     def held(self) -> dict[str, str]:
-        return dict(self._tokens)
+        """What the lease thread renews: running jobs and finished ones whose ack has not been
+        applied yet. On a closed channel (its connection was lost) those acks are retried here."""
+        if self.closed and self._acks:
+            self.flush_acks()
+        return {**dict(self._tokens), **dict(self._acks_sent), **dict(self._acks)}
 
     def lost(self, tags: list[str]) -> None:
         for tag in tags:
@@ -287,25 +308,90 @@ class Channel(kombu_redis.Channel):
 
     def finish(self, tag: str) -> None:
         token = self._tokens.pop(tag, None)
-        if token and not self.delivery.ack(tag, token):
+        if not token:
+            return
+        if self._in_poll is None and not self._closing and not _shutting_down() and _in_main_thread():
+            # In the event loop, with the job's slot now free: the next poll starts right away and
+            # carries this ack (_brpop_start). Anything that ends the loop flushes it (close).
+            self._acks.append((tag, token))
+            return
+        self._acked(tag, self.delivery.ack(tag, token))
+
+    def _acked(self, tag: str, done: bool) -> None:
+        if not done:
             logger.error(
                 "Job %s finished after its lease had lapsed and it was put back in its queue "
                 "(counted in stale_acks; doctor shows it)",
                 tag,
             )
 
+    def note(self, commands: list[tuple[Any, ...]]) -> None:
+        """Commands whose replies do not matter (job metrics): sent with the next poll when one
+        follows (as acks are), else now."""
+        if self._in_poll is None and not self._closing and not _shutting_down() and _in_main_thread():
+            self._notes += commands
+            return
+        self._send_notes(commands)
+
+    def _send_notes(self, commands: list[tuple[Any, ...]]) -> None:
+        if commands:
+            with self.delivery.r.pipeline(transaction=False) as pipe:  # unprefixed: full key names
+                for command in commands:
+                    pipe.execute_command(*command)
+                pipe.execute(raise_on_error=False)
+
+    def flush_acks(self) -> None:
+        """Send the acks (and metrics) still waiting for a poll, now (one round trip each)."""
+        notes, self._notes = self._notes, []
+        self._send_notes(notes)
+        while self._acks:
+            tag, token = self._acks[0]
+            done = self.delivery.ack(tag, token)  # raises while Redis is away: kept for the next try
+            self._acks.pop(0)
+            self._acked(tag, done)
+
+    def _read_acks(self, connection: Any, **options: Any) -> None:
+        """Read the replies of the acks sent with the poll; an ack whose reply was lost is sent again."""
+        import redis
+
+        for _ in range(self._notes_sent):
+            self._notes_sent -= 1
+            try:
+                connection.read_response()
+            except redis.exceptions.ResponseError as exc:
+                logger.warning("Could not update job metrics: %s", exc)
+        sent, self._acks_sent = self._acks_sent, []
+        for i, (tag, token) in enumerate(sent):
+            try:
+                reply = self.client.parse_response(connection, "EVALSHA", **options)
+            except redis.exceptions.ResponseError:  # NoScriptError (Redis restarted), OOM, ...
+                self._acked(tag, self.delivery.ack(tag, token))
+            except BaseException:
+                self._acks[:0] = sent[i:]
+                raise
+            else:
+                self._acked(tag, Delivery.acked(reply))
+
+    def close(self) -> None:
+        try:
+            self.flush_acks()
+        except Exception as exc:  # Redis unreachable: the lease thread keeps trying (held())
+            logger.warning("Could not acknowledge %d finished job(s) yet: %s", len(self._acks), exc)
+        if not self.held():  # nothing left to renew: the lease thread forgets it (it has no pool now)
+            _holders.discard(self)
+        super().close()
+
     def give_back(self, tag: str, front: bool = True) -> None:
         token = self._tokens.pop(tag, None)
         if token:
             self.delivery.restore(tag, token, front=front)
 
-    def close(self) -> None:
-        if not self._tokens:  # nothing left to renew: the lease thread forgets it (it has no pool now)
-            _holders.discard(self)
-        super().close()
-
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         self.give_back(message.delivery_tag, front=not leftmost)
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def _check_envelope(message: Any) -> None:

@@ -11,7 +11,7 @@ import statistics
 import sys
 from typing import Any
 
-from benchmarks import procs
+from benchmarks import apps, procs
 from benchmarks.common import Plan, probe, say
 from benchmarks.env import BIN, SITES, Env
 
@@ -29,12 +29,15 @@ def operator_commands(env: Env) -> dict[str, list[str]]:
     }
 
 
-def startup_commands() -> dict[str, list[str]]:
+def startup_commands(env: Env) -> dict[str, list[str]]:
     return {
         "python -c pass": [sys.executable, "-c", "pass"],
         "bench --help": [str(BIN / "bench"), "--help"],
         "rq --help": [str(BIN / "rq"), "--help"],
         "celery --help": [str(BIN / "celery"), "--help"],
+        # one job from the shell, as a script or cron line does it
+        "bench enqueue": [str(BIN / "bench"), "--site", env.site, "enqueue", apps.JOBS["bench"]["noop"]],
+        "rq enqueue": [str(BIN / "rq"), "enqueue", "--url", env.url, "-q", apps.QUEUE, apps.JOBS["rq"]["noop"]],
     }
 
 
@@ -86,7 +89,7 @@ def run(env: Env, plan: Plan) -> list[dict[str, Any]]:
                 )
     env.flush()
     for rep in range(plan.reps):
-        for name, cmd in startup_commands().items():
+        for name, cmd in startup_commands(env).items():
             say(f"cold start: {name} (rep {rep + 1}/{plan.reps}, median of {plan.startup_runs})")
             try:
                 _time(env, cmd)

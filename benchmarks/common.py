@@ -56,6 +56,7 @@ class Plan:
     drain_n: dict[str, int]
     drain_reps: dict[str, int] = field(default_factory=dict)  # per worker name; default ``reps``
     enqueue_n: int = 10_000
+    burst_n: int = 3_000  # whole-command burst runs (bench worker vs rq's forking worker)
     backlogs: tuple[int, ...] = (0, 100, 10_000, 100_000)
     startup_runs: int = 5
     idle_settle: float = 3.0
@@ -74,6 +75,7 @@ def plan(quick: bool, reps: int | None) -> Plan:
             drain_n={"noop": 2_000, "sleep": 400},
             drain_reps={},
             enqueue_n=2_000,
+            burst_n=1_000,
             backlogs=(0, 100, 10_000, 100_000),
             startup_runs=3,
             idle_settle=2.0,

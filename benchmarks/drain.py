@@ -69,6 +69,7 @@ def drain_once(env: Env, worker: Worker, workload: str, n: int) -> dict[str, Any
         "n": n,
         "fill_s": fill["seconds"],
         "e2e_rate": n / (last_at - started),
+        "whole_rate": n / (exited_at - started),  # the whole command, spawn to exit (burst workers)
         "steady_rate": steady,
         "spawn_to_first_s": first_at - started,
         "last_to_exit_s": exited_at - last_at,
@@ -78,6 +79,9 @@ def drain_once(env: Env, worker: Worker, workload: str, n: int) -> dict[str, Any
         "exit_code": code,
         "final_count": int(r.get(apps.COUNTER) or 0),
     }
+
+
+BURST_WORKERS = ("bench worker", "rq worker (fork)")
 
 
 def run(env: Env, plan: Plan, workers: list[Worker] | None = None) -> list[dict[str, Any]]:
@@ -103,4 +107,19 @@ def run(env: Env, plan: Plan, workers: list[Worker] | None = None) -> list[dict[
                     f"the last, {res['cpu_us_per_job'] or 0:.0f} CPU us/job, peak RSS {res['peak_rss_tree_mb']:.0f} MB"
                 )
                 results.append(res)
+    # A burst worker as cron or CI runs it: a few thousand jobs, the whole command timed.
+    for rep in range(plan.reps):
+        for worker in workers:
+            if worker.name not in BURST_WORKERS:
+                continue
+            say(f"burst command, {plan.burst_n:,} no-op jobs: {worker.name} (rep {rep + 1}/{plan.reps})")
+            try:
+                res = drain_once(env, worker, "noop", plan.burst_n)
+            except (RuntimeError, procs.Timeout) as exc:
+                say(f"  FAILED: {exc}")
+                results.append({"worker": worker.name, "workload": "burst", "n": plan.burst_n, "error": str(exc)})
+                continue
+            res.update(workload="burst", rep=rep)
+            say(f"  whole command {res['whole_rate']:.0f} jobs/s (spawn to exit)")
+            results.append(res)
     return results

@@ -122,6 +122,19 @@ def test_worker_pool_burst_on_some_queues(bench: BenchHandle) -> None:
     assert sorted(done) == ["default"] * 3 + ["short"] * 3
     counts = count_pending(bench.redis, bench.rt().keys, ["long"])
     assert counts["long"] == {"site1.local": 3}
+    # a burst worker's quick exit: every finished job acknowledged, no pool process left behind
+    keys = bench.rt().keys
+    assert bench.redis.hlen(keys.inflight) == 0 and bench.redis.zcard(keys.leases) == 0
+    assert not bench.redis.get(keys.stale_acks)
+    name = result.stderr.split("Worker ", 1)[1].split(":", 1)[0]
+    assert not [p for p in Path("/proc").iterdir() if p.name.isdigit() and name.encode() in _cmdline(p)]
+
+
+def _cmdline(proc: Path) -> bytes:
+    try:
+        return (proc / "cmdline").read_bytes()
+    except OSError:  # gone meanwhile
+        return b""
 
 
 def test_context_site_user_and_config(bench: BenchHandle) -> None:
@@ -241,6 +254,8 @@ def test_bad_input_refused_before_anything_is_written(bench: BenchHandle) -> Non
         assert "Traceback" not in result.stderr
     with pytest.raises(ValidationError, match="JSON-serialisable"):
         bench.enqueue("testapp.tasks.record", key="x", value=object())
+    with pytest.raises(ValidationError, match="JSON-serialisable"):
+        bench.enqueue("testapp.tasks.record", job_id="tracked", key="x", value={1, 2})
     with pytest.raises(ValidationError, match="job_id"):
         bench.enqueue("testapp.tasks.noop", deduplicate=True)
     with pytest.raises(ValidationError, match="timeout"):
@@ -447,27 +462,52 @@ def test_second_term_is_a_cold_shutdown_and_the_job_goes_back(bench: BenchHandle
     assert not bench.redis.hlen(rt.keys.unacked) and not bench.redis.zcard(rt.keys.failed("default"))
 
 
-def test_bulk_messages_are_what_apply_async_writes(bench: BenchHandle) -> None:
-    from benchcelery.jobs.bulk import envelope
+def test_enqueue_writes_what_apply_async_writes(bench: BenchHandle) -> None:
+    """enqueue (and enqueue_many, same push) builds Celery's message itself: compare the stored
+    messages field by field with one published by apply_async for the same job."""
+    import datetime
+
     from benchcelery.jobs.enqueue import _prepare
 
     rt = bench.rt()
-    kwargs = {"key": "bulk", "value": {"when": "now", "n": [1, 2]}}
-    prepared = _prepare(
-        rt, "site1.local", "testapp.tasks.record", queue="long", timeout=60, event="daily", at_front=True, kwargs=kwargs
-    )
+    kwargs = {
+        "key": "bulk",
+        "value": {"when": "now", "n": [1, 2.5, None]},
+        "text": 'é☃"',
+        "at": datetime.date(2026, 1, 2),
+    }
+    options = {"queue": "long", "timeout": 60, "event": "daily", "at_front": True, "job_id": "same"}
+    prepared = _prepare(rt, "site1.local", "testapp.tasks.record", kwargs=kwargs, **options)  # type: ignore[arg-type]
     rt.app.tasks["benchcelery.execute_job"].apply_async(**prepared.options)
     (raw,) = [m for k in rt.keys.queue_lists("long") for m in bench.redis.lrange(k, 0, -1)]
+    bench.redis.delete(*rt.keys.queue_lists("long"), rt.keys.pending_counts("long"))
+    job = benchcelery.enqueue("testapp.tasks.record", **options, **kwargs)  # type: ignore[arg-type]
     assert bench.redis.llen(rt.keys.queue_list("long", 0)) == 1  # at_front: priority 0's list
-    real = json.loads(raw)
-    built = json.loads(envelope(prepared.options, "benchcelery.execute_job", "gen1@h", "oid"))
+    (stored,) = bench.redis.lrange(rt.keys.queue_list("long", 0), 0, -1)
+    # the status key of a job with an id, and the pending counter, went in the same push
+    assert bench.redis.get(rt.keys.job_status(job.id)) == b"queued"
+    assert 0 < bench.redis.ttl(rt.keys.job_status(job.id)) <= rt.settings.number("rq_job_failure_ttl")
+    assert bench.redis.hgetall(rt.keys.pending_counts("long")) == {b"site1.local": b"1"}
+    real, built = json.loads(raw), json.loads(stored)
     for part in ("headers", "properties"):
         assert list(built[part]) == list(real[part])
-    for field in ("origin",):
-        built["headers"][field] = real["headers"][field]
-    for field in ("reply_to", "delivery_tag"):
+    assert built["headers"]["origin"] == real["headers"]["origin"]  # same process and host
+    assert built["headers"]["enqueued_at"] >= real["headers"]["enqueued_at"]
+    built["headers"]["enqueued_at"] = real["headers"]["enqueued_at"]
+    for field in ("reply_to", "delivery_tag"):  # per app/thread and per message
+        assert isinstance(built["properties"][field], str) and built["properties"][field]
         built["properties"][field] = real["properties"][field]
     assert built == real
+
+
+def test_enqueue_survives_a_dropped_connection(bench: BenchHandle) -> None:
+    """enqueue keeps its Redis connection between calls: one closed by the server is replaced."""
+    rt = bench.rt()
+    benchcelery.enqueue("testapp.tasks.noop")
+    assert bench.redis.client_kill_filter(_type="normal", skipme=True) >= 1
+    benchcelery.enqueue("testapp.tasks.noop")
+    assert sum(bench.redis.llen(k) for k in rt.keys.queue_lists("default")) == 2
+    assert pending_total(bench) == 2
 
 
 def test_enqueue_many_runs_every_job_and_is_all_or_nothing(bench: BenchHandle) -> None:

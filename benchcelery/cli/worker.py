@@ -94,7 +94,12 @@ def _run(
     )
     rt.redis  # noqa: B018 - an unreachable Redis is the one line shown (exit 69), before any notice
     _root_notice(quiet)
-    sys.exit(run_worker(rt, options))
+    code = run_worker(rt, options)
+    if burst:
+        from benchcelery.worker.burst import exit_now
+
+        exit_now(code)
+    sys.exit(code)
 
 
 def _root_notice(quiet: bool) -> None:

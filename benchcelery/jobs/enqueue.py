@@ -14,12 +14,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from benchcelery.config import HARD_LIMIT_GRACE
 from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs import registry
+from benchcelery.jobs.bulk import push
 from benchcelery.jobs.methods import method_name, resolve
 from benchcelery.jobs.model import Job
-from benchcelery.keys import FRONT_PRIORITY, NORMAL_PRIORITY
+from benchcelery.keys import EXECUTE_JOB, FRONT_PRIORITY, NORMAL_PRIORITY
 from benchcelery.runtime import Runtime, get_runtime
 
 logger = logging.getLogger("benchcelery.enqueue")
@@ -73,14 +75,15 @@ def enqueue(
     )
     if now or not is_async:
         return run_inline(rt, site, prepared.job.method, kwargs)
-    if not job_id:
-        _publish(rt, prepared)
+    if not deduplicate:
+        # One round trip: the message, its pending counter and (with a job_id) its status key.
+        push(rt, [prepared.options], EXECUTE_JOB, tracked=bool(job_id))
         return prepared.job
     if not _claim(rt, [prepared.job.id], deduplicate)[0]:
         logger.info("Not queueing job %s because it is in queue already", prepared.job.id)
         return None
     try:
-        _publish(rt, prepared)
+        push(rt, [prepared.options], EXECUTE_JOB)
     except BaseException:
         rt.redis.delete(rt.keys.job_status(prepared.job.id))
         raise
@@ -110,7 +113,8 @@ def check_kwargs(kwargs: dict[str, Any], what: str = "Job argument") -> None:
 def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
     """Enqueue many jobs in pipelined batches (jobs/bulk.py); each item holds ``enqueue``'s arguments.
 
-    Every item is validated before the first message is published (all or nothing on bad input).
+    Every item is validated and built before the first message is published (all or nothing on bad
+    input).
     ``job_id``/``deduplicate``/``now`` are not supported here (use ``enqueue``).
     """
     rt = get_runtime()
@@ -123,7 +127,6 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
         method = item.pop("method")
         args = {k: item.pop(k, None) for k in ("queue", "timeout", "event", "job_name", "at_front")}
         kwargs = item.pop("kwargs", None) or item
-        _check_serialisable(kwargs)  # all or nothing: every item is checked before the first publish
         prepared.append(
             _prepare(
                 rt,
@@ -137,9 +140,7 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
                 kwargs=kwargs,
             )
         )
-    from benchcelery.jobs.bulk import push
-
-    push(rt, [p.options for p in prepared], _task_name())
+    push(rt, [p.options for p in prepared], EXECUTE_JOB)
     return [p.job for p in prepared]
 
 
@@ -150,8 +151,6 @@ def enqueue_unique_many(items: list[dict[str, Any]]) -> list[Job | None]:
     None when a job with that id is still queued or running. Used by the scheduler, whose due runs
     come many at a time; the items must have been validated (a bad one raises ValidationError).
     """
-    from benchcelery.jobs.bulk import push
-
     rt = get_runtime()
     prepared = [
         _prepare(rt, i["site"], i["method"], queue=i["queue"], event=i.get("event"), job_id=i["job_id"], kwargs={})
@@ -160,7 +159,7 @@ def enqueue_unique_many(items: list[dict[str, Any]]) -> list[Job | None]:
     claimed = _claim(rt, [p.job.id for p in prepared], deduplicate=True)
     to_push = [p for p, ok in zip(prepared, claimed, strict=True) if ok]
     try:
-        push(rt, [p.options for p in to_push], _task_name())
+        push(rt, [p.options for p in to_push], EXECUTE_JOB)
     except BaseException:
         rt.redis.delete(*[rt.keys.job_status(p.job.id) for p in to_push] or ["-"])
         raise
@@ -191,12 +190,6 @@ def _current_site() -> str:
     return local.site
 
 
-def _task_name() -> str:
-    from benchcelery.celery_app import EXECUTE_JOB
-
-    return EXECUTE_JOB
-
-
 def _prepare(
     rt: Runtime,
     site: str,
@@ -215,22 +208,19 @@ def _prepare(
     """Validate one job and build its ``apply_async`` options; raises ValidationError."""
     spec = rt.settings.validate_queue(queue)
     check_kwargs(kwargs)
-    apps, extra = rt.apps(), rt.allowed_methods()
     name = method_name(method)
-    resolve(name, apps, extra)
+    resolve(name, rt.apps(), rt.allowed_methods())
     callbacks = {}
     for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
         if cb is not None:
             cb_name = method_name(cb)
-            resolve(cb_name, apps, extra)
+            resolve(cb_name, rt.apps(), rt.allowed_methods())
             callbacks[label] = cb_name
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
         raise ValidationError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
         raise ValidationError("job_id must be a non-empty string")
     seconds = int(timeout or spec.timeout)
-    from benchcelery.config import HARD_LIMIT_GRACE
-
     full_id = f"{site}::{job_id or uuid.uuid4()}"
     now = time.time()
     headers: dict[str, Any] = {
@@ -269,27 +259,6 @@ def _prepare(
         "time_limit": seconds + HARD_LIMIT_GRACE,
     }
     return _Prepared(job, options)
-
-
-def _check_serialisable(kwargs: dict[str, Any]) -> None:
-    from kombu.utils.json import dumps
-
-    try:
-        dumps(kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
-
-
-def _publish(rt: Runtime, prepared: _Prepared) -> None:
-    """Publish one message; kombu serialises before writing, so bad arguments write nothing."""
-    from kombu.exceptions import EncodeError
-
-    try:
-        rt.app.tasks[_task_name()].apply_async(**prepared.options)
-    except EncodeError as exc:
-        raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
-    except RecursionError:
-        raise ValidationError("Job arguments are nested too deeply") from None
 
 
 def run_inline(rt: Runtime, site: str, name: str, kwargs: dict[str, Any]) -> Any:

@@ -19,6 +19,7 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
+from benchcelery.bench import COMMON_CONFIG, SITE_CONFIG
 from benchcelery.celery_app import EXECUTE_JOB, WORKER_LOST_RETRIES
 from benchcelery.context import local
 from benchcelery.errors import BenchError
@@ -43,7 +44,8 @@ class _SiteConfigCache:
 
     def get(self, site: str) -> dict[str, Any]:
         bench = get_runtime().bench
-        stamp = (_mtime(bench.common_config_file), _mtime(bench.site_config_file(site)))
+        sites = os.path.join(bench.root, "sites")  # not pathlib: this runs for every job
+        stamp = (_mtime(os.path.join(sites, COMMON_CONFIG)), _mtime(os.path.join(sites, site, SITE_CONFIG)))
         hit = self._cache.get(site)
         if hit and hit[0] == stamp:
             return hit[1]
@@ -52,7 +54,7 @@ class _SiteConfigCache:
         return conf
 
 
-def _mtime(path: os.PathLike[str]) -> float:
+def _mtime(path: str) -> float:
     try:
         return os.stat(path).st_mtime
     except FileNotFoundError:
@@ -132,11 +134,10 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
         _callback(rt, meta.get("on_failure"), meta, exc)
         raise
     else:
-        pipe = r.pipeline(transaction=False)
         if meta["tracked"]:
-            pipe.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.number("rq_results_ttl"))
-        durations.observe(pipe, keys, meta)  # job-duration histogram (bench metrics), same round trip
-        pipe.execute()
+            r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.number("rq_results_ttl"))
+        # The duration histogram of a job that succeeded is written by the worker's main process,
+        # in the same write as the job's ack (JobRequest.on_success): no round trip here.
         for callback in (local.job or {}).get("on_commit", []):
             try:
                 callback()
@@ -265,6 +266,19 @@ class JobTask(Task):
         return self.run(*args, **kwargs)
 
 
+class _Commands:
+    """Collects the pipeline calls of durations.observe as raw commands."""
+
+    def __init__(self) -> None:
+        self.list: list[tuple[Any, ...]] = []
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self.list.append(("HINCRBY", key, field, amount))
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        self.list.append(("HINCRBYFLOAT", key, field, repr(float(amount))))
+
+
 class JobRequest(Request):
     """Records failures that happen outside the job's own process (hard timeout, dead pool
     process, `jobs cancel --terminate`), in the worker's main process."""
@@ -272,6 +286,34 @@ class JobRequest(Request):
     def terminate(self, pool: Any, signal: Any = None) -> None:
         super().terminate(pool, signal)
         self._record(SystemExit("terminated"), None)
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        # Celery's per-worker request class replaces on_success; the success event (sent whether
+        # events are enabled or not) is where a success and its run time show. A failure was
+        # counted where it was recorded (record).
+        if type == "task-succeeded":
+            self._observe(fields.get("runtime") or 0.0)
+        super().send_event(type, **fields)
+
+    def _observe(self, runtime: float) -> None:
+        """Count the job in the duration histogram (bench metrics): queued on the transport channel,
+        which sends it with the job's ack (transport.Channel.note), else written now."""
+        meta = {
+            "method": self._request_dict.get("method") or self.task_name,
+            "queue": (self.delivery_info or {}).get("routing_key") or "default",
+            "started_at": time.time() - (runtime or 0.0),
+        }
+        try:
+            rt = get_runtime()
+            note = getattr(getattr(self.message, "channel", None), "note", None)
+            if note is None:
+                durations.record(rt.redis, rt.keys, meta)
+            else:
+                commands = _Commands()
+                durations.observe(commands, rt.keys, meta)
+                note(commands.list)
+        except Exception:  # metrics must never fail a job
+            logger.warning("Could not count the duration of job %s", self.id, exc_info=True)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)

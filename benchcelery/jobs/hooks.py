@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,6 +33,17 @@ def hook_values(apps: Iterable[str], name: str) -> list[Any]:
     return values
 
 
+_job_hooks: dict[tuple[tuple[str, ...], str], tuple[tuple[Any, ...], list[Callable[..., Any]]]] = {}
+
+
 def job_hooks(apps: list[str], name: str) -> list[Callable[..., Any]]:
-    """``before_job`` / ``after_job`` callables of the installed apps."""
-    return [h if callable(h) else resolve(str(h), apps) for h in hook_values(apps, name)]
+    """``before_job`` / ``after_job`` callables of the installed apps (looked up once per set of
+    apps and hooks modules: workers ask for every job)."""
+    key = (tuple(apps), name)
+    modules = tuple(sys.modules.get(f"{app}.hooks") for app in apps)
+    hit = _job_hooks.get(key)
+    if hit is not None and hit[0] == modules:
+        return hit[1]
+    hooks = [h if callable(h) else resolve(str(h), apps) for h in hook_values(apps, name)]
+    _job_hooks[key] = (tuple(sys.modules.get(f"{app}.hooks") for app in apps), hooks)
+    return hooks

@@ -41,7 +41,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     app.conf.worker_consumer = "benchcelery.worker.consumer:Consumer"
     if opts.burst:
         # An idle BRPOP blocks this long; a burst worker's warm shutdown waits for it once.
-        app.conf.broker_transport_options = {**app.conf.broker_transport_options, "polling_interval": 0.25}
+        app.conf.broker_transport_options = {**app.conf.broker_transport_options, "polling_interval": 0.05}
     app.steps["consumer"].add(Burst)
     app.steps["worker"].add(Heartbeat)
     install_control_answers()
