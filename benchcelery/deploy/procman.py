@@ -247,7 +247,9 @@ class ProcfileRunner:
             for proc in self.procs:
                 if not proc.first:
                     self._signal(proc, signal.SIGTERM, group=False)
-        elif not self.forced:
+        elif not self.forced and reason in ("SIGINT", "SIGTERM"):
+            # Ctrl-C (or a TERM) again. A closed terminal both hangs up and closes stdout, in
+            # either order: that is one request, and running jobs still finish.
             self.force(f"{reason} again")
 
     def force(self, reason: str) -> None:
