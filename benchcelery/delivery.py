@@ -270,8 +270,15 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def new_token() -> str:
-    return uuid.uuid4().hex
+def new_token(owner: str = "") -> str:
+    """A take's owner token: ``<worker name>|<random>`` (the worker shows in ``inflight``)."""
+    return f"{owner}|{uuid.uuid4().hex}" if owner else uuid.uuid4().hex
+
+
+def token_owner(token: str) -> str | None:
+    """The worker name a token was made for, if any."""
+    owner, sep, _ = token.rpartition("|")
+    return owner if sep and owner else None
 
 
 class Sweeper:
@@ -358,6 +365,7 @@ class LeaseKeeper(threading.Thread):
 
 
 def decode_meta(raw: bytes | str) -> dict[str, Any]:
-    """An ``inflight`` value -> {token, list, taken_at, site, queue}."""
+    """An ``inflight`` value -> {token, worker, list, taken_at, site, queue}."""
     token, list_key, taken, site, queue = json.loads(raw)
-    return {"token": token, "list": list_key, "taken_at": float(taken), "site": site, "queue": queue}
+    worker = token_owner(token)
+    return {"token": token, "worker": worker, "list": list_key, "taken_at": float(taken), "site": site, "queue": queue}

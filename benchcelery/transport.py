@@ -44,6 +44,7 @@ from benchcelery.keys import UNKNOWN_SITE, Keys
 
 logger = logging.getLogger("benchcelery.delivery")
 
+OWNER = ""  # the worker's name, set by `bench worker` (delivery.new_token: who holds a job)
 IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
 _holders: weakref.WeakSet[Channel] = weakref.WeakSet()
 _keeper: LeaseKeeper | None = None
@@ -189,7 +190,7 @@ class Channel(kombu_redis.Channel):
         self._fetch_queues = list(queues)
         connection = self.client.connection
         if self._expect_work:
-            self._fetch_token = new_token()
+            self._fetch_token = new_token(OWNER)
             script = self.delivery.fetch_command(self._fetch_queues, self._fetch_token)
             self._poll_fetch = True
             command = ["EVALSHA", *script]
@@ -241,7 +242,7 @@ class Channel(kombu_redis.Channel):
             elif self._closing or (reply is None and self._skip_idle_fetch()):
                 taken = None
             else:  # woken by a push (or every IDLE_FETCH_EVERY timeouts): take a job, if any
-                token = new_token()
+                token = new_token(OWNER)
                 try:
                     taken = self.delivery.fetch(self._fetch_queues, token)
                 except self.ResponseError as exc:
@@ -267,7 +268,7 @@ class Channel(kombu_redis.Channel):
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
         """basic_get: the same atomic take as consuming."""
-        token = new_token()
+        token = new_token(OWNER)
         taken = self.delivery.fetch([queue], token)
         if taken is None:
             raise kombu_redis.Empty()

@@ -300,6 +300,10 @@ def test_terminate_a_running_job_and_trigger_a_scheduled_one(bench: BenchHandle,
     session.login(make_token(bench))
     body = session.request(f"/jobs?site={SITE1}&queue=default&state=started")[1]
     assert f'data-id="{running.id}"' in body and "1 running" in body
+    # the overview's worker row says what the worker runs now (the job's lease names its worker)
+    (name,) = [n.decode() for n in bench.redis.zrange(bench.rt().keys.workers, 0, -1)]
+    row = session.request("/")[1].split(f"<td>{name}</td>", 1)[1].split("</tr>", 1)[0]
+    assert "testapp.tasks.wait_for_flag" in row
     form = {"id": running.id, "terminate": "1", "csrf": session.csrf("/jobs"), "next": "/jobs"}
     assert session.request("/jobs/cancel", form)[0] == 303
     assert f"Job {running.id} terminated" in session.request("/jobs")[1]

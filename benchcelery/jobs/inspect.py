@@ -189,7 +189,7 @@ def started_jobs(r: redis.Redis, keys: Keys, site: str | None = None) -> list[Jo
         try:
             meta = decode_meta(metas[tag])
         except (KeyError, ValueError, TypeError):
-            meta = {"queue": "default", "taken_at": None}
+            meta = {"queue": "default", "taken_at": None, "worker": None}
         try:
             info = decode_message(raw)
         except (ValueError, TypeError, AttributeError):
@@ -210,6 +210,7 @@ def started_jobs(r: redis.Redis, keys: Keys, site: str | None = None) -> list[Jo
                 started_at=meta["taken_at"],
                 extra={
                     "delivery_tag": name,
+                    "worker": meta["worker"],
                     "timeout": (info["headers"].get("timelimit") or [0])[0],
                     "lease_expires": lease,
                     "orphaned": lease is not None and lease < now,

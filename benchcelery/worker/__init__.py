@@ -48,8 +48,12 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     kind = "worker-pool" if opts.concurrency > 1 else "worker"
     title = f"bench {kind} --queue {','.join(opts.queues)} [{rt.bench.root}]"
     set_title(title)
+    from benchcelery import transport
+
+    hostname = opts.name or worker_name(opts.queues, host_name(rt.settings.conf))
+    transport.OWNER = hostname  # the jobs it takes name it (doctor, dashboard: who runs what)
     worker = app.Worker(
-        hostname=opts.name or worker_name(opts.queues, host_name(rt.settings.conf)),
+        hostname=hostname,
         pool_cls="prefork",
         concurrency=opts.concurrency,
         queues=opts.queues,
