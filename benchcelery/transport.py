@@ -210,7 +210,11 @@ class Channel(kombu_redis.Channel):
             self._notes_sent = len(notes)
             self._acks_sent, self._acks = self._acks, []
             acks = [self.delivery.ack_command(tag, token) for tag, token in self._acks_sent]
-            connection.send_packed_command(connection.pack_commands([*notes, *acks, command]))
+            try:
+                connection.send_packed_command(connection.pack_commands([*notes, *acks, command]))
+            except BaseException:  # not sent: the acks wait for the next poll (or the lease thread)
+                self._acks[:0], self._acks_sent, self._notes_sent = self._acks_sent, [], 0
+                raise
         else:
             connection.send_command(*command)
 
@@ -302,7 +306,7 @@ class Channel(kombu_redis.Channel):
     def held(self) -> dict[str, str]:
         """What the lease thread renews: running jobs and finished ones whose ack has not been
         applied yet. On a closed channel (its connection was lost) those acks are retried here."""
-        if self.closed and self._acks:
+        if self.closed and (self._acks or self._acks_sent):
             self.flush_acks()
         return {**dict(self._tokens), **dict(self._acks_sent), **dict(self._acks)}
 
@@ -351,6 +355,8 @@ class Channel(kombu_redis.Channel):
 
     def flush_acks(self) -> None:
         """Send the acks (and metrics) still waiting for a poll, now (one round trip each)."""
+        if self._acks_sent and self._in_poll is None:  # sent with a poll whose replies never came
+            self._acks[:0], self._acks_sent = self._acks_sent, []
         notes, self._notes = self._notes, []
         self._send_notes(notes)
         while self._acks:
