@@ -57,6 +57,13 @@ def _site(message: Any) -> str:
         return UNKNOWN_SITE
 
 
+def _running_tags() -> set[str]:
+    """Delivery tags of the jobs this worker process is running now."""
+    from celery.worker import state
+
+    return {r.message.delivery_tag for r in list(state.active_requests) if getattr(r, "message", None) is not None}
+
+
 def _shutting_down() -> bool:
     from celery.worker import state
 
@@ -81,17 +88,21 @@ class QoS(kombu_redis.QoS):
         virtual.QoS.ack(self, delivery_tag)
 
     def restore_unacked(self, client: Any = None) -> list[Any]:
-        """Give back prefetched jobs when the worker shuts down. When the connection was lost
-        instead, jobs may still be running in the pool: they keep their leases (renewed over a new
-        connection) and are acknowledged when they finish, so nothing is put back here."""
+        """Give back the jobs this channel took that will not run here: every one when the worker
+        shuts down (prefetched ones; running ones have finished by then, or a cold shutdown stopped
+        them), and when the connection was lost, those Celery dropped (reserved, not yet running).
+        Running jobs keep their leases (renewed over a new connection) and are acknowledged when
+        they finish."""
         errors: list[Any] = []
         delivered: list[str] = list(self._delivered or {})
-        if _shutting_down():
-            for tag in delivered:
-                try:
-                    self.channel.give_back(tag, front=True)
-                except Exception as exc:  # Redis down: the lease brings it back
-                    errors.append((exc, tag))
+        keep = set() if _shutting_down() else _running_tags()
+        for tag in delivered:
+            if tag in keep:
+                continue
+            try:
+                self.channel.give_back(tag, front=True)
+            except Exception as exc:  # Redis down: the lease brings it back
+                errors.append((exc, tag))
         if self._delivered is not None:
             self._delivered.clear()
         return errors

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import socket
 from dataclasses import dataclass
 
 from benchcelery.dashboard import auth
 from benchcelery.errors import BenchError
+from benchcelery.listen import check_port_free
 from benchcelery.runtime import Runtime
 
 logger = logging.getLogger("benchcelery.dashboard")
@@ -41,16 +41,6 @@ def check_auth(rt: Runtime, host: str) -> None:
                 "create one with `bench dashboard token --user NAME` first"
             )
         auth.bench_secret(rt.bench, create=True)
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Raise BenchError when ``host:port`` cannot be bound (one clear line instead of uvicorn's)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise BenchError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def serve(rt: Runtime, options: ServeOptions) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 
 from benchcelery.config import Settings, mask_url
 from benchcelery.errors import BenchError
+from benchcelery.listen import check_port_free
 from benchcelery.realtime.publish import ALL_ROOM, doc_room, doctype_room, task_room, user_room
 from benchcelery.realtime.rooms import may_join
 from benchcelery.realtime.tokens import InvalidToken, verify_token
@@ -275,16 +275,6 @@ def _doc_room(doctype: Any, docname: Any) -> str | None:
 def _describe(exc: BaseException) -> str:
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def check_port_free(host: str, port: int) -> None:
-    """Raise BenchError when ``host:port`` cannot be bound (one clear line instead of uvicorn's)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise BenchError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:

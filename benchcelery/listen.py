@@ -1,0 +1,17 @@
+"""Checks before a server of ours (relay, dashboard, metrics) starts listening."""
+
+from __future__ import annotations
+
+import socket
+
+from benchcelery.errors import BenchError
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise BenchError when ``host:port`` cannot be bound (one clear line instead of uvicorn's)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            raise BenchError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from None
