@@ -35,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.keys import PRIORITY_STEPS, Keys
+from benchcelery.keys import Keys
 
 if TYPE_CHECKING:
     import redis
@@ -45,8 +45,6 @@ logger = logging.getLogger("benchcelery.delivery")
 DEFAULT_LEASE = 30  # seconds; config ``job_lease``
 SWEEP_INTERVAL = 5.0  # seconds between recovery sweeps of one process
 RECOVER_BATCH = 200
-FIXED_KEYS = 4  # unacked, inflight, leases, redeliveries
-KEYS_PER_QUEUE = 2 + len(PRIORITY_STEPS)  # pending counts, wake, the priority lists
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
 
