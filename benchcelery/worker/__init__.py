@@ -91,9 +91,11 @@ def _second_term_is_cold(worker: object) -> None:
     from celery.apps import worker as celery_worker
 
     def first_term(w: object) -> None:
+        # The cold handler goes in before the line that announces it: a TERM sent as soon as the line
+        # shows (it can interrupt this handler) must find it, not this one again.
+        celery_worker.install_worker_term_hard_handler(w, sig="SIGTERM", verbose=False)
         celery_worker.safe_say(
             "worker: a second TERM will stop running jobs (cold shutdown); they go back to their queue", sys.__stdout__
         )
-        celery_worker.install_worker_term_hard_handler(w, sig="SIGTERM", verbose=False)
 
     celery_worker._shutdown_handler(worker, sig="SIGTERM", how="Warm", callback=first_term)
