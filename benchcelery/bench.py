@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import tempfile
@@ -27,7 +28,12 @@ COMMON_CONFIG = "common_site_config.json"
 SITE_CONFIG = "site_config.json"
 BENCH_PATH_ENV = "BENCH_PATH"
 SITE_ENVS = ("BENCH_SITE", "FRAPPE_SITE")
-_apps_cache: dict[str, tuple[int, list[str]]] = {}
+_apps_cache: dict[str, tuple[tuple[int, int, int], list[str]]] = {}
+
+
+@functools.lru_cache(maxsize=64)
+def _apps_txt(root: Path) -> str:
+    return os.path.join(root, "sites", "apps.txt")
 
 
 def derive_bench_id(root: Path) -> str:
@@ -127,15 +133,17 @@ class Bench:
 
     def apps(self) -> list[str]:
         """Installed apps (sites/apps.txt), re-read only when the file changes."""
-        path = os.path.join(self.root, "sites", "apps.txt")  # not pathlib: this runs for every enqueue
+        path = _apps_txt(self.root)  # not pathlib: this runs for every enqueue
         try:
-            mtime = os.stat(path).st_mtime_ns
+            st = os.stat(path)
         except FileNotFoundError:
             return []
+        # Size and inode too: two writes within one tick of the file system's clock share an mtime.
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = _apps_cache.get(path)
-        if cached is None or cached[0] != mtime:
+        if cached is None or cached[0] != stamp:
             with open(path) as fh:
-                cached = (mtime, [line.strip() for line in fh if line.strip()])
+                cached = (stamp, [line.strip() for line in fh if line.strip()])
             _apps_cache[path] = cached
         return list(cached[1])
 

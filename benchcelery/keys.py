@@ -74,6 +74,7 @@ from dataclasses import dataclass
 # kombu's defaults; every producer, worker and inspector must agree on them.
 PRIORITY_SEP = "\x06\x16"
 PRIORITY_STEPS = (0, 3, 6, 9)
+_BUCKET = tuple(max(s for s in PRIORITY_STEPS if s <= p) for p in range(10))  # priority -> its step
 NORMAL_PRIORITY = 3  # ordinary jobs; at_front jobs use 0, which BRPOP serves first
 FRONT_PRIORITY = 0
 
@@ -101,8 +102,8 @@ class Keys:
 
     def queue_list(self, queue: str, priority: int) -> str:
         """The list a message of ``priority`` waits in (kombu's bucket: the largest step <= priority)."""
-        step = max(s for s in PRIORITY_STEPS if s <= max(0, min(priority, 9)))
-        return self.queue_lists(queue)[PRIORITY_STEPS.index(step)]
+        step = _BUCKET[max(0, min(priority, 9))]
+        return f"{self.prefix}{queue}" if step == 0 else f"{self.prefix}{queue}{PRIORITY_SEP}{step}"
 
     @property
     def unacked(self) -> str:

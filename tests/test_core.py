@@ -260,10 +260,21 @@ def test_bad_input_refused_before_anything_is_written(bench: BenchHandle) -> Non
         bench.enqueue("testapp.tasks.noop", deduplicate=True)
     with pytest.raises(ValidationError, match="timeout"):
         bench.enqueue("testapp.tasks.noop", timeout=-1)
+    # An app taken out of apps.txt is refused at the next enqueue (allowed names are remembered
+    # per apps list, not for good).
+    bench.enqueue("testapp.tasks.noop")
+    apps_txt = bench.root / "sites" / "apps.txt"
+    installed = apps_txt.read_text()
+    apps_txt.write_text("otherapp\n")
+    with pytest.raises(ValidationError, match="not in an installed app"):
+        bench.enqueue("testapp.tasks.noop")
+    apps_txt.write_text(installed)
+    bench.enqueue("testapp.tasks.noop")
+    assert pending_total(bench) == 2
     benchcelery.local.site = None
     with pytest.raises(SiteNotSpecifiedError):
         benchcelery.enqueue("testapp.tasks.noop")
-    assert pending_total(bench) == 0
+    assert pending_total(bench) == 2
     assert not bench.redis.keys(f"{bench.prefix}job:*")
 
 
@@ -498,6 +509,19 @@ def test_enqueue_writes_what_apply_async_writes(bench: BenchHandle) -> None:
         assert isinstance(built["properties"][field], str) and built["properties"][field]
         built["properties"][field] = real["properties"][field]
     assert built == real
+
+
+def test_job_ids_are_uuid4() -> None:
+    """enqueue's own uuid4 text (one urandom call): version 4, RFC 4122 variant, canonical form."""
+    import uuid
+
+    from benchcelery.jobs.bulk import uuid4_text
+
+    texts = [uuid4_text() for _ in range(2000)]
+    assert len(set(texts)) == len(texts)
+    for text in texts:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
 
 
 def test_enqueue_survives_a_dropped_connection(bench: BenchHandle) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +17,8 @@ from benchcelery.config import HARD_LIMIT_GRACE
 from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs import registry
-from benchcelery.jobs.bulk import push
-from benchcelery.jobs.methods import method_name, resolve
+from benchcelery.jobs.bulk import push, uuid4_text
+from benchcelery.jobs.methods import clip, method_name, resolve
 from benchcelery.jobs.model import Job
 from benchcelery.keys import EXECUTE_JOB, FRONT_PRIORITY, NORMAL_PRIORITY
 from benchcelery.runtime import Runtime, get_runtime
@@ -98,8 +97,6 @@ RESERVED_KWARGS = frozenset({*inspect.signature(enqueue).parameters, "async", "t
 
 def check_kwargs(kwargs: dict[str, Any], what: str = "Job argument") -> None:
     """Raise ValidationError when a key of ``kwargs`` is one of enqueue's own names (or not a string)."""
-    from benchcelery.jobs.methods import clip
-
     for key in kwargs:
         if not isinstance(key, str):
             raise ValidationError(f"{what} names must be strings, got {clip(repr(key))}")
@@ -221,7 +218,7 @@ def _prepare(
     if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
         raise ValidationError("job_id must be a non-empty string")
     seconds = int(timeout or spec.timeout)
-    full_id = f"{site}::{job_id or uuid.uuid4()}"
+    full_id = f"{site}::{job_id or uuid4_text()}"
     now = time.time()
     headers: dict[str, Any] = {
         "site": site,
