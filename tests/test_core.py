@@ -524,6 +524,25 @@ def test_job_ids_are_uuid4() -> None:
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
 
 
+def test_enqueue_on_a_full_redis_writes_nothing(bench: BenchHandle) -> None:
+    """Redis out of memory (noeviction): the push is refused whole, one line from the command, and
+    the kept connection works again once there is room."""
+    from redis.exceptions import ResponseError
+
+    bench.enqueue("testapp.tasks.noop")
+    bench.redis.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(ResponseError, match="maxmemory"):
+            bench.enqueue("testapp.tasks.noop", job_id="tracked")
+        result = bench.run("--site", "site1.local", "enqueue", "testapp.tasks.noop")
+        assert result.returncode != 0 and "maxmemory" in result.stderr and "Traceback" not in result.stderr, result.stderr
+    finally:
+        bench.redis.config_set("maxmemory", 0)
+    bench.enqueue("testapp.tasks.noop")
+    assert pending_total(bench) == 2
+    assert not bench.redis.exists(f"{bench.prefix}job:site1.local::tracked")
+
+
 def test_enqueue_survives_a_dropped_connection(bench: BenchHandle) -> None:
     """enqueue keeps its Redis connection between calls: one closed by the server is replaced."""
     rt = bench.rt()

@@ -88,9 +88,13 @@ class BenchGroup(click.Group):
             fail(str(exc), exc.exit_code)
         except Exception as exc:
             code = _connection_error_code(exc)
-            if code is None:
+            if code is not None:
+                fail(_unreachable(ctx, exc), code)
+            redis = sys.modules.get("redis")
+            if redis is None or not isinstance(exc, redis.ResponseError):
                 raise
-            fail(_unreachable(ctx, exc), code)
+            # Redis answered with an error (out of memory, a read-only replica, an ACL refusal...).
+            fail(f"Redis{_where(ctx)} refused the command: {type(exc).__name__}: {exc}")
 
 
 def _connection_error_code(exc: Exception) -> int | None:
@@ -107,10 +111,13 @@ def _unreachable(ctx: click.Context, exc: Exception) -> str:
     """The one line every command prints for an unreachable Redis (as connection.check words it)."""
     from benchcelery.connection import describe
 
+    return f"Redis{_where(ctx)} is unreachable: {describe(exc)}"
+
+
+def _where(ctx: click.Context) -> str:
     obj = ctx.find_object(CliContext)
     rt = obj._runtime if obj is not None else None
-    where = f" at {rt.settings.display_url}" if rt is not None else ""
-    return f"Redis{where} is unreachable: {describe(exc)}"
+    return f" at {rt.settings.display_url}" if rt is not None else ""
 
 
 MAX_ERROR = 600  # characters: an error line never echoes a huge input back in full

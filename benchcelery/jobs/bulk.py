@@ -242,12 +242,24 @@ def transaction(client: redis.Redis, commands: list[bytes], wait: tuple[int, flo
 
 def _send(conn: Any, payload: bytes, n: int, wait: bool) -> tuple[Any, Any]:
     """(EXEC's replies, WAIT's reply or None) of a payload sent as one write."""
+    import redis as redis_py
+
     try:
         conn.send_packed_command([payload])
-        for _ in range(n + 1):
-            conn.read_response()  # +OK, then +QUEUED per command (an error reply raises)
+        conn.read_response()  # +OK of MULTI; Redis answers a whole payload in one write
+        # The +QUEUED replies straight from the parser: the connection's wrapper (error text, health
+        # check stamp) costs more than the parsing, once per command.
+        parser = getattr(conn, "_parser", conn)
+        for _ in range(n):
+            reply = parser.read_response()
+            if isinstance(reply, ResponseError):
+                raise reply
         replies = conn.read_response()
         return replies, conn.read_response() if wait else None
+    except OSError as exc:  # from the parser's own socket read, as the connection would raise it
+        conn.disconnect()
+        error = redis_py.TimeoutError if isinstance(exc, TimeoutError) else redis_py.ConnectionError
+        raise error(f"Error while reading from Redis: {exc}") from exc
     except BaseException:
         conn.disconnect()  # a half-read reply stream must not be reused
         raise
