@@ -31,11 +31,6 @@ SITE_ENVS = ("BENCH_SITE", "FRAPPE_SITE")
 _apps_cache: dict[str, tuple[tuple[int, int, int], list[str]]] = {}
 
 
-@functools.lru_cache(maxsize=64)
-def _apps_txt(root: Path) -> str:
-    return os.path.join(root, "sites", "apps.txt")
-
-
 def derive_bench_id(root: Path) -> str:
     """Frappe's rule: the bench path without leading/trailing '/', other '/' replaced by '-' (and
     every character outside the bench id alphabet too, see keys.py)."""
@@ -131,9 +126,13 @@ class Bench:
         if os.path.isdir(apps_dir) and apps_dir not in sys.path:
             sys.path.insert(0, apps_dir)
 
+    @functools.cached_property
+    def _apps_txt(self) -> str:
+        return os.path.join(self.root, "sites", "apps.txt")
+
     def apps(self) -> list[str]:
         """Installed apps (sites/apps.txt), re-read only when the file changes."""
-        path = _apps_txt(self.root)  # not pathlib: this runs for every enqueue
+        path = self._apps_txt  # not pathlib: this runs for every enqueue
         try:
             st = os.stat(path)
         except FileNotFoundError:

@@ -254,6 +254,13 @@ def test_bad_input_refused_before_anything_is_written(bench: BenchHandle) -> Non
         assert "Traceback" not in result.stderr
     with pytest.raises(ValidationError, match="JSON-serialisable"):
         bench.enqueue("testapp.tasks.record", key="x", value=object())
+
+    class Unshowable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    with pytest.raises(ValidationError, match="JSON-serialisable"):
+        bench.enqueue("testapp.tasks.record", key="x", value=Unshowable())
     with pytest.raises(ValidationError, match="JSON-serialisable"):
         bench.enqueue("testapp.tasks.record", job_id="tracked", key="x", value={1, 2})
     with pytest.raises(ValidationError, match="job_id"):
@@ -509,6 +516,11 @@ def test_enqueue_writes_what_apply_async_writes(bench: BenchHandle) -> None:
         assert isinstance(built["properties"][field], str) and built["properties"][field]
         built["properties"][field] = real["properties"][field]
     assert built == real
+    # kwargsrepr (what Flower shows) is cut to Celery's 1,024 characters
+    benchcelery.enqueue("testapp.tasks.record", queue="short", key="long", value="x" * 5000)
+    (stored,) = bench.redis.lrange(rt.keys.queue_list("short", 3), 0, -1)
+    shown = json.loads(stored)["headers"]["kwargsrepr"]
+    assert len(shown) == 1024 and shown.startswith("{'key': 'long', 'value': 'xxx") and shown.endswith("...")
 
 
 def test_job_ids_are_uuid4() -> None:

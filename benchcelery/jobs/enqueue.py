@@ -17,7 +17,7 @@ from benchcelery.config import HARD_LIMIT_GRACE
 from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs import registry
-from benchcelery.jobs.bulk import push, uuid4_text
+from benchcelery.jobs.bulk import kwargs_repr, push, uuid4_text
 from benchcelery.jobs.methods import clip, method_name, resolve
 from benchcelery.jobs.model import Job
 from benchcelery.keys import EXECUTE_JOB, FRONT_PRIORITY, NORMAL_PRIORITY
@@ -229,6 +229,7 @@ def _prepare(
         "enqueued_at": now,
         # Jobs take keyword arguments only; Celery tools (Flower's "args") show site and queue here.
         "argsrepr": f"(site={site!r}, queue={queue!r})",
+        "kwargsrepr": kwargs_repr(kwargs),
         **callbacks,
     }
     if job_id:
