@@ -233,3 +233,79 @@ def test_a_stalled_worker_cannot_acknowledge_a_job_another_worker_now_holds(benc
     wait_until(lambda: tallies(bench).get("stall") == 2 and not in_flight(bench), timeout=30, what="second run done")
     assert int(bench.redis.get(rt.keys.stale_acks) or 0) == 1
     assert "lease of job" in bench.output(stalled) and not pending(bench)
+
+
+def _consuming_channel(bench: BenchHandle, got: list[Any]) -> Any:
+    """A channel of the worker's transport consuming `default`, in this process (no Celery worker)."""
+    conn = bench.rt().app.connection_for_read()
+    channel = conn.default_channel
+    channel.basic_consume("default", False, got.append, "test")
+    return conn, channel
+
+
+def _poll(channel: Any) -> None:
+    """One turn of the worker's event loop for this channel: send the poll, read its reply (with
+    the connection kombu's poller gives the channel's client when it registers it)."""
+    client = channel.client
+    if client.connection is None:
+        client.connection = client.connection_pool.get_connection()
+    channel._brpop_start()
+    channel._brpop_read()
+
+
+def test_an_ack_whose_poll_never_reached_redis_is_sent_again(bench: BenchHandle) -> None:
+    """A finished job's ack rides with the next poll. When that write fails, or the connection was
+    closed by the server before it (its replies never come), the ack goes back to the pending ones
+    and is applied over a new connection: the job leaves the in-flight hash, not held (and renewed)
+    for good."""
+    bench.enqueue("testapp.tasks.noop")
+    bench.enqueue("testapp.tasks.noop")
+    got: list[Any] = []
+    conn, channel = _consuming_channel(bench, got)
+    try:
+        for fail_in in ("send", "read"):
+            _poll(channel)
+            tag = got.pop().delivery_tag
+            channel.basic_ack(tag)  # in the event loop: it waits for the next poll
+            assert in_flight(bench) == 1 and set(channel.held()) == {tag}
+            connection = channel.client.connection
+            if fail_in == "send":
+                connection.send_packed_command = _raise_connection_error
+                with_error(channel._brpop_start)
+                del connection.send_packed_command
+            else:  # the server dropped the connection (a Redis restart, a timeout) before the poll
+                bench.redis.client_kill_filter(_type="normal", skipme=True)
+                with_error(lambda: _poll(channel))
+            assert in_flight(bench) == 1 and set(channel.held()) == {tag}  # still leased, still to ack
+            channel.flush_acks()  # what the lease thread does for a channel whose connection was lost
+            assert in_flight(bench) == 0 and not channel.held()
+        assert not bench.redis.get(f"{bench.prefix}stale_acks")
+    finally:
+        conn.release()
+
+
+def test_a_taken_job_not_running_here_goes_back_when_the_connection_is_lost(bench: BenchHandle) -> None:
+    """On a lost connection Celery drops what it prefetched but did not start: the transport puts
+    those jobs back in their queue at once (a running one would keep its lease)."""
+    bench.enqueue("testapp.tasks.noop")
+    got: list[Any] = []
+    conn, channel = _consuming_channel(bench, got)
+    try:
+        _poll(channel)
+        assert got and in_flight(bench) == 1 and pending(bench) == 0
+        assert channel.qos.restore_unacked() == []
+        assert in_flight(bench) == 0 and pending(bench) == 1
+    finally:
+        conn.release()
+
+
+def _raise_connection_error(*args: Any, **kwargs: Any) -> None:
+    raise redis.ConnectionError("connection closed (test)")
+
+
+def with_error(call: Any) -> None:
+    try:
+        call()
+    except (redis.ConnectionError, OSError):
+        return
+    raise AssertionError(f"{call} did not fail")
