@@ -274,6 +274,11 @@ class Channel(kombu_redis.Channel):
         self._deliver_taken(taken, token)
         return True
 
+    def expects_work(self) -> bool:
+        """Whether the last fetch took a job: the next poll is a fetch again (burst.py counts that as
+        not idle). False once a fetch found every queue empty, and on a new channel."""
+        return self._expect_work
+
     def _skip_idle_fetch(self) -> bool:
         """After a BRPOP that timed out (no wake token), fetch only every IDLE_FETCH_EVERY times:
         every push of ours leaves a token, so only a message pushed by another tool (by hand, plain
