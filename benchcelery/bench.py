@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,6 +47,11 @@ class Bench:
     @property
     def sites_path(self) -> Path:
         return self.root / "sites"
+
+    @functools.cached_property
+    def sites_dir(self) -> str:
+        """``sites_path`` as a string, for the paths workers build for every job (no pathlib)."""
+        return os.path.join(self.root, "sites")
 
     @property
     def config_path(self) -> Path:
@@ -108,10 +115,18 @@ class Bench:
         )
 
     def site_exists(self, site: str) -> bool:
+        return self.site_config_mtime(site) is not None
+
+    def site_config_mtime(self, site: str) -> float | None:
+        """When the site's site_config.json last changed; None when there is no such site. One stat,
+        no pathlib: workers check this for every job (a regular file's directory exists)."""
         if site_name(site):
-            return False
-        # One stat, no pathlib: workers check this for every job (a regular file's directory exists).
-        return os.path.isfile(os.path.join(self.root, "sites", site, SITE_CONFIG))
+            return None
+        try:
+            st = os.stat(f"{self.sites_dir}/{site}/{SITE_CONFIG}")  # a valid site name holds no '/'
+        except (OSError, ValueError):
+            return None
+        return st.st_mtime if stat.S_ISREG(st.st_mode) else None
 
     def require_site(self, site: str) -> None:
         if not self.site_exists(site):
@@ -127,7 +142,7 @@ class Bench:
 
     def apps(self) -> list[str]:
         """Installed apps (sites/apps.txt), re-read only when the file changes."""
-        path = os.path.join(self.root, "sites", "apps.txt")  # not pathlib: this runs for every enqueue
+        path = f"{self.sites_dir}/apps.txt"  # not pathlib: this runs for every enqueue and job
         try:
             mtime = os.stat(path).st_mtime_ns
         except FileNotFoundError:

@@ -28,6 +28,8 @@ _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 MAX_ECHO = 200  # characters of user input an error message repeats
 MAX_NAME = 400  # a longer method name is refused outright
 _cache: dict[tuple[str, str], Callable[..., Any]] = {}
+# (name, apps, allowlist) -> the function check_allowed and _walk admitted for them
+_allowed: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
 
 
 def clip(value: object, limit: int = MAX_ECHO) -> str:
@@ -86,12 +88,21 @@ def check_allowed(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> 
 
 def resolve(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> Callable[..., Any]:
     """Import and return the function ``name`` after checking the allowlist; raises ValidationError."""
+    apps, extra = tuple(apps), tuple(extra)
+    key: tuple[str, tuple[str, ...], tuple[str, ...]] | None = (name, apps, extra)
+    try:
+        fn = _allowed.get((name, apps, extra))
+    except TypeError:  # not a string (check_allowed refuses it), or an allowlist of odd values
+        key, fn = None, None
+    if fn is not None:  # checked already against the same apps and allowlist (workers ask for every job)
+        return fn
     package = check_allowed(name, apps, extra)
     fn = _cache.get((name, package))
-    if fn is not None:
-        return fn
-    fn = _walk(name, package)
-    _cache[(name, package)] = fn
+    if fn is None:
+        fn = _walk(name, package)
+        _cache[(name, package)] = fn
+    if key is not None:
+        _allowed[key] = fn
     return fn
 
 
