@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from time import monotonic
 from typing import Any
 
+import redis
+from hiredis import pack_command
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -57,17 +59,36 @@ def _site(message: Any) -> str:
         return UNKNOWN_SITE
 
 
+def _worker_state() -> Any:
+    """celery.worker.state, imported on first use (this module loads outside workers too)."""
+    global _state
+    if _state is None:
+        from celery.worker import state
+
+        _state = state
+    return _state
+
+
+_state: Any = None
+
+
 def _running_tags() -> set[str]:
     """Delivery tags of the jobs this worker process is running now."""
-    from celery.worker import state
-
+    state = _worker_state()
     return {r.message.delivery_tag for r in list(state.active_requests) if getattr(r, "message", None) is not None}
 
 
 def _shutting_down() -> bool:
-    from celery.worker import state
-
+    state = _worker_state()
     return state.should_stop is not None or state.should_terminate is not None
+
+
+def _packed(commands: list[Any]) -> list[bytes]:
+    """``commands`` in Redis's protocol, in one buffer for ``send_packed_command``: the bytes
+    redis-py's ``pack_commands`` makes (its packer is hiredis's ``pack_command`` too), without its
+    per-argument Python work on the write a busy worker sends for every job (acks, metrics and
+    the next fetch)."""
+    return [b"".join([pack_command(tuple(command)) for command in commands])]
 
 
 class QoS(kombu_redis.QoS):
@@ -151,8 +172,6 @@ class Channel(kombu_redis.Channel):
         so jobs still running when the connection was lost can renew and acknowledge)."""
         pool = self._pool if self._pool is not None else self._delivery_pool
         if self._delivery is None or pool is not self._delivery_pool:
-            import redis
-
             pool = self.pool
             self._delivery = Delivery(redis.Redis(connection_pool=pool), self.keys, self.job_lease)
             self._delivery_pool = pool
@@ -222,16 +241,14 @@ class Channel(kombu_redis.Channel):
             self._acks_sent, self._acks = self._acks, []
             acks = [self.delivery.ack_command(tag, token) for tag, token in self._acks_sent]
             try:
-                connection.send_packed_command(connection.pack_commands([*notes, *acks, command]))
+                connection.send_packed_command(_packed([*notes, *acks, command]))
             except BaseException:  # not sent: the acks wait for the next poll (or the lease thread)
                 self._acks[:0], self._acks_sent, self._notes_sent = self._acks_sent, [], 0
                 raise
         else:
-            connection.send_command(*command)
+            connection.send_packed_command(_packed([command]))
 
     def _brpop_read(self, **options: Any) -> bool:
-        import redis
-
         if self._poll_plain:
             return bool(super()._brpop_read(**options))
         taken: Taken | None = None
@@ -383,8 +400,6 @@ class Channel(kombu_redis.Channel):
 
     def _read_acks(self, connection: Any, **options: Any) -> None:
         """Read the replies of the acks sent with the poll; an ack whose reply was lost is sent again."""
-        import redis
-
         for _ in range(self._notes_sent):
             self._notes_sent -= 1
             try:
