@@ -15,6 +15,7 @@ import fcntl
 import functools
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,6 +47,11 @@ class Bench:
     @property
     def sites_path(self) -> Path:
         return self.root / "sites"
+
+    @functools.cached_property
+    def sites_dir(self) -> str:
+        """``sites_path`` as a string, for the paths workers build for every job (no pathlib)."""
+        return os.path.join(self.root, "sites")
 
     @property
     def config_path(self) -> Path:
@@ -109,10 +115,18 @@ class Bench:
         )
 
     def site_exists(self, site: str) -> bool:
+        return self.site_config_mtime(site) is not None
+
+    def site_config_mtime(self, site: str) -> float | None:
+        """When the site's site_config.json last changed; None when there is no such site. One stat,
+        no pathlib: workers check this for every job (a regular file's directory exists)."""
         if site_name(site):
-            return False
-        # One stat, no pathlib: workers check this for every job (a regular file's directory exists).
-        return os.path.isfile(os.path.join(self.root, "sites", site, SITE_CONFIG))
+            return None
+        try:
+            st = os.stat(f"{self.sites_dir}/{site}/{SITE_CONFIG}")  # a valid site name holds no '/'
+        except (OSError, ValueError):
+            return None
+        return st.st_mtime if stat.S_ISREG(st.st_mode) else None
 
     def require_site(self, site: str) -> None:
         if not self.site_exists(site):
@@ -126,13 +140,9 @@ class Bench:
         if os.path.isdir(apps_dir) and apps_dir not in sys.path:
             sys.path.insert(0, apps_dir)
 
-    @functools.cached_property
-    def _apps_txt(self) -> str:
-        return os.path.join(self.root, "sites", "apps.txt")
-
     def apps(self) -> list[str]:
         """Installed apps (sites/apps.txt), re-read only when the file changes."""
-        path = self._apps_txt  # not pathlib: this runs for every enqueue
+        path = f"{self.sites_dir}/apps.txt"  # not pathlib: this runs for every enqueue and job
         try:
             st = os.stat(path)
         except FileNotFoundError:

@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from time import monotonic
 from typing import Any
 
+import redis
+from hiredis import pack_command
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
@@ -57,17 +59,36 @@ def _site(message: Any) -> str:
         return UNKNOWN_SITE
 
 
+def _worker_state() -> Any:
+    """celery.worker.state, imported on first use (this module loads outside workers too)."""
+    global _state
+    if _state is None:
+        from celery.worker import state
+
+        _state = state
+    return _state
+
+
+_state: Any = None
+
+
 def _running_tags() -> set[str]:
     """Delivery tags of the jobs this worker process is running now."""
-    from celery.worker import state
-
+    state = _worker_state()
     return {r.message.delivery_tag for r in list(state.active_requests) if getattr(r, "message", None) is not None}
 
 
 def _shutting_down() -> bool:
-    from celery.worker import state
-
+    state = _worker_state()
     return state.should_stop is not None or state.should_terminate is not None
+
+
+def _packed(commands: list[Any]) -> list[bytes]:
+    """``commands`` in Redis's protocol, in one buffer for ``send_packed_command``: the bytes
+    redis-py's ``pack_commands`` makes (its packer is hiredis's ``pack_command`` too), without its
+    per-argument Python work on the write a busy worker sends for every job (acks, metrics and
+    the next fetch)."""
+    return [b"".join([pack_command(tuple(command)) for command in commands])]
 
 
 class QoS(kombu_redis.QoS):
@@ -151,8 +172,6 @@ class Channel(kombu_redis.Channel):
         so jobs still running when the connection was lost can renew and acknowledge)."""
         pool = self._pool if self._pool is not None else self._delivery_pool
         if self._delivery is None or pool is not self._delivery_pool:
-            import redis
-
             pool = self.pool
             self._delivery = Delivery(redis.Redis(connection_pool=pool), self.keys, self.job_lease)
             self._delivery_pool = pool
@@ -222,16 +241,14 @@ class Channel(kombu_redis.Channel):
             self._acks_sent, self._acks = self._acks, []
             acks = [self.delivery.ack_command(tag, token) for tag, token in self._acks_sent]
             try:
-                connection.send_packed_command(connection.pack_commands([*notes, *acks, command]))
+                connection.send_packed_command(_packed([*notes, *acks, command]))
             except BaseException:  # not sent: the acks wait for the next poll (or the lease thread)
                 self._acks[:0], self._acks_sent, self._notes_sent = self._acks_sent, [], 0
                 raise
         else:
-            connection.send_command(*command)
+            connection.send_packed_command(_packed([command]))
 
     def _brpop_read(self, **options: Any) -> bool:
-        import redis
-
         if self._poll_plain:
             return bool(super()._brpop_read(**options))
         taken: Taken | None = None
@@ -273,6 +290,11 @@ class Channel(kombu_redis.Channel):
         self._queue_cycle.rotate(taken.queue)
         self._deliver_taken(taken, token)
         return True
+
+    def expects_work(self) -> bool:
+        """Whether the last fetch took a job: the next poll is a fetch again (burst.py counts that as
+        not idle). False once a fetch found every queue empty, and on a new channel."""
+        return self._expect_work
 
     def _skip_idle_fetch(self) -> bool:
         """After a BRPOP that timed out (no wake token), fetch only every IDLE_FETCH_EVERY times:
@@ -378,8 +400,6 @@ class Channel(kombu_redis.Channel):
 
     def _read_acks(self, connection: Any, **options: Any) -> None:
         """Read the replies of the acks sent with the poll; an ack whose reply was lost is sent again."""
-        import redis
-
         for _ in range(self._notes_sent):
             self._notes_sent -= 1
             try:
@@ -453,3 +473,27 @@ class Transport(kombu_redis.Transport):
     # Idle workers block on the wake lists for this long between fetches (a message pushed
     # without a wake token, by hand or by another tool, waits at most this long).
     brpop_timeout = 1
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        """kombu's, except that its per-tick hook adds a socket to the event loop only when the loop
+        does not watch it for us already. kombu adds every socket again on every tick (an
+        ``epoll_ctl`` that fails with EEXIST, behind three Python calls): a busy worker ticks about
+        four times per job. A socket kombu stops watching (paused, disconnected) leaves the loop's
+        readers through the loop (``remove_reader``/``remove``), so it is added again as before;
+        a socket kombu registers itself (a new connection) is in the poller already."""
+        before = set(loop.on_tick)
+        super().register_with_event_loop(connection, loop)
+        added = [callback for callback in loop.on_tick if callback not in before]
+        if len(added) != 1:  # not the kombu this was written for: keep its hook
+            return
+        loop.on_tick.discard(added[0])
+        cycle: Any = self.cycle
+        readers, add_reader, on_readable = loop.readers, loop.add_reader, self.on_readable
+
+        def on_poll_start() -> None:
+            cycle.on_poll_start()
+            for fd in cycle.fds:
+                if readers.get(fd) != (on_readable, (fd,)):
+                    add_reader(fd, on_readable, fd)
+
+        loop.on_tick.add(on_poll_start)

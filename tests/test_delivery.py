@@ -309,3 +309,36 @@ def with_error(call: Any) -> None:
     except (redis.ConnectionError, OSError):
         return
     raise AssertionError(f"{call} did not fail")
+
+
+def test_owner_tokens_are_unique_and_new_in_a_forked_child() -> None:
+    from benchcelery.delivery import new_token, token_owner
+
+    tokens = {new_token("w1@host") for _ in range(1000)}
+    assert len(tokens) == 1000 and {token_owner(t) for t in tokens} == {"w1@host"}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's tokens must not repeat the parent's (same counter, same base)
+        os.write(write, new_token("w1@host").encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    assert child not in tokens and child.split("|")[1].split("-")[0] != next(iter(tokens)).split("|")[1].split("-")[0]
+
+
+def test_the_poll_write_is_packed_as_redis_py_packs_it() -> None:
+    from redis.connection import Connection
+
+    from benchcelery.delivery import Delivery
+    from benchcelery.keys import Keys
+    from benchcelery.transport import _packed
+
+    delivery = Delivery(redis.Redis(), Keys.from_prefix("bc:t:"))  # no connection: it only builds commands
+    commands = [
+        ("HINCRBY", "bc:t:durations:default", "app.tasks.run\x1f0", 1),
+        ("HINCRBYFLOAT", "bc:t:durations:default", "app.tasks.run\x1fsum", repr(0.004211)),
+        delivery.ack_command("site1.local::abc", "w@h|0123456789abcdef-1"),
+        ["EVALSHA", delivery._fetch.sha, 2, "bc:t:unacked", "bc:t:wake:ü", "w@h|x-2", 30, "default"],
+        ["BRPOP", "bc:t:wake:short", "bc:t:wake:default", 0.05],
+    ]
+    assert b"".join(_packed(commands)) == b"".join(Connection().pack_commands(commands))

@@ -42,10 +42,13 @@ class _SiteConfigCache:
     def __init__(self) -> None:
         self._cache: dict[str, tuple[tuple[float, float], dict[str, Any]]] = {}
 
-    def get(self, site: str) -> dict[str, Any]:
+    def get(self, site: str, site_mtime: float | None = None) -> dict[str, Any]:
+        """``site_mtime``: the site_config.json stamp when the caller has it (Bench.site_config_mtime)."""
         bench = get_runtime().bench
-        sites = os.path.join(bench.root, "sites")  # not pathlib: this runs for every job
-        stamp = (_mtime(os.path.join(sites, COMMON_CONFIG)), _mtime(os.path.join(sites, site, SITE_CONFIG)))
+        sites = bench.sites_dir  # not pathlib: this runs for every job
+        if site_mtime is None:
+            site_mtime = _mtime(os.path.join(sites, site, SITE_CONFIG))
+        stamp = (_mtime(f"{sites}/{COMMON_CONFIG}"), site_mtime)
         hit = self._cache.get(site)
         if hit and hit[0] == stamp:
             return hit[1]
@@ -105,8 +108,8 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
     try:
         if args:
             raise JobRefused("A job takes keyword arguments only; this message carries positional ones")
-        fn = _admit(rt, meta, apps)
-        conf = _site_config(meta["site"])
+        fn, site_mtime = _admit(rt, meta, apps)
+        conf = _site_config(meta["site"], site_mtime)
     except JobRefused as exc:
         record(meta, {"args": list(args), **kwargs} if args else kwargs, exc, tb=None)
         raise
@@ -156,10 +159,12 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
             local.reset()
 
 
-def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> Any:
-    """Check the message may run; returns the method. Raises JobRefused."""
+def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> tuple[Any, float]:
+    """Check the message may run; returns the method and the stamp of its site's config (the stat
+    that found the site exists). Raises JobRefused."""
     site = meta["site"]
-    if not site or not rt.bench.site_exists(site):
+    site_mtime = rt.bench.site_config_mtime(site) if site else None
+    if site_mtime is None:
         raise JobRefused(f"Site {site} does not exist!")
     try:
         fn = resolve(meta["method"], apps, rt.allowed_methods())
@@ -168,13 +173,13 @@ def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> Any:
     lapses = meta["redelivered"]
     if lapses and lapses > rt.settings.number("max_redeliveries"):
         raise JobRefused(f"Not run again: its worker died {lapses} times while it held the job")
-    return fn
+    return fn, site_mtime
 
 
-def _site_config(site: str) -> dict[str, Any]:
+def _site_config(site: str, site_mtime: float | None = None) -> dict[str, Any]:
     """The site's merged config; one it cannot read, or with bad values (config_schema.py), refuses the job."""
     try:
-        return site_configs.get(site)
+        return site_configs.get(site, site_mtime)
     except BenchError as exc:
         raise JobRefused(str(exc)) from None
     except (OSError, ValueError) as exc:

@@ -27,9 +27,10 @@ from benchcelery.errors import ValidationError
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 MAX_ECHO = 200  # characters of user input an error message repeats
 MAX_NAME = 400  # a longer method name is refused outright
-MAX_REMEMBERED = 4096  # allowed names remembered (hostile names are never remembered)
+MAX_REMEMBERED = 4096  # admitted (name, apps, allowlist) kept; refused names are never kept
 _cache: dict[tuple[str, str], Callable[..., Any]] = {}
-_allowed: dict[tuple[str, tuple[str, ...], tuple[str, ...]], str] = {}
+# (name, apps, allowlist) -> the function check_allowed and _walk admitted for them
+_allowed: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
 
 
 def clip(value: object, limit: int = MAX_ECHO) -> str:
@@ -69,30 +70,15 @@ def shadowed_module(name: str) -> str | None:
 
 def check_allowed(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> str:
     """Check the shape of ``name`` and that its package is an installed app (or that ``name`` is
-    allowlisted); returns the package whose code ``name`` must be defined in. Imports nothing.
-
-    Every enqueue and every job a worker takes comes here: a name found allowed is remembered for
-    the same apps and allowlist (a changed apps.txt or allowlist is another key)."""
-    apps, extra = tuple(apps), tuple(extra)
-    key = (name, apps, extra) if isinstance(name, str) else None
-    package = _allowed.get(key) if key else None
-    if package is None:
-        package = _check_allowed(name, apps, extra)
-        if key:
-            if len(_allowed) >= MAX_REMEMBERED:
-                _allowed.clear()
-            _allowed[key] = package
-    return package
-
-
-def _check_allowed(name: str, apps: tuple[str, ...], extra: tuple[str, ...]) -> str:
+    allowlisted); returns the package whose code ``name`` must be defined in. Imports nothing."""
     if not isinstance(name, str) or len(name) > MAX_NAME or not _DOTTED.match(name):
         raise ValidationError(f"Method {clip(name)!r} is not a dotted path like myapp.tasks.send_report")
     parts = name.split(".")
     if any(p.startswith("__") for p in parts):
         raise ValidationError(f"Method {name} is refused: no part of a method path may start with '__'")
-    if name in extra:
+    if name in set(extra):
         return parts[0]
+    apps = list(apps)
     if parts[0] not in apps:
         installed = ", ".join(apps) or "none"
         raise ValidationError(f"Method {name} is not in an installed app (installed: {installed})")
@@ -103,12 +89,23 @@ def _check_allowed(name: str, apps: tuple[str, ...], extra: tuple[str, ...]) -> 
 
 def resolve(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> Callable[..., Any]:
     """Import and return the function ``name`` after checking the allowlist; raises ValidationError."""
+    apps, extra = tuple(apps), tuple(extra)
+    key: tuple[str, tuple[str, ...], tuple[str, ...]] | None = (name, apps, extra)
+    try:
+        fn = _allowed.get((name, apps, extra))
+    except TypeError:  # not a string (check_allowed refuses it), or an allowlist of odd values
+        key, fn = None, None
+    if fn is not None:  # checked already against the same apps and allowlist (workers ask for every job)
+        return fn
     package = check_allowed(name, apps, extra)
     fn = _cache.get((name, package))
-    if fn is not None:
-        return fn
-    fn = _walk(name, package)
-    _cache[(name, package)] = fn
+    if fn is None:
+        fn = _walk(name, package)
+        _cache[(name, package)] = fn
+    if key is not None:
+        if len(_allowed) >= MAX_REMEMBERED:  # apps.txt or the allowlist changed many times
+            _allowed.clear()
+        _allowed[key] = fn
     return fn
 
 
