@@ -473,27 +473,3 @@ class Transport(kombu_redis.Transport):
     # Idle workers block on the wake lists for this long between fetches (a message pushed
     # without a wake token, by hand or by another tool, waits at most this long).
     brpop_timeout = 1
-
-    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
-        """kombu's, except that its per-tick hook adds a socket to the event loop only when the loop
-        does not watch it for us already. kombu adds every socket again on every tick (an
-        ``epoll_ctl`` that fails with EEXIST, behind three Python calls): a busy worker ticks about
-        four times per job. A socket kombu stops watching (paused, disconnected) leaves the loop's
-        readers through the loop (``remove_reader``/``remove``), so it is added again as before;
-        a socket kombu registers itself (a new connection) is in the poller already."""
-        before = set(loop.on_tick)
-        super().register_with_event_loop(connection, loop)
-        added = [callback for callback in loop.on_tick if callback not in before]
-        if len(added) != 1:  # not the kombu this was written for: keep its hook
-            return
-        loop.on_tick.discard(added[0])
-        cycle: Any = self.cycle
-        readers, add_reader, on_readable = loop.readers, loop.add_reader, self.on_readable
-
-        def on_poll_start() -> None:
-            cycle.on_poll_start()
-            for fd in cycle.fds:
-                if readers.get(fd) != (on_readable, (fd,)):
-                    add_reader(fd, on_readable, fd)
-
-        loop.on_tick.add(on_poll_start)
