@@ -23,7 +23,9 @@ import threading
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from benchcelery import ha
 from benchcelery.errors import ValidationError
@@ -220,8 +222,6 @@ def transaction(client: redis.Redis, commands: list[bytes], wait: tuple[int, flo
     (which decides the speed of a single ``enqueue``). Raises the first error reply (nothing was
     applied then unless the error came from EXEC's own results) and redis-py's connection errors;
     it tries once more on a fresh connection when a kept one turns out closed."""
-    import redis as redis_py
-
     replicas, timeout = wait
     parts = [_MULTI, *commands, _EXEC]
     if replicas:
@@ -230,7 +230,7 @@ def transaction(client: redis.Redis, commands: list[bytes], wait: tuple[int, flo
     held = _held(client.connection_pool)
     try:
         replies, acked = _send(held.conn, payload, len(commands), bool(replicas))
-    except redis_py.ConnectionError:  # not a timeout: the push may have been applied then
+    except RedisConnectionError:  # not a timeout: the push may have been applied then
         if held.fresh:
             raise
         replies, acked = _send(_held(client.connection_pool, renew=True).conn, payload, len(commands), bool(replicas))
@@ -246,8 +246,6 @@ def transaction(client: redis.Redis, commands: list[bytes], wait: tuple[int, flo
 
 def _send(conn: Any, payload: bytes, n: int, wait: bool) -> tuple[Any, Any]:
     """(EXEC's replies, WAIT's reply or None) of a payload sent as one write."""
-    import redis as redis_py
-
     try:
         conn.send_packed_command([payload])
         conn.read_response()  # +OK of MULTI; Redis answers a whole payload in one write
@@ -262,7 +260,7 @@ def _send(conn: Any, payload: bytes, n: int, wait: bool) -> tuple[Any, Any]:
         return replies, conn.read_response() if wait else None
     except OSError as exc:  # from the parser's own socket read, as the connection would raise it
         conn.disconnect()
-        error = redis_py.TimeoutError if isinstance(exc, TimeoutError) else redis_py.ConnectionError
+        error = RedisTimeoutError if isinstance(exc, TimeoutError) else RedisConnectionError
         raise error(f"Error while reading from Redis: {exc}") from exc
     except BaseException:
         conn.disconnect()  # a half-read reply stream must not be reused

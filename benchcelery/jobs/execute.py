@@ -19,7 +19,7 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
-from benchcelery.bench import COMMON_CONFIG, SITE_CONFIG
+from benchcelery.bench import COMMON_CONFIG
 from benchcelery.celery_app import EXECUTE_JOB, WORKER_LOST_RETRIES
 from benchcelery.context import local
 from benchcelery.errors import BenchError
@@ -42,12 +42,10 @@ class _SiteConfigCache:
     def __init__(self) -> None:
         self._cache: dict[str, tuple[tuple[float, float], dict[str, Any]]] = {}
 
-    def get(self, site: str, site_mtime: float | None = None) -> dict[str, Any]:
-        """``site_mtime``: the site_config.json stamp when the caller has it (Bench.site_config_mtime)."""
+    def get(self, site: str, site_mtime: float) -> dict[str, Any]:
+        """``site_mtime``: the site_config.json stamp (Bench.site_config_mtime, the stat that found the site)."""
         bench = get_runtime().bench
         sites = bench.sites_dir  # not pathlib: this runs for every job
-        if site_mtime is None:
-            site_mtime = _mtime(os.path.join(sites, site, SITE_CONFIG))
         stamp = (_mtime(f"{sites}/{COMMON_CONFIG}"), site_mtime)
         hit = self._cache.get(site)
         if hit and hit[0] == stamp:
@@ -176,7 +174,7 @@ def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> tuple[Any, float]:
     return fn, site_mtime
 
 
-def _site_config(site: str, site_mtime: float | None = None) -> dict[str, Any]:
+def _site_config(site: str, site_mtime: float) -> dict[str, Any]:
     """The site's merged config; one it cannot read, or with bad values (config_schema.py), refuses the job."""
     try:
         return site_configs.get(site, site_mtime)

@@ -90,11 +90,11 @@ def check_allowed(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> 
 def resolve(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> Callable[..., Any]:
     """Import and return the function ``name`` after checking the allowlist; raises ValidationError."""
     apps, extra = tuple(apps), tuple(extra)
-    key: tuple[str, tuple[str, ...], tuple[str, ...]] | None = (name, apps, extra)
+    key = (name, apps, extra)
     try:
-        fn = _allowed.get((name, apps, extra))
+        fn, remember = _allowed.get(key), True
     except TypeError:  # not a string (check_allowed refuses it), or an allowlist of odd values
-        key, fn = None, None
+        fn, remember = None, False
     if fn is not None:  # checked already against the same apps and allowlist (workers ask for every job)
         return fn
     package = check_allowed(name, apps, extra)
@@ -102,7 +102,7 @@ def resolve(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> Callab
     if fn is None:
         fn = _walk(name, package)
         _cache[(name, package)] = fn
-    if key is not None:
+    if remember:
         if len(_allowed) >= MAX_REMEMBERED:  # apps.txt or the allowlist changed many times
             _allowed.clear()
         _allowed[key] = fn
