@@ -108,6 +108,11 @@ class QoS(kombu_redis.QoS):
             self.channel.finish(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
+    def put_back(self, delivery_tag: str) -> None:
+        """A job held ahead that will not run here (worker/lookahead.py): next in its queue again."""
+        self.channel.give_back(delivery_tag, front=True)
+        virtual.QoS.ack(self, delivery_tag)
+
     def restore_unacked(self, client: Any = None) -> list[Any]:
         """Give back the jobs this channel took that will not run here: every one when the worker
         shuts down (prefetched ones; running ones have finished by then, or a cold shutdown stopped

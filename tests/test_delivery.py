@@ -342,3 +342,38 @@ def test_the_poll_write_is_packed_as_redis_py_packs_it() -> None:
         ["BRPOP", "bc:t:wake:short", "bc:t:wake:default", 0.05],
     ]
     assert b"".join(_packed(commands)) == b"".join(Connection().pack_commands(commands))
+
+
+def test_a_job_held_ahead_behind_a_long_one_goes_back_to_an_idle_worker(bench: BenchHandle) -> None:
+    """A worker holds one job ahead of its pool (worker/lookahead.py); one that waits behind a long
+    job goes back to its queue and an idle worker runs it, once, while the long job still runs."""
+    first = bench.start("worker", "--queue", "short")
+    bench.enqueue("testapp.tasks.wait_for_flag", queue="short", key="long", flag="go", value="long")
+    bench.wait_results("long", 1)  # running
+    bench.enqueue("testapp.tasks.tally", queue="short", run_id="next", seconds=0)
+    wait_until(lambda: "put back in its queue" in bench.output(first), what="the held job given back")
+    assert in_flight(bench) == 1 and pending(bench) == 1  # in its queue again, not held
+    bench.start("worker", "--queue", "short")
+    wait_until(lambda: tallies(bench).get("next") == 1, what="the other worker ran it")
+    assert bench.results("long") == [{"start": "long"}]  # ... while the long job still ran
+    bench.redis.set("test:go", 1)
+    bench.wait_results("long", 2)
+    wait_until(lambda: not in_flight(bench) and not pending(bench), what="nothing left")
+    assert tallies(bench) == {"next": 1}
+
+
+def test_a_warm_shutdown_puts_a_job_held_ahead_back_and_runs_it_once(bench: BenchHandle) -> None:
+    bench.start("worker", "--queue", "short")
+    bench.enqueue("testapp.tasks.sleep_then_record", queue="short", key="long", seconds=2, value="long")
+    bench.wait_results("long", 1)
+    bench.enqueue("testapp.tasks.tally", queue="short", run_id="next", seconds=0)
+    wait_until(lambda: in_flight(bench) == 2, what="the next job held ahead")
+    proc = bench.procs[-1]
+    proc.send_signal(signal.SIGTERM)  # warm: the long job finishes, the held one goes back
+    assert proc.wait(30) == 0
+    assert bench.results("long") == [{"start": "long"}, "long"]
+    assert tallies(bench) == {} and pending(bench) == 1 and not in_flight(bench)
+    bench.start("worker", "--queue", "short", "--burst")
+    wait_until(lambda: tallies(bench).get("next") == 1, what="the held job ran")
+    wait_until(lambda: bench.procs[-1].poll() == 0, what="the burst worker exited")
+    assert tallies(bench) == {"next": 1}

@@ -34,6 +34,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     from benchcelery.worker.burst import Burst
     from benchcelery.worker.events import install_control_answers
     from benchcelery.worker.heartbeat import Heartbeat
+    from benchcelery.worker.lookahead import Lookahead
 
     set_runtime(rt)
     rt.redis  # noqa: B018 - fail fast (exit 69) when Redis is unreachable
@@ -43,6 +44,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
         # An idle BRPOP blocks this long; a burst worker's warm shutdown waits for it once.
         app.conf.broker_transport_options = {**app.conf.broker_transport_options, "polling_interval": 0.05}
     app.steps["consumer"].add(Burst)
+    app.steps["consumer"].add(Lookahead)
     app.steps["worker"].add(Heartbeat)
     install_control_answers()
     kind = "worker-pool" if opts.concurrency > 1 else "worker"

@@ -8,6 +8,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 
 from benchcelery.jobs.execute import RAW_CAP, record
 from benchcelery.keys import UNKNOWN_SITE
+from benchcelery.worker.lookahead import AHEAD
 
 
 def _meta(message: Any, method: str | None = None) -> dict[str, Any]:
@@ -33,6 +34,14 @@ class Consumer(CeleryConsumer):
             "benchcelery.worker.events:Heart" if step == "celery.worker.consumer.heart:Heart" else step
             for step in CeleryConsumer.Blueprint.default_steps
         ]
+
+    def __init__(self, *args: Any, initial_prefetch_count: int = 1, **kwargs: Any) -> None:
+        # One job per pool process, plus one held ahead (worker/lookahead.py).
+        super().__init__(*args, initial_prefetch_count=initial_prefetch_count + AHEAD, **kwargs)
+
+    @property
+    def max_prefetch_count(self) -> int:
+        return int(self.pool.num_processes * self.prefetch_multiplier) + AHEAD
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         body = getattr(message, "body", b"")
