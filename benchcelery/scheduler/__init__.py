@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 from benchcelery.context import local
 
+JOB_ID_PREFIX = "scheduled_job::"  # job ids of scheduled runs: <site>::scheduled_job::<method>
+
 
 @contextlib.contextmanager
 def as_site(site: str, user: str = "Administrator") -> Iterator[None]:

@@ -34,6 +34,7 @@ from croniter import croniter
 from benchcelery.errors import BenchError
 from benchcelery.jobs.hooks import app_hooks
 from benchcelery.jobs.methods import resolve
+from benchcelery.scheduler import JOB_ID_PREFIX
 
 ALL = "all"
 CRON_EVENTS = ("cron", "cron_long")
@@ -52,7 +53,6 @@ EVENT_TYPES: tuple[str, ...] = (
     *(f"{e}_long" for e in ("hourly", "daily", "weekly", "monthly", "yearly")),
     *CRON_EVENTS,
 )
-JOB_ID_PREFIX = "scheduled_job::"
 SEP = "::"
 
 

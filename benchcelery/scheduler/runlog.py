@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchcelery.jobs.listeners import on_job_finished
 from benchcelery.runtime import get_runtime
-from benchcelery.scheduler.events import JOB_ID_PREFIX
+from benchcelery.scheduler import JOB_ID_PREFIX  # not .events: workers need no croniter
 
 if TYPE_CHECKING:
     import redis

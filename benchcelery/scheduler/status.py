@@ -19,7 +19,8 @@ from typing import Any
 
 from benchcelery.jobs import registry
 from benchcelery.runtime import Runtime
-from benchcelery.scheduler.events import JOB_ID_PREFIX, load_jobs
+from benchcelery.scheduler import JOB_ID_PREFIX
+from benchcelery.scheduler.events import load_jobs
 from benchcelery.scheduler.runlog import last_runs
 from benchcelery.scheduler.state import site_state
 
