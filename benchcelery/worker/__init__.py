@@ -56,7 +56,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     transport.OWNER = hostname  # the jobs it takes name it (doctor, dashboard: who runs what)
     worker = app.Worker(
         hostname=hostname,
-        pool_cls="benchcelery.worker.pool:TaskPool",  # Celery's prefork pool, minus a system call per tick
+        pool_cls="benchcelery.worker.pool:TaskPool",  # Celery's prefork pool, a loop turn less per job
         concurrency=opts.concurrency,
         queues=opts.queues,
         loglevel="WARNING" if opts.quiet else "INFO",

@@ -1,11 +1,18 @@
-"""Celery's prefork pool, without a failing system call per idle pool process on every loop tick.
+"""Celery's prefork pool, with a job written to a free process at once and no failing system call
+per idle process on every turn of the event loop.
 
-On every turn of the worker's event loop with nothing to write, Celery's AsynPool takes each idle
-process's input pipe out of the loop again (``hub.remove_writer``): an ``epoll_ctl(DEL)`` that fails
-because the pipe is not in it, behind four Python calls, and a busy worker's loop turns about three
-times per job. Here a turn skips that when none of those pipes is in the loop's reader, writer or
-consolidate tables (which mirror what the hub put in the poller); otherwise Celery's code runs
-unchanged. 5,000 no-op jobs: 60,118 ``epoll_ctl`` calls (50,110 failing) before, 50,023 after.
+1. **A job goes to a free process at once.** Celery's AsynPool puts a job in its outbound buffer and
+   writes it on a later turn of the event loop, once the poller reports a free process's pipe
+   writable (which it always is): one extra turn per job, with the process idle meanwhile. Here
+   ``apply_async`` hands the job to Celery's own writer (``schedule_writes``, what that later turn
+   would call) right away; with no free process (fair scheduling) it stays in the buffer as before.
+2. **No failing ``epoll_ctl(DEL)`` per tick.** On every turn with nothing to write, AsynPool takes
+   each idle process's pipe out of the loop again: a system call that fails because the pipe is not
+   in it, behind four Python calls. A turn skips that when none of those pipes is in the loop's
+   reader, writer or consolidate tables (which mirror what the hub put in the poller).
+
+5,000 no-op jobs through ``bench worker``: 15,036 loop turns and 60,118 ``epoll_ctl`` calls before,
+10,005 and 35,021 after; +15 % no-op drain rate, -10 % CPU per job (A/B, same machine).
 """
 
 from __future__ import annotations
@@ -27,6 +34,16 @@ class AsynPool(asynpool.AsynPool):
                 celery_on_poll_start()
 
         self.on_poll_start = on_poll_start
+
+        if self.sched_strategy == asynpool.SCHED_STRATEGY_FAIR:
+            celery_put: Any = self._quick_put  # type: ignore[has-type]
+            schedule_writes = hub.consolidate_callback
+
+            def put(job: Any) -> None:
+                celery_put(job)
+                schedule_writes(list(inqueues))  # skips busy processes and pipes being written
+
+            self._quick_put = put
         return result
 
 
