@@ -230,6 +230,10 @@ class Channel(kombu_redis.Channel):
             self._poll_fetch = True
             command = ["EVALSHA", *script]
         else:
+            # Idle from here on: what waits is applied now, not carried by a blocking BRPOP (whose
+            # socket would turn readable with the acks' replies, and _brpop_read would then wait in
+            # the BRPOP for up to its timeout with the whole event loop stopped).
+            self.flush_acks()
             self._poll_fetch = False
             command = [
                 "BRPOP",
@@ -240,7 +244,7 @@ class Channel(kombu_redis.Channel):
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         if self._acks or self._notes:
             # The acks of the jobs that just finished (and their metrics) ride in the same write as
-            # the poll (their replies come first): one round trip per job instead of two or three.
+            # the fetch (their replies come first): one round trip per job instead of two or three.
             notes, self._notes = self._notes, []
             self._notes_sent = len(notes)
             self._acks_sent, self._acks = self._acks, []

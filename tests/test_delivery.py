@@ -377,3 +377,21 @@ def test_a_warm_shutdown_puts_a_job_held_ahead_back_and_runs_it_once(bench: Benc
     wait_until(lambda: tallies(bench).get("next") == 1, what="the held job ran")
     wait_until(lambda: bench.procs[-1].poll() == 0, what="the burst worker exited")
     assert tallies(bench) == {"next": 1}
+
+
+def test_finished_jobs_stop_showing_as_started_when_their_workers_go_idle(bench: BenchHandle) -> None:
+    """A finished job's ack is applied before its worker blocks on the wake lists: an ack sent
+    with that blocking poll made its worker wait inside the poll (up to 1 s, its whole event loop
+    stopped), and the job showed as started meanwhile."""
+    import benchcelery
+
+    bench.start("worker-pool", "--num-workers", "2")
+    bench.start("worker-pool", "--num-workers", "2")
+    rt = bench.rt()
+    wait_until(lambda: bench.redis.zcard(rt.keys.workers) == 2, what="two workers")
+    for batch in range(4):
+        job = {"method": "testapp.tasks.tally", "queue": "short", "seconds": 0.05}
+        benchcelery.enqueue_many([{**job, "run_id": f"{batch}-{i}"} for i in range(30)])
+        wait_until(lambda batch=batch: len(tallies(bench)) == 30 * (batch + 1), timeout=60, what="the batch ran")
+        wait_until(lambda: not in_flight(bench), timeout=0.6, what="every ack applied")
+    assert sum(tallies(bench).values()) == 120
