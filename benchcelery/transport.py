@@ -109,9 +109,12 @@ class QoS(kombu_redis.QoS):
         virtual.QoS.ack(self, delivery_tag)
 
     def put_back(self, delivery_tag: str) -> None:
-        """A job held ahead that will not run here (worker/lookahead.py): next in its queue again."""
-        self.channel.give_back(delivery_tag, front=True)
-        virtual.QoS.ack(self, delivery_tag)
+        """A job held ahead that will not run here (worker/lookahead.py): next in its queue again
+        (or, when Redis cannot be reached now, when its lease lapses)."""
+        try:
+            self.channel.give_back(delivery_tag, front=True)
+        finally:
+            virtual.QoS.ack(self, delivery_tag)
 
     def restore_unacked(self, client: Any = None) -> list[Any]:
         """Give back the jobs this channel took that will not run here: every one when the worker

@@ -8,7 +8,7 @@ from celery.worker.consumer import Consumer as CeleryConsumer
 
 from benchcelery.jobs.execute import RAW_CAP, record
 from benchcelery.keys import UNKNOWN_SITE
-from benchcelery.worker.lookahead import AHEAD
+from benchcelery.worker.lookahead import held_ahead
 
 
 def _meta(message: Any, method: str | None = None) -> dict[str, Any]:
@@ -36,12 +36,13 @@ class Consumer(CeleryConsumer):
         ]
 
     def __init__(self, *args: Any, initial_prefetch_count: int = 1, **kwargs: Any) -> None:
-        # One job per pool process, plus one held ahead (worker/lookahead.py).
-        super().__init__(*args, initial_prefetch_count=initial_prefetch_count + AHEAD, **kwargs)
+        # One job per pool process (prefetch multiplier 1), plus those held ahead (worker/lookahead.py).
+        self.ahead = held_ahead(initial_prefetch_count)
+        super().__init__(*args, initial_prefetch_count=initial_prefetch_count + self.ahead, **kwargs)
 
     @property
     def max_prefetch_count(self) -> int:
-        return int(self.pool.num_processes * self.prefetch_multiplier) + AHEAD
+        return int(self.pool.num_processes * self.prefetch_multiplier) + self.ahead
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         body = getattr(message, "body", b"")
