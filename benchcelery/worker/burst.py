@@ -23,31 +23,22 @@ import sys
 from collections.abc import Iterable
 from typing import Any, NoReturn
 
-from celery import bootsteps
 from celery.worker import state
 
 from benchcelery.runtime import get_runtime
+from benchcelery.worker.periodic import Periodic
 
 IDLE_CHECKS = 2
 CHECK_INTERVAL = 0.025  # only queries Redis (one round trip) when nothing is running, reserved or expected
 
 
-class Burst(bootsteps.StartStopStep):
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+class Burst(Periodic):
+    interval = CHECK_INTERVAL
 
     def __init__(self, parent: Any, burst: bool = False, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.enabled = bool(burst)
         self.idle = 0
-        self.tref: Any = None
-
-    def start(self, c: Any) -> None:
-        self.tref = c.timer.call_repeatedly(CHECK_INTERVAL, self.check, (c,), priority=10)
-
-    def stop(self, c: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
 
     def check(self, c: Any) -> None:
         busy = len(state.active_requests) + len(state.reserved_requests) or _expects_work(c)

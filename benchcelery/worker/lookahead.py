@@ -3,8 +3,8 @@
 With one job per process (Celery's ``acks_late`` + prefetch 1), a process that finishes a job waits
 for the main process to acknowledge it, fetch the next one from Redis, build its request and send
 it over: the two processes take turns. With one job held ahead, the next job is already fetched
-and decoded when a process frees, so the main process's work overlaps the job's (+40 % no-op
-throughput for ``bench worker``, benchmarks/RESULTS.md).
+and decoded when the process frees, so the main process's work overlaps the job's (+40 % no-op
+throughput in an A/B; a ``worker-pool`` holds none ahead, see ``held_ahead``).
 
 A job held ahead must not wait behind a long one while another worker idles (the reason Celery
 users turn prefetching off): a job that waited WAIT seconds for a free process goes back to the
@@ -20,8 +20,9 @@ import logging
 from time import monotonic
 from typing import Any
 
-from celery import bootsteps
 from celery.worker import state
+
+from benchcelery.worker.periodic import Periodic
 
 AHEAD = 1  # jobs held beyond the pool's processes
 WAIT = 0.25  # seconds a held job may wait for a free process before it goes back to its queue
@@ -37,24 +38,18 @@ def held_ahead(processes: int) -> int:
     return AHEAD if processes == 1 else 0
 
 
-class Lookahead(bootsteps.StartStopStep):
-    requires = ("celery.worker.consumer.tasks:Tasks",)
+class Lookahead(Periodic):
+    interval = CHECK_INTERVAL
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.enabled = bool(getattr(parent, "ahead", 0))
         self.on = True
         self.first_seen: dict[str, float] = {}  # request id -> when a check first saw it (waiting or running)
-        self.tref: Any = None
 
     def start(self, c: Any) -> None:
-        self.on = True
-        self.tref = c.timer.call_repeatedly(CHECK_INTERVAL, self.check, (c,), priority=10)
-
-    def stop(self, c: Any) -> None:
-        if self.tref is not None:
-            self.tref.cancel()
-            self.tref = None
+        self.on = True  # a restarted consumer starts from its full prefetch count again
+        super().start(c)
 
     def check(self, c: Any) -> None:
         semaphore = getattr(c.controller, "semaphore", None)  # the requests waiting for a free process
