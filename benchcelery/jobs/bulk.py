@@ -77,7 +77,7 @@ def kwargs_repr(kwargs: dict[str, Any]) -> str:
     the way ``apply_async(kwargsrepr=...)`` takes it. Raises ValidationError when ``repr`` fails."""
     try:
         text = repr(kwargs)
-    except (Exception, RecursionError) as exc:
+    except Exception as exc:  # RecursionError included
         raise ValidationError(f"Job arguments must be JSON-serialisable: {type(exc).__name__}") from None
     return text if len(text) <= REPR_MAXSIZE else f"{text[: REPR_MAXSIZE - 3]}..."
 

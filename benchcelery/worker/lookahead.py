@@ -52,32 +52,27 @@ class Lookahead(Periodic):
         super().start(c)
 
     def check(self, c: Any) -> None:
-        semaphore = getattr(c.controller, "semaphore", None)  # the requests waiting for a free process
-        waiting = [w for w in getattr(semaphore, "_waiting", ()) if _request(w) is not None]
+        semaphore = getattr(c.controller, "semaphore", None)
+        waiting = _waiting(semaphore)
         if not waiting and not self.first_seen and self.on:
             return  # the common case of a busy worker of short jobs: nothing to look at
         now = monotonic()
-        ids = [_request(w).id for w in waiting] + [r.id for r in state.active_requests]
-        seen = self.first_seen = {rid: self.first_seen.get(rid, now) for rid in ids}
+        requests = [request for _, request in waiting] + list(state.active_requests)
+        seen = self.first_seen = {r.id: self.first_seen.get(r.id, now) for r in requests}
         if state.should_stop is not None or state.should_terminate is not None:
             return  # shutting down: what waits goes back with restore_unacked
-        for waiter in waiting:
-            if now - seen[_request(waiter).id] >= WAIT:
-                self._give_back(semaphore, waiter)
+        for waiter, request in waiting:
+            if now - seen[request.id] >= WAIT:
+                self._give_back(semaphore, waiter, request)
         long_running = any(now - seen[r.id] >= WAIT for r in state.active_requests)
-        if long_running and self.on:
-            self.on = False
-            c.qos.decrement_eventually(AHEAD)
-            c.qos.update()
-        elif not long_running and not self.on:
-            self.on = True
-            c.qos.increment_eventually(AHEAD)
+        if long_running == self.on:  # hold none ahead while a job runs long, one again after
+            self.on = not long_running
+            (c.qos.increment_eventually if self.on else c.qos.decrement_eventually)(c.ahead)
             c.qos.update()
 
-    def _give_back(self, semaphore: Any, waiter: tuple[Any, ...]) -> None:
+    def _give_back(self, semaphore: Any, waiter: tuple[Any, ...], request: Any) -> None:
         """Put a request that waits for a free process back in its queue (next to be taken)."""
         semaphore._waiting.remove(waiter)
-        request = _request(waiter)
         state.task_ready(request)
         message = request.message
         message._state = "REQUEUED"
@@ -89,7 +84,12 @@ class Lookahead(Periodic):
         logger.info("Job %s waited %.2f s for a free process: put back in its queue", request.id, WAIT)
 
 
-def _request(waiter: tuple[Any, ...]) -> Any:
-    """The request of a semaphore waiter ``(callback, args, kwargs)``: ``WorkController._process_task(req)``."""
-    args = waiter[1] if len(waiter) > 1 else ()
-    return args[0] if args and hasattr(args[0], "message") else None
+def _waiting(semaphore: Any) -> list[tuple[tuple[Any, ...], Any]]:
+    """(waiter, request) of the requests waiting in the pool's semaphore for a free process; a waiter is
+    ``(callback, args, kwargs)``, here ``WorkController._process_task(request)``."""
+    pairs = []
+    for waiter in getattr(semaphore, "_waiting", ()):
+        args = waiter[1] if len(waiter) > 1 else ()
+        if args and hasattr(args[0], "message"):
+            pairs.append((waiter, args[0]))
+    return pairs
