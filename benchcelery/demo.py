@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchcelery.redis_server import find_server_binary, free_port, start_server, stop_server
+from benchcelery.store.server import find_server_binary, free_port, start_server, stop_server
 
 BENCH = str(Path(sys.executable).parent / "bench")
 

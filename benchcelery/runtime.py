@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.bench import Bench, find_bench
-from benchcelery.config import Settings
+from benchcelery.bench.config import Settings
+from benchcelery.bench.layout import Bench, find_bench
 from benchcelery.context import local
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class Runtime:
     @property
     def app(self) -> Celery:
         if self._app is None:
-            from benchcelery.celery_app import make_app
+            from benchcelery.broker.celery_app import make_app
 
             self._app = make_app(self.settings, self.strategy)
         return self._app
@@ -45,7 +45,7 @@ class Runtime:
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
-            from benchcelery.connection import connect
+            from benchcelery.store.connection import connect
 
             self._redis = connect(self.settings)
         return self._redis

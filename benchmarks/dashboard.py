@@ -19,7 +19,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from benchcelery.redis_server import free_port
+from benchcelery.store.server import free_port
 from benchmarks import env as envmod
 from benchmarks.common import say
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import redis
 
-from benchcelery.bench import Bench
-from benchcelery.redis_server import find_server_binary, free_port, start_server, stop_server
-from benchcelery.scaffold import add_app, create_bench
+from benchcelery.bench.layout import Bench
+from benchcelery.deploy.scaffold import add_app, create_bench
+from benchcelery.store.server import find_server_binary, free_port, start_server, stop_server
 from benchmarks import apps
 
 BIN = Path(sys.executable).parent

@@ -28,10 +28,10 @@ from typing import Any
 import psutil
 import redis
 
-from benchcelery.bench import Bench
-from benchcelery.keys import UNKNOWN_SITE, Keys
-from benchcelery.redis_server import find_server_binary, free_port, start_server, stop_server
-from benchcelery.scaffold import add_app, create_bench
+from benchcelery.bench.keys import UNKNOWN_SITE, Keys
+from benchcelery.bench.layout import Bench
+from benchcelery.deploy.scaffold import add_app, create_bench
+from benchcelery.store.server import find_server_binary, free_port, start_server, stop_server
 from benchmarks import procs
 from benchmarks.common import say
 from benchmarks.env import BIN

@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchcelery.redis_server import free_port, start_server, stop_server  # noqa: E402
-from benchcelery.scaffold import create_bench  # noqa: E402
+from benchcelery.store.server import free_port, start_server, stop_server  # noqa: E402
+from benchcelery.deploy.scaffold import create_bench  # noqa: E402
 from tests.browser import chrome  # noqa: E402
 
 BENCH = str(Path(sys.executable).parent / "bench")

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 import redis
 
-from benchcelery.bench import Bench, write_json
-from benchcelery.redis_server import free_port, start_server, stop_server
-from benchcelery.scaffold import add_app, create_bench
+from benchcelery.bench.layout import Bench, write_json
+from benchcelery.deploy.scaffold import add_app, create_bench
+from benchcelery.store.server import free_port, start_server, stop_server
 
 TESTS = Path(__file__).parent
 BENCH_BIN = str(Path(sys.executable).parent / "bench")

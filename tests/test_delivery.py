@@ -18,7 +18,7 @@ import redis
 
 from benchcelery.diagnostics.figures import recovered_counts
 from benchcelery.jobs import inspect, registry
-from benchcelery.redis_server import free_port, start_server, stop_server
+from benchcelery.store.server import free_port, start_server, stop_server
 from tests.conftest import BenchHandle, wait_until
 
 S1 = ("--site", "site1.local")
@@ -312,7 +312,7 @@ def with_error(call: Any) -> None:
 
 
 def test_owner_tokens_are_unique_and_new_in_a_forked_child() -> None:
-    from benchcelery.delivery import new_token, token_owner
+    from benchcelery.broker.delivery import new_token, token_owner
 
     tokens = {new_token("w1@host") for _ in range(1000)}
     assert len(tokens) == 1000 and {token_owner(t) for t in tokens} == {"w1@host"}
@@ -329,9 +329,9 @@ def test_owner_tokens_are_unique_and_new_in_a_forked_child() -> None:
 def test_the_poll_write_is_packed_as_redis_py_packs_it() -> None:
     from redis.connection import Connection
 
-    from benchcelery.delivery import Delivery
-    from benchcelery.keys import Keys
-    from benchcelery.transport import _packed
+    from benchcelery.bench.keys import Keys
+    from benchcelery.broker.delivery import Delivery
+    from benchcelery.broker.transport import _packed
 
     delivery = Delivery(redis.Redis(), Keys.from_prefix("bc:t:"))  # no connection: it only builds commands
     commands = [

@@ -21,7 +21,7 @@ import redis
 
 from benchcelery.deploy.acl import bench_acl_line
 from benchcelery.deploy.plan import has_command
-from benchcelery.redis_server import embedded_binary, free_port, is_listening, start_server, stop_server
+from benchcelery.store.server import embedded_binary, free_port, is_listening, start_server, stop_server
 from tests.conftest import BenchHandle, make_bench, wait_until
 
 BIN = Path(sys.executable).parent

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from benchcelery.delivery import Delivery
+from benchcelery.broker.delivery import Delivery
 from benchcelery.jobs import inspect
-from benchcelery.redis_server import free_port
+from benchcelery.store.server import free_port
 from tests.conftest import BenchHandle, wait_until
 
 S1, S2 = ("--site", "site1.local"), ("--site", "site2.local")

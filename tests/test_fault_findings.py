@@ -7,7 +7,7 @@ from pathlib import Path
 import redis
 
 from benchcelery.jobs import registry
-from benchcelery.redis_server import free_port, start_server, stop_server
+from benchcelery.store.server import free_port, start_server, stop_server
 from tests.conftest import BenchHandle, wait_until
 
 
@@ -39,7 +39,7 @@ def test_a_job_of_a_site_whose_config_is_not_json_is_recorded(bench: BenchHandle
 def test_after_redis_restarts_a_worker_still_recovers_orphans(bench: BenchHandle, tmp_path: Path) -> None:
     """After a Redis crash the worker reconnects with new channels; its lease thread must keep
     renewing and sweeping (the closed channels it held must not stop it)."""
-    from benchcelery.delivery import Delivery
+    from benchcelery.broker.delivery import Delivery
 
     port = free_port()
     server = start_server(port, tmp_path)

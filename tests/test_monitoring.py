@@ -13,7 +13,7 @@ from base64 import b64encode
 from pathlib import Path
 from typing import Any
 
-from benchcelery.redis_server import free_port
+from benchcelery.store.server import free_port
 from tests.conftest import BenchHandle, wait_until
 
 S1, S2 = ("--site", "site1.local"), ("--site", "site2.local")
@@ -263,7 +263,7 @@ def test_metrics_server_without_celery_and_with_workers(bench: BenchHandle) -> N
 
 
 def test_deploy_files_carry_events_and_metrics(bench: BenchHandle) -> None:
-    from benchcelery.config import Settings
+    from benchcelery.bench.config import Settings
     from benchcelery.deploy.files import render_procfile, render_supervisor, render_systemd
 
     bench.set_config(worker_send_task_events=True, metrics=True)

@@ -19,7 +19,7 @@ def worker_host_copy(bench: BenchHandle, path: Path) -> BenchHandle:
     shutil.copytree(bench.root / "sites", path / "sites")
     shutil.copytree(bench.root / "apps", path / "apps")
     (path / "logs").mkdir()  # for the process manager's log files
-    from benchcelery.bench import Bench
+    from benchcelery.bench.layout import Bench
 
     return BenchHandle(Bench(path), bench.redis, bench.url)
 

@@ -16,7 +16,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from benchcelery.redis_server import free_port
+from benchcelery.store.server import free_port
 from tests.conftest import BENCH_BIN, BenchHandle
 
 

@@ -18,7 +18,7 @@ import socketio
 from benchcelery.errors import BenchError
 from benchcelery.realtime import build_event, publish_realtime, room_for
 from benchcelery.realtime.tokens import SECRET_KEY, InvalidToken, make_token, verify_token
-from benchcelery.redis_server import free_port, start_server, stop_server
+from benchcelery.store.server import free_port, start_server, stop_server
 from tests.conftest import BenchHandle, wait_until
 
 SITE1, SITE2 = "site1.local", "site2.local"

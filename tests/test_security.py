@@ -19,7 +19,7 @@ import redis
 import benchcelery
 from benchcelery.deploy.acl import bench_acl_line
 from benchcelery.errors import ValidationError
-from benchcelery.redis_server import free_port, is_listening
+from benchcelery.store.server import free_port, is_listening
 from tests.conftest import BenchHandle, make_bench, wait_until
 from tests.test_realtime import Client, Relay, connect, publish, token
 
@@ -339,7 +339,7 @@ def test_acl_user_is_confined_and_runs_every_bench_command(acl_bench: tuple[Benc
 
 
 def test_bench_id_alphabet_and_quoted_files(bench: BenchHandle, tmp_path: Path) -> None:
-    from benchcelery.bench import derive_bench_id
+    from benchcelery.bench.layout import derive_bench_id
 
     assert derive_bench_id(tmp_path / "a b" / "c?*[d]").endswith("-a-b-c---d")
     for bad in ("tmp-b?", "a*", "has space", "x:y", "", "-lead", "a" * 200):

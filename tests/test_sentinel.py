@@ -22,9 +22,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from benchcelery.keys import Keys
-from benchcelery.redis_server import free_port, start_server, stop_server
-from benchcelery.scaffold import add_app
+from benchcelery.bench.keys import Keys
+from benchcelery.deploy.scaffold import add_app
+from benchcelery.store.server import free_port, start_server, stop_server
 from tests.conftest import TESTS, BenchHandle, RedisServer, make_bench, wait_until
 
 SERVICE = "mymaster"
@@ -287,8 +287,8 @@ def relay_receives(bench: BenchHandle, tag: str) -> bool:
     `bench publish-realtime` publishes, both through the sentinels."""
     import asyncio
 
-    from benchcelery.config import Settings
-    from benchcelery.connection import make_async_client
+    from benchcelery.bench.config import Settings
+    from benchcelery.store.connection import make_async_client
 
     async def roundtrip() -> bool:
         settings = Settings.from_bench(bench.bench)
@@ -368,8 +368,8 @@ def queued(bench: BenchHandle, keys: Keys) -> int:
 
 def test_frappe_sentinel_keys(tmp_path: Path, redis_server: RedisServer) -> None:
     """Frappe's redis_queue_sentinel_* keys give the same set-up as the sentinel:// URL."""
-    from benchcelery import sentinel
-    from benchcelery.config import Settings
+    from benchcelery.bench.config import Settings
+    from benchcelery.store import sentinel
 
     b = make_bench(tmp_path / "bench", redis_server.url)
     b.update_config(
@@ -388,7 +388,7 @@ def test_frappe_sentinel_keys(tmp_path: Path, redis_server: RedisServer) -> None
     assert sentinel.kombu_url(settings) == "sentinel://:m3@10.0.0.1:26379/0;sentinel://:m3@10.0.0.2:26379/0"
     assert "s3" not in settings.display_url and "m3" not in settings.display_url
     # redis_cache (frappe.cache()) on the same Sentinel set-up: the next database, never the queue's.
-    from benchcelery.config import cache_url, next_db_url, same_server
+    from benchcelery.bench.config import cache_url, next_db_url, same_server
 
     assert next_db_url(settings.redis_url) == "sentinel://10.0.0.1:26379,10.0.0.2/queue/1"
     b.update_config({"redis_cache": None})

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import redis
 
-from benchcelery.redis_server import free_port, is_listening
+from benchcelery.store.server import free_port, is_listening
 from tests.conftest import BENCH_BIN, BenchHandle, make_bench, wait_until
 
 

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
-from benchcelery.bench import Bench, find_bench
+from benchcelery.bench.layout import Bench, find_bench
 from benchcelery.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, BenchError, ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,7 +48,7 @@ class CliContext:
     def runtime(self, username: str | None = None, password: str | None = None, strategy: str | None = None):  # type: ignore[no-untyped-def]
         """The bench's runtime (settings + lazy Redis and Celery app), made current for this process."""
         if self._runtime is None or username or password or strategy:
-            from benchcelery.config import Settings
+            from benchcelery.bench.config import Settings
             from benchcelery.runtime import Runtime, set_runtime
 
             settings = Settings.from_bench(self.bench, username=username, password=password)
@@ -65,7 +65,7 @@ def queues_option(obj: CliContext, value: str | None, param: str = "--queue") ->
     empty; an unknown queue is a usage error (exit 2)."""
     if not value:
         return None
-    from benchcelery.config import Settings
+    from benchcelery.bench.config import Settings
 
     try:
         return Settings.from_bench(obj.bench).parse_queues(value)
@@ -109,7 +109,7 @@ def _connection_error_code(exc: Exception) -> int | None:
 
 def _unreachable(ctx: click.Context, exc: Exception) -> str:
     """The one line every command prints for an unreachable Redis (as connection.check words it)."""
-    from benchcelery.connection import describe
+    from benchcelery.store.connection import describe
 
     return f"Redis{_where(ctx)} is unreachable: {describe(exc)}"
 

@@ -111,7 +111,7 @@ def _rel(obj: CliContext, path: Path) -> str:
 
 
 def _settings(obj: CliContext):  # type: ignore[no-untyped-def]
-    from benchcelery.config import Settings
+    from benchcelery.bench.config import Settings
 
     return Settings.from_bench(obj.bench)
 
@@ -141,7 +141,7 @@ def setup_redis(obj: CliContext, yes: bool, dry_run: bool, nodes: str | None) ->
     with a sentinel:// redis_queue, config/sentinel/: a Redis and a sentinel config per host."""
     from benchcelery.deploy.files import render_redis
     from benchcelery.deploy.sentinel_files import parse_nodes, render_sentinel_layout
-    from benchcelery.sentinel import is_sentinel_url
+    from benchcelery.store.sentinel import is_sentinel_url
 
     settings = _settings(obj)
     if is_sentinel_url(settings.redis_url):

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from benchcelery.bench.keys import UNKNOWN_SITE
 from benchcelery.cli.base import (
     CliContext,
     echo_json,
@@ -19,7 +20,6 @@ from benchcelery.cli.base import (
     table,
     usage_error,
 )
-from benchcelery.keys import UNKNOWN_SITE
 
 STATES = ("queued", "started", "failed")
 

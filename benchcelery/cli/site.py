@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from benchcelery.bench import parse_config_value
+from benchcelery.bench.layout import parse_config_value
 from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
-from benchcelery.scaffold import create_app, create_bench, create_site
+from benchcelery.deploy.scaffold import create_app, create_bench, create_site
 
 
 @click.command("init")
@@ -70,7 +70,7 @@ def set_config_cmd(obj: CliContext, key: str, value: str, global_: bool, parse: 
 @pass_ctx
 def show_config_cmd(obj: CliContext, fmt: str, show_secrets: bool) -> None:
     """Show the merged config (common overlaid by the site's); secrets masked unless --show-secrets."""
-    from benchcelery.config_schema import masked
+    from benchcelery.bench.schema import masked
 
     sites = obj.sites(required=False)
     configs = {site: obj.bench.merged_config(site) for site in sites} or {"": obj.bench.common_config()}

@@ -14,7 +14,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from benchcelery.bench import Bench, locked_json
+from benchcelery.bench.layout import Bench, locked_json
 from benchcelery.errors import BenchError, ValidationError
 
 SECRET_KEY = "dashboard_secret"  # common_site_config.json key
@@ -46,7 +46,7 @@ def bench_secret(bench: Bench, create: bool = False) -> str | None:
 
 
 def token_max_age(settings_conf: dict[str, Any]) -> int:
-    from benchcelery.config import DEFAULTS
+    from benchcelery.bench.config import DEFAULTS
 
     value = settings_conf.get(MAX_AGE_KEY, DEFAULTS[MAX_AGE_KEY])
     try:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from benchcelery.dashboard import auth
 from benchcelery.errors import BenchError
-from benchcelery.listen import check_port_free
 from benchcelery.runtime import Runtime
+from benchcelery.util.net import check_port_free
 
 logger = logging.getLogger("benchcelery.dashboard")
 

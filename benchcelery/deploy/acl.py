@@ -22,11 +22,11 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from benchcelery import sentinel
-from benchcelery.config import Settings
+from benchcelery.bench.config import Settings
+from benchcelery.bench.keys import Keys, is_valid_bench_id
 from benchcelery.deploy.files import acl_path, render_redis, write_files
 from benchcelery.errors import ValidationError
-from benchcelery.keys import Keys, is_valid_bench_id
+from benchcelery.store import sentinel
 
 PASSWORD_BYTES = 15  # 20 characters of URL-safe base64, Frappe's length
 

@@ -12,13 +12,13 @@ import shlex
 from collections.abc import Callable
 from pathlib import Path
 
-from benchcelery.bench import Bench
-from benchcelery.config import Settings
+from benchcelery.bench.config import Settings
+from benchcelery.bench.layout import Bench
 from benchcelery.deploy.plan import Plan, make_plan, worker_host_plan
 from benchcelery.deploy.safe import check_path, check_user, redis_quote
 from benchcelery.deploy.templates import render
 from benchcelery.errors import BenchError
-from benchcelery.redis_server import find_server_binary
+from benchcelery.store.server import find_server_binary
 
 ACL_FILE = "redis_queue.acl"
 REDIS_CONF = "redis_queue.conf"

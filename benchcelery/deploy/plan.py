@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchcelery.bench import Bench
-from benchcelery.config import Settings
+from benchcelery.bench.config import Settings
+from benchcelery.bench.layout import Bench
 from benchcelery.errors import ValidationError
 
 # A warm shutdown waits for the running job; its hard time limit bounds that. Give the worker this

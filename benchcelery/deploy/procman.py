@@ -37,7 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from benchcelery.bench import Bench
+from benchcelery.bench.layout import Bench
 from benchcelery.deploy.startlock import Started, StartLock, is_alive
 from benchcelery.errors import BenchError
 
@@ -395,14 +395,14 @@ class ProcfileRunner:
 
 
 def _listening(port: int) -> bool:
-    from benchcelery.redis_server import is_listening
+    from benchcelery.store.server import is_listening
 
     return is_listening(port)
 
 
 def start(bench: Bench, procfile: Path | None = None, prefix: bool = True, stop_timeout: float | None = None) -> int:
     """Run the Procfile until Ctrl-C / TERM or until a process exits; returns the exit code."""
-    from benchcelery.config import Settings
+    from benchcelery.bench.config import Settings
     from benchcelery.deploy.plan import make_plan
 
     try:
@@ -433,10 +433,10 @@ def _install_hint(extra: str) -> str:
 def run_redis(bench: Bench) -> None:
     """Exec the queue Redis with config/redis_queue.conf (written first when missing); when the port
     is already served (a system Redis, another manager), stand by until TERM/INT instead."""
-    from benchcelery.config import Settings
+    from benchcelery.bench.config import Settings
     from benchcelery.deploy.files import REDIS_DATA, render_redis, write_files
     from benchcelery.deploy.plan import make_plan
-    from benchcelery.redis_server import find_server_binary
+    from benchcelery.store.server import find_server_binary
 
     settings = Settings.from_bench(bench)
     plan = make_plan(settings)

@@ -16,12 +16,12 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from benchcelery import sentinel
-from benchcelery.config import Settings
+from benchcelery.bench.config import Settings
 from benchcelery.deploy.files import REDIS_DATA, acl_path
 from benchcelery.deploy.safe import check_path, redis_quote
 from benchcelery.deploy.templates import render
 from benchcelery.errors import ValidationError
+from benchcelery.store import sentinel
 
 NODE_PORT = 11000
 DOWN_AFTER_MS = 5000

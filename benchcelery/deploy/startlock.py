@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from benchcelery.bench import Bench
+from benchcelery.bench.layout import Bench
 from benchcelery.errors import BenchError
 
 LOCK_FILE = "bench_start.lock"

@@ -11,7 +11,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.config import Settings
+from benchcelery.bench.config import Settings
 from benchcelery.diagnostics.database import DatabaseStatus, check_database
 from benchcelery.diagnostics.figures import orphaned_jobs, queue_figures, stuck_jobs
 from benchcelery.diagnostics.sentinel import SentinelHealth, sentinel_health
@@ -183,7 +183,8 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
 
 
 def sentinel_report(settings: Settings) -> SentinelHealth | None:
-    from benchcelery import ha, sentinel
+    from benchcelery.store import durable as ha
+    from benchcelery.store import sentinel
 
     spec = sentinel.spec(settings)
     return sentinel_health(spec, ha.wait_settings(settings.conf)[0]) if spec else None

@@ -21,7 +21,7 @@ from benchcelery.jobs.model import Job
 if TYPE_CHECKING:
     import redis
 
-    from benchcelery.keys import Keys
+    from benchcelery.bench.keys import Keys
     from benchcelery.runtime import Runtime
 
 STUCK_MARGIN = 30  # seconds past a job's hard time limit before a started job counts as stuck

@@ -17,7 +17,7 @@ from benchcelery.diagnostics.figures import SITE_WINDOW, oldest_waiting
 if TYPE_CHECKING:
     import redis
 
-    from benchcelery.keys import Keys
+    from benchcelery.bench.keys import Keys
 
 
 @dataclass(frozen=True)

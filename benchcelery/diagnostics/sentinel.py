@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchcelery.sentinel import SentinelSpec, sentinel_kwargs
+from benchcelery.store.sentinel import SentinelSpec, sentinel_kwargs
 
 
 @dataclass

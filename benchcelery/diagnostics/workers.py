@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import redis
 
-    from benchcelery.keys import Keys
+    from benchcelery.bench.keys import Keys
 
 
 @dataclass

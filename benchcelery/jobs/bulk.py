@@ -27,14 +27,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from benchcelery import ha
 from benchcelery.errors import ValidationError
 from benchcelery.jobs.registry import QUEUED
+from benchcelery.store import durable as ha
 
 if TYPE_CHECKING:
     import redis
 
-    from benchcelery.keys import Keys
+    from benchcelery.bench.keys import Keys
     from benchcelery.runtime import Runtime
 
 BATCH = 1000

@@ -13,14 +13,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from benchcelery.config import HARD_LIMIT_GRACE
+from benchcelery.bench.config import HARD_LIMIT_GRACE
+from benchcelery.bench.keys import EXECUTE_JOB, FRONT_PRIORITY, NORMAL_PRIORITY
 from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import kwargs_repr, push, uuid4_text
 from benchcelery.jobs.methods import clip, method_name, resolve
 from benchcelery.jobs.model import Job
-from benchcelery.keys import EXECUTE_JOB, FRONT_PRIORITY, NORMAL_PRIORITY
 from benchcelery.runtime import Runtime, get_runtime
 
 logger = logging.getLogger("benchcelery.enqueue")

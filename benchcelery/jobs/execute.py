@@ -19,14 +19,14 @@ from celery import Task, shared_task
 from celery.exceptions import TimeLimitExceeded
 from celery.worker.request import Request
 
-from benchcelery.bench import COMMON_CONFIG
-from benchcelery.celery_app import EXECUTE_JOB, WORKER_LOST_RETRIES
+from benchcelery.bench.keys import UNKNOWN_SITE
+from benchcelery.bench.layout import COMMON_CONFIG
+from benchcelery.broker.celery_app import EXECUTE_JOB, WORKER_LOST_RETRIES
 from benchcelery.context import local
 from benchcelery.errors import BenchError
 from benchcelery.jobs import durations, registry
 from benchcelery.jobs.hooks import job_hooks
 from benchcelery.jobs.methods import resolve
-from benchcelery.keys import UNKNOWN_SITE
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")

@@ -13,15 +13,15 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.delivery import decode_meta
+from benchcelery.bench.keys import UNKNOWN_SITE
+from benchcelery.broker.delivery import decode_meta
 from benchcelery.jobs import registry
 from benchcelery.jobs.model import Job
-from benchcelery.keys import UNKNOWN_SITE
 
 if TYPE_CHECKING:
     import redis
 
-    from benchcelery.keys import Keys
+    from benchcelery.bench.keys import Keys
     from benchcelery.runtime import Runtime
 
 

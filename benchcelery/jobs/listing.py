@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from benchcelery.bench.keys import UNKNOWN_SITE
 from benchcelery.jobs import inspect, registry
 from benchcelery.jobs.model import Job
-from benchcelery.keys import UNKNOWN_SITE
 
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.keys import Keys
+from benchcelery.bench.keys import Keys
 
 if TYPE_CHECKING:
     import redis

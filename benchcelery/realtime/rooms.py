@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from benchcelery.bench import Bench
+from benchcelery.bench.layout import Bench
 from benchcelery.context import local
 from benchcelery.realtime.publish import ALL_ROOM, doc_room, user_room
 

@@ -27,12 +27,12 @@ from typing import Any
 import socketio
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from benchcelery.config import Settings, mask_url
+from benchcelery.bench.config import Settings, mask_url
 from benchcelery.errors import BenchError
-from benchcelery.listen import check_port_free
 from benchcelery.realtime.publish import ALL_ROOM, doc_room, doctype_room, task_room, user_room
 from benchcelery.realtime.rooms import may_join
 from benchcelery.realtime.tokens import InvalidToken, verify_token
+from benchcelery.util.net import check_port_free
 
 logger = logging.getLogger("benchcelery.realtime")
 
@@ -154,7 +154,7 @@ class Relay:
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        from benchcelery.connection import make_async_client
+        from benchcelery.store.connection import make_async_client
 
         # No silent retries inside redis-py: this loop reconnects, so it can say so in the log.
         return make_async_client(

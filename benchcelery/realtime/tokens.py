@@ -11,7 +11,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from benchcelery.bench import Bench, locked_json
+from benchcelery.bench.layout import Bench, locked_json
 from benchcelery.errors import BenchError, ValidationError
 
 SECRET_KEY = "realtime_secret"  # site_config.json key

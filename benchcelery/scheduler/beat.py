@@ -38,12 +38,10 @@ from typing import Any
 import redis
 from redbeat.schedulers import RedBeatScheduler
 
-from benchcelery import sentinel
-from benchcelery.celery_app import settings_of
-from benchcelery.config import DEFAULTS, Settings
-from benchcelery.delivery import Delivery, LeaseKeeper
-from benchcelery.hosts import host_name
-from benchcelery.proctitle import set_title
+from benchcelery.bench.config import DEFAULTS, Settings
+from benchcelery.bench.hosts import host_name
+from benchcelery.broker.celery_app import settings_of
+from benchcelery.broker.delivery import Delivery, LeaseKeeper
 from benchcelery.runtime import Runtime, get_runtime, set_runtime
 from benchcelery.scheduler.events import ScheduledJob, is_due, load_jobs, next_run
 from benchcelery.scheduler.schedules import (
@@ -55,6 +53,8 @@ from benchcelery.scheduler.schedules import (
     zone,
 )
 from benchcelery.scheduler.state import SiteStates
+from benchcelery.store import sentinel
+from benchcelery.util.proctitle import set_title
 
 logger = logging.getLogger("benchcelery.scheduler")
 

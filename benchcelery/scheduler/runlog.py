@@ -19,7 +19,7 @@ from benchcelery.scheduler import JOB_ID_PREFIX  # not .events: workers need no 
 if TYPE_CHECKING:
     import redis
 
-    from benchcelery.keys import Keys
+    from benchcelery.bench.keys import Keys
 
 RUN_LOG_LIMIT = 1000  # records kept per site
 OK, FAILED = "ok", "failed"

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchcelery.bench import Bench, read_json
+from benchcelery.bench.layout import Bench, read_json
 
 ENABLED, DISABLED, PAUSED = "enabled", "disabled", "paused"
 _FALSE = {"", "0", "false", "no", "off", "none", "null"}

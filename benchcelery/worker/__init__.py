@@ -7,9 +7,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from benchcelery.hosts import host_name
-from benchcelery.proctitle import set_title
+from benchcelery.bench.hosts import host_name
 from benchcelery.runtime import Runtime, set_runtime
+from benchcelery.util.proctitle import set_title
 
 
 @dataclass
@@ -50,7 +50,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     kind = "worker-pool" if opts.concurrency > 1 else "worker"
     title = f"bench {kind} --queue {','.join(opts.queues)} [{rt.bench.root}]"
     set_title(title)
-    from benchcelery import transport
+    from benchcelery.broker import transport
 
     hostname = opts.name or worker_name(opts.queues, host_name(rt.settings.conf))
     transport.OWNER = hostname  # the jobs it takes name it (doctor, dashboard: who runs what)

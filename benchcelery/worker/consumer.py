@@ -6,8 +6,8 @@ from typing import Any
 
 from celery.worker.consumer import Consumer as CeleryConsumer
 
+from benchcelery.bench.keys import UNKNOWN_SITE
 from benchcelery.jobs.execute import RAW_CAP, record
-from benchcelery.keys import UNKNOWN_SITE
 from benchcelery.worker.lookahead import held_ahead
 
 

@@ -9,7 +9,7 @@ import time
 import redis
 
 import benchcelery
-from benchcelery.hosts import host_name
+from benchcelery.bench.hosts import host_name
 
 _client: redis.Redis | None = None
 

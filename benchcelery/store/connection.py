@@ -10,9 +10,9 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from benchcelery import sentinel
-from benchcelery.config import Settings, mask_url
+from benchcelery.bench.config import Settings, mask_url
 from benchcelery.errors import RedisUnavailableError
+from benchcelery.store import sentinel
 
 if TYPE_CHECKING:
     import redis

@@ -1,9 +1,9 @@
-"""Our kombu transport (``benchcelery.transport``) reaching Redis through Sentinel.
+"""Our kombu transport (``benchcelery.broker.transport``) reaching Redis through Sentinel.
 
 Only connection-pool creation changes, the way kombu's own ``SentinelChannel`` does it
 (``_get_pool`` -> ``_sentinel_managed_pool``: a ``SentinelConnectionPool`` whose connections ask the
 sentinels for the current master). Everything else — the fetch path, leases, per-site counters,
-malformed-message handling — is inherited from ``benchcelery.transport.Channel`` unchanged: the
+malformed-message handling — is inherited from ``benchcelery.broker.transport.Channel`` unchanged: the
 class puts ours first in the MRO and takes from kombu's SentinelChannel only what ours does not
 define (pool creation, the Sentinel connection classes); the transport options are the union of both.
 
@@ -19,7 +19,7 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 
-from benchcelery import transport
+from benchcelery.broker import transport
 
 
 class SentinelChannel(transport.Channel, kombu_redis.SentinelChannel):  # type: ignore[misc]

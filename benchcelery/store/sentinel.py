@@ -31,7 +31,7 @@ from benchcelery.errors import ValidationError
 if TYPE_CHECKING:
     import redis
 
-    from benchcelery.config import Settings
+    from benchcelery.bench.config import Settings
 
 SCHEME = "sentinel"
 HOST = re.compile(r"^[A-Za-z0-9._:-]{1,253}\Z")  # names and IP addresses; they go into config files

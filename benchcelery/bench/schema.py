@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from benchcelery.bench.keys import is_valid_bench_id
 from benchcelery.errors import ValidationError
-from benchcelery.keys import is_valid_bench_id
 
 Check = Callable[[Any], str | None]  # None when the value is fine, else what is wrong with it
 MASK = "********"
@@ -91,7 +91,7 @@ def redis_url(value: Any) -> str | None:
         return "must be a redis:// URL string"
     parts = urlsplit(value)
     if parts.scheme == "sentinel":
-        from benchcelery.sentinel import url_problem
+        from benchcelery.store.sentinel import url_problem
 
         return url_problem(value)
     if parts.scheme not in ("redis", "rediss", "unix"):

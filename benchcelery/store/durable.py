@@ -18,11 +18,11 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from benchcelery import sentinel
 from benchcelery.errors import ValidationError
+from benchcelery.store import sentinel
 
 if TYPE_CHECKING:
-    from benchcelery.config import Settings
+    from benchcelery.bench.config import Settings
 
 logger = logging.getLogger("benchcelery.enqueue")
 
@@ -45,7 +45,7 @@ def wait_settings(conf: Mapping[str, Any]) -> tuple[int, float]:
 
 def transport_options(settings: Settings) -> dict[str, Any]:
     """kombu transport options: Sentinel's (master name, sentinel credentials) and the durable
-    enqueue setting, which ``benchcelery.transport`` reads on every push."""
+    enqueue setting, which ``benchcelery.broker.transport`` reads on every push."""
     options: dict[str, Any] = {}
     if sentinel.is_sentinel_url(settings.redis_url):
         options.update(sentinel.kombu_transport_options(settings))

@@ -12,13 +12,14 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
-from benchcelery import ha, sentinel
-from benchcelery.config import Settings
-from benchcelery.connection import broker_url
-from benchcelery.keys import EXECUTE_JOB, NORMAL_PRIORITY
+from benchcelery.bench.config import Settings
+from benchcelery.bench.keys import EXECUTE_JOB, NORMAL_PRIORITY
+from benchcelery.store import durable as ha
+from benchcelery.store import sentinel
+from benchcelery.store.connection import broker_url
 
-OUR_TRANSPORT = "benchcelery.transport:Transport"
-OUR_SENTINEL_TRANSPORT = "benchcelery.sentinel_transport:SentinelTransport"  # sentinel:// (sentinel.py)
+OUR_TRANSPORT = "benchcelery.broker.transport:Transport"
+OUR_SENTINEL_TRANSPORT = "benchcelery.broker.sentinel_transport:SentinelTransport"  # sentinel:// (sentinel.py)
 WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most this often
 # Loaded by a worker at start (Celery's ``imports``) and by any process when its app is finalized:
 # the module that registers EXECUTE_JOB and the listeners it notifies. Names, not imports, so this

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from benchcelery import sentinel
-from benchcelery.bench import Bench
-from benchcelery.config_schema import redis_url as redis_url_problem
+from benchcelery.bench.keys import Keys
+from benchcelery.bench.layout import Bench
+from benchcelery.bench.schema import redis_url as redis_url_problem
 from benchcelery.errors import ValidationError
-from benchcelery.keys import Keys
+from benchcelery.store import sentinel
 
 DEFAULT_REDIS_QUEUE = "redis://127.0.0.1:11000"
 REDIS_QUEUE_ENVS = ("BENCH_REDIS_QUEUE", "FRAPPE_REDIS_QUEUE")

@@ -40,11 +40,11 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
-from benchcelery.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
-from benchcelery.ha import execute_push
-from benchcelery.keys import UNKNOWN_SITE, Keys
+from benchcelery.bench.keys import UNKNOWN_SITE, Keys
+from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
+from benchcelery.store.durable import execute_push
 
-logger = logging.getLogger("benchcelery.delivery")
+logger = logging.getLogger("benchcelery.broker.delivery")
 
 OWNER = ""  # the worker's name, set by `bench worker` (delivery.new_token: who holds a job)
 IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker

@@ -6,16 +6,16 @@ import keyword
 import shutil
 from pathlib import Path
 
-from benchcelery.bench import Bench, derive_bench_id, write_json
+from benchcelery.bench.layout import Bench, derive_bench_id, write_json
 from benchcelery.errors import ValidationError
-from benchcelery.redis_server import is_listening
+from benchcelery.store.server import is_listening
 
 FIRST_REDIS_PORT = 11000
 EXAMPLE_APP = "jobs_demo"
 
 
 def create_bench(path: Path, redis_url: str | None = None, example_app: bool = False) -> Bench:
-    from benchcelery.config_schema import redis_url as url_problem
+    from benchcelery.bench.schema import redis_url as url_problem
 
     root = path.expanduser().resolve()
     if (root / "sites").exists():
@@ -31,7 +31,7 @@ def create_bench(path: Path, redis_url: str | None = None, example_app: bool = F
         while is_listening(port):
             port += 1
         redis_url = f"redis://127.0.0.1:{port}"
-    from benchcelery.config import next_db_url
+    from benchcelery.bench.config import next_db_url
 
     conf = {"bench_id": derive_bench_id(root), "redis_queue": redis_url, "background_workers": 1}
     # frappe.cache() (bench console) is a separate database of the same server, never the queue.

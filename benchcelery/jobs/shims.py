@@ -90,7 +90,7 @@ def _guarded_client(
                 return self.flushdb(asynchronous=asynchronous, **kw)
             return super().flushall(asynchronous=asynchronous, **kw)
 
-    from benchcelery import sentinel
+    from benchcelery.store import sentinel
 
     if sentinel.is_sentinel_url(url):  # the current master, through the sentinels
         return sentinel.client_for(url, _runtime().settings, redis_class=GuardedRedis, **options)
@@ -116,7 +116,7 @@ def cache_client() -> Any:
     """``frappe.cache()``: the cache Redis (config ``redis_cache``), never the queue. While the cache
     shares the queue's server, ``flushall()`` (the guide's "clears all cache") empties the cache's
     database only, and a raw FLUSHALL or SWAPDB is refused."""
-    from benchcelery.config import cache_url, same_server
+    from benchcelery.bench.config import cache_url, same_server
 
     rt = _runtime()
     url = cache_url(rt.settings)

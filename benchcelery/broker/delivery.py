@@ -36,12 +36,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.keys import Keys
+from benchcelery.bench.keys import Keys
 
 if TYPE_CHECKING:
     import redis
 
-logger = logging.getLogger("benchcelery.delivery")
+logger = logging.getLogger("benchcelery.broker.delivery")
 
 DEFAULT_LEASE = 30  # seconds; config ``job_lease``
 SWEEP_INTERVAL = 5.0  # seconds between recovery sweeps of one process

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchcelery.config_schema import check_value, site_name, validate
+from benchcelery.bench.schema import check_value, site_name, validate
 from benchcelery.errors import NotInBenchError, SiteNotFoundError, SiteNotSpecifiedError, ValidationError
 
 COMMON_CONFIG = "common_site_config.json"
@@ -35,7 +35,7 @@ _apps_cache: dict[str, tuple[tuple[int, int, int], list[str]]] = {}
 def derive_bench_id(root: Path) -> str:
     """Frappe's rule: the bench path without leading/trailing '/', other '/' replaced by '-' (and
     every character outside the bench id alphabet too, see keys.py)."""
-    from benchcelery.keys import sanitise_bench_id
+    from benchcelery.bench.keys import sanitise_bench_id
 
     return sanitise_bench_id(str(root.resolve()).strip("/"))
 

@@ -1,0 +1,1 @@
+"""Celery + kombu: the Celery app, our Redis transport, delivery (leases, fenced acks) and its Lua scripts."""

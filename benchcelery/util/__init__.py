@@ -1,0 +1,1 @@
+"""Small OS helpers that know nothing of a bench: process titles, port checks."""
