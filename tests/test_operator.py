@@ -238,31 +238,3 @@ def test_unreachable_redis_is_one_common_line_for_every_command(bench: BenchHand
         assert result.returncode == 69, (args, result.stderr)
         lines.add(result.stderr.strip())
     assert len(lines) == 1 and lines.pop().endswith("is unreachable: connection refused")
-
-
-def _imports(path: Path) -> set[str]:
-    """Every module a source file imports, anywhere in it (also inside functions)."""
-    import ast
-
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
-    return found
-
-
-def test_layers_import_one_way() -> None:
-    import benchcelery
-
-    package = Path(benchcelery.__file__).parent
-    forbidden = {  # file: module prefixes it must not import (the layers above it)
-        "deploy/plan.py": ("benchcelery.cli",),
-        "celery_app.py": ("benchcelery.jobs", "benchcelery.runtime", "benchcelery.scheduler", "benchcelery.cli"),
-        "runtime.py": ("benchcelery.jobs", "benchcelery.scheduler", "benchcelery.cli"),
-        **{f"jobs/{p.name}": ("benchcelery.scheduler", "benchcelery.cli") for p in (package / "jobs").glob("*.py")},
-    }
-    for name, above in forbidden.items():
-        wrong = sorted(m for m in _imports(package / name) if m.startswith(above))
-        assert not wrong, f"{name} imports {wrong}"
