@@ -49,6 +49,7 @@ DEFAULT_LEASE = 30  # seconds; config ``job_lease``
 SWEEP_INTERVAL = 5.0  # seconds between recovery sweeps of one process
 RECOVER_BATCH = 200
 
+
 @dataclass(frozen=True)
 class Taken:
     """A job fetch parked in flight for its owner token."""
