@@ -22,8 +22,8 @@ OUR_TRANSPORT = "benchcelery.broker.transport:Transport"
 OUR_SENTINEL_TRANSPORT = "benchcelery.broker.sentinel_transport:SentinelTransport"  # sentinel:// (sentinel.py)
 WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most this often
 # Loaded by a worker at start (Celery's ``imports``) and by any process when its app is finalized:
-# the module that registers EXECUTE_JOB and the listeners it notifies. Names, not imports, so this
-# module reads without the layers above it.
+# the module that registers EXECUTE_JOB and gives the transport its hooks (hooks.py), and the
+# listeners it notifies. Names, not imports, so this module reads without the layers above it.
 WORKER_IMPORTS = ("benchcelery.jobs.execute", "benchcelery.scheduler.runlog")
 
 
