@@ -184,7 +184,7 @@ transport_hooks.running_tags = running_tags
 transport_hooks.shutting_down = shutting_down
 
 # Every bench's Celery app gets the task through Celery's shared-task registry, so celery_app.py does
-# not import this module: it names it in the worker's imports (celery_app.WORKER_IMPORTS).
+# not import this module: it names it in the worker's imports (runtime.TASK_MODULES).
 shared_task(
     name=EXECUTE_JOB,
     bind=True,
