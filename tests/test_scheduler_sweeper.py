@@ -1,4 +1,4 @@
-"""The scheduler's lease sweeper: started by the scheduler's lifecycle (not its constructor),
+"""The scheduler's lease sweeper: started by beat's first tick (not the constructor),
 stopped when it closes, and an unreachable Redis logged once per outage."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ from benchcelery.store.server import free_port
 from tests.conftest import BenchHandle, wait_until
 
 
-def test_sweeper_starts_with_setup_and_stops_on_close(bench: BenchHandle) -> None:
+def test_sweeper_starts_with_the_first_tick_and_stops_on_close(bench: BenchHandle) -> None:
     scheduler = make_scheduler(bench.rt())
-    assert not scheduler.sweeper.running  # building a scheduler starts no thread
-    scheduler.setup_schedule()  # what beat calls once it runs the scheduler
+    scheduler.setup_schedule()
+    assert not scheduler.sweeper.running  # building and setting up a scheduler start no thread
+    scheduler.tick()  # what beat's loop calls
     wait_until(lambda: scheduler.sweeper.running, 5, what="the lease sweeper thread")
     scheduler.close()
     assert not scheduler.sweeper.running

@@ -90,11 +90,12 @@ class Scheduler(RedBeatScheduler):
     # --- RedBeat hooks ---
 
     def setup_schedule(self) -> None:
-        # Beat sets the scheduler up before waiting for the lock, so a standby sweeps leases too.
         # Reconciling happens in the first tick, after the lock is ours: a standby must not write.
-        self.sweeper.start()
+        pass
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:
+        # Beat's first tick starts the lease sweeper (later ticks: a no-op); close() stops it.
+        self.sweeper.start()
         try:
             return self.run_tick().sleep
         except (redis.ConnectionError, redis.TimeoutError) as exc:

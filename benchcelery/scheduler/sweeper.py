@@ -1,9 +1,10 @@
 """The scheduler's lease sweeper: jobs of dead workers go back to their queue even when no other
 worker is alive to sweep them.
 
-A thread started by the scheduler when beat sets it up (``start``) and stopped when the scheduler
-closes (``stop``). Renewals are the workers' business: this process holds no jobs. While Redis is
-unreachable the failure is logged once, and once more when sweeping works again.
+A thread started by beat's first tick (``start``) and stopped when the scheduler closes
+(``stop``); a standby waiting for the lock leaves sweeping to the active beat and the workers.
+Renewals are the workers' business: this process holds no jobs. While Redis is unreachable the
+failure is logged once, and once more when sweeping works again.
 """
 
 from __future__ import annotations
