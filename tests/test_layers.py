@@ -29,6 +29,7 @@ RANKS = {
     "benchcelery.diagnostics": 7,
     "benchcelery.realtime": 7,
     "benchcelery.dashboard": 8,
+    "benchcelery.compat": 8,  # Frappe/rq stand-ins over the public API
     "benchcelery.deploy": 8,
     "benchcelery.cli": 9,
     "benchcelery.app": 10,  # `celery -A benchcelery.app`
