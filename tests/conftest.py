@@ -216,6 +216,13 @@ def pending_total(bench: BenchHandle) -> int:
     return sum(sum(per_site.values()) for per_site in counts.values())
 
 
+def burst(bench: BenchHandle, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run ``bench worker --burst ARGS`` to its end (every job it found ran); fails the test otherwise."""
+    result = bench.run("worker", "--burst", *args, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def alive(proc: psutil.Process) -> bool:
     """Whether ``proc`` still runs (a zombie does not)."""
     try:

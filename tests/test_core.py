@@ -15,14 +15,7 @@ import pytest
 import benchcelery
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs.inspect import count_pending
-from tests.conftest import BenchHandle, make_bench, pending_total, wait_until
-
-
-def burst(bench: BenchHandle, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    result = bench.run("worker", "--burst", *args, timeout=timeout)
-    assert result.returncode == 0, result.stderr
-    return result
-
+from tests.conftest import BenchHandle, burst, make_bench, pending_total, wait_until
 
 # --- bench, sites, config ---
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from benchcelery.broker.delivery import Delivery
 from benchcelery.jobs import inspect
-from benchcelery.store.server import free_port
+from benchcelery.store.server import free_port, is_listening
 from tests.conftest import BenchHandle, wait_until
 
 S1, S2 = ("--site", "site1.local"), ("--site", "site2.local")
@@ -142,13 +141,7 @@ def test_doctor_redis_down_exits_69_with_one_line(bench: BenchHandle) -> None:
     assert result.stdout == ""
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.mark.skipif(not _listening(3306), reason="no MariaDB on 127.0.0.1:3306")
+@pytest.mark.skipif(not is_listening(3306), reason="no MariaDB on 127.0.0.1:3306")
 def test_doctor_checks_mariadb(bench: BenchHandle) -> None:
     disable_schedulers(bench)
     bench.set_config(site="site1.local", db_type="mariadb", db_name="test", db_user="root", db_password="")
@@ -161,7 +154,7 @@ def test_doctor_checks_mariadb(bench: BenchHandle) -> None:
     assert "wrong-secret" not in result.stdout
 
 
-@pytest.mark.skipif(not _listening(5432), reason="no PostgreSQL on 127.0.0.1:5432")
+@pytest.mark.skipif(not is_listening(5432), reason="no PostgreSQL on 127.0.0.1:5432")
 def test_doctor_checks_postgres(bench: BenchHandle) -> None:
     disable_schedulers(bench)
     bench.set_config(site="site1.local", db_url="postgresql://postgres@127.0.0.1:5432/test")
