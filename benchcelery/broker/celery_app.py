@@ -106,8 +106,8 @@ def _only_the_job_task(sender: Celery, **_: Any) -> None:
     """Security: a worker runs nothing but ``execute_job`` (site context, allowlist, failure record).
     Celery's built-in tasks (``celery.accumulate``, ``celery.chord_unlock``, ...) leave the registry,
     so a forged message naming one is an unknown task, refused and recorded by our Consumer."""
-    for name in [n for n in sender._tasks if n != EXECUTE_JOB]:
-        del sender._tasks[name]
+    for name in [n for n in sender.tasks if n != EXECUTE_JOB]:
+        del sender.tasks[name]
 
 
 def settings_of(app: Celery) -> Settings:

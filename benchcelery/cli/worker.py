@@ -77,8 +77,10 @@ def _run(
     rq_username: str | None,
     rq_password: str | None,
 ) -> None:
+    from benchcelery.broker.internals import require
     from benchcelery.worker import WorkerOptions, run_worker
 
+    require()  # the private names of Celery/kombu/billiard/redis-py it relies on (one line, exit 1)
     queues = queues_option(obj, queue)
     if obj.site_option:
         obj.sites()  # accepted as in the guide (a worker serves every site), but the site must exist
