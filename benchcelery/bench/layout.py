@@ -77,7 +77,7 @@ class Bench:
 
     # --- reading ---
     def common_config(self) -> dict[str, Any]:
-        """common_site_config.json, every known key checked (config_schema.py; ValidationError)."""
+        """common_site_config.json, every known key checked (schema.py; ValidationError)."""
         return validate(read_json(self.common_config_file), self.relative(self.common_config_file))
 
     def site_config(self, site: str) -> dict[str, Any]:
