@@ -14,6 +14,11 @@ from benchcelery.bench.config import Settings
 from benchcelery.bench.layout import Bench, find_bench
 from benchcelery.context import local
 
+# The Celery app's task modules, loaded by a worker at start and by any process that finalizes the app:
+# the job task with the transport's hooks, and the scheduler's run log listening to it. Named, not
+# imported: the runtime is where the layers are wired together, and stays importable without them.
+TASK_MODULES = ("benchcelery.jobs.execute", "benchcelery.scheduler.runlog")
+
 if TYPE_CHECKING:
     import redis
     from celery import Celery
@@ -39,7 +44,7 @@ class Runtime:
         if self._app is None:
             from benchcelery.broker.celery_app import make_app
 
-            self._app = make_app(self.settings, self.strategy)
+            self._app = make_app(self.settings, self.strategy, TASK_MODULES)
         return self._app
 
     @property

@@ -1,6 +1,6 @@
 """``python -m benchmarks run [--quick] [--only NAME,...]``: benchcelery vs rq vs plain Celery.
 
-``python -m benchmarks faults [--quick]``: the fault suite (benchmarks/faults.py, RELIABILITY.md).
+``python -m benchmarks faults [--quick]``: the fault suite (benchmarks/faults/, RELIABILITY.md).
 
 Starts a private Redis on a free port, builds a bench (and a 500-site bench for the scheduler) in
 a temporary directory, runs the measurements of issue 7 interleaved across systems and writes

@@ -82,76 +82,110 @@ def _bench_setup() -> tuple[Any, Any]:
     return benchcelery, rt
 
 
+Call = Callable[[int], None]  # enqueue k jobs
+After = Callable[[], dict[str, Any]]  # extra figures read once the timed part is over
+
+
+def _no_extra() -> dict[str, Any]:
+    return {}
+
+
+def _bench_enqueue(_payload: int) -> tuple[Call, After]:
+    bc, rt = _bench_setup()
+    name = apps.JOBS["bench"]["noop"]
+
+    def call(k: int) -> None:
+        for _ in range(k):
+            bc.enqueue(name)
+
+    def after() -> dict[str, Any]:
+        queue_lists = rt.keys.queue_lists(apps.QUEUE)
+        message = next((m for m in (rt.redis.lindex(k, 0) for k in queue_lists) if m), b"")
+        return {"message_bytes": len(message)}
+
+    return call, after
+
+
+def _bench_enqueue_many(_payload: int) -> tuple[Call, After]:
+    bc, _rt = _bench_setup()
+    name = apps.JOBS["bench"]["noop"]
+
+    def call(k: int) -> None:
+        bc.enqueue_many([{"method": name}] * k)
+
+    return call, _no_extra
+
+
+def _rq_enqueue(_payload: int) -> tuple[Call, After]:
+    from rq import Queue
+
+    q = Queue(apps.QUEUE, connection=_redis())
+
+    def call(k: int) -> None:
+        for _ in range(k):
+            q.enqueue(apps.JOBS["rq"]["noop"])
+
+    return call, _no_extra
+
+
+def _rq_enqueue_many(_payload: int) -> tuple[Call, After]:
+    from rq import Queue
+
+    q = Queue(apps.QUEUE, connection=_redis())
+
+    def call(k: int) -> None:
+        for start in range(0, k, RQ_BATCH):
+            with q.connection.pipeline() as pipe:
+                datas = [Queue.prepare_data(apps.JOBS["rq"]["noop"]) for _ in range(min(RQ_BATCH, k - start))]
+                q.enqueue_many(datas, pipeline=pipe)
+                pipe.execute()
+
+    return call, _no_extra
+
+
+def _celery_apply_async(_payload: int) -> tuple[Call, After]:
+    import peer_celery
+
+    task = peer_celery.app.tasks[apps.JOBS["celery"]["noop"]]
+
+    def call(k: int) -> None:
+        for _ in range(k):
+            task.apply_async()
+
+    return call, _no_extra
+
+
+def _lpush(payload: int) -> tuple[Call, After]:
+    r = _redis()
+    body = b"x" * payload
+
+    def call(k: int) -> None:
+        for _ in range(k):
+            r.lpush("benchmark:lpush", body)
+
+    return call, lambda: {"payload_bytes": payload}
+
+
+ENQUEUE_METHODS: dict[str, Callable[[int], tuple[Call, After]]] = {
+    "bench_enqueue": _bench_enqueue,
+    "bench_enqueue_many": _bench_enqueue_many,
+    "rq_enqueue": _rq_enqueue,
+    "rq_enqueue_many": _rq_enqueue_many,
+    "celery_apply_async": _celery_apply_async,
+    "lpush": _lpush,
+}
+
+
 def enqueue(method: str, n: int, payload: int) -> dict[str, Any]:
-    extra: dict[str, Any] = {}
-    call: Callable[[int], None]
-    job = apps.JOBS
-    if method == "bench_enqueue":
-        bc, rt = _bench_setup()
-        name = job["bench"]["noop"]
-
-        def call(k: int) -> None:
-            for _ in range(k):
-                bc.enqueue(name)
-
-    elif method == "bench_enqueue_many":
-        bc, rt = _bench_setup()
-        name = job["bench"]["noop"]
-
-        def call(k: int) -> None:
-            bc.enqueue_many([{"method": name}] * k)
-
-    elif method == "rq_enqueue":
-        from rq import Queue
-
-        q = Queue(apps.QUEUE, connection=_redis())
-
-        def call(k: int) -> None:
-            for _ in range(k):
-                q.enqueue(job["rq"]["noop"])
-
-    elif method == "rq_enqueue_many":
-        from rq import Queue
-
-        q = Queue(apps.QUEUE, connection=_redis())
-
-        def call(k: int) -> None:
-            for start in range(0, k, RQ_BATCH):
-                with q.connection.pipeline() as pipe:
-                    datas = [Queue.prepare_data(job["rq"]["noop"]) for _ in range(min(RQ_BATCH, k - start))]
-                    q.enqueue_many(datas, pipeline=pipe)
-                    pipe.execute()
-
-    elif method == "celery_apply_async":
-        import peer_celery
-
-        task = peer_celery.app.tasks[job["celery"]["noop"]]
-
-        def call(k: int) -> None:
-            for _ in range(k):
-                task.apply_async()
-
-    elif method == "lpush":
-        r = _redis()
-        body = b"x" * payload
-
-        def call(k: int) -> None:
-            for _ in range(k):
-                r.lpush("benchmark:lpush", body)
-
-        extra["payload_bytes"] = payload
-    else:
+    make = ENQUEUE_METHODS.get(method)
+    if make is None:
         raise SystemExit(f"unknown method {method}")
-
+    call, after = make(payload)
     call(WARMUP)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     call(n)
     wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    if method == "bench_enqueue":
-        queue_lists = rt.keys.queue_lists(apps.QUEUE)
-        message = next((m for m in (rt.redis.lindex(k, 0) for k in queue_lists) if m), b"")
-        extra["message_bytes"] = len(message)
-    return {"n": n, "seconds": wall, "rate": n / wall, "cpu_us_per_job": cpu / n * 1e6, **extra}
+    return {"n": n, "seconds": wall, "rate": n / wall, "cpu_us_per_job": cpu / n * 1e6, **after()}
 
 
 # --- scheduler ---

@@ -1,4 +1,4 @@
-"""RESULTS.md (median [min-max] tables, ratios against issue 7's targets) and the raw JSON."""
+"""RESULTS.md (median [min-max] tables, ratios against the performance targets) and the raw JSON."""
 
 from __future__ import annotations
 
@@ -257,9 +257,17 @@ def targets(data: dict[str, Any]) -> list[Target]:
 
 
 def render(data: dict[str, Any]) -> str:
-    meta = data["meta"]
-    plan = meta["plan"]
+    plan = data["meta"]["plan"]
     lines: list[str] = []
+    for section in (_header, _drain, _enqueue, _commands, _memory, _scheduler, _footer):
+        lines += section(data, plan)
+    return "\n".join(lines)
+
+
+def _header(data: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """Title, method, machine and versions, and the targets table."""
+    lines: list[str] = []
+    meta = data["meta"]
     title = "# benchcelery benchmarks vs rq and plain Celery"
     if plan["quick"]:
         title += " — QUICK RUN (reduced sizes; not the issue 7 results)"
@@ -294,7 +302,12 @@ def render(data: dict[str, Any]) -> str:
     lines += ["## Ratios against the targets of issues 7 and 13 (#13)", ""]
     lines += _table(["target", "measured", "target", "verdict", "basis"], [t.row() for t in targets(data)])
     lines += [""]
+    return lines
 
+
+def _drain(data: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """Section 1: draining a pre-filled queue."""
+    lines: list[str] = []
     drain = _ok(data.get("drain", []))
     if data.get("drain"):
         lines += [
@@ -366,7 +379,12 @@ def render(data: dict[str, Any]) -> str:
                 rows,
             )
             lines += [""]
+    return lines
 
+
+def _enqueue(data: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """Section 2: enqueue from one process."""
+    lines: list[str] = []
     enq = _ok(data.get("enqueue", []))
     if data.get("enqueue"):
         size = next((r.get("message_bytes") for r in enq if r.get("message_bytes")), None)
@@ -384,7 +402,12 @@ def render(data: dict[str, Any]) -> str:
             if any(r.get("method") == mth for r in enq)
         ]
         lines += [*_table(["method", "jobs/s", "client CPU µs/job"], rows), ""]
+    return lines
 
+
+def _commands(data: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """Section 3: operator commands and cold start."""
+    lines: list[str] = []
     cmds = _ok(data.get("commands", []))
     if data.get("commands"):
         backlogs = sorted({r["backlog"] for r in cmds if r.get("kind") == "operator"})
@@ -411,7 +434,12 @@ def render(data: dict[str, Any]) -> str:
             *_table(["command", "s"], [[n, cell(_pick(cmds, "seconds", kind="startup", command=n))] for n in names]),
             "",
         ]
+    return lines
 
+
+def _memory(data: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """Section 4: idle memory."""
+    lines: list[str] = []
     mem = _ok(data.get("memory", []))
     if data.get("memory"):
         lines += [
@@ -435,7 +463,12 @@ def render(data: dict[str, Any]) -> str:
             )
         lines += _table(["worker", "procs", "RSS main", "RSS tree", "PSS tree", "USS tree", "ready after s"], rows)
         lines += [""]
+    return lines
 
+
+def _scheduler(data: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """Section 5: scheduler ticks."""
+    lines: list[str] = []
     sched = _ok(data.get("scheduler", []))
     if data.get("scheduler"):
         lines += [
@@ -461,7 +494,12 @@ def render(data: dict[str, Any]) -> str:
                 ["tick after it, nothing due s", cell(summary(r["idle_after_due"]["seconds"] for r in sched))],
             ]
             lines += [*_table(["", "value"], rows), ""]
+    return lines
 
+
+def _footer(data: dict[str, Any], plan: dict[str, Any]) -> list[str]:
+    """Failures, if any, and where the raw data is."""
+    lines: list[str] = []
     errors = [
         r for k in ("drain", "enqueue", "commands", "memory", "scheduler") for r in data.get(k, []) if "error" in r
     ]
@@ -473,7 +511,7 @@ def render(data: dict[str, Any]) -> str:
         else "Raw data: `results-quick.json` (every repetition).",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 def write(data: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, Path]:

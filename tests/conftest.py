@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 
@@ -80,6 +81,11 @@ class BenchHandle:
     @property
     def prefix(self) -> str:
         return f"bc:{self.bench.bench_id}:"
+
+    @property
+    def port(self) -> int:
+        """The port of the bench's queue Redis (from its URL)."""
+        return int(self.url.rsplit(":", 1)[1].split("/", 1)[0])
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "FRAPPE_"))}
@@ -164,17 +170,69 @@ def make_bench(path: Path, url: str, sites: tuple[str, ...] = ("site1.local", "s
     return bench
 
 
-@pytest.fixture
-def bench(tmp_path: Path, redis_server: RedisServer) -> Iterator[BenchHandle]:
+def reset_runtime() -> None:
+    """Forget the runtime and context a test built in this process, so the next test starts clean."""
     import benchcelery.runtime as runtime
     from benchcelery.context import local
 
+    runtime._current = None
+    local.reset()
+    local.bench_path = None
+
+
+@pytest.fixture
+def bench(tmp_path: Path, redis_server: RedisServer) -> Iterator[BenchHandle]:
     handle = BenchHandle(make_bench(tmp_path / "bench", redis_server.url), redis_server.client(), redis_server.url)
     stale = handle.redis.keys("test:*")  # results of earlier tests (tests run one at a time)
     if stale:
         handle.redis.delete(*stale)
     yield handle
     handle.stop_all()
-    runtime._current = None
-    local.reset()
-    local.bench_path = None
+    reset_runtime()
+
+
+def bench_on_free_port(path: Path) -> BenchHandle:
+    """A bench at ``path`` whose redis_queue is a free local port nobody serves yet."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}"
+    return BenchHandle(make_bench(path, url), redis.Redis(port=port), url)
+
+
+@pytest.fixture
+def own_bench(tmp_path: Path) -> Iterator[BenchHandle]:
+    """A bench whose redis_queue is a free local port nobody serves yet (the bench runs its own)."""
+    handle = bench_on_free_port(tmp_path / "own")
+    yield handle
+    handle.stop_all()
+    reset_runtime()
+
+
+# --- helpers shared by several test files ----------------------------------------------------------
+def pending_total(bench: BenchHandle) -> int:
+    """Jobs waiting in the short, default and long queues, all sites together."""
+    from benchcelery.jobs.inspect import count_pending
+
+    counts = count_pending(bench.redis, bench.rt().keys, ["short", "default", "long"])
+    return sum(sum(per_site.values()) for per_site in counts.values())
+
+
+def burst(bench: BenchHandle, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """Run ``bench worker --burst ARGS`` to its end (every job it found ran); fails the test otherwise."""
+    result = bench.run("worker", "--burst", *args, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def alive(proc: psutil.Process) -> bool:
+    """Whether ``proc`` still runs (a zombie does not)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def resolve_program(command: str) -> str:
+    """``command`` with its program path resolved: the bench script reached through a symlinked
+    virtualenv (``.venv -> elsewhere``) and the same script reached directly compare equal."""
+    program, _, args = command.partition(" ")
+    return f"{Path(program).resolve()} {args}" if args else str(Path(program).resolve())

@@ -15,19 +15,7 @@ import pytest
 import benchcelery
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs.inspect import count_pending
-from tests.conftest import BenchHandle, make_bench, wait_until
-
-
-def pending_total(bench: BenchHandle) -> int:
-    counts = count_pending(bench.redis, bench.rt().keys, ["short", "default", "long"])
-    return sum(sum(per_site.values()) for per_site in counts.values())
-
-
-def burst(bench: BenchHandle, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    result = bench.run("worker", "--burst", *args, timeout=timeout)
-    assert result.returncode == 0, result.stderr
-    return result
-
+from tests.conftest import BenchHandle, burst, make_bench, pending_total, wait_until
 
 # --- bench, sites, config ---
 

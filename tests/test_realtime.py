@@ -19,7 +19,7 @@ from benchcelery.errors import BenchError
 from benchcelery.realtime import build_event, publish_realtime, room_for
 from benchcelery.realtime.tokens import SECRET_KEY, InvalidToken, make_token, verify_token
 from benchcelery.store.server import free_port, start_server, stop_server
-from tests.conftest import BenchHandle, wait_until
+from tests.conftest import BenchHandle, burst, wait_until
 
 SITE1, SITE2 = "site1.local", "site2.local"
 
@@ -128,11 +128,6 @@ def publish(bench: BenchHandle, site: str, *args: str) -> subprocess.CompletedPr
     result = bench.run("--site", site, "publish-realtime", *args)
     assert result.returncode == 0, result.stderr
     return result
-
-
-def burst(bench: BenchHandle) -> None:
-    result = bench.run("worker", "--burst", "--quiet", timeout=120)
-    assert result.returncode == 0, result.stderr
 
 
 # --- publishing without a relay: room rules, wire format, message parsing ---
@@ -334,7 +329,7 @@ def test_events_from_jobs(bench: BenchHandle, relay: Relay, clients: list[Client
     client = connect(clients, relay, SITE1, "a@x.com")
     bench.enqueue("testapp.tasks.publish_event", site=SITE1, name="from_job", message={"k": "v"}, user="a@x.com")
     bench.enqueue("testapp.tasks.publish_event", site=SITE1, name="after_commit_ok", after_commit=True)
-    burst(bench)
+    burst(bench, "--quiet", timeout=120)
     assert client.wait_for("from_job") == {"k": "v"}
     assert client.wait_for("after_commit_ok") == {}
 
@@ -344,7 +339,7 @@ def test_after_commit_of_a_failing_job_never_arrives(bench: BenchHandle, relay: 
     bench.enqueue(
         "testapp.tasks.publish_then_fail", site=SITE1, now_event="sent_now", held_event="held", user="a@x.com"
     )
-    burst(bench)  # the job has failed once this returns
+    burst(bench, "--quiet", timeout=120)  # the job has failed once this returns
     publish(bench, SITE1, "sentinel")
     client.wait_for("sentinel")
     assert client.wait_for("sent_now") == {"sent": "now"}

@@ -322,9 +322,7 @@ def test_standby_takes_over_without_double_firing(bench: BenchHandle) -> None:
     wait_runs(bench, SITE1, 2)
     assert heartbeat(bench)["pid"] == first.pid  # type: ignore[index]
     os.killpg(first.pid, signal.SIGKILL)
-    killed_at = time.time()
     wait_until(lambda: (heartbeat(bench) or {}).get("pid") == second.pid, 60, 0.2, what="the standby's tick")
-    assert time.time() - killed_at < 60
     wait_runs(bench, SITE1, 2, after=time.time())
     # Every slot fired once: runs are at least about one interval apart, across both schedulers.
     times = sorted(r["t"] for r in runs(bench, SITE1))
@@ -433,8 +431,7 @@ def test_one_tick_cost_and_redbeat_entries(bench: BenchHandle) -> None:
     first = scheduler.run_tick()
     assert first.reconciled and len(entry_names(bench)) == 100 * 20 and first.due == 0
     idle = min((scheduler.run_tick() for _ in range(3)), key=lambda s: s.seconds)
-    assert not idle.reconciled and idle.due == 0
-    assert idle.seconds < 0.5, idle  # ~10 ms here; 500 sites x 20 jobs ~30 ms
+    assert not idle.reconciled and idle.due == 0  # its duration: benchmarks/scheduler.py (500 sites)
     assert heartbeat(bench)["entries"] == 2000  # type: ignore[index]
 
     app = scheduler.app

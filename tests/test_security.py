@@ -19,8 +19,8 @@ import redis
 import benchcelery
 from benchcelery.deploy.acl import bench_acl_line
 from benchcelery.errors import ValidationError
-from benchcelery.store.server import free_port, is_listening
-from tests.conftest import BenchHandle, make_bench, wait_until
+from benchcelery.store.server import is_listening
+from tests.conftest import BenchHandle, bench_on_free_port, reset_runtime, wait_until
 from tests.test_realtime import Client, Relay, connect, publish, token
 
 EVIL_TASKS = '''"""An app as real apps are: it imports os and subprocess."""
@@ -213,12 +213,8 @@ def test_kwargs_named_like_enqueue_parameters_are_refused_in_python(bench: Bench
 def acl_bench(tmp_path: Path) -> Iterator[tuple[BenchHandle, redis.Redis]]:
     """A bench in a path with '?', '*' and spaces (its derived bench id must be sanitised), with
     its ACL users from `bench create-rq-users --use-rq-auth` loaded by its own real Redis."""
-    import benchcelery.runtime as runtime
-    from benchcelery.context import local
-
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}"
-    handle = BenchHandle(make_bench(tmp_path / "b? *x y", url), redis.Redis(port=port), url)
+    handle = bench_on_free_port(tmp_path / "b? *x y")
+    port = handle.port
     handle.set_config(bench_id=None)  # derived from the path
     bench_id = handle.bench.bench_id
     assert bench_id.endswith("-b---x-y"), bench_id  # '?', '*' and spaces became '-'
@@ -234,9 +230,7 @@ def acl_bench(tmp_path: Path) -> Iterator[tuple[BenchHandle, redis.Redis]]:
         yield handle, redis.Redis(port=port)  # the admin: the default user (nopass)
     finally:
         handle.stop_all()
-        runtime._current = None
-        local.reset()
-        local.bench_path = None
+        reset_runtime()
 
 
 FORBIDDEN = [

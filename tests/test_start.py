@@ -12,38 +12,12 @@ import select
 import subprocess
 import termios
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
-import pytest
-import redis
 
-from benchcelery.store.server import free_port, is_listening
-from tests.conftest import BENCH_BIN, BenchHandle, make_bench, wait_until
-
-
-@pytest.fixture
-def own_bench(tmp_path: Path) -> Iterator[BenchHandle]:
-    """A bench whose redis_queue is a free local port nobody serves yet (`bench start` runs its own)."""
-    import benchcelery.runtime as runtime
-    from benchcelery.context import local
-
-    port = free_port()
-    url = f"redis://127.0.0.1:{port}"
-    handle = BenchHandle(make_bench(tmp_path / "own", url), redis.Redis(port=port), url)
-    yield handle
-    handle.stop_all()
-    runtime._current = None
-    local.reset()
-    local.bench_path = None
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
+from benchcelery.store.server import is_listening
+from tests.conftest import BENCH_BIN, BenchHandle, alive, wait_until
 
 
 def _family(pid: int) -> list[psutil.Process]:
@@ -51,7 +25,7 @@ def _family(pid: int) -> list[psutil.Process]:
 
 
 def _names(family: list[psutil.Process]) -> str:
-    return " ".join(sorted(p.name() for p in family if _alive(p)))
+    return " ".join(sorted(p.name() for p in family if alive(p)))
 
 
 def _running_job(handle: BenchHandle, key: str) -> None:
@@ -62,8 +36,8 @@ def _running_job(handle: BenchHandle, key: str) -> None:
 
 def _assert_all_gone(family: list[psutil.Process], handle: BenchHandle) -> None:
     assert len(family) >= 4, _names(family)  # Redis, the scheduler, the worker and its pool child
-    wait_until(lambda: not any(_alive(p) for p in family), 15, what="every process to stop")
-    assert not is_listening(int(handle.url.rsplit(":", 1)[1]))
+    wait_until(lambda: not any(alive(p) for p in family), 15, what="every process to stop")
+    assert not is_listening(handle.port)
 
 
 def test_closed_terminal_sighup_stops_everything_in_order(own_bench: BenchHandle) -> None:

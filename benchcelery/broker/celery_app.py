@@ -21,10 +21,6 @@ from benchcelery.store.connection import broker_url
 OUR_TRANSPORT = "benchcelery.broker.transport:Transport"
 OUR_SENTINEL_TRANSPORT = "benchcelery.broker.sentinel_transport:SentinelTransport"  # sentinel:// (sentinel.py)
 WORKER_LOST_RETRIES = 2  # a job whose pool process died is run again at most this often
-# Loaded by a worker at start (Celery's ``imports``) and by any process when its app is finalized:
-# the module that registers EXECUTE_JOB and the listeners it notifies. Names, not imports, so this
-# module reads without the layers above it.
-WORKER_IMPORTS = ("benchcelery.jobs.execute", "benchcelery.scheduler.runlog")
 
 
 def transport_options(settings: Settings, strategy: str | None = None) -> dict[str, Any]:
@@ -56,8 +52,10 @@ def register_transport() -> None:
             transport._transport_cache.pop(scheme, None)
 
 
-def make_app(settings: Settings, strategy: str | None = None) -> Celery:
-    """A configured Celery app for the bench; ``execute_job`` is registered once WORKER_IMPORTS load."""
+def make_app(settings: Settings, strategy: str | None = None, task_modules: tuple[str, ...] = ()) -> Celery:
+    """A configured Celery app for the bench. ``task_modules`` are loaded by a worker at start (Celery's
+    ``imports``) and by any process when the app is finalized: the caller names the modules that
+    register ``execute_job`` and give the transport its hooks, so this layer imports none of them."""
     app = Celery(f"bench-{settings.bench_id}", set_as_current=False)
     url = broker_url(settings)
     register_transport()  # our kombu transport subclass behind redis:// (see transport.py)
@@ -94,7 +92,7 @@ def make_app(settings: Settings, strategy: str | None = None) -> Celery:
         redbeat_key_prefix=settings.keys.redbeat_prefix,
     )
     app.benchcelery_settings = settings  # type: ignore[attr-defined]
-    app.conf.imports = WORKER_IMPORTS
+    app.conf.imports = task_modules
     app.on_after_finalize.connect(_load_imports, weak=False)
     app.on_after_finalize.connect(_only_the_job_task, weak=False)
     return app

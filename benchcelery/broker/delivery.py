@@ -22,6 +22,7 @@ blocks on those lists (BRPOP with a timeout) before running fetch; fetch clears 
 queues it found empty, so stale tokens cost at most one extra fetch.
 
 Times are Redis's own clock (``TIME``), so workers on hosts with skewed clocks agree on leases.
+The scripts' Lua, with the KEYS, ARGV and keys of each, is in ``lua/*.lua`` (scripts.py reads it).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from benchcelery.bench.keys import Keys
+from benchcelery.broker.scripts import ACK, FETCH, RECOVER, RENEW, RESTORE
 
 if TYPE_CHECKING:
     import redis
@@ -46,130 +48,6 @@ logger = logging.getLogger("benchcelery.broker.delivery")
 DEFAULT_LEASE = 30  # seconds; config ``job_lease``
 SWEEP_INTERVAL = 5.0  # seconds between recovery sweeps of one process
 RECOVER_BATCH = 200
-
-_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1e6\n"
-
-# KEYS: unacked, inflight, leases, redeliveries, then per queue: counts, wake, lists (by priority).
-# ARGV: owner token, lease seconds, queue names (same order).
-# Returns false, or {queue, delivery tag, message, times its lease lapsed before}.
-FETCH = (
-    _NOW
-    + """
-local nq = #ARGV - 2
-local steps = (#KEYS - 4) / nq - 2
-for s = 1, steps do
-  for q = 1, nq do
-    local base = 4 + (q - 1) * (steps + 2)
-    local list = KEYS[base + 2 + s]
-    local item = redis.call('RPOP', list)
-    if item then
-      local tag, site = nil, '?'
-      local ok, msg = pcall(cjson.decode, item)
-      if ok and type(msg) == 'table' then
-        if type(msg['properties']) == 'table' and type(msg['properties']['delivery_tag']) == 'string' then
-          tag = msg['properties']['delivery_tag']
-        end
-        if type(msg['headers']) == 'table' and type(msg['headers']['site']) == 'string' then
-          site = msg['headers']['site']
-        end
-      end
-      if not tag or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
-      redis.call('HSET', KEYS[1], tag, item)
-      redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, ARGV[2 + q]}))
-      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
-      redis.call('HINCRBY', KEYS[base + 1], site, -1)
-      return {ARGV[2 + q], tag, item, redis.call('HGET', KEYS[4], tag) or 0}
-    end
-  end
-end
-for q = 1, nq do redis.call('DEL', KEYS[4 + (q - 1) * (steps + 2) + 2]) end
-return false
-"""
-)
-
-# Shared by ack and restore: is ARGV[1] (tag) still owned by ARGV[2] (token)?
-_OWNED = """
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
-if not raw then return -1 end
-local meta = cjson.decode(raw)
-if meta[1] ~= ARGV[2] then return -1 end
-"""
-
-_FORGET = """
-redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-"""
-
-# KEYS: unacked, inflight, leases, redeliveries, stale_acks. ARGV: tag, token. 1 done, -1 stale.
-ACK = (
-    _OWNED.replace("return -1", "redis.call('INCR', KEYS[5]) return -1")
-    + _FORGET
-    + "redis.call('HDEL', KEYS[4], ARGV[1])\nreturn 1\n"
-)
-
-# KEYS: unacked, inflight, leases. ARGV: tag, token, 1 = front of the queue / 0 = back,
-# pending-counts prefix, wake prefix. Puts the job back where it waited. 1 done, -1 not ours.
-RESTORE = (
-    _OWNED
-    + """
-local item = redis.call('HGET', KEYS[1], ARGV[1])
-"""
-    + _FORGET
-    + """
-if item then
-  if ARGV[3] == '1' then redis.call('RPUSH', meta[2], item) else redis.call('LPUSH', meta[2], item) end
-  redis.call('HINCRBY', ARGV[4] .. meta[5], meta[4], 1)
-  redis.call('LPUSH', ARGV[5] .. meta[5], '')
-end
-return 1
-"""
-)
-
-# KEYS: leases. ARGV: lease seconds, then tag, token pairs. Extends the leases still owned by
-# those tokens; returns the tags that are no longer ours (recovered after a lapse).
-RENEW = (
-    _NOW
-    + """
-local lost = {}
-for i = 2, #ARGV, 2 do
-  local raw = redis.call('HGET', KEYS[2], ARGV[i])
-  if raw and cjson.decode(raw)[1] == ARGV[i + 1] then
-    redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[1]), ARGV[i])
-  else
-    table.insert(lost, ARGV[i])
-  end
-end
-return lost
-"""
-)
-
-# KEYS: unacked, inflight, leases, redeliveries. ARGV: batch size, pending-counts prefix, wake
-# prefix, recovered prefix. Moves every job whose lease lapsed back to the front of its queue.
-RECOVER = (
-    _NOW
-    + """
-local tags = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local out = {}
-for _, tag in ipairs(tags) do
-  local item = redis.call('HGET', KEYS[1], tag)
-  local raw = redis.call('HGET', KEYS[2], tag)
-  redis.call('HDEL', KEYS[1], tag)
-  redis.call('HDEL', KEYS[2], tag)
-  redis.call('ZREM', KEYS[3], tag)
-  if item and raw then
-    local meta = cjson.decode(raw)
-    redis.call('RPUSH', meta[2], item)
-    redis.call('HINCRBY', ARGV[2] .. meta[5], meta[4], 1)
-    redis.call('LPUSH', ARGV[3] .. meta[5], '')
-    redis.call('HINCRBY', KEYS[4], tag, 1)
-    redis.call('HINCRBY', ARGV[4] .. meta[5], meta[4], 1)
-    table.insert(out, tag)
-  end
-end
-return out
-"""
-)
 
 
 @dataclass(frozen=True)

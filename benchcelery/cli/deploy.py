@@ -46,7 +46,7 @@ def run_redis_cmd(obj: CliContext) -> None:
     The binary is redis-server or valkey-server from PATH, else the embedded one. When the port
     already answers, it stands by until stopped instead.
     """
-    from benchcelery.deploy.procman import run_redis
+    from benchcelery.deploy.queue_redis import run_redis
 
     run_redis(obj.bench)
 

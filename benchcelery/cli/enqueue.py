@@ -70,7 +70,7 @@ def console_cmd(obj: CliContext) -> None:
     import code
 
     import benchcelery
-    from benchcelery.jobs.shims import install_console_shims
+    from benchcelery.compat.console import install_console_shims
 
     site = obj.site()
     benchcelery.init(site=site, bench_path=str(obj.bench.root))

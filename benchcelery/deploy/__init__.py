@@ -3,7 +3,8 @@ the top-level ``deploy/`` folder (shipped as ``benchcelery/deploy_templates``), 
 the ``bench start`` process manager.
 
 ``plan`` decides which processes a bench runs (data only); ``files`` renders them into files;
-``acl`` writes the Redis users; ``procman`` runs a Procfile in the foreground.
+``acl`` writes the Redis users; ``procman`` runs a Procfile in the foreground; ``queue_redis``
+runs the queue Redis (``bench run-redis``).
 """
 
 from __future__ import annotations

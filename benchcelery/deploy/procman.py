@@ -13,17 +13,12 @@
   with a message, before anything starts;
 - each process's stdout and stderr also go to ``logs/<name>.log`` and ``logs/<name>.error.log``
   (Frappe's ``logs/worker.log``, ``logs/worker.error.log``, ``logs/schedule.log``).
-
-Also ``bench run-redis``: exec the queue Redis (binary from PATH or the embedded one, resolved at
-start so the Procfile stays valid when the binary moves), or stand by when something else already
-serves the port.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import select
 import selectors
 import signal
@@ -31,47 +26,18 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
 from benchcelery.bench.layout import Bench
+from benchcelery.deploy.procfile import die_with_parent, direct_command, parse_procfile, process_env
 from benchcelery.deploy.startlock import Started, StartLock, is_alive
 from benchcelery.errors import BenchError
 
 FIRST = ("redis_queue",)
 REDIS_START_TIMEOUT = 30.0
-_SHELL_SYNTAX = re.compile(r"[;&|()`\n]|^\s*[A-Za-z_][A-Za-z0-9_]*=")
-
-
-def parse_procfile(path: Path) -> list[tuple[str, str]]:
-    if not path.is_file():
-        raise BenchError(f"No Procfile at {path}; create it with: bench setup procfile")
-    from honcho.environ import parse_procfile as honcho_parse
-
-    processes = list(honcho_parse(path.read_text()).processes.items())
-    if not processes:
-        raise BenchError(f"{path} lists no processes")
-    return processes
-
-
-def direct_command(cmd: str) -> tuple[str, bool]:
-    """Prefix a simple command with ``exec`` so the shell is replaced by it and a signal reaches
-    the program itself; commands with shell syntax keep their shell (they are signalled as a group)."""
-    if _SHELL_SYNTAX.search(cmd):
-        return cmd, False
-    return f"exec {cmd}", True
-
-
-def process_env(bench: Bench) -> dict[str, str]:
-    env = dict(os.environ)
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")]) if env.get("PATH") else bin_dir
-    env["PYTHONUNBUFFERED"] = "1"
-    env["BENCH_PATH"] = str(bench.root)
-    return env
 
 
 @dataclass
@@ -140,23 +106,6 @@ class _Console:
         return self.closed
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """A preexec_fn that makes the child get TERM when ``bench start`` dies, even by SIGKILL (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec() -> None:
-        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    return preexec
-
-
 class ProcfileRunner:
     """Runs the Procfile's processes with ordered start and stop (see the module doc). One process,
     no helper processes: children's output is read here and printed with honcho's printer."""
@@ -192,6 +141,11 @@ class ProcfileRunner:
         self.forced = False
         self.returncode = 0
         self._signals: list[str] = []
+        self._first = [p for p in self.procs if p.first]  # Redis: started first, stopped last
+        self._rest = [p for p in self.procs if not p.first]
+        self._started_at = 0.0
+        self._rest_started = False
+        self._first_stopped = False
 
     # --- output ---
     def say(self, text: str) -> None:
@@ -215,7 +169,7 @@ class ProcfileRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # Ctrl-C in the terminal reaches only us: we stop them in order
-            preexec_fn=_die_with_parent(),
+            preexec_fn=die_with_parent(),
         )
         proc.popen, proc.pid = popen, popen.pid
         for pipe, log_name in ((popen.stdout, f"{proc.name}.log"), (popen.stderr, f"{proc.name}.error.log")):
@@ -277,45 +231,55 @@ class ProcfileRunner:
             signal.signal(sig, on_signal)
         if leftovers:
             self._stop_leftovers(leftovers)
-        first = [p for p in self.procs if p.first]
-        rest = [p for p in self.procs if not p.first]
-        for proc in first:
+        for proc in self._first:
             self._spawn(proc)
-        rest_started = first_stopped = False
-        started_at = time.monotonic()
+        self._started_at = time.monotonic()
         while True:
             self._read_output(0.1)
             self._reap()
-            while self._signals:
-                self.request_stop(self._signals.pop(0))
-            if self.console.gone() and self.stopping_since is None:
-                self.request_stop("stdout closed")
+            self._take_requests()
             now = time.monotonic()
-            if not rest_started and self.stopping_since is None:
-                if not first or not self.redis_port or _listening(self.redis_port):
-                    for proc in rest:
-                        self._spawn(proc)
-                    rest_started = True
-                elif now - started_at > REDIS_START_TIMEOUT:
-                    self.returncode = 1
-                    self.request_stop(f"Redis did not accept connections on port {self.redis_port}")
+            if not self._rest_started and self.stopping_since is None:
+                self._start_rest(now)
             if self.stopping_since is None and any(p.returncode is not None for p in self.procs):
                 gone = next(p for p in self.procs if p.returncode is not None)
                 self.returncode = gone.returncode or 1
                 self.request_stop(f"{gone.name} exited")
-            if self.stopping_since is not None:
-                if not first_stopped and all(p.popen is None or p.returncode is not None for p in rest):
-                    first_stopped = True
-                    for proc in first:
-                        self._signal(proc, signal.SIGTERM, group=False)
-                if not self.forced and now - self.stopping_since > self.stop_timeout:
-                    self.force(f"Still running after {self.stop_timeout:.0f} s")
-                if now - self.stopping_since > self.stop_timeout + 30:
-                    for proc in first:
-                        self._signal(proc, signal.SIGKILL, group=True)
-                if all(p.popen is None or p.returncode is not None for p in self.procs):
-                    self._read_output(0)
-                    return self.returncode
+            if self.stopping_since is not None and self._stop_step(now):
+                self._read_output(0)
+                return self.returncode
+
+    def _take_requests(self) -> None:
+        """Act on signals caught since the last pass, and on stdout's reader going away."""
+        while self._signals:
+            self.request_stop(self._signals.pop(0))
+        if self.console.gone() and self.stopping_since is None:
+            self.request_stop("stdout closed")
+
+    def _start_rest(self, now: float) -> None:
+        """Start everything but Redis once Redis accepts connections (or give up after a while)."""
+        if not self._first or not self.redis_port or _listening(self.redis_port):
+            for proc in self._rest:
+                self._spawn(proc)
+            self._rest_started = True
+        elif now - self._started_at > REDIS_START_TIMEOUT:
+            self.returncode = 1
+            self.request_stop(f"Redis did not accept connections on port {self.redis_port}")
+
+    def _stop_step(self, now: float) -> bool:
+        """One pass of an ordered stop: Redis gets TERM once the rest exited; the stop timeout
+        escalates to SIGKILL. True when every started process has exited."""
+        assert self.stopping_since is not None
+        if not self._first_stopped and all(p.popen is None or p.returncode is not None for p in self._rest):
+            self._first_stopped = True
+            for proc in self._first:
+                self._signal(proc, signal.SIGTERM, group=False)
+        if not self.forced and now - self.stopping_since > self.stop_timeout:
+            self.force(f"Still running after {self.stop_timeout:.0f} s")
+        if now - self.stopping_since > self.stop_timeout + 30:
+            for proc in self._first:
+                self._signal(proc, signal.SIGKILL, group=True)
+        return all(p.popen is None or p.returncode is not None for p in self.procs)
 
     def _stop_leftovers(self, leftovers: list[Started]) -> None:
         """Stop processes an earlier ``bench start`` left running: Redis last, as in a normal stop."""
@@ -428,31 +392,3 @@ def _install_hint(extra: str) -> str:
     if (checkout / "pyproject.toml").is_file():
         return f"{pip} -e {shlex.quote(f'{checkout}[{extra}]')}"
     return f"{pip} {shlex.quote(f'benchcelery[{extra}]')}"
-
-
-def run_redis(bench: Bench) -> None:
-    """Exec the queue Redis with config/redis_queue.conf (written first when missing); when the port
-    is already served (a system Redis, another manager), stand by until TERM/INT instead."""
-    from benchcelery.bench.config import Settings
-    from benchcelery.deploy.files import REDIS_DATA, render_redis, write_files
-    from benchcelery.deploy.plan import make_plan
-    from benchcelery.store.server import find_server_binary
-
-    settings = Settings.from_bench(bench)
-    plan = make_plan(settings)
-    if not plan.own_redis or plan.redis_port is None:
-        raise BenchError(f"redis_queue ({settings.display_url}) is not on this machine; nothing to run")
-    (bench.config_path / REDIS_DATA).mkdir(parents=True, exist_ok=True)
-    if not plan.redis_conf.is_file():
-        write_files(render_redis(settings))
-    if _listening(plan.redis_port):
-        print(
-            f"Redis already serves 127.0.0.1:{plan.redis_port} (not started by this bench); using it",
-            flush=True,
-        )
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-        signal.sigwait({signal.SIGTERM, signal.SIGINT})
-        return
-    binary = find_server_binary()
-    sys.stdout.flush()
-    os.execv(binary, [binary, str(plan.redis_conf)])

@@ -1,9 +1,13 @@
-"""Running one job in a worker: site context, allowlist, hooks, outcome bookkeeping.
+"""Running one job in a pool process: site context, allowlist, hooks, outcome bookkeeping.
 
-Every way a job can end badly lands in the failed-job registry: the method raises or exceeds its
-timeout (recorded here, in the pool process), its pool process is killed or exceeds the hard limit
-(recorded by ``JobRequest`` in the worker's main process), or the message names an unknown site,
-a forbidden method or is malformed (recorded before anything is imported or run).
+Every way a job can end badly lands in the failed-job registry (failures.py): the method raises or
+exceeds its timeout (recorded here, in the pool process), its pool process is killed or exceeds
+the hard limit (recorded by ``JobRequest`` in the worker's main process, request.py), or the
+message names an unknown site, a forbidden method or is malformed (recorded before anything is
+imported or run).
+
+Celery loads this module in every worker (and in any process when its app is finalized): it
+registers the job task and gives the broker's transport its hooks (broker/hooks.py).
 """
 
 from __future__ import annotations
@@ -14,19 +18,19 @@ import time
 import traceback
 from typing import Any
 
-from billiard.exceptions import SoftTimeLimitExceeded, WorkerLostError
 from celery import Task, shared_task
-from celery.exceptions import TimeLimitExceeded
-from celery.worker.request import Request
 
-from benchcelery.bench.keys import UNKNOWN_SITE
+from benchcelery.bench.keys import EXECUTE_JOB
 from benchcelery.bench.layout import COMMON_CONFIG
-from benchcelery.broker.celery_app import EXECUTE_JOB, WORKER_LOST_RETRIES
+from benchcelery.broker.celery_app import WORKER_LOST_RETRIES
+from benchcelery.broker.hooks import hooks as transport_hooks
 from benchcelery.context import local
 from benchcelery.errors import BenchError
-from benchcelery.jobs import durations, registry
+from benchcelery.jobs import registry
+from benchcelery.jobs.failures import notify_finished, record, record_malformed
 from benchcelery.jobs.hooks import job_hooks
 from benchcelery.jobs.methods import resolve
+from benchcelery.jobs.request import JobRequest, job_meta, running_tags, shutting_down
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")
@@ -63,33 +67,6 @@ def _mtime(path: str) -> float:
 
 
 site_configs = _SiteConfigCache()
-
-
-def job_meta(request: Any) -> dict[str, Any]:
-    """What a message's headers say about the job (site, method, event, ...)."""
-
-    def h(name: str, default: Any = None) -> Any:
-        value = getattr(request, name, None)
-        if value is None and isinstance(getattr(request, "headers", None), dict):
-            value = request.headers.get(name)
-        return default if value is None else value
-
-    delivery = getattr(request, "delivery_info", None) or {}
-    return {
-        "job_id": request.id,
-        "site": h("site"),
-        "method": h("method") or getattr(request, "shadow", None) or "",
-        "event": h("event"),
-        "user": h("user"),
-        "job_name": h("job_name"),
-        "queue": delivery.get("routing_key") or "default",
-        "enqueued_at": h("enqueued_at"),
-        "tracked": bool(h("tracked", False)),
-        "on_success": h("on_success"),
-        "on_failure": h("on_failure"),
-        "timeout": (h("timelimit") or [None, None])[1],
-        "redelivered": int(delivery.get("redelivered") or 0),  # times its lease lapsed (transport.py)
-    }
 
 
 def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
@@ -138,7 +115,7 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
         if meta["tracked"]:
             r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.number("rq_results_ttl"))
         # The duration histogram of a job that succeeded is written by the worker's main process,
-        # in the same write as the job's ack (JobRequest.on_success): no round trip here.
+        # in the same write as the job's ack (request.py, JobRequest.send_event): no round trip here.
         for callback in (local.job or {}).get("on_commit", []):
             try:
                 callback()
@@ -175,7 +152,7 @@ def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> tuple[Any, float]:
 
 
 def _site_config(site: str, site_mtime: float) -> dict[str, Any]:
-    """The site's merged config; one it cannot read, or with bad values (config_schema.py), refuses the job."""
+    """The site's merged config; one it cannot read, or with bad values (bench/schema.py), refuses the job."""
     try:
         return site_configs.get(site, site_mtime)
     except BenchError as exc:
@@ -193,74 +170,6 @@ def _callback(rt: Any, name: str | None, meta: dict[str, Any], value: Any) -> No
         logger.exception("Callback %s of job %s failed", name, meta["job_id"])
 
 
-def notify_finished(meta: dict[str, Any], error: str | None) -> None:
-    """Tell the listeners (the scheduler's run log) how a scheduled job (one with an ``event``) ended."""
-    if not meta.get("event"):
-        return
-    from benchcelery.jobs.listeners import job_finished
-
-    try:
-        job_finished(meta, error)
-    except Exception:
-        logger.exception("Could not record the run of scheduled job %s", meta.get("job_id"))
-
-
-def describe_exception(exc: BaseException, timeout: int | None = None) -> str:
-    if isinstance(exc, SoftTimeLimitExceeded):
-        return f"JobTimeoutException: Job exceeded maximum timeout value ({timeout} seconds)"
-    if isinstance(exc, SystemExit | KeyboardInterrupt):
-        return "JobTerminated: stopped while running (bench jobs cancel --terminate)"
-    if isinstance(exc, TimeLimitExceeded):
-        return f"JobTimeoutException: Job killed after its hard time limit ({exc.args[0]} seconds)"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-
-
-RAW_CAP = 4000  # characters of a malformed message kept in its failure record
-
-
-def record_malformed(queue: str, raw: bytes | str, reason: str, tag: str) -> None:
-    """Record a queue element that is not a valid message (never raises)."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    meta = {"job_id": f"{UNKNOWN_SITE}::{tag}", "site": UNKNOWN_SITE, "queue": queue, "method": ""}
-    record(meta, {}, ValueError(reason), None, raw=text[:RAW_CAP])
-
-
-def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None, raw: str | None = None) -> None:
-    """Write the failure to the registry; never raises (a worker must keep running)."""
-    try:
-        rt = get_runtime()
-        rec = {
-            **{k: meta.get(k) for k in ("job_id", "site", "queue", "method", "event", "user", "job_name")},
-            **{k: meta.get(k) for k in ("worker", "enqueued_at", "started_at", "timeout")},
-            "kwargs": kwargs,
-            "exception": describe_exception(exc, meta.get("timeout")),
-            "traceback": tb or "",
-            "pid": os.getpid(),
-        }
-        if raw is not None:
-            rec["raw"] = raw
-        queue = meta.get("queue") or "default"
-        registry.record_failure(
-            rt.redis,
-            rt.keys,
-            queue,
-            rec,
-            limit=rt.settings.number("rq_failed_jobs_limit"),
-            ttl=rt.settings.number("rq_job_failure_ttl"),
-        )
-        if meta.get("tracked"):
-            rt.redis.delete(rt.keys.job_status(meta["job_id"]))
-        name = meta.get("worker")
-        if name:
-            rt.redis.hincrby(rt.keys.worker(name), "failed", 1)
-        durations.record(rt.redis, rt.keys, meta)  # failed runs count in the duration histogram too
-        logger.info("Recorded the failure of job %s (%s): %s", meta.get("job_id"), meta.get("method"), rec["exception"])
-        notify_finished(meta, rec["exception"])
-    except Exception:
-        logger.exception("Could not record the failure of job %s", meta.get("job_id"))
-
-
 class JobTask(Task):
     """The task class of ``execute_job``: ``self`` is positional-only (Celery's own ``__call__``
     takes ``self`` by name, so a message whose kwargs name ``self`` failed before any bookkeeping)."""
@@ -269,83 +178,13 @@ class JobTask(Task):
         return self.run(*args, **kwargs)
 
 
-class _Commands:
-    """Collects the pipeline calls of durations.observe as raw commands."""
-
-    def __init__(self) -> None:
-        self.list: list[tuple[Any, ...]] = []
-
-    def hincrby(self, key: str, field: str, amount: int) -> None:
-        self.list.append(("HINCRBY", key, field, amount))
-
-    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
-        self.list.append(("HINCRBYFLOAT", key, field, repr(float(amount))))
-
-
-class JobRequest(Request):
-    """Records failures that happen outside the job's own process (hard timeout, dead pool
-    process, `jobs cancel --terminate`), in the worker's main process."""
-
-    def terminate(self, pool: Any, signal: Any = None) -> None:
-        super().terminate(pool, signal)
-        self._record(SystemExit("terminated"), None)
-
-    def send_event(self, type: str, **fields: Any) -> None:
-        # Celery's per-worker request class replaces on_success; the success event (sent whether
-        # events are enabled or not) is where a success and its run time show. A failure was
-        # counted where it was recorded (record).
-        if type == "task-succeeded":
-            self._observe(fields.get("runtime") or 0.0)
-        super().send_event(type, **fields)
-
-    def _observe(self, runtime: float) -> None:
-        """Count the job in the duration histogram (bench metrics): queued on the transport channel,
-        which sends it with the job's ack (transport.Channel.note), else written now."""
-        meta = {
-            "method": self._request_dict.get("method") or self.task_name,
-            "queue": (self.delivery_info or {}).get("routing_key") or "default",
-            "started_at": time.time() - (runtime or 0.0),
-        }
-        try:
-            rt = get_runtime()
-            note = getattr(getattr(self.message, "channel", None), "note", None)
-            if note is None:
-                durations.record(rt.redis, rt.keys, meta)
-            else:
-                commands = _Commands()
-                durations.observe(commands, rt.keys, meta)
-                note(commands.list)
-        except Exception:  # metrics must never fail a job
-            logger.warning("Could not count the duration of job %s", self.id, exc_info=True)
-
-    def on_timeout(self, soft: bool, timeout: float) -> None:
-        super().on_timeout(soft, timeout)
-        from celery.worker import state
-
-        if not soft and not state.should_terminate:
-            self._record(TimeLimitExceeded(timeout), None)
-
-    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
-        from celery.worker import state
-
-        if state.should_terminate:
-            # A cold shutdown stopped the job: it is not acknowledged, and goes back to its queue
-            # (transport.QoS.restore_unacked) — neither retried nor recorded as failed.
-            return
-        exc = exc_info.exception
-        exc = getattr(exc, "exc", exc)
-        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
-        if isinstance(exc, WorkerLostError) and self._context.retries >= (self.task.max_retries or 0):
-            self._record(exc, exc_info.traceback)
-
-    def _record(self, exc: BaseException, tb: str | None) -> None:
-        meta = job_meta(self._context)
-        meta["worker"] = self.hostname
-        record(meta, self.kwargs, exc, tb)
-
+# What the transport asks the layers above it (broker/hooks.py): in a worker, from here on.
+transport_hooks.record_malformed = record_malformed
+transport_hooks.running_tags = running_tags
+transport_hooks.shutting_down = shutting_down
 
 # Every bench's Celery app gets the task through Celery's shared-task registry, so celery_app.py does
-# not import this module: it names it in the worker's imports (celery_app.WORKER_IMPORTS).
+# not import this module: it names it in the worker's imports (runtime.TASK_MODULES).
 shared_task(
     name=EXECUTE_JOB,
     bind=True,

@@ -2,7 +2,7 @@
 
 The engine (``jobs/execute.py``) must not know the scheduler, so it only calls ``job_finished``;
 the scheduler's run log subscribes with ``on_job_finished`` when it is imported (a worker imports it
-at start: ``celery_app.WORKER_IMPORTS``). A listener that raises is logged and never affects the job.
+at start: ``runtime.TASK_MODULES``). A listener that raises is logged and never affects the job.
 """
 
 from __future__ import annotations

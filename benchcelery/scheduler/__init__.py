@@ -1,9 +1,11 @@
 """The scheduler: apps' ``scheduler_events`` run per site through the normal workers.
 
 Modules: ``events`` (hooks -> scheduled jobs, due-time rules), ``state`` (per-site on/off/pause
-from site_config.json), ``schedules`` (RedBeat entry format), ``beat`` (``bench schedule``: the
-RedBeat scheduler subclass), ``trigger`` (``trigger-scheduler-event``), ``status``
-(``scheduler status``), ``runlog`` (the run log written by workers).
+from site_config.json), ``schedules`` (RedBeat entry format), ``reconcile`` (entries from hooks x
+sites), ``timing`` (loop interval, lock timeout), ``sweeper`` (recovers leases of dead workers),
+``beat`` (``bench schedule``: the RedBeat scheduler subclass, tick and fire), ``trigger``
+(``trigger-scheduler-event``), ``status`` (``scheduler status``), ``runlog`` (the run log written
+by workers).
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """``bench schedule``: Celery beat with a RedBeat scheduler that knows sites.
 
-One RedBeat entry per (site, scheduled job), named ``<site>::<event>::<method>[::<cron>]``, is
-reconciled from the apps' hooks and the bench's sites: after taking the lock, whenever the site
-list, apps.txt, a hooks.py, ``scheduler_interval`` or ``time_zone`` changes, when the number of
-entries in Redis is not the expected one (a flush, a hand deletion) and every RECONCILE_EVERY s.
+The entries (one per site x scheduled job) are kept in line with the apps' hooks by ``reconcile``;
+the loop and lock timings are ``timing``'s; the lease sweeper is ``sweeper``'s. This module is the
+tick: what is due, and firing it.
 
 A tick costs one pipelined round trip when nothing is due (lock extend, heartbeat, ZCARD and the
 due-range query of RedBeat's zset), plus one ``stat`` per site config; entries that are due are
@@ -17,11 +16,6 @@ Rules at each due slot:
   so it is skipped while its previous run is queued or running (logged once, not every tick);
 - the entry is advanced *before* the job is published (RedBeat's reserve), so a beat that dies
   in between loses that run rather than letting a standby fire it twice.
-
-Timing: the loop wakes at least every ``min(scheduler_tick_interval, 10)`` s; the lock lives
-``max(4 x loop, 10)`` s (``scheduler_lock_timeout`` overrides), so a standby ``bench schedule``
-polling every loop interval takes over within 50 s of the active one dying (SIGKILL); a clean stop
-releases the lock at once.
 """
 
 from __future__ import annotations
@@ -30,53 +24,32 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from redbeat.schedulers import RedBeatScheduler
 
-from benchcelery.bench.config import DEFAULTS, Settings
+from benchcelery.bench.config import Settings
 from benchcelery.bench.hosts import host_name
 from benchcelery.broker.celery_app import settings_of
-from benchcelery.broker.delivery import Delivery, LeaseKeeper
+from benchcelery.broker.delivery import Delivery
 from benchcelery.runtime import Runtime, get_runtime, set_runtime
-from benchcelery.scheduler.events import ScheduledJob, is_due, load_jobs, next_run
-from benchcelery.scheduler.schedules import (
-    Entry,
-    MetaEncoder,
-    decode_meta,
-    encode_meta,
-    encode_schedule,
-    zone,
-)
+from benchcelery.scheduler.events import ScheduledJob, is_due, next_run
+from benchcelery.scheduler.reconcile import BATCH, Reconciler, ReconcileStats, chunks, config_fingerprint
+from benchcelery.scheduler.schedules import Entry, MetaEncoder, decode_meta
 from benchcelery.scheduler.state import SiteStates
+from benchcelery.scheduler.sweeper import LeaseSweeper
+from benchcelery.scheduler.timing import heartbeat_ttl, lock_timeout, loop_interval
 from benchcelery.store import sentinel
 from benchcelery.util.proctitle import set_title
 
 logger = logging.getLogger("benchcelery.scheduler")
 
+__all__ = ["ReconcileStats", "Scheduler", "TickStats", "configure", "make_scheduler", "run_beat"]
+
 FIRE_BATCH = 1000  # due runs enqueued per batch (the lock is extended between batches)
-MAX_LOOP_INTERVAL = 10.0  # s; keeps standby takeover under 60 s whatever scheduler_tick_interval says
-MIN_LOCK_TIMEOUT = 10
-RECONCILE_EVERY = 300.0  # s; a full reconcile even when nothing seems to have changed
-RECOUNT_EVERY = 15.0  # s; at most this often when the number of entries in Redis looks wrong
-BATCH = 1000  # entries per pipeline
-
-
-def loop_interval(settings: Settings) -> float:
-    """How long beat may sleep between ticks (s)."""
-    tick = float(settings.get("scheduler_tick_interval") or DEFAULTS["scheduler_tick_interval"])
-    return max(0.2, min(tick, MAX_LOOP_INTERVAL))
-
-
-def lock_timeout(settings: Settings) -> int:
-    """TTL of the active beat's lock (s): at least 4 loop intervals, so a slow tick never loses it."""
-    configured = settings.get("scheduler_lock_timeout")
-    floor = max(MIN_LOCK_TIMEOUT, int(4 * loop_interval(settings) + 0.999))
-    return max(int(configured), floor) if configured else floor
 
 
 @dataclass
@@ -93,15 +66,6 @@ class TickStats:
     sleep: float = 0.0
 
 
-@dataclass
-class ReconcileStats:
-    added: int = 0
-    changed: int = 0
-    removed: int = 0
-    entries: int = 0
-    problems: list[str] = field(default_factory=list)
-
-
 class Scheduler(RedBeatScheduler):
     """RedBeat scheduler with per-site gating, hooks reconciliation, no pile-up and a heartbeat."""
 
@@ -115,21 +79,13 @@ class Scheduler(RedBeatScheduler):
         self.bench = settings.bench
         self.keys = settings.keys
         self.states = SiteStates(self.bench)
-        self.jobs: list[ScheduledJob] = []
-        self.desired: dict[str, tuple[str, ScheduledJob]] = {}  # entry key -> (site, job)
-        self.interval = float(DEFAULTS["scheduler_interval"])
-        self.tz_name = "UTC"
-        self._fingerprint: Any = None
-        self._last_reconcile = 0.0
-        self._reconciled = False  # a reconcile succeeded: entries unknown to it are stale
-        self._problems: list[str] | None = None
+        self.reconciler = Reconciler(self.bench, self.keys, self.states)
         self._skipping: set[str] = set()  # run ids found still queued/running (logged once)
         self._last_extend = time.monotonic()
         self.host = host_name(settings.conf)
         # Jobs of dead workers go back to their queue even when no other worker is alive.
         lease = settings.number("job_lease")
-        self.sweeper = LeaseKeeper([], lease, Delivery(get_runtime().redis, self.keys, lease))
-        self.sweeper.start()
+        self.sweeper = LeaseSweeper(Delivery(get_runtime().redis, self.keys, lease), lease)
 
     # --- RedBeat hooks ---
 
@@ -138,6 +94,8 @@ class Scheduler(RedBeatScheduler):
         pass
 
     def tick(self, min: Any = min, **kwargs: Any) -> float:
+        # Beat's first tick starts the lease sweeper (later ticks: a no-op); close() stops it.
+        self.sweeper.start()
         try:
             return self.run_tick().sleep
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -147,7 +105,7 @@ class Scheduler(RedBeatScheduler):
             return 2.0 if self.max_interval > 2.0 else float(self.max_interval)
 
     def close(self) -> None:
-        self.sweeper.stopped.set()
+        self.sweeper.stop()
         if self.lock is not None and self.lock.owned():
             try:
                 self._redis.delete(self.keys.scheduler_heartbeat)
@@ -180,23 +138,16 @@ class Scheduler(RedBeatScheduler):
         pipe.set(self.keys.scheduler_heartbeat, self._heartbeat(now_ts), ex=self._heartbeat_ttl())
         count, due_keys, upcoming, _ = pipe.execute()
 
-        fingerprint = self._config_fingerprint()
-        since = time.monotonic() - self._last_reconcile
-        # A count that differs from what we wrote means entries were lost (flush, failover) or
-        # added behind our back; re-check soon, but not every tick.
-        if (
-            sites_changed
-            or fingerprint != self._fingerprint
-            or since > RECONCILE_EVERY
-            or (count != len(self.desired) and since > RECOUNT_EVERY)
-        ):
+        fingerprint = config_fingerprint(self.bench, self.states.common)
+        plan = self.reconciler
+        if plan.needed(sites_changed, fingerprint, count):
             try:
-                self.reconcile(reload_hooks=fingerprint != self._fingerprint)
+                self.reconcile(reload_hooks=fingerprint != plan.fingerprint)
                 stats.reconciled = True
             except Exception:
                 logger.exception("Could not reconcile the schedule with the apps' hooks")
-                self._last_reconcile = time.monotonic()
-            self._fingerprint = fingerprint
+                plan.last_reconcile = time.monotonic()
+            plan.fingerprint = fingerprint
             due_keys = r.zrangebyscore(self.keys.redbeat_schedule, 0, now_ts)
 
         sleep = self.max_interval
@@ -214,7 +165,7 @@ class Scheduler(RedBeatScheduler):
         """Advance every due entry (one pipeline), then publish the runs of active sites."""
         r = self._redis
         metas: list[Any] = []
-        for chunk in _chunks(keys, BATCH):
+        for chunk in chunks(keys, BATCH):
             pipe = r.pipeline(transaction=False)
             for key in chunk:
                 pipe.hget(key, "meta")
@@ -224,23 +175,24 @@ class Scheduler(RedBeatScheduler):
         advanced_meta = MetaEncoder(now)
         advance = r.pipeline(transaction=False)
         stale: list[str] = []
+        interval, tz = self.reconciler.interval, self.tz
         for key, raw_meta in zip(keys, metas, strict=True):
             target = self.desired.get(key)
             if target is None:
-                if self._reconciled:
+                if self.reconciler.reconciled:
                     stale.append(key)
                 continue
             site, job = target
             last, count = decode_meta(raw_meta)
             last = last or now
-            if not is_due(job, last, now, self.interval, self.tz):
+            if not is_due(job, last, now, interval, tz):
                 # Scores are whole seconds; this one is due within the second.
-                wait = (next_run(job, last, self.interval, self.tz) - now).total_seconds()
+                wait = (next_run(job, last, interval, tz) - now).total_seconds()
                 soonest = wait if soonest is None else min(soonest, wait)
                 continue
             stats.due += 1
             state = self.states.get(site)
-            upcoming = next_run(job, now, self.interval, self.tz)
+            upcoming = next_run(job, now, interval, tz)
             advance.hset(key, "meta", advanced_meta(count + 1))
             advance.zadd(self.keys.redbeat_schedule, {key: int(upcoming.timestamp())})
             if state is None or not state.active:
@@ -248,7 +200,7 @@ class Scheduler(RedBeatScheduler):
                 continue
             to_fire.append((site, job))
         if stale:
-            for chunk in _chunks(stale, BATCH):
+            for chunk in chunks(stale, BATCH):
                 advance.zrem(self.keys.redbeat_schedule, *chunk)
         if to_fire:
             last_run = {site: now.timestamp() for site, _ in to_fire}
@@ -299,141 +251,17 @@ class Scheduler(RedBeatScheduler):
     # --- reconciling entries with hooks x sites ---
 
     @property
+    def desired(self) -> dict[str, tuple[str, ScheduledJob]]:
+        """Entry key -> (site, job) as of the last reconcile."""
+        return self.reconciler.desired
+
+    @property
     def tz(self) -> Any:
-        return zone(self.tz_name)
-
-    def _config_fingerprint(self) -> Any:
-        apps_txt = self.bench.sites_path / "apps.txt"
-        apps = self.bench.apps()
-        files = []
-        from benchcelery.scheduler.events import hooks_files
-
-        for path in hooks_files(apps):
-            try:
-                st = os.stat(path)
-                files.append((path, st.st_mtime_ns, st.st_size))
-            except OSError:
-                files.append((path, 0, 0))
-        common = self.states.common
-        return (
-            _stat(apps_txt),
-            tuple(files),
-            common.get("scheduler_interval"),
-            common.get("time_zone"),
-            json.dumps(common.get("allowed_methods"), sort_keys=True),
-        )
+        return self.reconciler.tz
 
     def reconcile(self, reload_hooks: bool = True) -> ReconcileStats:
-        """Make the RedBeat entries match hooks x sites: add new, update changed, delete gone.
-
-        New entries start from now (a new job waits for its next slot); changed ones keep their
-        last run. Problems (bad cron, unimportable method, unknown event) are logged once and
-        stored for ``scheduler status --verbose``.
-        """
-        stats = ReconcileStats()
-        common = self.states.common
-        try:
-            self.interval = float(common.get("scheduler_interval") or DEFAULTS["scheduler_interval"])
-        except (TypeError, ValueError):
-            self.interval = float(DEFAULTS["scheduler_interval"])
-        problems: list[str] = []
-        tz_name = str(common.get("time_zone") or DEFAULTS["time_zone"])
-        try:
-            zone(tz_name)
-        except ValueError as exc:
-            problems.append(f"bench: {exc}; using UTC")
-            tz_name = "UTC"
-        self.tz_name = tz_name
-        extra = common.get("allowed_methods") or []
-        extra = extra if isinstance(extra, list) else []
-        jobs, bad = load_jobs(self.bench.apps(), extra, reload=reload_hooks)
-        problems.extend(str(p) for p in bad)
-        self.jobs = jobs
-        sites = self.states.sites
-        desired: dict[str, tuple[str, ScheduledJob]] = {}
-        definitions: dict[str, str] = {}
-        for job in jobs:
-            schedule = encode_schedule(job.cron, self.interval, self.tz_name)
-            for site in sites:
-                name = job.entry_name(site)
-                key = self.keys.redbeat_entry(name)
-                desired[key] = (site, job)
-                definitions[key] = json.dumps(
-                    {
-                        "name": name,
-                        "task": job.method,
-                        "args": [],
-                        "kwargs": {},
-                        "options": {
-                            "queue": job.queue,
-                            "headers": {"site": site, "event": job.event, "method": job.method},
-                        },
-                        "schedule": schedule,
-                        "enabled": True,
-                    },
-                    sort_keys=True,
-                )
-
-        r = self._redis
-        existing = [k.decode() for k in r.zrange(self.keys.redbeat_schedule, 0, -1)]
-        stored: dict[str, tuple[Any, Any]] = {}
-        for chunk in _chunks(existing, BATCH):
-            pipe = r.pipeline(transaction=False)
-            for key in chunk:
-                pipe.hmget(key, "definition", "meta")
-            for key, values in zip(chunk, pipe.execute(), strict=True):
-                stored[key] = (values[0], values[1])
-        now = datetime.now(UTC)
-        now_meta = encode_meta(now, 0)
-        pipe = r.pipeline(transaction=False)
-        for key, definition in definitions.items():
-            old = stored.get(key)
-            if old is not None and old[0] is not None and old[0].decode() == definition:
-                continue
-            _site, job = desired[key]
-            last = decode_meta(old[1])[0] if old is not None else None
-            if old is None:
-                stats.added += 1
-            else:
-                stats.changed += 1
-            pipe.hset(key, "definition", definition)
-            pipe.hsetnx(key, "meta", now_meta)
-            pipe.zadd(
-                self.keys.redbeat_schedule, {key: int(next_run(job, last or now, self.interval, self.tz).timestamp())}
-            )
-            if len(pipe) >= 3 * BATCH:
-                pipe.execute()
-                pipe = r.pipeline(transaction=False)
-        gone = [k for k in existing if k not in desired]
-        if gone and any(not p.event for p in bad):
-            # An app's hooks failed to import (say, mid-deploy): keep its entries and their phase.
-            gone = []
-        for chunk in _chunks(gone, BATCH):
-            pipe.zrem(self.keys.redbeat_schedule, *chunk)
-            pipe.delete(*chunk)
-        stats.removed = len(gone)
-        if problems != self._problems:
-            for problem in problems:
-                logger.error("Scheduled job not scheduled: %s", problem)
-            pipe.set(self.keys.scheduler_problems, json.dumps(problems))
-            self._problems = problems
-        if len(pipe):
-            pipe.execute()
-        self.desired = desired
-        self._reconciled = True
-        self._last_reconcile = time.monotonic()
-        stats.entries = len(desired)
-        stats.problems = problems
-        if stats.added or stats.changed or stats.removed:
-            logger.info(
-                "Schedule reconciled: %d entries (%d added, %d changed, %d removed) for %d sites",
-                stats.entries,
-                stats.added,
-                stats.changed,
-                stats.removed,
-                len(sites),
-            )
-        return stats
+        """Make the RedBeat entries match hooks x sites (see ``Reconciler.reconcile``)."""
+        return self.reconciler.reconcile(self._redis, reload_hooks)
 
     # --- lock and heartbeat ---
 
@@ -461,20 +289,7 @@ class Scheduler(RedBeatScheduler):
         )
 
     def _heartbeat_ttl(self) -> int:
-        return max(10, int(3 * self.max_interval + 0.999))
-
-
-def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def _stat(path: Any) -> tuple[int, int]:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (0, 0)
-    return (st.st_mtime_ns, st.st_size)
+        return heartbeat_ttl(self.max_interval)
 
 
 # --- entry points ---

@@ -143,7 +143,7 @@ class Entry(RedBeatSchedulerEntry):
     @property
     def due_at(self) -> Any:
         if self.last_run_at is None:
-            return self._default_now()
+            return self.default_now()
         if isinstance(self.schedule, CronSchedule):
             return self.schedule.next_after(self.last_run_at)
         if isinstance(self.schedule, interval_schedule):

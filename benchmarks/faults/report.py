@@ -1,4 +1,4 @@
-"""RELIABILITY.md (+ reliability.json next to it) from the results of ``benchmarks/faults.py``."""
+"""RELIABILITY.md (+ reliability.json next to it) from the results of the fault suite (``benchmarks/faults/``)."""
 
 from __future__ import annotations
 

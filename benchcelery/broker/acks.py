@@ -1,0 +1,121 @@
+"""Acks that ride with a channel's next poll.
+
+A busy worker's event loop finishes a job and, right away, sends its next poll (the fetch script).
+The finished job's ack (and the job's metrics, commands whose replies do not matter) go in the
+same write, ahead of the poll command: one round trip per job instead of two or three. Their
+replies come back ahead of the poll's reply and are read first.
+
+Until its reply is read an ack is still pending: the job stays in what the channel holds (its
+lease is renewed), and an ack whose write failed, or whose reply never came (the connection was
+lost), is sent again, with the next poll or by ``flush`` (on close, or by the lease thread for a
+channel whose connection was lost).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from benchcelery.broker.delivery import Delivery
+
+logger = logging.getLogger("benchcelery.broker.delivery")
+
+Ack = tuple[str, str]  # (delivery tag, owner token)
+
+
+class PendingAcks:
+    """The acks and notes of one channel, from the job's finish until Redis applied them.
+
+    ``delivery`` gives the channel's delivery scripts; it is called only when there is something
+    to send (on a closed channel, making a client could open a new connection pool)."""
+
+    def __init__(self, delivery: Callable[[], Delivery]) -> None:
+        self.delivery = delivery
+        self.waiting: list[Ack] = []  # finished jobs whose ack goes with the next poll
+        self.sent: list[Ack] = []  # ... went with the outstanding poll
+        self.notes: list[tuple[Any, ...]] = []  # commands without replies that matter (metrics)
+        self.notes_sent = 0
+
+    def defer(self, tag: str, token: str) -> None:
+        self.waiting.append((tag, token))
+
+    def defer_notes(self, commands: list[tuple[Any, ...]]) -> None:
+        self.notes += commands
+
+    def to_send(self) -> bool:
+        """Whether the next poll carries acks or notes."""
+        return bool(self.waiting or self.notes)
+
+    def unapplied(self) -> bool:
+        """Whether an ack is still waiting or its reply has not been read."""
+        return bool(self.waiting or self.sent)
+
+    def held(self) -> dict[str, str]:
+        """Tag -> token of the jobs whose ack has not been applied yet (their leases are renewed)."""
+        return {**dict(self.sent), **dict(self.waiting)}
+
+    def ride(self) -> list[Any]:
+        """The commands to send ahead of the poll command; from here on they count as sent."""
+        notes, self.notes = self.notes, []
+        self.notes_sent = len(notes)
+        self.sent, self.waiting = self.waiting, []
+        return [*notes, *[self.delivery().ack_command(tag, token) for tag, token in self.sent]]
+
+    def not_sent(self) -> None:
+        """The write that carried them failed: the acks wait for the next poll (the notes are dropped)."""
+        self.waiting[:0], self.sent, self.notes_sent = self.sent, [], 0
+
+    def read_replies(self, client: Any, connection: Any, **options: Any) -> None:
+        """Read the replies of the notes and acks sent with the poll; an ack whose reply was an
+        error is sent again now, one whose reply was lost waits for the next try."""
+        for _ in range(self.notes_sent):
+            self.notes_sent -= 1
+            try:
+                connection.read_response()
+            except redis.exceptions.ResponseError as exc:
+                logger.warning("Could not update job metrics: %s", exc)
+        sent, self.sent = self.sent, []
+        for i, (tag, token) in enumerate(sent):
+            try:
+                reply = client.parse_response(connection, "EVALSHA", **options)
+            except redis.exceptions.ResponseError:  # NoScriptError (Redis restarted), OOM, ...
+                report(tag, self.delivery().ack(tag, token))
+            except BaseException:
+                self.waiting[:0] = sent[i:]
+                raise
+            else:
+                report(tag, Delivery.acked(reply))
+
+    def flush(self, polling: bool) -> None:
+        """Send the notes and acks still waiting, now (one round trip each). ``polling``: a poll is
+        outstanding, so the acks sent with it are still to be read, not sent again."""
+        if self.sent and not polling:  # sent with a poll whose replies never came
+            self.waiting[:0], self.sent = self.sent, []
+        notes, self.notes = self.notes, []
+        self.send_notes(notes)
+        while self.waiting:
+            tag, token = self.waiting[0]
+            done = self.delivery().ack(tag, token)  # raises while Redis is away: kept for the next try
+            self.waiting.pop(0)
+            report(tag, done)
+
+    def send_notes(self, commands: list[tuple[Any, ...]]) -> None:
+        """Send ``commands`` now, in one pipeline; their errors are ignored."""
+        if commands:
+            with self.delivery().r.pipeline(transaction=False) as pipe:  # unprefixed: full key names
+                for command in commands:
+                    pipe.execute_command(*command)
+                pipe.execute(raise_on_error=False)
+
+
+def report(tag: str, done: bool) -> None:
+    """Log an ack that came too late: the job's lease had lapsed and it went back to its queue."""
+    if not done:
+        logger.error(
+            "Job %s finished after its lease had lapsed and it was put back in its queue "
+            "(counted in stale_acks; doctor shows it)",
+            tag,
+        )

@@ -1,0 +1,51 @@
+-- fetch: take the next job of the given queues and park it in flight, in one step (no moment at
+-- which a popped message is held only by a client).
+--
+-- Key schema (<p> = the bench prefix, bc:<bench_id>:; names in bench/keys.py):
+--   <p>unacked            hash    delivery tag -> the message exactly as it waited
+--   <p>inflight           hash    delivery tag -> JSON [owner token, source list, taken at, site, queue]
+--   <p>leases             zset    delivery tag -> lease expiry (epoch s, Redis's clock)
+--   <p>redeliveries       hash    delivery tag -> times its lease lapsed before
+--   <p>pending:<queue>    hash    site -> waiting jobs of the queue (decremented here)
+--   <p>wake:<queue>       list    wake tokens of idle workers (cleared here when the queue is empty)
+--   <p><queue>, <p><queue>\x06\x16<n>   lists   waiting messages, one per priority bucket
+--
+-- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, then for each queue
+--   (in ARGV's order): pending:<queue>, wake:<queue>, its lists in the order they are served.
+-- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3..] queue names.
+--
+-- Priority buckets come first (bucket s of every queue, then bucket s + 1), then the queues'
+-- order. The job keeps its message's delivery tag unless that is missing or already in flight,
+-- when the owner token serves as its tag.
+-- Returns false when every queue is empty, else {queue, delivery tag, message, earlier lapses}.
+--#include _now
+
+local nq = #ARGV - 2
+local steps = (#KEYS - 4) / nq - 2
+for s = 1, steps do
+  for q = 1, nq do
+    local base = 4 + (q - 1) * (steps + 2)
+    local list = KEYS[base + 2 + s]
+    local item = redis.call('RPOP', list)
+    if item then
+      local tag, site = nil, '?'
+      local ok, msg = pcall(cjson.decode, item)
+      if ok and type(msg) == 'table' then
+        if type(msg['properties']) == 'table' and type(msg['properties']['delivery_tag']) == 'string' then
+          tag = msg['properties']['delivery_tag']
+        end
+        if type(msg['headers']) == 'table' and type(msg['headers']['site']) == 'string' then
+          site = msg['headers']['site']
+        end
+      end
+      if not tag or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
+      redis.call('HSET', KEYS[1], tag, item)
+      redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, ARGV[2 + q]}))
+      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
+      redis.call('HINCRBY', KEYS[base + 1], site, -1)
+      return {ARGV[2 + q], tag, item, redis.call('HGET', KEYS[4], tag) or 0}
+    end
+  end
+end
+for q = 1, nq do redis.call('DEL', KEYS[4 + (q - 1) * (steps + 2) + 2]) end
+return false

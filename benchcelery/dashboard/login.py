@@ -1,0 +1,47 @@
+"""The dashboard's login, logout and health endpoints (no session needed to reach them)."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from benchcelery.dashboard import auth
+from benchcelery.dashboard.web import Web
+
+logger = logging.getLogger("benchcelery.dashboard")
+
+
+class LoginViews:
+    def __init__(self, web: Web) -> None:
+        self.web = web
+
+    async def login_page(self, request: Request) -> Response:
+        return self.web.render(request, "login.html", next=request.query_params.get("next", "/"), error=None)
+
+    async def login(self, request: Request) -> Response:
+        """Check the pasted login token; on success start a fresh session with a new CSRF token."""
+        web = self.web
+        form = await request.form()
+        nxt = str(form.get("next") or "/")
+        try:
+            user, ro = auth.verify_token(web.secret, str(form.get("token") or ""), web.max_age)
+        except auth.InvalidToken as exc:
+            logger.warning("login refused: %s", exc)
+            return web.render(request, "login.html", status=401, next=nxt, error=f"Login refused: {exc}")
+        request.session.clear()
+        request.session.update({"user": user, "read_only": ro, "csrf": auth.new_csrf()})
+        logger.info("user=%s logged in%s", user, " (read-only)" if ro else "")
+        return web.back(request, {"next": nxt})
+
+    async def logout(self, request: Request) -> Response:
+        form = await request.form()
+        if auth.csrf_ok(request.session.get("csrf"), form.get("csrf")):
+            request.session.clear()
+        return RedirectResponse("/login", status_code=303)
+
+    async def health(self, _request: Request) -> Response:
+        ok = await run_in_threadpool(lambda: bool(self.web.rt.redis.ping()))
+        return JSONResponse({"ok": ok})

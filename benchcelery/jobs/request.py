@@ -1,0 +1,132 @@
+"""The worker-side request of a job, in the worker's main process (not the pool process).
+
+``JobRequest`` records the failures that happen outside the job's own process (hard timeout, dead
+pool process, ``bench jobs cancel --terminate``) and counts a job that succeeded in the duration
+histogram, in the same write as its ack. ``running_tags`` and ``shutting_down`` answer the
+transport's questions about this worker (broker/hooks.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from billiard.exceptions import WorkerLostError
+from celery.exceptions import TimeLimitExceeded
+from celery.worker import state
+from celery.worker.request import Request
+
+from benchcelery.jobs import durations
+from benchcelery.jobs.failures import record
+from benchcelery.runtime import get_runtime
+
+logger = logging.getLogger("benchcelery.job")
+
+
+def job_meta(request: Any) -> dict[str, Any]:
+    """What a message's headers say about the job (site, method, event, ...)."""
+
+    def h(name: str, default: Any = None) -> Any:
+        value = getattr(request, name, None)
+        if value is None and isinstance(getattr(request, "headers", None), dict):
+            value = request.headers.get(name)
+        return default if value is None else value
+
+    delivery = getattr(request, "delivery_info", None) or {}
+    return {
+        "job_id": request.id,
+        "site": h("site"),
+        "method": h("method") or getattr(request, "shadow", None) or "",
+        "event": h("event"),
+        "user": h("user"),
+        "job_name": h("job_name"),
+        "queue": delivery.get("routing_key") or "default",
+        "enqueued_at": h("enqueued_at"),
+        "tracked": bool(h("tracked", False)),
+        "on_success": h("on_success"),
+        "on_failure": h("on_failure"),
+        "timeout": (h("timelimit") or [None, None])[1],
+        "redelivered": int(delivery.get("redelivered") or 0),  # times its lease lapsed (transport.py)
+    }
+
+
+def running_tags() -> set[str]:
+    """Delivery tags of the jobs this worker process is running now."""
+    return {r.message.delivery_tag for r in list(state.active_requests) if getattr(r, "message", None) is not None}
+
+
+def shutting_down() -> bool:
+    """Whether this worker is stopping (warm or cold shutdown)."""
+    return state.should_stop is not None or state.should_terminate is not None
+
+
+class _Commands:
+    """Collects the pipeline calls of durations.observe as raw commands."""
+
+    def __init__(self) -> None:
+        self.list: list[tuple[Any, ...]] = []
+
+    def hincrby(self, key: str, field: str, amount: int) -> None:
+        self.list.append(("HINCRBY", key, field, amount))
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
+        self.list.append(("HINCRBYFLOAT", key, field, repr(float(amount))))
+
+
+class JobRequest(Request):
+    """Records failures that happen outside the job's own process (hard timeout, dead pool
+    process, `jobs cancel --terminate`), in the worker's main process."""
+
+    def terminate(self, pool: Any, signal: Any = None) -> None:
+        super().terminate(pool, signal)
+        self._record(SystemExit("terminated"), None)
+
+    def send_event(self, type: str, **fields: Any) -> None:
+        # Celery's per-worker request class replaces on_success; the success event (sent whether
+        # events are enabled or not) is where a success and its run time show. A failure was
+        # counted where it was recorded (record).
+        if type == "task-succeeded":
+            self._observe(fields.get("runtime") or 0.0)
+        super().send_event(type, **fields)
+
+    def _observe(self, runtime: float) -> None:
+        """Count the job in the duration histogram (bench metrics): queued on the transport channel,
+        which sends it with the job's ack (transport.Channel.note), else written now."""
+        meta = {
+            "method": self._request_dict.get("method") or self.task_name,
+            "queue": (self.delivery_info or {}).get("routing_key") or "default",
+            "started_at": time.time() - (runtime or 0.0),
+        }
+        try:
+            rt = get_runtime()
+            note = getattr(getattr(self.message, "channel", None), "note", None)
+            if note is None:
+                durations.record(rt.redis, rt.keys, meta)
+            else:
+                commands = _Commands()
+                durations.observe(commands, rt.keys, meta)
+                note(commands.list)
+        except Exception:  # metrics must never fail a job
+            logger.warning("Could not count the duration of job %s", self.id, exc_info=True)
+
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if not soft and not state.should_terminate:
+            self._record(TimeLimitExceeded(timeout), None)
+
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False) -> None:
+        if state.should_terminate:
+            # A cold shutdown stopped the job: it is not acknowledged, and goes back to its queue
+            # (broker/qos.py, QoS.restore_unacked) — neither retried nor recorded as failed.
+            return
+        exc = exc_info.exception
+        exc = getattr(exc, "exc", exc)
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+        if isinstance(exc, WorkerLostError) and self._context.retries >= (self.task.max_retries or 0):
+            self._record(exc, exc_info.traceback)
+
+    def _record(self, exc: BaseException, tb: str | None) -> None:
+        meta = job_meta(self._context)
+        meta["worker"] = self.hostname
+        record(meta, self.kwargs, exc, tb)

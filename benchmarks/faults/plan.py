@@ -1,0 +1,51 @@
+"""The fault suite's scenarios, in the order they run, and their sizes (full or ``--quick``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCENARIOS = (
+    "kill",
+    "kill-fast",
+    "orphan",
+    "long",
+    "crash-always",
+    "crash-everysec",
+    "noaof",
+    "pause",
+    "stop",
+    "pause-long",
+    "poison",
+    "retry",
+    "cold",
+    "idle",
+)
+
+
+@dataclass
+class Sizes:
+    jobs: int
+    kill_every: float
+    kill_budget: float
+    orphan_reps: int
+    long_s: int
+    crash_jobs: int
+    crash_reps: int
+    freeze_jobs: int
+    freeze_s: float
+    retry_reps: int
+    cold_reps: int
+    idle_s: float
+    latency_samples: int
+
+
+def sizes(quick: bool, jobs: int | None, kill_every: float | None) -> Sizes:
+    if quick:
+        s = Sizes(600, 2.0, 120, 1, 40, 800, 1, 800, 20, 3, 1, 30, 10)
+    else:
+        s = Sizes(3000, 2.0, 420, 2, 75, 2000, 3, 2000, 20, 5, 3, 30, 20)
+    if jobs:
+        s.jobs = jobs
+    if kill_every:
+        s.kill_every = kill_every
+    return s

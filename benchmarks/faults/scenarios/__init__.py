@@ -1,0 +1,3 @@
+"""The fault scenarios, one module per group: ``workers`` (SIGKILLed and cold-stopped workers, a job
+longer than its lease), ``broker`` (Redis crashed, paused, stopped), ``records`` (poison queue
+elements, retry of a failed job) and ``idle`` (an idle worker's cost and enqueue latency)."""
