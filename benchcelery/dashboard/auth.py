@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchcelery.bench.config import DEFAULTS
-from benchcelery.bench.layout import Bench
+from benchcelery.bench.layout import Bench, ensure_secret
 from benchcelery.errors import BenchError, ValidationError
 from benchcelery.util import signing
 
@@ -41,7 +41,7 @@ def bench_secret(bench: Bench, create: bool = False) -> str | None:
     secret = bench.common_config().get(SECRET_KEY)
     if secret or not create:
         return str(secret) if secret else None
-    return signing.ensure_secret(bench.common_config_file, SECRET_KEY)
+    return ensure_secret(bench.common_config_file, SECRET_KEY)
 
 
 def token_max_age(settings_conf: dict[str, Any]) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchcelery.bench.config import DEFAULTS
-from benchcelery.bench.layout import Bench
+from benchcelery.bench.layout import Bench, ensure_secret
 from benchcelery.errors import BenchError, ValidationError
 from benchcelery.util import signing
 
@@ -37,7 +37,7 @@ def site_secret(bench: Bench, site: str, create: bool = True) -> str | None:
     if secret or not create:
         return str(secret) if secret else None
     bench.require_site(site)
-    return signing.ensure_secret(bench.site_config_file(site), SECRET_KEY)
+    return ensure_secret(bench.site_config_file(site), SECRET_KEY)
 
 
 def max_age(bench: Bench, site: str) -> int:
