@@ -388,7 +388,8 @@ def test_frappe_sentinel_keys(tmp_path: Path, redis_server: RedisServer) -> None
     assert sentinel.kombu_url(settings) == "sentinel://:m3@10.0.0.1:26379/0;sentinel://:m3@10.0.0.2:26379/0"
     assert "s3" not in settings.display_url and "m3" not in settings.display_url
     # redis_cache (frappe.cache()) on the same Sentinel set-up: the next database, never the queue's.
-    from benchcelery.bench.config import cache_url, next_db_url, same_server
+    from benchcelery.bench.config import cache_url
+    from benchcelery.bench.redis_url import next_db_url, same_server
 
     assert next_db_url(settings.redis_url) == "sentinel://10.0.0.1:26379,10.0.0.2/queue/1"
     b.update_config({"redis_cache": None})

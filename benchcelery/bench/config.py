@@ -9,13 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from benchcelery.bench.keys import Keys
 from benchcelery.bench.layout import Bench
-from benchcelery.bench.schema import redis_url as redis_url_problem
+from benchcelery.bench.names import queue_name_problem
+from benchcelery.bench.redis_url import db_number, frappe_url, mask_url, next_db_url, redis_url_problem, same_server
 from benchcelery.errors import ValidationError
-from benchcelery.store import sentinel
 
 DEFAULT_REDIS_QUEUE = "redis://127.0.0.1:11000"
 REDIS_QUEUE_ENVS = ("BENCH_REDIS_QUEUE", "FRAPPE_REDIS_QUEUE")
@@ -40,6 +39,10 @@ DEFAULTS: dict[str, Any] = {
     "doctor_fail_on": "",  # what else makes `bench doctor` exit 1, e.g. "failed,dead-workers"
     "dashboard_port": 9030,  # `bench dashboard`
     "dashboard_token_max_age": 30 * 24 * 3600,  # how long a dashboard login token is valid (s)
+    "realtime_token_max_age": 7 * 24 * 3600,  # how long a realtime (socket.io) token is valid (s)
+    # Durable enqueue: each push waits for this many replicas, at most this long (s); 0 = no wait.
+    "enqueue_wait_replicas": 0,
+    "enqueue_wait_timeout": 1.0,
     # Monitoring: `bench worker --events` by default; `bench metrics` and `bench flower` addresses.
     "worker_send_task_events": False,
     "metrics_port": 9808,
@@ -79,14 +82,14 @@ class Settings:
     ) -> Settings:
         conf = {**DEFAULTS, **bench.common_config()}
         url = redis_url or next((os.environ[e] for e in REDIS_QUEUE_ENVS if os.environ.get(e)), None)
-        url = url or sentinel.frappe_url(conf) or conf.get("redis_queue") or DEFAULT_REDIS_QUEUE
-        problem = redis_url_problem(url)  # a sentinel:// URL too (sentinel.url_problem)
+        url = url or frappe_url(conf) or conf.get("redis_queue") or DEFAULT_REDIS_QUEUE
+        problem = redis_url_problem(url)
         if problem:
             raise ValidationError(f"redis_queue {mask_url(url)[:200]} {problem}")
         if conf.get("use_rq_auth") or username or password:
             username = username or conf.get("rq_username") or bench.bench_id
             password = password or conf.get("rq_password")
-        bench_id = str(conf.get("bench_id") or bench.bench_id)  # checked: config_schema.bench_id
+        bench_id = str(conf.get("bench_id") or bench.bench_id)  # checked: schema.bench_id
         return cls(
             bench=bench,
             redis_url=url,
@@ -139,7 +142,7 @@ def queue_specs(conf: dict[str, Any]) -> dict[str, QueueSpec]:
     for name in [*BUILTIN_QUEUES, *(w for w in workers if w not in BUILTIN_QUEUES)]:
         opts = workers.get(name) or {}
         timeout = opts.get("timeout") or BUILTIN_QUEUES.get(name, CUSTOM_QUEUE_TIMEOUT)
-        if not name.replace("_", "").replace("-", "").isalnum():
+        if queue_name_problem(name):
             raise ValidationError(f"Invalid queue name {name!r} in workers config")
         try:
             specs[name] = QueueSpec(name, int(timeout))
@@ -152,55 +155,6 @@ def cache_url(settings: Settings) -> str:
     """The cache Redis (``frappe.cache()``): config ``redis_cache``, else the queue server's next
     database number (``bench init`` writes it). Never the queue's own database."""
     url = str(settings.get("redis_cache") or "") or next_db_url(settings.redis_url)
-    if same_server(url, settings.redis_url) and _db(url) == _db(settings.redis_url):
+    if same_server(url, settings.redis_url) and db_number(url) == db_number(settings.redis_url):
         raise ValidationError("redis_cache must not be the queue Redis (same server and database as redis_queue)")
     return url
-
-
-def next_db_url(url: str) -> str:
-    """``url`` with the next database number (0 -> 1, ..., 15 -> 0)."""
-    parts = urlsplit(url)
-    db = (_db(url) + 1) % 16
-    if sentinel.is_sentinel_url(url):
-        return f"{parts.scheme}://{parts.netloc}/{sentinel.parse_url(url)[1]}/{db}"
-    if parts.scheme == "unix":
-        query = "&".join([q for q in parts.query.split("&") if q and not q.startswith("db=")] + [f"db={db}"])
-        return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
-    return urlunsplit((parts.scheme, parts.netloc, f"/{db}", parts.query, parts.fragment))
-
-
-def same_server(a: str, b: str) -> bool:
-    if sentinel.is_sentinel_url(a) or sentinel.is_sentinel_url(b):  # the same sentinels and master name
-        return a.split("/")[:4] == b.split("/")[:4]
-    pa, pb = urlsplit(a), urlsplit(b)
-    if pa.scheme == "unix" or pb.scheme == "unix":
-        return pa.path == pb.path
-    local = {"localhost", "127.0.0.1", "::1"}
-    ha, hb = pa.hostname or "localhost", pb.hostname or "localhost"
-    return (ha == hb or {ha, hb} <= local) and (pa.port or 6379) == (pb.port or 6379)
-
-
-def _db(url: str) -> int:
-    if sentinel.is_sentinel_url(url):
-        return sentinel.parse_url(url)[2]
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        found = [q[3:] for q in parts.query.split("&") if q.startswith("db=")]
-        return int(found[0]) if found and found[0].isdigit() else 0
-    path = parts.path.strip("/")
-    return int(path) if path.isdigit() else 0
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (passwords never reach output or logs)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        parts.port  # noqa: B018 - raises ValueError for a bad port
-    except ValueError:
-        return "<invalid URL>"
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -15,6 +15,7 @@ import fcntl
 import functools
 import json
 import os
+import secrets
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -77,7 +78,7 @@ class Bench:
 
     # --- reading ---
     def common_config(self) -> dict[str, Any]:
-        """common_site_config.json, every known key checked (config_schema.py; ValidationError)."""
+        """common_site_config.json, every known key checked (schema.py; ValidationError)."""
         return validate(read_json(self.common_config_file), self.relative(self.common_config_file))
 
     def site_config(self, site: str) -> dict[str, Any]:
@@ -275,6 +276,15 @@ def locked_json(path: Path) -> Iterator[dict[str, Any]]:
             write_json(path, data)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def ensure_secret(path: Path, key: str) -> str:
+    """The random secret at ``key`` of the JSON config ``path`` (a token-signing key), generated
+    there when missing. Re-read under the file's lock, so concurrent callers agree on one secret."""
+    with locked_json(path) as data:
+        if not data.get(key):
+            data[key] = secrets.token_urlsafe(32)
+        return str(data[key])
 
 
 def parse_config_value(value: str, parse: bool = False) -> Any:

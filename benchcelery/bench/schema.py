@@ -17,9 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from benchcelery.bench.keys import is_valid_bench_id
+from benchcelery.bench.names import check_method_path, queue_name_problem
+from benchcelery.bench.redis_url import mask_url, redis_url_problem
 from benchcelery.errors import ValidationError
 
 Check = Callable[[Any], str | None]  # None when the value is fine, else what is wrong with it
@@ -27,7 +28,6 @@ MASK = "********"
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(\.[A-Za-z0-9_-]+)*$")
 SITE_NAME_MAX = 200
 CONFIG_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_SECONDS = 366 * 24 * 3600
 # Key names that hold credentials (other helpers' keys such as flower_basic_auth or
 # dashboard_auth are masked without a schema entry).
@@ -86,28 +86,6 @@ def list_of(item: Check, what: str) -> Check:
     return check
 
 
-def redis_url(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return "must be a redis:// URL string"
-    parts = urlsplit(value)
-    if parts.scheme == "sentinel":
-        from benchcelery.store.sentinel import url_problem
-
-        return url_problem(value)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        return "must be a redis://, rediss://, unix:// or sentinel:// URL"
-    try:
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        return "has a port that is not a number from 1 to 65535"
-    path = parts.path.strip("/")
-    if parts.scheme != "unix" and path and not (path.isdigit() and int(path) < 100000):
-        return "must end with a database number (e.g. /0)"
-    if parts.scheme != "unix" and not parts.hostname:
-        return "must name a host"
-    return None
-
-
 def time_zone(value: Any) -> str | None:
     if not isinstance(value, str) or not value or len(value) > 64:
         return "must be an IANA time zone name such as Europe/Paris"
@@ -133,12 +111,10 @@ def site_name(value: Any) -> str | None:
 
 
 def method_path(value: Any) -> str | None:
-    from benchcelery.jobs.methods import check_allowed
-
     if not isinstance(value, str):
         return "must be a dotted path string"
     try:
-        check_allowed(value, [], [value])
+        check_method_path(value)
     except ValidationError as exc:
         return str(exc)
     return None
@@ -148,8 +124,9 @@ def workers(value: Any) -> str | None:
     if not isinstance(value, dict):
         return "must be an object {queue: {timeout, background_workers}}"
     for queue, opts in value.items():
-        if not QUEUE_NAME.match(str(queue)):
-            return f"has an invalid queue name {_clip(queue)!r} (letters, digits, '_', '-')"
+        problem = queue_name_problem(queue)
+        if problem:
+            return problem
         if not isinstance(opts, dict):
             return f"{queue} must be an object {{timeout, background_workers}}"
         for key, check in WORKER_KEYS.items():
@@ -179,10 +156,10 @@ WORKER_KEYS: dict[str, Check] = {
 # --- the table: every key benchcelery reads ---------------------------------------------------------------
 SCHEMA: dict[str, Key] = {
     "bench_id": Key(bench_id),
-    "redis_queue": Key(redis_url),
-    "redis_cache": Key(redis_url),
+    "redis_queue": Key(redis_url_problem),
+    "redis_cache": Key(redis_url_problem),
     "use_rq_auth": Key(boolean),
-    # Redis Sentinel and durable enqueue (sentinel.py, ha.py); Frappe's redis_queue_sentinel_* keys too.
+    # Redis Sentinel and durable enqueue (store/sentinel.py, store/durable.py); Frappe's redis_queue_sentinel_* too.
     "sentinel_username": Key(text(128, re.compile(r"^[A-Za-z0-9._-]+$"), "a user name")),
     "sentinel_password": Key(text(1000, _NO_SPACE, "a password without spaces"), secret=True),
     "redis_username": Key(text(128, re.compile(r"^[A-Za-z0-9._-]+$"), "a user name")),
@@ -299,21 +276,8 @@ def masked(conf: Any, key: str = "") -> Any:
     if isinstance(conf, list):
         return [masked(v) for v in conf]
     if isinstance(conf, str) and "://" in conf and "@" in conf:
-        return mask_url_password(conf)
+        return mask_url(conf)
     return conf
-
-
-def mask_url_password(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    userinfo = f"{parts.username or ''}:***"
-    return urlunsplit((parts.scheme, f"{userinfo}@{netloc[-1]}", parts.path, parts.query, parts.fragment))
 
 
 def _clip(value: Any, limit: int = 100) -> str:

@@ -13,8 +13,8 @@ import click
 from benchcelery.cli import help
 from benchcelery.cli.base import BenchGroup, CliContext
 
-FAMILIES = ("site", "worker", "jobs_cli")
-OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs_ops", "deploy", "realtime", "dashboard", "monitor")
+FAMILIES = ("site", "worker", "enqueue")
+OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs", "deploy", "realtime", "dashboard", "monitor")
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

@@ -139,9 +139,9 @@ def setup_procfile(obj: CliContext, yes: bool, dry_run: bool) -> None:
 def setup_redis(obj: CliContext, yes: bool, dry_run: bool, nodes: str | None) -> None:
     """Write config/redis_queue.conf (AOF everysec, noeviction, 127.0.0.1, ACL file when present);
     with a sentinel:// redis_queue, config/sentinel/: a Redis and a sentinel config per host."""
+    from benchcelery.bench.redis_url import is_sentinel_url
     from benchcelery.deploy.files import render_redis
     from benchcelery.deploy.sentinel_files import parse_nodes, render_sentinel_layout
-    from benchcelery.store.sentinel import is_sentinel_url
 
     settings = _settings(obj)
     if is_sentinel_url(settings.redis_url):

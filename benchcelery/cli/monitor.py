@@ -13,6 +13,7 @@ import click
 
 from benchcelery.cli.base import CliContext, pass_ctx
 from benchcelery.errors import BenchError
+from benchcelery.util.net import is_loopback
 
 MISSING = "{what} is not installed: pip install 'benchcelery[monitor]'"
 
@@ -50,17 +51,6 @@ def metrics_cmd(obj: CliContext, port: int | None, address: str | None, once: bo
             time.sleep(3600)
     except KeyboardInterrupt:
         server.shutdown()
-
-
-def is_loopback(address: str) -> bool:
-    import ipaddress
-
-    if address == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
 
 
 def _check_listen(address: str, port: int) -> None:

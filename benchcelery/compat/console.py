@@ -116,7 +116,8 @@ def cache_client() -> Any:
     """``frappe.cache()``: the cache Redis (config ``redis_cache``), never the queue. While the cache
     shares the queue's server, ``flushall()`` (the guide's "clears all cache") empties the cache's
     database only, and a raw FLUSHALL or SWAPDB is refused."""
-    from benchcelery.bench.config import cache_url, same_server
+    from benchcelery.bench.config import cache_url
+    from benchcelery.bench.redis_url import same_server
 
     rt = _runtime()
     url = cache_url(rt.settings)

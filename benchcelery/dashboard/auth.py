@@ -14,8 +14,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from benchcelery.bench.layout import Bench, locked_json
+from benchcelery.bench.config import DEFAULTS
+from benchcelery.bench.layout import Bench, ensure_secret
 from benchcelery.errors import BenchError, ValidationError
+from benchcelery.util import signing
 
 SECRET_KEY = "dashboard_secret"  # common_site_config.json key
 MAX_AGE_KEY = "dashboard_token_max_age"  # seconds a login token stays valid
@@ -39,26 +41,15 @@ def bench_secret(bench: Bench, create: bool = False) -> str | None:
     secret = bench.common_config().get(SECRET_KEY)
     if secret or not create:
         return str(secret) if secret else None
-    with locked_json(bench.common_config_file) as data:  # re-checked under the lock: one winner
-        if not data.get(SECRET_KEY):
-            data[SECRET_KEY] = secrets.token_urlsafe(32)
-        return str(data[SECRET_KEY])
+    return ensure_secret(bench.common_config_file, SECRET_KEY)
 
 
 def token_max_age(settings_conf: dict[str, Any]) -> int:
-    from benchcelery.bench.config import DEFAULTS
-
     value = settings_conf.get(MAX_AGE_KEY, DEFAULTS[MAX_AGE_KEY])
     try:
         return int(value)
     except (TypeError, ValueError):
         raise ValidationError(f"Config key {MAX_AGE_KEY} must be a number of seconds") from None
-
-
-def _serializer(secret: str) -> Any:
-    from itsdangerous import URLSafeTimedSerializer
-
-    return URLSafeTimedSerializer(secret, salt=_SALT)
 
 
 def make_token(bench: Bench, user: str, read_only: bool = False) -> LoginToken:
@@ -68,21 +59,19 @@ def make_token(bench: Bench, user: str, read_only: bool = False) -> LoginToken:
         raise ValidationError("A dashboard token needs a user (--user NAME)")
     secret = bench_secret(bench, create=True)
     assert secret
-    token = _serializer(secret).dumps({"user": user, "read_only": read_only})
+    token = signing.sign(secret, _SALT, {"user": user, "read_only": read_only})
     return LoginToken(user, read_only, token, token_max_age(bench.common_config()))
 
 
 def verify_token(secret: str, token: str, max_age: int) -> tuple[str, bool]:
     """(user, read_only) a login token names; raises InvalidToken."""
-    from itsdangerous import BadData
-
     token = (token or "").strip()
     if not token:
         raise InvalidToken("missing token")
     try:
-        data = _serializer(secret).loads(token, max_age=max_age)
-    except BadData as exc:
-        raise InvalidToken(f"invalid token ({type(exc).__name__})") from None
+        data = signing.unsign(secret, _SALT, token, max_age)
+    except signing.BadToken as exc:
+        raise InvalidToken(str(exc)) from None
     if not isinstance(data, dict) or not data.get("user"):
         raise InvalidToken("invalid token")
     return str(data["user"]), bool(data.get("read_only"))

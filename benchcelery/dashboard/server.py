@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from dataclasses import dataclass
 
 from benchcelery.dashboard import auth
 from benchcelery.errors import BenchError
 from benchcelery.runtime import Runtime
-from benchcelery.util.net import check_port_free
+from benchcelery.util.net import check_port_free, is_loopback
 
 logger = logging.getLogger("benchcelery.dashboard")
 
@@ -20,15 +19,6 @@ class ServeOptions:
     port: int
     read_only: bool = False
     log_level: str = "info"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_auth(rt: Runtime, host: str) -> None:

@@ -20,15 +20,21 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from benchcelery.bench.config import Settings
 from benchcelery.bench.keys import Keys, is_valid_bench_id
+from benchcelery.bench.redis_url import db_number
 from benchcelery.deploy.files import acl_path, render_redis, write_files
 from benchcelery.errors import ValidationError
 from benchcelery.store import sentinel
 
 PASSWORD_BYTES = 15  # 20 characters of URL-safe base64, Frappe's length
+# The users a Sentinel layout adds (deploy/sentinel_files.py writes them into the node configs)
+# and the config keys create-rq-users stores their passwords under.
+REPLICATION_USER = "replication"
+SENTINEL_USER = "sentinel"
+REPLICATION_PASSWORD = "redis_replication_password"
+SENTINEL_USER_PASSWORD = "redis_sentinel_user_password"
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,13 @@ def new_password() -> str:
     return secrets.token_urlsafe(PASSWORD_BYTES)
 
 
-def _secret(password: str | None) -> str:
+def password_rule(password: str | None) -> str:
+    """The ACL rule of a password: ``#<sha256 hex>``, or ``nopass`` when there is none."""
     return f"#{hashlib.sha256(password.encode()).hexdigest()}" if password else "nopass"
 
 
 def admin_acl_line(password: str | None = None) -> str:
-    return f"user default on {_secret(password)} ~* &* +@all"
+    return f"user default on {password_rule(password)} ~* &* +@all"
 
 
 # What a bench user may run: everything but @dangerous and @admin (FLUSHALL, FLUSHDB, SWAPDB, KEYS,
@@ -57,7 +64,7 @@ def admin_acl_line(password: str | None = None) -> str:
 # what reaches beyond the user's keys although Redis files it elsewhere: enumerating the keyspace
 # (SCAN, RANDOMKEY, DBSIZE), moving keys between databases (MOVE), server-wide scripting state
 # (SCRIPT FLUSH|KILL, FUNCTION, FCALL) and listing other benches' channels (PUBSUB CHANNELS ...).
-# Workers (kombu: lists, hashes, sorted sets, MULTI, pub/sub; issue 10's Lua: EVAL/EVALSHA,
+# Workers (kombu: lists, hashes, sorted sets, MULTI, pub/sub; the delivery Lua: EVAL/EVALSHA,
 # SCRIPT LOAD|EXISTS, LMOVE/BLMOVE/BRPOPLPUSH), RedBeat (its lock is a Lua script) and the read
 # commands need nothing more; tests/test_security.py proves both sides against a real server.
 BENCH_USER_COMMANDS = (
@@ -93,7 +100,7 @@ def bench_acl_line(bench_id: str, password: str, db: int = 0) -> str:
             "user",
             bench_id,
             "on",
-            _secret(password),
+            password_rule(password),
             "resetkeys",
             f"~{keys.acl_key_pattern}",
             "resetchannels",
@@ -103,9 +110,16 @@ def bench_acl_line(bench_id: str, password: str, db: int = 0) -> str:
     )
 
 
-def redis_db(url: str) -> int:
-    path = urlsplit(url).path.strip("/")
-    return int(path) if path.isdigit() else 0
+def ha_acl_users() -> tuple[list[str], dict[str, str]]:
+    """ACL lines of the replication and sentinel users (least privilege, as Redis documents them)
+    and their passwords, for ``bench create-rq-users`` with a Sentinel ``redis_queue``."""
+    replication, watcher = new_password(), new_password()
+    lines = [
+        f"user {REPLICATION_USER} on {password_rule(replication)} +psync +replconf +ping",
+        f"user {SENTINEL_USER} on {password_rule(watcher)} allchannels +multi +slaveof +ping +exec +subscribe "
+        "+config|rewrite +role +publish +info +client|setname +client|kill +script|kill",
+    ]
+    return lines, {REPLICATION_PASSWORD: replication, SENTINEL_USER_PASSWORD: watcher}
 
 
 def create_rq_users(settings: Settings, set_admin_password: bool = False, use_rq_auth: bool = False) -> RqUsers:
@@ -116,12 +130,10 @@ def create_rq_users(settings: Settings, set_admin_password: bool = False, use_rq
     admin_password = new_password() if set_admin_password else None
     path = acl_path(bench)
     ha = sentinel.spec(settings)  # Sentinel: the same file on every node, plus replication and sentinel users
-    db = ha.db if ha else redis_db(settings.redis_url)
+    db = ha.db if ha else db_number(settings.redis_url)
     lines = [admin_acl_line(admin_password), bench_acl_line(username, password, db)]
     ha_config: dict[str, str] = {}
     if ha:
-        from benchcelery.deploy.sentinel_files import ha_acl_users
-
         extra, ha_config = ha_acl_users()
         lines += extra
     write_files({path: "\n".join(lines) + "\n"}, overwrite=True)

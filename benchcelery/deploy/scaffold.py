@@ -15,7 +15,7 @@ EXAMPLE_APP = "jobs_demo"
 
 
 def create_bench(path: Path, redis_url: str | None = None, example_app: bool = False) -> Bench:
-    from benchcelery.bench.schema import redis_url as url_problem
+    from benchcelery.bench.redis_url import redis_url_problem as url_problem
 
     root = path.expanduser().resolve()
     if (root / "sites").exists():
@@ -31,7 +31,7 @@ def create_bench(path: Path, redis_url: str | None = None, example_app: bool = F
         while is_listening(port):
             port += 1
         redis_url = f"redis://127.0.0.1:{port}"
-    from benchcelery.bench.config import next_db_url
+    from benchcelery.bench.redis_url import next_db_url
 
     conf = {"bench_id": derive_bench_id(root), "redis_queue": redis_url, "background_workers": 1}
     # frappe.cache() (bench console) is a separate database of the same server, never the queue.
@@ -65,7 +65,8 @@ def add_app(bench: Bench, name: str) -> None:
 
 
 def create_app(bench: Bench, name: str) -> Path:
-    from benchcelery.jobs.methods import clip, shadowed_module
+    from benchcelery.bench.names import clip
+    from benchcelery.jobs.methods import shadowed_module
 
     if not name.isidentifier() or keyword.iskeyword(name) or len(name) > 64:
         raise ValidationError(f"App name must be a Python identifier of at most 64 characters: {clip(name)!r}")

@@ -17,6 +17,8 @@ import ipaddress
 from pathlib import Path
 
 from benchcelery.bench.config import Settings
+from benchcelery.bench.redis_url import HOST
+from benchcelery.deploy.acl import REPLICATION_PASSWORD, REPLICATION_USER, SENTINEL_USER, SENTINEL_USER_PASSWORD
 from benchcelery.deploy.files import REDIS_DATA, acl_path
 from benchcelery.deploy.safe import check_path, redis_quote
 from benchcelery.deploy.templates import render
@@ -26,10 +28,6 @@ from benchcelery.store import sentinel
 NODE_PORT = 11000
 DOWN_AFTER_MS = 5000
 FAILOVER_TIMEOUT_MS = 60000
-REPLICATION_USER = "replication"
-SENTINEL_USER = "sentinel"
-REPLICATION_PASSWORD = "redis_replication_password"  # config keys written by create-rq-users
-SENTINEL_USER_PASSWORD = "redis_sentinel_user_password"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
@@ -38,7 +36,7 @@ def parse_nodes(value: str) -> list[tuple[str, int]]:
     nodes = []
     for item in filter(None, (v.strip() for v in value.split(","))):
         host, _, port = item.rpartition(":")
-        if not sentinel.HOST.match(host.strip("[]")) or not port.isdigit() or not 0 < int(port) < 65536:
+        if not HOST.match(host.strip("[]")) or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValidationError(f"--nodes: {item[:100]!r} is not host:port")
         nodes.append((host.strip("[]"), int(port)))
     if not nodes:
@@ -144,17 +142,3 @@ def _is_ip(host: str) -> bool:
 
 def _bind(host: str) -> str:
     return "127.0.0.1" if host in LOOPBACK else f"127.0.0.1 {host}"
-
-
-def ha_acl_users() -> tuple[list[str], dict[str, str]]:
-    """ACL lines of the replication and sentinel users (least privilege, as Redis documents them)
-    and their passwords, for ``bench create-rq-users`` with a Sentinel ``redis_queue``."""
-    from benchcelery.deploy.acl import _secret, new_password
-
-    replication, watcher = new_password(), new_password()
-    lines = [
-        f"user {REPLICATION_USER} on {_secret(replication)} +psync +replconf +ping",
-        f"user {SENTINEL_USER} on {_secret(watcher)} allchannels +multi +slaveof +ping +exec +subscribe "
-        "+config|rewrite +role +publish +info +client|setname +client|kill +script|kill",
-    ]
-    return lines, {REPLICATION_PASSWORD: replication, SENTINEL_USER_PASSWORD: watcher}

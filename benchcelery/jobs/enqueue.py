@@ -15,11 +15,12 @@ from typing import Any
 
 from benchcelery.bench.config import HARD_LIMIT_GRACE
 from benchcelery.bench.keys import EXECUTE_JOB, FRONT_PRIORITY, NORMAL_PRIORITY
+from benchcelery.bench.names import clip
 from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError, ValidationError
 from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import kwargs_repr, push, uuid4_text
-from benchcelery.jobs.methods import clip, method_name, resolve
+from benchcelery.jobs.methods import method_name, resolve
 from benchcelery.jobs.model import Job
 from benchcelery.runtime import Runtime, get_runtime
 

@@ -16,27 +16,18 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import re
 import sys
 from collections.abc import Callable, Iterable
 from types import ModuleType
 from typing import Any
 
+from benchcelery.bench.names import check_method_path, clip
 from benchcelery.errors import ValidationError
 
-_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
-MAX_ECHO = 200  # characters of user input an error message repeats
-MAX_NAME = 400  # a longer method name is refused outright
 MAX_REMEMBERED = 4096  # admitted (name, apps, allowlist) kept; refused names are never kept
 _cache: dict[tuple[str, str], Callable[..., Any]] = {}
 # (name, apps, allowlist) -> the function check_allowed and _walk admitted for them
 _allowed: dict[tuple[str, tuple[str, ...], tuple[str, ...]], Callable[..., Any]] = {}
-
-
-def clip(value: object, limit: int = MAX_ECHO) -> str:
-    """``repr``-free text of user input for error messages, cut to ``limit`` characters."""
-    text = str(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def method_name(method: str | Callable[..., Any]) -> str:
@@ -71,11 +62,7 @@ def shadowed_module(name: str) -> str | None:
 def check_allowed(name: str, apps: Iterable[str], extra: Iterable[str] = ()) -> str:
     """Check the shape of ``name`` and that its package is an installed app (or that ``name`` is
     allowlisted); returns the package whose code ``name`` must be defined in. Imports nothing."""
-    if not isinstance(name, str) or len(name) > MAX_NAME or not _DOTTED.match(name):
-        raise ValidationError(f"Method {clip(name)!r} is not a dotted path like myapp.tasks.send_report")
-    parts = name.split(".")
-    if any(p.startswith("__") for p in parts):
-        raise ValidationError(f"Method {name} is refused: no part of a method path may start with '__'")
+    parts = check_method_path(name)
     if name in set(extra):
         return parts[0]
     apps = list(apps)

@@ -27,7 +27,8 @@ from typing import Any
 import socketio
 from socketio.exceptions import ConnectionRefusedError as Refused
 
-from benchcelery.bench.config import Settings, mask_url
+from benchcelery.bench.config import Settings
+from benchcelery.bench.redis_url import mask_url
 from benchcelery.errors import BenchError
 from benchcelery.realtime.publish import ALL_ROOM, doc_room, doctype_room, task_room, user_room
 from benchcelery.realtime.rooms import may_join

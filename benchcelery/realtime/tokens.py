@@ -7,16 +7,15 @@ signature, that the token names the site whose namespace the client connects to,
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
-from typing import Any
 
-from benchcelery.bench.layout import Bench, locked_json
+from benchcelery.bench.config import DEFAULTS
+from benchcelery.bench.layout import Bench, ensure_secret
 from benchcelery.errors import BenchError, ValidationError
+from benchcelery.util import signing
 
 SECRET_KEY = "realtime_secret"  # site_config.json key
 MAX_AGE_KEY = "realtime_token_max_age"  # config key: seconds a token stays valid
-DEFAULT_MAX_AGE = 7 * 24 * 3600
 _SALT = "benchcelery.realtime.token"
 
 
@@ -38,24 +37,15 @@ def site_secret(bench: Bench, site: str, create: bool = True) -> str | None:
     if secret or not create:
         return str(secret) if secret else None
     bench.require_site(site)
-    with locked_json(bench.site_config_file(site)) as data:  # re-checked under the lock: one winner
-        if not data.get(SECRET_KEY):
-            data[SECRET_KEY] = secrets.token_urlsafe(32)
-        return str(data[SECRET_KEY])
+    return ensure_secret(bench.site_config_file(site), SECRET_KEY)
 
 
 def max_age(bench: Bench, site: str) -> int:
-    value = bench.merged_config(site).get(MAX_AGE_KEY, DEFAULT_MAX_AGE)
+    value = bench.merged_config(site).get(MAX_AGE_KEY, DEFAULTS[MAX_AGE_KEY])
     try:
         return int(value)
     except (TypeError, ValueError):
         raise ValidationError(f"Config key {MAX_AGE_KEY} must be a number of seconds") from None
-
-
-def _serializer(secret: str) -> Any:
-    from itsdangerous import URLSafeTimedSerializer
-
-    return URLSafeTimedSerializer(secret, salt=_SALT)
 
 
 def make_token(bench: Bench, site: str, user: str) -> Token:
@@ -64,23 +54,21 @@ def make_token(bench: Bench, site: str, user: str) -> Token:
         raise ValidationError("A realtime token needs a user")
     secret = site_secret(bench, site)
     assert secret
-    token = _serializer(secret).dumps({"site": site, "user": user})
+    token = signing.sign(secret, _SALT, {"site": site, "user": user})
     return Token(site=site, user=user, token=token, max_age=max_age(bench, site))
 
 
 def verify_token(bench: Bench, site: str, token: object) -> str:
     """The user a token names; raises InvalidToken. Never creates a secret."""
-    from itsdangerous import BadData
-
     if not isinstance(token, str) or not token:
         raise InvalidToken("missing token")
     secret = site_secret(bench, site, create=False)
     if not secret:
         raise InvalidToken(f"site {site} has no realtime secret yet")
     try:
-        data = _serializer(secret).loads(token, max_age=max_age(bench, site))
-    except BadData as exc:
-        raise InvalidToken(f"invalid token ({type(exc).__name__})") from None
+        data = signing.unsign(secret, _SALT, token, max_age(bench, site))
+    except signing.BadToken as exc:
+        raise InvalidToken(str(exc)) from None
     if not isinstance(data, dict) or data.get("site") != site or not data.get("user"):
         raise InvalidToken("token is for another site")
     return str(data["user"])

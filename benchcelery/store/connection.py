@@ -10,7 +10,8 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from benchcelery.bench.config import Settings, mask_url
+from benchcelery.bench.config import Settings
+from benchcelery.bench.redis_url import mask_url
 from benchcelery.errors import RedisUnavailableError
 from benchcelery.store import sentinel
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     import redis
 
 RETRY_DELAYS = (0.1, 0.3, 0.6)  # quick retries for a Redis that is (re)starting
-# With Sentinel, a command started during a failover waits for the promoted replica (~8 s in all).
+# With Sentinel, a command started during a failover waits for the promoted replica (8.5 s in all).
 SENTINEL_RETRY_DELAYS = (0.5, 1.0, 1.0, 2.0, 2.0, 2.0)
 CONNECT_TIMEOUT = 2.0
 

@@ -16,26 +16,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from benchcelery.bench.config import DEFAULTS, Settings
 from benchcelery.errors import ValidationError
 from benchcelery.store import sentinel
-
-if TYPE_CHECKING:
-    from benchcelery.bench.config import Settings
 
 logger = logging.getLogger("benchcelery.enqueue")
 
 WAIT_REPLICAS = "enqueue_wait_replicas"
 WAIT_TIMEOUT = "enqueue_wait_timeout"
-DEFAULT_WAIT_TIMEOUT = 1.0  # seconds
 
 
 def wait_settings(conf: Mapping[str, Any]) -> tuple[int, float]:
     """(replicas, timeout in s) from config; ValidationError for bad values."""
     try:
         replicas = int(conf.get(WAIT_REPLICAS) or 0)
-        timeout = float(conf.get(WAIT_TIMEOUT) or DEFAULT_WAIT_TIMEOUT)
+        timeout = float(conf.get(WAIT_TIMEOUT) or DEFAULTS[WAIT_TIMEOUT])
     except (TypeError, ValueError):
         raise ValidationError(f"Config keys {WAIT_REPLICAS} / {WAIT_TIMEOUT} must be numbers") from None
     if replicas < 0 or timeout <= 0:
@@ -61,7 +58,7 @@ def execute_push(pipe: Any, options: Mapping[str, Any] | None) -> Any:
     replicas = int((options or {}).get(WAIT_REPLICAS) or 0)
     if replicas <= 0:
         return pipe.execute()
-    timeout = float((options or {}).get(WAIT_TIMEOUT) or DEFAULT_WAIT_TIMEOUT)
+    timeout = float((options or {}).get(WAIT_TIMEOUT) or DEFAULTS[WAIT_TIMEOUT])
     pushes = [args for args, _ in pipe.command_stack]
     commands = [("MULTI",), *pushes, ("EXEC",), ("WAIT", replicas, int(timeout * 1000))]
     pipe.reset()

@@ -21,11 +21,12 @@ Nothing here imports Celery or kombu (``sentinel_transport`` holds the kombu sid
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
+# The URL grammar is bench/redis_url.py's (config validation needs it without clients).
+from benchcelery.bench.redis_url import SCHEME, bracket_host, is_sentinel_url, parse_url
 from benchcelery.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -33,11 +34,6 @@ if TYPE_CHECKING:
 
     from benchcelery.bench.config import Settings
 
-SCHEME = "sentinel"
-HOST = re.compile(r"^[A-Za-z0-9._:-]{1,253}\Z")  # names and IP addresses; they go into config files
-_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
-DEFAULT_PORT = 26379
-DEFAULT_SERVICE = "mymaster"
 # Sentinels answer at once or not at all: a dead one must not hold up the search for the master.
 SENTINEL_SOCKET_TIMEOUT = 1.0
 
@@ -52,82 +48,8 @@ class SentinelSpec:
 
     @property
     def display(self) -> str:
-        hosts = ",".join(f"{_host(h)}:{p}" for h, p in self.nodes)
+        hosts = ",".join(f"{bracket_host(h)}:{p}" for h, p in self.nodes)
         return f"{SCHEME}://{hosts}/{self.service}/{self.db}"
-
-
-def is_sentinel_url(url: str) -> bool:
-    return url.split("://", 1)[0].lower() == SCHEME
-
-
-def parse_url(url: str) -> tuple[tuple[tuple[str, int], ...], str, int]:
-    """``sentinel://h1[:p1],h2[:p2]/service[/db]`` -> (nodes, service, db); ValidationError (saying
-    what the URL must be, to follow "redis_queue <url>") if malformed."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() != SCHEME:
-        raise ValidationError("must be a sentinel:// URL")
-    netloc = parts.netloc
-    if "@" in netloc:
-        raise ValidationError("must not hold passwords: put them in sentinel_password / redis_password")
-    nodes: list[tuple[str, int]] = []
-    for item in filter(None, (n.strip() for n in netloc.split(","))):
-        host, port = _split_host_port(item)
-        nodes.append((host, port))
-    if not nodes:
-        raise ValidationError("must name at least one sentinel (sentinel://host:26379,host2:26379/mymaster/0)")
-    path = [p for p in parts.path.split("/") if p]
-    service = path[0] if path else ""
-    if not _NAME.match(service):
-        raise ValidationError("must name the monitored master (sentinel://host:26379/mymaster/0)")
-    db = 0
-    if len(path) > 1:
-        if not path[1].isdigit() or len(path) > 2 or parts.query or parts.fragment:
-            raise ValidationError("must end with a database number after the master name (/mymaster/0)")
-        db = int(path[1])
-    return tuple(nodes), service, db
-
-
-def url_problem(url: str) -> str | None:
-    """What is wrong with a sentinel:// URL (config_schema's check), or None."""
-    try:
-        parse_url(url)
-    except ValidationError as exc:
-        return str(exc)
-    return None
-
-
-def _split_host_port(item: str) -> tuple[str, int]:
-    if item.startswith("["):  # [ipv6]:port
-        host, _, rest = item[1:].partition("]")
-        port_text = rest.lstrip(":")
-    elif item.count(":") == 1:
-        host, port_text = item.split(":")
-    else:
-        host, port_text = item, ""
-    if not HOST.match(host):
-        raise ValidationError(f"has a sentinel address {item[:100]!r} without a valid host")
-    if not port_text:
-        return host, DEFAULT_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValidationError(f"has a sentinel address {item[:100]!r} with a bad port")
-    return host, int(port_text)
-
-
-def _host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
-
-
-def frappe_url(conf: dict[str, Any]) -> str | None:
-    """The sentinel:// URL described by Frappe's ``redis_queue_sentinel_*`` keys, or None."""
-    if not conf.get("redis_queue_sentinel_enabled"):
-        return None
-    nodes = conf.get("redis_queue_sentinels") or []
-    if isinstance(nodes, str):
-        nodes = [n for n in nodes.split(",") if n.strip()]
-    if not isinstance(nodes, list) or not nodes:
-        raise ValidationError("redis_queue_sentinel_enabled needs redis_queue_sentinels (a list of host:port)")
-    service = str(conf.get("redis_queue_master_service") or DEFAULT_SERVICE)
-    return f"{SCHEME}://{','.join(str(n).strip() for n in nodes)}/{service}/0"
 
 
 def spec(settings: Settings) -> SentinelSpec | None:
@@ -218,7 +140,7 @@ def kombu_url(settings: Settings) -> str:
     userinfo = ""
     if username or password:
         userinfo = quote(username or "", safe="") + (":" + quote(password, safe="") if password else "") + "@"
-    return ";".join(f"{SCHEME}://{userinfo}{_host(h)}:{p}/{s.db}" for h, p in s.nodes)
+    return ";".join(f"{SCHEME}://{userinfo}{bracket_host(h)}:{p}/{s.db}" for h, p in s.nodes)
 
 
 def kombu_transport_options(settings: Settings) -> dict[str, Any]:
@@ -229,7 +151,7 @@ def kombu_transport_options(settings: Settings) -> dict[str, Any]:
 def redbeat_url(settings: Settings) -> str:
     s = _require(settings)
     host, port = s.nodes[0]
-    return f"redis-sentinel://{_host(host)}:{port}/{s.db}"
+    return f"redis-sentinel://{bracket_host(host)}:{port}/{s.db}"
 
 
 def redbeat_options(settings: Settings) -> dict[str, Any]:
