@@ -26,7 +26,12 @@ STATES = ("queued", "started", "failed")
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """List, inspect, retry, delete and cancel jobs."""
+    """List, inspect, retry, delete and cancel jobs.
+
+    A JOB_ID is the id `bench enqueue` printed (SITE::ID), the part after `::` (of the selected
+    site), or a unique start of either (the dashboard's 8 characters); a start that several jobs
+    share is refused with a line naming them.
+    """
 
 
 @jobs_group.command("list")
@@ -70,15 +75,16 @@ def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, 
 def show_cmd(obj: CliContext, job_id: str, fmt: str) -> None:
     """Everything known about one job (method, kwargs, site, queue, state, times, worker, traceback).
 
-    JOB_ID is the id `bench enqueue` printed (SITE::ID) or the part after `::` (with --site).
-    A job enqueued with a job id answers "finished" for rq_results_ttl seconds after it succeeded.
+    JOB_ID is the id `bench enqueue` printed (SITE::ID) or the part after `::` (with --site), or a
+    unique start of either (as the dashboard shows). A job enqueued with a job id answers "finished"
+    for rq_results_ttl seconds after it succeeded.
     """
     from benchcelery.errors import BenchError
-    from benchcelery.jobs.inspect import find_job
+    from benchcelery.jobs.inspect import find_typed
 
     rt = obj.runtime()
     _site, full = _scoped(obj, job_id)
-    info = find_job(rt, full)
+    info = find_typed(rt, full)
     if info is None:
         raise BenchError(
             f"No job {full} waiting, running or failed (a job that finished is remembered only when it has a job id)"

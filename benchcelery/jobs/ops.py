@@ -141,7 +141,12 @@ def scope_job_id(job_id: str, sites: list[str]) -> tuple[str, str]:
 
 
 def find(rt: Runtime, job_id: str, site: str) -> Job:
+    """The waiting, running or failed job ``job_id`` names: its exact id, or a unique start of one
+    (AmbiguousJobIdError lists the matches); JobNotFoundError when none."""
     info = inspect.lookup(rt, full_id(job_id, site))
+    if info is None:
+        full = inspect.resolve_prefix(rt, full_id(job_id, site))
+        info = inspect.lookup(rt, full) if full else None
     if info is None:
         raise JobNotFoundError(full_id(job_id, site))
     return info
@@ -149,8 +154,12 @@ def find(rt: Runtime, job_id: str, site: str) -> Job:
 
 def retry_failed(rt: Runtime, site: str, job_id: str) -> str:
     """Re-enqueue a failed job with its original method, arguments, queue and event; the failed
-    record is removed once the new message is queued. Returns the job id."""
+    record is removed once the new message is queued. ``job_id`` may be a unique start of the id.
+    Returns the job id."""
     rec = registry.find_failed(rt.redis, rt.keys, rt.settings.queues, full_id(job_id, site))
+    if rec is None:
+        full = inspect.resolve_prefix(rt, full_id(job_id, site))
+        rec = registry.find_failed(rt.redis, rt.keys, rt.settings.queues, full) if full else None
     if rec is None:
         raise JobNotFoundError(full_id(job_id, site))
     return _requeue(rt, rec)
