@@ -49,7 +49,7 @@ def test_a_unique_prefix_of_a_job_id_works_everywhere(bench: BenchHandle) -> Non
     assert retried.stdout.strip() == f"Retried {failed.id}"
     deleted = bench.run(*S1, "jobs", "delete", prefix)  # the retried job waits again
     assert deleted.returncode == 0, deleted.stderr
-    assert deleted.stdout.strip() == f"Deleted queued job {prefix}"
+    assert deleted.stdout.strip() == f"Deleted queued job {failed.id}"  # the whole id of what it deleted
 
     bench.enqueue("testapp.tasks.noop", job_id="nightly-one")
     bench.enqueue("testapp.tasks.noop", job_id="nightly-two")
@@ -60,6 +60,7 @@ def test_a_unique_prefix_of_a_job_id_works_everywhere(bench: BenchHandle) -> Non
     )
     cancelled = bench.run(*S1, "jobs", "cancel", "nightly-o")
     assert cancelled.returncode == 0, cancelled.stderr
+    assert cancelled.stdout.strip() == "Job site1.local::nightly-one removed"
     assert one_line(bench.run(*S1, "jobs", "show", "nightly-o"), 1).startswith("No job site1.local::nightly-o ")
     # the dashboard's buttons call the same functions
     rt = bench.rt()

@@ -131,7 +131,7 @@ def unreachable_hint(ctx: click.Context, message: str) -> str:
         return ""
     config = "sites/common_site_config.json"
     if "authentication failed" in message:
-        return f" (check rq_username and rq_password in {config}, and that Redis loaded config/redis_queue.acl)"
+        return f" (check the ACL user: rq_username and rq_password in {config})"
     env = next((e for e in REDIS_QUEUE_ENVS if os.environ.get(e)), None)
     if env:
         return f" (the address comes from ${env}: check it)"

@@ -138,11 +138,13 @@ def retry_cmd(obj: CliContext, job_id: str | None, all_: bool, queue: str | None
 @pass_ctx
 def delete_cmd(obj: CliContext, job_id: str) -> None:
     """Delete a waiting job or a failed record."""
-    from benchcelery.jobs.ops import delete_job
+    from benchcelery.jobs.ops import delete_job, resolve_id
 
     site, full = _scoped(obj, job_id)
-    state = delete_job(obj.runtime(), site, full)
-    click.echo(f"Deleted {state} job {job_id}")
+    rt = obj.runtime()
+    resolved = resolve_id(rt, site, full)
+    state = delete_job(rt, site, resolved)
+    click.echo(f"Deleted {state} job {job_id if resolved == full else resolved}")
 
 
 @jobs_group.command("cancel")
@@ -151,11 +153,13 @@ def delete_cmd(obj: CliContext, job_id: str) -> None:
 @pass_ctx
 def cancel_cmd(obj: CliContext, job_id: str, terminate: bool) -> None:
     """Remove a waiting job, or revoke a running one (killed with --terminate)."""
-    from benchcelery.jobs.ops import cancel_job
+    from benchcelery.jobs.ops import cancel_job, resolve_id
 
     site, full = _scoped(obj, job_id)
-    what = cancel_job(obj.runtime(), site, full, terminate=terminate)
-    click.echo(f"Job {job_id} {what}")
+    rt = obj.runtime()
+    resolved = resolve_id(rt, site, full)  # a start of an id: the message names the whole one
+    what = cancel_job(rt, site, resolved, terminate=terminate)
+    click.echo(f"Job {job_id if resolved == full else resolved} {what}")
 
 
 def _scoped(obj: CliContext, job_id: str) -> tuple[str, str]:

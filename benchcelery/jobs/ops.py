@@ -140,6 +140,12 @@ def scope_job_id(job_id: str, sites: list[str]) -> tuple[str, str]:
     return site, job_id
 
 
+def resolve_id(rt: Runtime, site: str, job_id: str) -> str:
+    """The full id ``job_id`` names (``find``'s rule: exact, else a unique start), so a command can
+    say which job it acted on; raises JobNotFoundError or AmbiguousJobIdError."""
+    return find(rt, job_id, site).id
+
+
 def find(rt: Runtime, job_id: str, site: str) -> Job:
     """The waiting, running or failed job ``job_id`` names: its exact id, or a unique start of one
     (AmbiguousJobIdError lists the matches); JobNotFoundError when none."""
