@@ -402,7 +402,8 @@ def test_acl_user_accepted_and_wrong_password_refused(bench: BenchHandle) -> Non
         result = bench.run("worker", "--burst", "--rq-username", user, "--rq-password", "wrong-pw")
         assert result.returncode == 69
         assert result.stderr.strip().splitlines() == [
-            f"Redis at {bench.url}: authentication failed (invalid username-password pair or user is disabled.)"
+            f"Redis at {bench.url}: authentication failed (invalid username-password pair or user is disabled.) "
+            "(check the ACL user: rq_username and rq_password in sites/common_site_config.json)"
         ]
         assert "wrong-pw" not in result.stderr + result.stdout
         assert burst(bench, "--rq-username", user, "--rq-password", "s3cret-pw").returncode == 0
@@ -417,7 +418,8 @@ def test_unreachable_redis_is_one_line_exit_69(bench: BenchHandle) -> None:
     result = bench.run("worker", "--burst")
     assert result.returncode == 69
     (line,) = result.stderr.strip().splitlines()
-    assert line.endswith("is unreachable: connection refused") and "hunter2" not in line
+    assert "is unreachable: connection refused (is `bench start` running? Else check redis_queue" in line
+    assert "hunter2" not in line
 
 
 def test_embedded_redis_server_when_none_on_path(tmp_path: Path) -> None:

@@ -191,7 +191,7 @@ def test_purge_by_queue_event_and_site(bench: BenchHandle) -> None:
     assert (two["short"]["pending"], two["default"]["pending"], two["long"]["pending"]) == (1, 1, 3)
     result = bench.run("--site", "all", "purge-jobs")
     assert result.stdout.strip() == "Purged 5 jobs of every site (5 pending, 0 failed)"
-    assert bench.run(*S1, "purge-jobs", "--event", "nope").returncode == 2  # usage errors
+    assert bench.run(*S1, "purge-jobs", "--event", "").returncode == 2  # usage errors
     assert bench.run(*S1, "purge-jobs", "--queue", "nope").returncode == 2
 
 

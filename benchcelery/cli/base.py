@@ -85,11 +85,14 @@ class BenchGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BenchError as exc:
+            if exc.exit_code == EXIT_UNAVAILABLE:
+                fail(f"{exc}{unreachable_hint(ctx, str(exc))}", exc.exit_code)
             fail(str(exc), exc.exit_code)
         except Exception as exc:
             code = _connection_error_code(exc)
             if code is not None:
-                fail(_unreachable(ctx, exc), code)
+                message = _unreachable(ctx, exc)
+                fail(f"{message}{unreachable_hint(ctx, message)}", code)
             redis = sys.modules.get("redis")
             if redis is None or not isinstance(exc, redis.ResponseError):
                 raise
@@ -112,6 +115,55 @@ def _unreachable(ctx: click.Context, exc: Exception) -> str:
     from benchcelery.store.connection import describe
 
     return f"Redis{_where(ctx)} is unreachable: {describe(exc)}"
+
+
+def unreachable_hint(ctx: click.Context, message: str) -> str:
+    """What to check after an unreachable (or refusing) queue Redis: where its address or
+    credentials come from, and in a development bench whether ``bench start`` (which runs its
+    Redis) is running. Empty when no bench is known."""
+    import os
+
+    from benchcelery.bench.config import REDIS_QUEUE_ENVS
+    from benchcelery.store.sentinel import is_sentinel_url
+
+    obj = ctx.find_object(CliContext)
+    if obj is None or obj._bench is None:
+        return ""
+    config = "sites/common_site_config.json"
+    if "authentication failed" in message:
+        return f" (check the ACL user: rq_username and rq_password in {config})"
+    env = next((e for e in REDIS_QUEUE_ENVS if os.environ.get(e)), None)
+    if env:
+        return f" (the address comes from ${env}: check it)"
+    rt = obj._runtime
+    url = rt.settings.redis_url if rt is not None else ""
+    if is_sentinel_url(url):
+        return f" (check redis_queue and sentinel_password in {config}, and that the sentinels run)"
+    hint = f"check redis_queue in {config}"
+    if _runs_own_redis(obj.bench.root / "Procfile") and _is_loopback(url):
+        hint = f"is `bench start` running? Else {hint}"
+    return f" ({hint})"
+
+
+def _runs_own_redis(procfile: Any) -> bool:
+    """True when the bench's Procfile (development) starts its queue Redis."""
+    try:
+        text = procfile.read_text()
+    except OSError:
+        return False
+    return any(line.split(":", 1)[0].strip() == "redis_queue" for line in text.splitlines())
+
+
+def _is_loopback(url: str) -> bool:
+    from urllib.parse import urlsplit
+
+    if url.startswith("unix://"):
+        return True
+    try:
+        host = urlsplit(url).hostname or "127.0.0.1"
+    except ValueError:
+        return False
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def _where(ctx: click.Context) -> str:

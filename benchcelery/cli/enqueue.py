@@ -19,7 +19,9 @@ from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 @click.option("--deduplicate", is_flag=True, help="Skip when a job with --job-id is queued or running.")
 @click.option("--at-front", is_flag=True, help="Run before the jobs already waiting in the queue.")
 @click.option("--timeout", type=click.IntRange(1, 366 * 24 * 3600), help="Seconds (default: the queue's timeout).")
-@click.option("--event", help="Event tag (purge-jobs --event finds it).")
+@click.option(
+    "--event", metavar="TAG", help="Event tag (`bench purge-jobs --event TAG` purges the waiting jobs that have it)."
+)
 @pass_ctx
 def enqueue_cmd(
     obj: CliContext,

@@ -65,7 +65,11 @@ HELP: dict[str, tuple[str, list[str]]] = {
     ),
     "purge-jobs": (
         "Delete waiting jobs and failed records",
-        ["bench --site site1.local purge-jobs --queue long", "bench --site all purge-jobs --event daily"],
+        [
+            "bench --site site1.local purge-jobs --queue long",
+            "bench --site all purge-jobs --event daily",
+            "bench purge-jobs --event nightly  # the tag of bench enqueue --event nightly",
+        ],
     ),
     "ready-for-migration": (
         "Exit 0 when the site has no jobs to wait for",

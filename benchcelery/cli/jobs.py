@@ -26,7 +26,12 @@ STATES = ("queued", "started", "failed")
 
 @click.group("jobs")
 def jobs_group() -> None:
-    """List, inspect, retry, delete and cancel jobs."""
+    """List, inspect, retry, delete and cancel jobs.
+
+    A JOB_ID is the id `bench enqueue` printed (SITE::ID), the part after `::` (of the selected
+    site), or a unique start of either (the dashboard's 8 characters); a start that several jobs
+    share is refused with a line naming them.
+    """
 
 
 @jobs_group.command("list")
@@ -70,15 +75,16 @@ def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, 
 def show_cmd(obj: CliContext, job_id: str, fmt: str) -> None:
     """Everything known about one job (method, kwargs, site, queue, state, times, worker, traceback).
 
-    JOB_ID is the id `bench enqueue` printed (SITE::ID) or the part after `::` (with --site).
-    A job enqueued with a job id answers "finished" for rq_results_ttl seconds after it succeeded.
+    JOB_ID is the id `bench enqueue` printed (SITE::ID) or the part after `::` (with --site), or a
+    unique start of either (as the dashboard shows). A job enqueued with a job id answers "finished"
+    for rq_results_ttl seconds after it succeeded.
     """
     from benchcelery.errors import BenchError
-    from benchcelery.jobs.inspect import find_job
+    from benchcelery.jobs.inspect import find_typed
 
     rt = obj.runtime()
     _site, full = _scoped(obj, job_id)
-    info = find_job(rt, full)
+    info = find_typed(rt, full)
     if info is None:
         raise BenchError(
             f"No job {full} waiting, running or failed (a job that finished is remembered only when it has a job id)"
@@ -132,11 +138,13 @@ def retry_cmd(obj: CliContext, job_id: str | None, all_: bool, queue: str | None
 @pass_ctx
 def delete_cmd(obj: CliContext, job_id: str) -> None:
     """Delete a waiting job or a failed record."""
-    from benchcelery.jobs.ops import delete_job
+    from benchcelery.jobs.ops import delete_job, resolve_id
 
     site, full = _scoped(obj, job_id)
-    state = delete_job(obj.runtime(), site, full)
-    click.echo(f"Deleted {state} job {job_id}")
+    rt = obj.runtime()
+    resolved = resolve_id(rt, site, full)
+    state = delete_job(rt, site, resolved)
+    click.echo(f"Deleted {state} job {job_id if resolved == full else resolved}")
 
 
 @jobs_group.command("cancel")
@@ -145,11 +153,13 @@ def delete_cmd(obj: CliContext, job_id: str) -> None:
 @pass_ctx
 def cancel_cmd(obj: CliContext, job_id: str, terminate: bool) -> None:
     """Remove a waiting job, or revoke a running one (killed with --terminate)."""
-    from benchcelery.jobs.ops import cancel_job
+    from benchcelery.jobs.ops import cancel_job, resolve_id
 
     site, full = _scoped(obj, job_id)
-    what = cancel_job(obj.runtime(), site, full, terminate=terminate)
-    click.echo(f"Job {job_id} {what}")
+    rt = obj.runtime()
+    resolved = resolve_id(rt, site, full)  # a start of an id: the message names the whole one
+    what = cancel_job(rt, site, resolved, terminate=terminate)
+    click.echo(f"Job {job_id if resolved == full else resolved} {what}")
 
 
 def _scoped(obj: CliContext, job_id: str) -> tuple[str, str]:

@@ -51,7 +51,8 @@ class RedisHealth:
     version: str = ""
     used_memory: str = ""
     maxmemory_policy: str = ""
-    persistence: str = ""
+    persistence: str = ""  # aof / rdb / none; "" when CONFIG was refused and AOF is off
+    info_permitted: bool = True  # False: INFO was refused (an ACL user), so memory and policy are unknown
     warnings: list[str] = field(default_factory=list)
 
 
@@ -77,26 +78,30 @@ class DoctorReport:
 
 
 def redis_health(r: redis.Redis, url: str) -> RedisHealth:
+    """Version, memory, eviction policy and persistence of the queue Redis. A bench's ACL user may
+    run neither INFO nor CONFIG (both @dangerous): the version then comes from HELLO, and what only
+    INFO or CONFIG tell is left empty (``info_permitted`` False) rather than guessed."""
     import redis
 
+    health = RedisHealth(connected=True, url=url)
     try:
-        info = r.info()
-    except redis.exceptions.NoPermissionError:  # INFO is @dangerous: a bench's ACL user may not run it
-        info = {"redis_version": "unknown (INFO not permitted to this ACL user)"}
-    health = RedisHealth(
-        connected=True,
-        url=url,
-        version=str(info.get("redis_version", "")),
-        used_memory=str(info.get("used_memory_human", "")),
-        maxmemory_policy=str(info.get("maxmemory_policy", "")),
-    )
-    save = ""
+        info: dict[str, Any] = r.info()
+    except redis.exceptions.NoPermissionError:
+        health.info_permitted = False
+        health.version = _hello_version(r)
+        return health
+    health.version = str(info.get("redis_version", ""))
+    health.used_memory = str(info.get("used_memory_human", ""))
+    health.maxmemory_policy = str(info.get("maxmemory_policy", ""))
+    save: str | None
     try:
         save = str(r.config_get("save").get("save", ""))
     except Exception:  # CONFIG is an admin command: an ACL user may not run it
-        save = "unknown"
-    aof = bool(info.get("aof_enabled"))
-    health.persistence = "aof" if aof else ("rdb" if save and save != "unknown" else ("unknown" if save else "none"))
+        save = None
+    if info.get("aof_enabled"):
+        health.persistence = "aof"
+    elif save is not None:
+        health.persistence = "rdb" if save else "none"
     if health.maxmemory_policy and health.maxmemory_policy != "noeviction":
         health.warnings.append(
             f"maxmemory-policy is {health.maxmemory_policy}: Redis may evict queued jobs; use noeviction"
@@ -104,6 +109,36 @@ def redis_health(r: redis.Redis, url: str) -> RedisHealth:
     if health.persistence == "none":
         health.warnings.append("persistence is off (no AOF, no RDB): queued jobs are lost when Redis restarts")
     return health
+
+
+def _hello_version(r: redis.Redis) -> str:
+    """The server's version from HELLO (a connection command every ACL user may run), or ""."""
+    try:
+        reply = r.execute_command("HELLO")
+    except Exception:  # an old server without HELLO, or a proxy refusing it: the version stays unknown
+        return ""
+    if isinstance(reply, list):
+        reply = dict(zip(reply[::2], reply[1::2], strict=False))
+    if not isinstance(reply, dict):
+        return ""
+    version = reply.get(b"version") or reply.get("version") or ""
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def render_redis(health: RedisHealth) -> str:
+    """One line about the queue Redis that states only what is known."""
+    head = f"Redis {health.version} at {health.url}" if health.version else f"Redis at {health.url}"
+    if not health.info_permitted:
+        unknown = "memory, maxmemory-policy and persistence not shown"
+        return f"{head}: connected (INFO is not permitted to this ACL user: {unknown})"
+    facts = []
+    if health.used_memory:
+        facts.append(f"{health.used_memory} used")
+    if health.maxmemory_policy:
+        facts.append(f"maxmemory-policy {health.maxmemory_policy}")
+    known = health.persistence
+    facts.append(f"persistence {known}" if known else "persistence unknown (CONFIG not permitted)")
+    return f"{head}: {', '.join(facts)}"
 
 
 def scheduler_state(site: str, conf: dict[str, Any]) -> tuple[str, list[str]]:
@@ -215,10 +250,7 @@ def render_text(report: DoctorReport) -> str:
         lines.append("")
     gone = [w for w in report.workers if not w.alive]
     r = report.redis
-    lines.append(
-        f"Redis {r.version} at {r.url}: {r.used_memory} used, maxmemory-policy {r.maxmemory_policy}, "
-        f"persistence {r.persistence}"
-    )
+    lines.append(render_redis(r))
     if report.sentinel:
         lines += render_sentinel(report.sentinel)
     hb = report.scheduler_heartbeat

@@ -41,6 +41,7 @@ class PendingReport:
     sites: list[str] | None  # None = the whole bench
     queues: list[QueueCounts]
     jobs: list[dict[str, Any]] = field(default_factory=list)  # with --verbose: each pending job
+    running: list[dict[str, Any]] = field(default_factory=list)  # with --verbose: each running job
 
     @property
     def total_pending(self) -> int:
@@ -60,6 +61,7 @@ class PendingReport:
             "queues": [{k: v for k, v in asdict(q).items() if k != "sites" or v is not None} for q in self.queues],
             "total": {"pending": self.total_pending, "failed": self.total_failed, "processing": self.total_started},
             **({"jobs": self.jobs} if self.jobs else {}),
+            **({"running": self.running} if self.running else {}),
         }
 
 
@@ -76,9 +78,7 @@ def _oldest(fig: QueueFigures, sites: list[str]) -> float | None:
 
 def pending_report(rt: Runtime, sites: list[str] | None, verbose: bool = False) -> PendingReport:
     """Counts for ``sites`` (None = every job of the bench, whatever its site, with a per-site breakdown)."""
-    r, keys = rt.redis, rt.keys
     queues = list(rt.settings.queues)
-    only = sites[0] if sites and len(sites) == 1 else None
     report = PendingReport(sites=sites, queues=[])
     for fig in queue_figures(rt):
         counts = QueueCounts(
@@ -95,32 +95,82 @@ def pending_report(rt: Runtime, sites: list[str] | None, verbose: bool = False) 
             }
         report.queues.append(counts)
     if verbose:
-        now = time.time()
-        wanted = set(sites) if sites is not None else None
-        for q in queues:
-            for job in inspect.iter_pending(r, keys, q, site=only):
-                if wanted is not None and job.site not in wanted:
-                    continue
-                report.jobs.append(
-                    {
-                        "id": job.id,
-                        "queue": q,
-                        "position": job.position,
-                        "method": job.method,
-                        "kwargs": job.kwargs,
-                        "event": job.event,
-                        "age": round(now - job.enqueued_at, 1) if job.enqueued_at else None,
-                    }
-                )
+        report.jobs, report.running = _verbose_jobs(rt, sites, queues)
     return report
 
 
+def _verbose_jobs(
+    rt: Runtime, sites: list[str] | None, queues: list[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(waiting jobs in the order workers take them, running jobs oldest first) of ``sites``."""
+    r, keys = rt.redis, rt.keys
+    now = time.time()
+    only = sites[0] if sites and len(sites) == 1 else None
+    wanted = set(sites) if sites is not None else None
+    waiting = []
+    for q in queues:
+        for job in inspect.iter_pending(r, keys, q, site=only):
+            if wanted is not None and job.site not in wanted:
+                continue
+            waiting.append(
+                {
+                    "id": job.id,
+                    "queue": q,
+                    "position": job.position,
+                    "method": job.method,
+                    "kwargs": job.kwargs,
+                    "event": job.event,
+                    "age": round(now - job.enqueued_at, 1) if job.enqueued_at else None,
+                }
+            )
+    running = [
+        {
+            "id": job.id,
+            "queue": job.queue,
+            "method": job.method,
+            "kwargs": job.kwargs,
+            "event": job.event,
+            "worker": job.extra.get("worker"),
+            "running_for": round(now - job.started_at, 1) if job.started_at else None,
+        }
+        for job in inspect.started_jobs(r, keys, site=only)
+        if wanted is None or job.site in wanted
+    ]
+    return waiting, running
+
+
+def _site_rows(q: QueueCounts) -> list[str]:
+    """--site all: the queue's counts per site, as rows under its totals."""
+    if not q.sites:
+        return []
+    rows = [("SITE", "PENDING", "FAILED", "STARTED")]
+    rows += [(site, str(c.pending), str(c.failed), str(c.started)) for site, c in q.sites.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return ["    " + "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[3]]) for row in rows]
+
+
+def _job_lines(running: list[dict[str, Any]], waiting: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for job in running:
+        since = f"for {job['running_for']:.0f}s" if job["running_for"] is not None else "since an unknown time"
+        worker = f" on {job['worker']}" if job.get("worker") else ""
+        lines.append(f"    running {job['id']} {job['method']} {job['kwargs']} ({since}{worker})")
+    for job in waiting:
+        age = f"{job['age']:.0f}s ago" if job["age"] is not None else "age unknown"
+        lines.append(f"    #{job['position']} {job['id']} {job['method']} {job['kwargs']} ({age})")
+    return lines
+
+
 def render_text(report: PendingReport) -> str:
-    """The guide's block, exactly; with --verbose the pending jobs follow each queue's counts."""
+    """The guide's block, exactly; for the whole bench (--site all) each queue's counts are followed
+    by a row per site; with --verbose, by its running jobs, then its waiting ones (next first)."""
     lines: list[str] = []
-    by_queue: dict[str, list[dict[str, Any]]] = {}
+    waiting: dict[str, list[dict[str, Any]]] = {}
+    running: dict[str, list[dict[str, Any]]] = {}
     for job in report.jobs:
-        by_queue.setdefault(job["queue"], []).append(job)
+        waiting.setdefault(job["queue"], []).append(job)
+    for job in report.running:
+        running.setdefault(job["queue"], []).append(job)
     for q in report.queues:
         lines += [
             f"Queue: {q.name}",
@@ -128,9 +178,8 @@ def render_text(report: PendingReport) -> str:
             f"  - failed: {q.failed}",
             f"  - started: {q.started}",
         ]
-        for job in by_queue.get(q.name, []):
-            age = f"{job['age']:.0f}s ago" if job["age"] is not None else "age unknown"
-            lines.append(f"    #{job['position']} {job['id']} {job['method']} {job['kwargs']} ({age})")
+        lines += _site_rows(q)
+        lines += _job_lines(running.get(q.name, []), waiting.get(q.name, []))
         lines.append("")
     lines += [
         f"Total pending: {report.total_pending}",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchcelery.bench.keys import UNKNOWN_SITE
 from benchcelery.broker.delivery import decode_meta
+from benchcelery.errors import BenchError
 from benchcelery.jobs import registry
 from benchcelery.jobs.model import Job
 
@@ -61,6 +62,43 @@ for k = 1, #KEYS do
 end
 return {}
 """
+
+
+# KEYS: queue lists. ARGV[1]: '"id": "' + the JSON-escaped prefix (a quick filter), ARGV[2]: the
+# escaped prefix, ARGV[3]: most ids to return. Returns the (escaped) ids of waiting messages whose
+# id (the first "id" of the envelope: Celery's header) starts with the prefix.
+_FIND_PREFIX = """
+local out, seen = {}, {}
+for k = 1, #KEYS do
+  local len = redis.call('LLEN', KEYS[k])
+  for start = 0, len - 1, 2000 do
+    local items = redis.call('LRANGE', KEYS[k], start, start + 1999)
+    for _, item in ipairs(items) do
+      if string.find(item, ARGV[1], 1, true) then
+        local id = string.match(item, '"id": "([^"]*)"')
+        if id and string.sub(id, 1, #ARGV[2]) == ARGV[2] and not seen[id] then
+          seen[id] = true
+          table.insert(out, id)
+          if #out >= tonumber(ARGV[3]) then return out end
+        end
+      end
+    end
+  end
+end
+return out
+"""
+
+MAX_MATCHES = 6  # a prefix matching more jobs is reported with this many of them
+
+
+class AmbiguousJobIdError(BenchError):
+    """A job id prefix that matches several jobs."""
+
+    def __init__(self, prefix: str, matches: list[str]) -> None:
+        shown = ", ".join(m[:200] for m in matches[: MAX_MATCHES - 1])
+        more = ", ..." if len(matches) >= MAX_MATCHES else ""
+        super().__init__(f"Job id {prefix[:200]} is ambiguous: it starts {shown}{more}; give more characters")
+        self.matches = matches
 
 
 def count_pending(
@@ -262,6 +300,17 @@ def find_job(rt: Runtime, job_id: str) -> Job | None:
     return job
 
 
+def find_typed(rt: Runtime, job_id: str) -> Job | None:
+    """What an operator's job id names (commands and the dashboard): the job with exactly this full
+    id (``find_job``), else the one job whose id starts with it (``resolve_prefix``: a unique prefix,
+    as the dashboard's short ids; AmbiguousJobIdError when several match)."""
+    job = find_job(rt, job_id)
+    if job is None:
+        full = resolve_prefix(rt, job_id)
+        job = lookup(rt, full) if full else None
+    return job
+
+
 def lookup(rt: Runtime, job_id: str) -> Job | None:
     """A job by full id: running, failed or waiting (in that order), or None."""
     r, keys, queues = rt.redis, rt.keys, list(rt.settings.queues)
@@ -272,6 +321,28 @@ def lookup(rt: Runtime, job_id: str) -> Job | None:
     if rec is not None:
         return failed_info(rec)
     return find_pending(r, keys, queues, job_id)
+
+
+def resolve_prefix(rt: Runtime, prefix: str) -> str | None:
+    """The full id of the one waiting, running or failed job whose id starts with ``prefix`` (a full
+    id's start, ``<site>::<first characters>``), or None when no job's does. A job whose id is exactly
+    ``prefix`` wins; several others raise AmbiguousJobIdError naming them. Finished jobs are found
+    by their exact id only."""
+    r, keys, queues = rt.redis, rt.keys, list(rt.settings.queues)
+    found = {job.id for job in started_jobs(r, keys) if job.id.startswith(prefix)}
+    found |= {job_id for _, _, job_id in registry.failed_entries(r, keys, queues) if job_id.startswith(prefix)}
+    escaped = json.dumps(prefix)[1:-1]
+    for queue in queues:
+        if len(found) >= MAX_MATCHES:
+            break
+        lists = keys.queue_lists(queue)
+        ids = r.eval(_FIND_PREFIX, len(lists), *lists, f'"id": "{escaped}', escaped, MAX_MATCHES)
+        found |= {json.loads(b'"' + raw + b'"') for raw in ids}
+    if prefix in found:
+        return prefix
+    if len(found) > 1:
+        raise AmbiguousJobIdError(prefix, sorted(found))
+    return found.pop() if found else None
 
 
 def failed_info(rec: dict[str, Any]) -> Job:

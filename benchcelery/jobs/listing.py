@@ -39,10 +39,33 @@ def list_jobs(
                 if keep(job):
                     out.append(job)
     if registry.FAILED in states and len(out) < limit:
-        for q in queue_list:
-            ids = registry.failed_ids(r, keys, q, site=only)
-            for rec in registry.failed_records(r, keys, q, ids[: limit - len(out)]):
-                job = inspect.failed_info(rec)
-                if keep(job):
-                    out.append(job)
+        out += _failed_newest_first(rt, queue_list, wanted, limit - len(out))
     return out[:limit]
+
+
+def _failed_newest_first(rt: Runtime, queues: list[str], wanted: set[str] | None, limit: int) -> list[Job]:
+    """Up to ``limit`` failed jobs of ``queues``, newest failure first whatever their queue; only
+    ``wanted`` sites' (None = all) and those of sites that do not exist."""
+    exists: dict[str, bool] = {}
+
+    def belongs(site: str) -> bool:
+        if wanted is None or site in wanted:
+            return True
+        if site not in exists:
+            exists[site] = rt.bench.site_exists(site)
+        return not exists[site]
+
+    chosen = [
+        (q, job_id)
+        for _, q, job_id in registry.failed_entries(rt.redis, rt.keys, queues)
+        if belongs(registry.site_of(job_id))
+    ][:limit]
+    by_queue: dict[str, list[str]] = {}
+    for q, job_id in chosen:
+        by_queue.setdefault(q, []).append(job_id)
+    found = {
+        (q, rec["job_id"]): inspect.failed_info(rec)
+        for q, ids in by_queue.items()
+        for rec in registry.failed_records(rt.redis, rt.keys, q, ids)
+    }
+    return [found[key] for key in chosen if key in found]

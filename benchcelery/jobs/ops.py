@@ -7,6 +7,7 @@ and another site's jobs are never touched. Running jobs are never purged (cancel
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -56,21 +57,15 @@ return n
 """
 
 
-SCHEDULED_EVENTS = (
-    "all",
-    "hourly",
-    "daily",
-    "weekly",
-    "monthly",
-    "yearly",
-    "annual",
-    "hourly_long",
-    "daily_long",
-    "weekly_long",
-    "monthly_long",
-    "cron",
-    "cron_long",
-)
+ALL_EVENTS = "all"  # purge_jobs(event="all"): every job enqueued with an event tag
+
+
+def event_needle(event: str) -> str:
+    """The text that marks a waiting message enqueued with event tag ``event`` (the header as the
+    message's JSON holds it); ``all`` matches every tagged message. ValidationError for an empty tag."""
+    if not isinstance(event, str) or not event.strip():
+        raise ValidationError("must be a non-empty event tag (a scheduler event such as daily, or an enqueue tag)")
+    return '"event": "' if event == ALL_EVENTS else f'"event": {json.dumps(event)}'
 
 
 @dataclass
@@ -88,15 +83,15 @@ def purge_jobs(
 ) -> PurgeResult:
     """Delete the waiting jobs (and, without ``event``, the failed records) of ``sites`` (None = all).
 
-    ``event``: only waiting scheduled jobs of that event type; ``all`` = every scheduled event.
+    ``event``: only the waiting jobs enqueued with that event tag (``enqueue(event=...)``,
+    ``bench enqueue --event``; scheduled jobs carry their event type: ``daily``, ``cron``...);
+    ``all`` = every job that has an event tag. Failed records are kept then.
     """
     r, keys = rt.redis, rt.keys
     queue_list = list(queues) if queues else list(rt.settings.queues)
     for q in queue_list:
         rt.settings.validate_queue(q)
-    if event is not None and event not in SCHEDULED_EVENTS:
-        raise ValidationError(f"Event should be one of {', '.join(SCHEDULED_EVENTS)}")
-    needle = "" if event is None else ('"event": "' if event == "all" else f'"event": "{event}"')
+    needle = "" if event is None else event_needle(event)
     site_needles = [f'"id": "{s}::' for s in sites] if sites is not None else []
     script = r.register_script(_PURGE)
     removed: list[str] = []
@@ -145,8 +140,19 @@ def scope_job_id(job_id: str, sites: list[str]) -> tuple[str, str]:
     return site, job_id
 
 
+def resolve_id(rt: Runtime, site: str, job_id: str) -> str:
+    """The full id ``job_id`` names (``find``'s rule: exact, else a unique start), so a command can
+    say which job it acted on; raises JobNotFoundError or AmbiguousJobIdError."""
+    return find(rt, job_id, site).id
+
+
 def find(rt: Runtime, job_id: str, site: str) -> Job:
+    """The waiting, running or failed job ``job_id`` names: its exact id, or a unique start of one
+    (AmbiguousJobIdError lists the matches); JobNotFoundError when none."""
     info = inspect.lookup(rt, full_id(job_id, site))
+    if info is None:
+        full = inspect.resolve_prefix(rt, full_id(job_id, site))
+        info = inspect.lookup(rt, full) if full else None
     if info is None:
         raise JobNotFoundError(full_id(job_id, site))
     return info
@@ -154,8 +160,12 @@ def find(rt: Runtime, job_id: str, site: str) -> Job:
 
 def retry_failed(rt: Runtime, site: str, job_id: str) -> str:
     """Re-enqueue a failed job with its original method, arguments, queue and event; the failed
-    record is removed once the new message is queued. Returns the job id."""
+    record is removed once the new message is queued. ``job_id`` may be a unique start of the id.
+    Returns the job id."""
     rec = registry.find_failed(rt.redis, rt.keys, rt.settings.queues, full_id(job_id, site))
+    if rec is None:
+        full = inspect.resolve_prefix(rt, full_id(job_id, site))
+        rec = registry.find_failed(rt.redis, rt.keys, rt.settings.queues, full) if full else None
     if rec is None:
         raise JobNotFoundError(full_id(job_id, site))
     return _requeue(rt, rec)

@@ -68,6 +68,18 @@ def failed_ids(r: redis.Redis, keys: Keys, queue: str, site: str | None = None) 
     return ids
 
 
+def failed_entries(r: redis.Redis, keys: Keys, queues: Iterable[str]) -> list[tuple[float, str, str]]:
+    """(failure time, queue, job id) of every failed record of ``queues``, newest first across them."""
+    queues = list(queues)
+    pipe = r.pipeline(transaction=False)
+    for q in queues:
+        pipe.zrange(keys.failed(q), 0, -1, withscores=True)
+    entries = [
+        (float(score), q, raw.decode()) for q, pairs in zip(queues, pipe.execute(), strict=True) for raw, score in pairs
+    ]
+    return sorted(entries, key=lambda e: e[0], reverse=True)
+
+
 def failed_counts(r: redis.Redis, keys: Keys, queues: Iterable[str]) -> dict[str, dict[str, int]]:
     """queue -> site -> number of failed records."""
     queues = list(queues)

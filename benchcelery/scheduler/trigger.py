@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from benchcelery.errors import BenchError, ValidationError
+from benchcelery.errors import BenchError, RedisUnavailableError, ValidationError
 from benchcelery.runtime import Runtime
 from benchcelery.scheduler import as_site
 from benchcelery.scheduler.events import ALL, EVENT_TYPES, ScheduledJob, load_jobs
@@ -58,7 +58,8 @@ def select_jobs(jobs: list[ScheduledJob], event: str) -> list[ScheduledJob]:
 
 
 def trigger(rt: Runtime, sites: list[str], event: str) -> TriggerResult:
-    """Enqueue EVENT's scheduled jobs for each site now. Raises ValidationError for an unknown EVENT."""
+    """Enqueue EVENT's scheduled jobs for each site now. Raises ValidationError for an unknown EVENT
+    and RedisUnavailableError (rather than recording failed runs) when Redis cannot be reached."""
     from benchcelery.jobs.enqueue import enqueue
 
     event = event.strip()
@@ -73,6 +74,8 @@ def trigger(rt: Runtime, sites: list[str], event: str) -> TriggerResult:
                     enqueued = enqueue(
                         job.method, queue=job.queue, event=job.event, job_id=job.job_id, deduplicate=True
                     )
+            except RedisUnavailableError:
+                raise  # not one job's failure: every command reports an unreachable Redis alike (exit 69)
             except BenchError as exc:
                 run.status, run.error = FAILED, str(exc)
             else:
