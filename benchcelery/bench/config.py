@@ -40,10 +40,13 @@ DEFAULTS: dict[str, Any] = {
     "doctor_fail_on": "",  # what else makes `bench doctor` exit 1, e.g. "failed,dead-workers"
     "dashboard_port": 9030,  # `bench dashboard`
     "dashboard_token_max_age": 30 * 24 * 3600,  # how long a dashboard login token is valid (s)
+    "dashboard_trusted_proxies": [],  # addresses whose X-Forwarded-Proto the dashboard believes
+    "durations_ttl": 7 * 24 * 3600,  # s; a method's duration series not written for this long is dropped
     # Monitoring: `bench worker --events` by default; `bench metrics` and `bench flower` addresses.
     "worker_send_task_events": False,
     "metrics_port": 9808,
     "metrics_address": "127.0.0.1",
+    "metrics_allow_public": False,  # serve /metrics off loopback without metrics_basic_auth
     "flower_port": 5555,
     "flower_address": "127.0.0.1",
 }

@@ -39,6 +39,8 @@ benchcelery's own:
 ``<p>durations:<queue>``            hash    ``<method>\x1f<bucket>`` -> jobs whose run time fell in
                                             that histogram bucket, ``<method>\x1fsum`` -> total
                                             seconds (written by workers, read by ``bench metrics``)
+``<p>dashboard:session:<id>``      string  JSON of one dashboard login session (user, CSRF
+                                            token, secret fingerprint); expires with the login
 ``<p>scheduler:heartbeat``          string  JSON of the active scheduler's last tick; expires
 ``<p>scheduler:runs:<site>``        list    newest-first JSON run records of scheduled jobs
 ``<p>scheduler:last:<site>``        hash    scheduled job name -> JSON last run (outcome)
@@ -160,6 +162,14 @@ class Keys:
 
     def durations(self, queue: str) -> str:
         return f"{self.prefix}durations:{queue}"
+
+    def dashboard_session(self, session_id: str) -> str:
+        return f"{self.prefix}dashboard:session:{session_id}"
+
+    @property
+    def failed_pattern(self) -> str:
+        """SCAN pattern of every failed-registry key (``failed:<queue>`` and ``failed:<queue>:data``)."""
+        return f"{self.prefix}failed:*"
 
     @property
     def workers(self) -> str:

@@ -68,6 +68,16 @@ def failed_ids(r: redis.Redis, keys: Keys, queue: str, site: str | None = None) 
     return ids
 
 
+def failed_queue_names(r: redis.Redis, keys: Keys) -> list[str]:
+    """Every queue with a failed registry in Redis, configured or not (a forged message can name any
+    queue, and its failure is recorded under that name)."""
+    names = {
+        k.decode("utf-8", "replace").removeprefix(keys.prefix + "failed:")
+        for k in r.scan_iter(keys.failed_pattern, count=500)
+    }
+    return sorted(n for n in names if not (n.endswith(":data") and n.removesuffix(":data") in names))
+
+
 def failed_counts(r: redis.Redis, keys: Keys, queues: Iterable[str]) -> dict[str, dict[str, int]]:
     """queue -> site -> number of failed records."""
     queues = list(queues)
