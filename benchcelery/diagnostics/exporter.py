@@ -85,6 +85,11 @@ def families(fig: Figures) -> Iterator[Any]:
     queue_workers = GaugeMetricFamily(
         "bench_queue_workers", "Live worker processes consuming the queue", labels=["queue"]
     )
+    configured = GaugeMetricFamily(
+        "bench_queue_configured",
+        "1 for a queue of the config, 0 for one no config names that holds failed records",
+        labels=["queue"],
+    )
     every_site = set(fig.scheduler.site_states)  # a site without jobs still gets its zeros
     for q in fig.queues:
         for site in sorted(every_site | set(q.sites)):
@@ -99,7 +104,8 @@ def families(fig: Figures) -> Iterator[Any]:
                 site_oldest.add_metric(labels, age)
         queue_oldest.add_metric([q.queue], q.oldest_age() or 0.0)
         queue_workers.add_metric([q.queue], q.workers)
-    yield from (pending, site_oldest, queue_oldest, started, failed, stuck, recovered, queue_workers)
+        configured.add_metric([q.queue], 1 if q.configured else 0)
+    yield from (pending, site_oldest, queue_oldest, started, failed, stuck, recovered, queue_workers, configured)
 
     wl = ["worker", "host"]
     alive = GaugeMetricFamily(

@@ -19,7 +19,8 @@ def list_jobs(
 
     Queue elements that are not valid messages and jobs of sites that do not exist (and their
     failure records) belong to no site of the bench: they are listed whatever sites are asked for,
-    so nobody has to look for them."""
+    so nobody has to look for them. Without ``queues``, failures recorded under a queue no config
+    names (a forged message's routing key) are listed too, with ``extra["unconfigured_queue"]``."""
     r, keys = rt.redis, rt.keys
     queue_list = queues or list(rt.settings.queues)
     wanted = {*sites, UNKNOWN_SITE} if sites is not None else None
@@ -39,10 +40,14 @@ def list_jobs(
                 if keep(job):
                     out.append(job)
     if registry.FAILED in states and len(out) < limit:
-        for q in queue_list:
+        stray = [] if queues else [q for q in registry.failed_queue_names(r, keys) if q not in queue_list]
+        for q in queue_list + stray:
             ids = registry.failed_ids(r, keys, q, site=only)
             for rec in registry.failed_records(r, keys, q, ids[: limit - len(out)]):
                 job = inspect.failed_info(rec)
-                if keep(job):
+                if q in stray:
+                    job.queue, job.extra["unconfigured_queue"] = q, True
+                    out.append(job)
+                elif keep(job):
                     out.append(job)
     return out[:limit]
