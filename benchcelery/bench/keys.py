@@ -30,6 +30,8 @@ benchcelery's own:
 ``<p>stale_acks``                   string  finishes reported by a worker whose lease had lapsed
 ``<p>failed:<queue>``               zset    job id -> failure time (failed-job registry)
 ``<p>failed:<queue>:data``          hash    job id -> JSON failure record
+``<p>failed_queues``                set     every queue a failure was recorded under (a forged
+                                            message may name a queue no config has)
 ``<p>job:<job_id>``                 string  status of a job enqueued with an explicit id:
                                             queued / started / finished (expires)
 ``<p>workers``                      zset    worker name -> last heartbeat (epoch s)
@@ -167,9 +169,9 @@ class Keys:
         return f"{self.prefix}dashboard:session:{session_id}"
 
     @property
-    def failed_pattern(self) -> str:
-        """SCAN pattern of every failed-registry key (``failed:<queue>`` and ``failed:<queue>:data``)."""
-        return f"{self.prefix}failed:*"
+    def failed_queues(self) -> str:
+        """Set of every queue name a failure was recorded under (configured or not)."""
+        return f"{self.prefix}failed_queues"
 
     @property
     def workers(self) -> str:
