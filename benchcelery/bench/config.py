@@ -43,10 +43,13 @@ DEFAULTS: dict[str, Any] = {
     # Durable enqueue: each push waits for this many replicas, at most this long (s); 0 = no wait.
     "enqueue_wait_replicas": 0,
     "enqueue_wait_timeout": 1.0,
+    "dashboard_trusted_proxies": [],  # addresses whose X-Forwarded-Proto the dashboard believes
+    "durations_ttl": 7 * 24 * 3600,  # s; a method's duration series not written for this long is dropped
     # Monitoring: `bench worker --events` by default; `bench metrics` and `bench flower` addresses.
     "worker_send_task_events": False,
     "metrics_port": 9808,
     "metrics_address": "127.0.0.1",
+    "metrics_allow_public": False,  # serve /metrics off loopback without metrics_basic_auth
     "flower_port": 5555,
     "flower_address": "127.0.0.1",
 }

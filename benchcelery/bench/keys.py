@@ -30,6 +30,8 @@ benchcelery's own:
 ``<p>stale_acks``                   string  finishes reported by a worker whose lease had lapsed
 ``<p>failed:<queue>``               zset    job id -> failure time (failed-job registry)
 ``<p>failed:<queue>:data``          hash    job id -> JSON failure record
+``<p>failed_queues``                set     every queue a failure was recorded under (a forged
+                                            message may name a queue no config has)
 ``<p>job:<job_id>``                 string  status of a job enqueued with an explicit id:
                                             queued / started / finished (expires)
 ``<p>workers``                      zset    worker name -> last heartbeat (epoch s)
@@ -39,6 +41,8 @@ benchcelery's own:
 ``<p>durations:<queue>``            hash    ``<method>\x1f<bucket>`` -> jobs whose run time fell in
                                             that histogram bucket, ``<method>\x1fsum`` -> total
                                             seconds (written by workers, read by ``bench metrics``)
+``<p>dashboard:session:<id>``      string  JSON of one dashboard login session (user, CSRF
+                                            token, secret fingerprint); expires with the login
 ``<p>scheduler:heartbeat``          string  JSON of the active scheduler's last tick; expires
 ``<p>scheduler:runs:<site>``        list    newest-first JSON run records of scheduled jobs
 ``<p>scheduler:last:<site>``        hash    scheduled job name -> JSON last run (outcome)
@@ -160,6 +164,14 @@ class Keys:
 
     def durations(self, queue: str) -> str:
         return f"{self.prefix}durations:{queue}"
+
+    def dashboard_session(self, session_id: str) -> str:
+        return f"{self.prefix}dashboard:session:{session_id}"
+
+    @property
+    def failed_queues(self) -> str:
+        """Set of every queue name a failure was recorded under (configured or not)."""
+        return f"{self.prefix}failed_queues"
 
     @property
     def workers(self) -> str:

@@ -214,6 +214,8 @@ SCHEMA: dict[str, Key] = {
     "metrics": Key(boolean),
     "metrics_port": Key(integer(1, 65535)),
     "metrics_address": Key(text(255)),
+    "metrics_allow_public": Key(boolean),
+    "metrics_basic_auth": Key(lambda v: None if isinstance(v, str | list) else "must be a string or list", secret=True),
     "flower_port": Key(integer(1, 65535)),
     "flower_address": Key(text(255)),
     "flower_basic_auth": Key(lambda v: None if isinstance(v, str | list) else "must be a string or list", secret=True),
@@ -223,6 +225,9 @@ SCHEMA: dict[str, Key] = {
     "dashboard_read_only": Key(boolean),
     "dashboard_secret": Key(text(1000), secret=True),
     "dashboard_token_max_age": Key(integer(1, 10 * MAX_SECONDS)),
+    "dashboard_trusted_proxies": Key(list_of(text(100), "proxy addresses")),
+    "durations_ttl": Key(integer(60, 10 * MAX_SECONDS)),
+    "flower_allowed_hosts": Key(list_of(text(300), "host names")),
 }
 
 

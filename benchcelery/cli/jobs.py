@@ -57,7 +57,7 @@ def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, 
     rows = [
         (
             j.state,
-            j.queue,
+            f"{j.queue} [not configured]" if j.extra.get("unconfigured_queue") else j.queue,
             f"{j.id} [no site]" if j.site == UNKNOWN_SITE else j.id,
             j.method,
             _when(j.extra.get("failed_at") or j.started_at or j.enqueued_at),

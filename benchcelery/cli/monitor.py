@@ -26,7 +26,9 @@ MISSING = "{what} is not installed: pip install 'benchcelery[monitor]'"
 @click.option("--once", is_flag=True, help="Print one scrape to stdout and exit.")
 @pass_ctx
 def metrics_cmd(obj: CliContext, port: int | None, address: str | None, once: bool) -> None:
-    """Export the bench's job, worker and scheduler figures to Prometheus (read-only)."""
+    """Export the bench's job, worker and scheduler figures to Prometheus (read-only).
+
+    Off loopback it needs metrics_basic_auth (or metrics_allow_public: true in the config)."""
     try:
         from benchcelery.diagnostics import exporter
     except ModuleNotFoundError as exc:
@@ -41,8 +43,10 @@ def metrics_cmd(obj: CliContext, port: int | None, address: str | None, once: bo
     if port is None:
         port = int(rt.settings.get("metrics_port") or exporter.DEFAULT_PORT)
     address = address or str(rt.settings.get("metrics_address") or exporter.DEFAULT_ADDRESS)
+    auth = exporter.logins(rt.settings)
+    exporter.check_exposure(address, auth, rt.settings.get("metrics_allow_public") is True)
     try:
-        server, _thread = exporter.serve(rt, port, address)
+        server, _thread = exporter.serve(rt, port, address, auth)
     except OSError as exc:
         raise BenchError(f"Cannot listen on {address}:{port}: {exc.strerror or exc}") from None
     click.echo(f"bench metrics: serving http://{address}:{server.server_port}/metrics")
@@ -72,6 +76,8 @@ def flower_command(obj: CliContext, port: int | None, address: str | None) -> tu
     import importlib.util
     import os
 
+    from benchcelery.diagnostics import flower
+
     if importlib.util.find_spec("flower") is None:
         raise BenchError(MISSING.format(what="Flower"))
     settings = obj.runtime().settings
@@ -87,14 +93,23 @@ def flower_command(obj: CliContext, port: int | None, address: str | None) -> tu
             "('user:password') in common_site_config.json, or bind to 127.0.0.1"
         )
     _check_listen(address, port)
+    if not auth:  # never Flower's unauthenticated API: a login of the bench's own, made once
+        login, made = flower.generated_login(obj.bench)
+        auth = [login]
+        if made:
+            click.echo(
+                f"bench flower: generated a login for this bench: {login} "
+                f"(kept in {obj.bench.relative(flower.auth_file(obj.bench))}, mode 0600; "
+                "set flower_basic_auth to choose your own)",
+                err=True,
+            )
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
     env["BENCH_PATH"] = str(obj.bench.root)
-    if auth:
-        env["FLOWER_BASIC_AUTH"] = ",".join(auth)  # not on the command line, where `ps` shows it
-    else:
-        env["FLOWER_UNAUTHENTICATED_API"] = "true"  # loopback only (checked above), like the pages
-    argv = [sys.executable, "-m", "celery", "-A", "benchcelery.app", "flower", f"--address={address}", f"--port={port}"]
-    return argv, env
+    env["FLOWER_BASIC_AUTH"] = ",".join(auth)  # not on the command line, where `ps` shows it
+    extra = settings.get("flower_allowed_hosts") or []
+    env[flower.HOSTS_ENV] = ",".join(flower.allowed_hosts(address, port, [str(h) for h in extra]))
+    argv = [sys.executable, "-m", "benchcelery.diagnostics.flower", "-A", "benchcelery.app", "flower"]
+    return [*argv, f"--address={address}", f"--port={port}"], env
 
 
 @click.command("flower")
@@ -102,7 +117,8 @@ def flower_command(obj: CliContext, port: int | None, address: str | None) -> tu
 @click.option("--address", help="Address to bind (default: config flower_address, 127.0.0.1).")
 @pass_ctx
 def flower_cmd(obj: CliContext, port: int | None, address: str | None) -> None:
-    """Start Flower for this bench (basic auth from config flower_basic_auth)."""
+    """Start Flower for this bench (basic auth from config flower_basic_auth, else a generated
+    login kept in config/flower_basic_auth; requests for another Host are refused)."""
     import os
 
     argv, env = flower_command(obj, port, address)

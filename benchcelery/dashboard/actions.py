@@ -3,11 +3,16 @@
 retry / delete / cancel: ``jobs.ops``; scheduler state: ``scheduler.state.apply_action``; trigger
 now: ``scheduler.trigger.trigger``. Retrying and triggering enqueue (which builds the Celery app
 once, lazily); cancelling a running job revokes it through Celery's remote control.
+
+Every field of an action-log line goes through ``log_text``: control characters (a newline in a
+job id) are written as ``\\xNN`` and long values are cut, so a value can never start a line of
+its own or impersonate another user's.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 
 from benchcelery.dashboard.data import FailedFilter, failed_jobs
@@ -22,8 +27,19 @@ _lock = threading.Lock()
 SCHEDULER_ACTIONS = ("enable", "disable", "pause", "resume")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\\]")
+LOG_FIELD_MAX = 300
+
+
+def log_text(value: object) -> str:
+    """``value`` as one safe log field: backslashes and control characters escaped, length capped."""
+    text = _CONTROL.sub(lambda m: "\\\\" if m.group() == "\\" else f"\\x{ord(m.group()):02x}", str(value))
+    return text if len(text) <= LOG_FIELD_MAX else f"{text[:LOG_FIELD_MAX]}...({len(text)} chars)"
+
+
 def _log(user: str, action: str, target: str, outcome: str) -> None:
-    logger.info("user=%s action=%s target=%s outcome=%s", user, action, target, outcome)
+    fields = (log_text(v) for v in (user, action, target, outcome))
+    logger.info("user=%s action=%s target=%s outcome=%s", *fields)
 
 
 def retry(rt: Runtime, user: str, job_id: str) -> str:

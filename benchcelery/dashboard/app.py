@@ -17,13 +17,13 @@ from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.sessions import SessionMiddleware
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from benchcelery.dashboard import auth
 from benchcelery.dashboard.login import LoginViews
+from benchcelery.dashboard.sessions import SessionMiddleware
 from benchcelery.dashboard.views import Views
 from benchcelery.dashboard.web import Web
 from benchcelery.errors import BenchError
@@ -64,25 +64,19 @@ def until(ts: float | None) -> str:
 
 
 def create_app(rt: Runtime, options: DashboardOptions | None = None) -> Starlette:
-    """The dashboard for ``rt``'s bench. Needs the bench's ``dashboard_secret`` (bench dashboard token)."""
+    """The dashboard for ``rt``'s bench. Needs the bench's ``dashboard_secret`` (bench dashboard token),
+    which every request reads again (sessions.py)."""
     opts = options or DashboardOptions()
-    secret = auth.bench_secret(rt.bench, create=False)
-    if not secret:
+    if not auth.bench_secret(rt.bench, create=False):
         raise BenchError("The dashboard has no login yet: create one with `bench dashboard token --user NAME`")
-    max_age = auth.token_max_age(rt.bench.common_config())
+    conf = rt.bench.common_config()
+    max_age = auth.token_max_age(conf)
+    proxies = conf.get("dashboard_trusted_proxies") or []
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     templates.env.globals.update(age=age, since=since, until=until, refresh=opts.refresh_seconds)
     templates.env.filters["qs"] = lambda d: urlencode({k: v for k, v in d.items() if v not in (None, "")})
-    web = Web(rt, templates, secret, max_age, opts.read_only)
-    middleware = [
-        Middleware(
-            SessionMiddleware,
-            secret_key=secret,
-            session_cookie="bench_dashboard",
-            max_age=max_age,
-            same_site="strict",
-        )
-    ]
+    web = Web(rt, templates, max_age, opts.read_only)
+    middleware = [Middleware(SessionMiddleware, rt=rt, max_age=max_age, trusted_proxies=list(proxies))]
     return Starlette(routes=routes(web), middleware=middleware)
 
 

@@ -5,14 +5,21 @@
 - oldest waiting job: ``diagnostics.oldest`` (over ``figures.oldest_waiting``, as metrics and doctor);
 - workers: ``diagnostics.workers.read_workers``; running jobs: ``inspect.started_jobs``;
 - scheduler: ``scheduler.status.scheduler_status`` per site;
-- failed jobs: ``registry.failed_ids`` / ``failed_records``; waiting jobs: ``inspect.iter_pending``
-  (LRANGE windows of 1,000, stopped once the page is full: a queue is never loaded whole).
+- failed jobs: the ids and scores of the registries (``failed:<queue>``, configured or not), then
+  only the records a page shows (or, filtering by method or text, 50 records at a time); list rows
+  keep the exception's head only. At most two such reads run at once.
+- waiting jobs: when the site's jobs are all the queue holds, LRANGE of exactly the page (a deep
+  page costs what a first page does); otherwise ``inspect.iter_pending`` (LRANGE windows of 1,000,
+  stopped once the page is full). Pages past the last are the last page.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +33,10 @@ from benchcelery.runtime import Runtime
 WARN_AGE = 60
 BAD_AGE = 600
 PAGE_SIZE = 50
+CHUNK = 50  # failed records read per round trip while filtering
+SUMMARY_CHARS = 500  # of a failed job's exception shown in a list row
+# Requests that read many failed records run two at a time, so parallel requests cannot add up.
+_heavy = threading.BoundedSemaphore(2)
 
 
 @dataclass
@@ -179,16 +190,111 @@ class FailedFilter:
         }
 
 
-def failed_jobs(rt: Runtime, flt: FailedFilter) -> list[Job]:
-    """Failed jobs matching ``flt``, newest first (the registry keeps at most rq_failed_jobs_limit per queue)."""
+def failed_queues(rt: Runtime) -> tuple[list[str], list[str]]:
+    """(configured queues, queues no config names that hold failed records)."""
+    configured = list(rt.settings.queues)
+    stray = [q for q in registry.failed_queue_names(rt.redis, rt.keys) if q not in configured]
+    return configured, stray
+
+
+def _all_failed_queues(rt: Runtime) -> list[str]:
+    configured, stray = failed_queues(rt)
+    return configured + stray
+
+
+def _index(rt: Runtime, flt: FailedFilter, queues: list[str]) -> list[tuple[float, str, str]]:
+    """(failed_at, queue, id) of every failed record the site filter keeps, newest first: ids and
+    scores only, never the records."""
     r, keys = rt.redis, rt.keys
-    queues = [flt.queue] if flt.queue else list(rt.settings.queues)
-    out: list[Job] = []
+    pipe = r.pipeline(transaction=False)
     for q in queues:
-        ids = registry.failed_ids(r, keys, q, site=flt.site or None)
-        out += [j for j in map(inspect.failed_info, registry.failed_records(r, keys, q, ids)) if flt.matches(j)]
-    out.sort(key=lambda j: j.extra.get("failed_at") or 0, reverse=True)
+        pipe.zrevrange(keys.failed(q), 0, -1, withscores=True)
+    prefix = f"{flt.site}::" if flt.site else ""
+    out = [
+        (float(score), q, raw.decode("utf-8", "replace"))
+        for q, rows in zip(queues, pipe.execute(), strict=True)
+        for raw, score in rows
+    ]
+    out = [row for row in out if row[2].startswith(prefix)]
+    out.sort(key=lambda row: row[0], reverse=True)
     return out
+
+
+def summary(rec: dict[str, Any]) -> Job:
+    """A failed record as a list row: the exception's head only (no traceback, kwargs or raw text)."""
+    job = inspect.failed_info(rec)
+    exc = str(job.extra.get("exception") or "")
+    job.kwargs = {}
+    job.extra = {
+        "exception": exc[:SUMMARY_CHARS],
+        "failed_at": job.extra.get("failed_at"),
+        "user": job.extra.get("user"),
+    }
+    return job
+
+
+def _records(rt: Runtime, rows: list[tuple[float, str, str]]) -> Iterator[dict[str, Any]]:
+    """The records of ``rows``, ``CHUNK`` at a time (so a request holds one chunk of them at once)."""
+    for i in range(0, len(rows), CHUNK):
+        part = rows[i : i + CHUNK]
+        pipe = rt.redis.pipeline(transaction=False)
+        for _score, q, job_id in part:
+            pipe.hget(rt.keys.failed_data(q), job_id)
+        for (_score, q, job_id), raw in zip(part, pipe.execute(), strict=True):
+            rec = _parse(raw, q, job_id)
+            if rec is not None:
+                yield rec
+
+
+def _parse(raw: bytes | None, queue: str, job_id: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        rec = json.loads(raw)
+    except (ValueError, RecursionError):
+        rec = None
+    if not isinstance(rec, dict):
+        return {"job_id": job_id, "queue": queue, "exception": "[unreadable] failed record"}
+    rec.setdefault("job_id", job_id)
+    rec["queue"] = queue  # where it is stored, which the actions need
+    return rec
+
+
+def failed_jobs(rt: Runtime, flt: FailedFilter) -> list[Job]:
+    """Every failed job matching ``flt`` as list rows (``summary``), newest first."""
+    queues = [flt.queue] if flt.queue else _all_failed_queues(rt)
+    with _heavy:
+        return [summary(rec) for rec in _records(rt, _index(rt, flt, queues)) if flt.matches(inspect.failed_info(rec))]
+
+
+@dataclass
+class FailedPage:
+    jobs: list[Job]
+    total: int
+    page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // PAGE_SIZE))
+
+
+def failed_page(rt: Runtime, flt: FailedFilter, page: int) -> FailedPage:
+    """One page of the failed jobs matching ``flt``. Without a method or text filter only the page's
+    records are read; with one, records are read ``CHUNK`` at a time and only the page's rows kept."""
+    queues = [flt.queue] if flt.queue else _all_failed_queues(rt)
+    start = (page - 1) * PAGE_SIZE
+    with _heavy:
+        rows = _index(rt, flt, queues)
+        if not flt.method and not flt.text:
+            jobs = [summary(rec) for rec in _records(rt, rows[start : start + PAGE_SIZE])]
+            return FailedPage(jobs, len(rows), page)
+        total, jobs = 0, []
+        for rec in _records(rt, rows):
+            if flt.matches(inspect.failed_info(rec)):
+                if start <= total < start + PAGE_SIZE:
+                    jobs.append(summary(rec))
+                total += 1
+        return FailedPage(jobs, total, page)
 
 
 # --- queued and running jobs ---
@@ -217,5 +323,33 @@ def job_page(rt: Runtime, site: str, queue: str, state: str, page: int) -> JobPa
         running = [j for j in inspect.started_jobs(r, keys, site=site) if j.queue == queue]
         return JobPage(site, queue, state, page, running[start : start + PAGE_SIZE], len(running))
     total = inspect.count_pending(r, keys, [queue]).get(queue, {}).get(site, 0)
-    jobs = list(itertools.islice(inspect.iter_pending(r, keys, queue, site=site), start, start + PAGE_SIZE))
+    page = min(page, max(1, -(-total // PAGE_SIZE)))  # past the end: the last page
+    start = (page - 1) * PAGE_SIZE
+    lists = keys.queue_lists(queue)
+    pipe = r.pipeline(transaction=False)
+    for key in lists:
+        pipe.llen(key)
+    lengths = pipe.execute()
+    if sum(lengths) == total:  # only this site's jobs wait here: index the lists directly
+        jobs = _window(r, queue, list(zip(lists, lengths, strict=True)), start, PAGE_SIZE)
+    else:
+        with _heavy:
+            jobs = list(itertools.islice(inspect.iter_pending(r, keys, queue, site=site), start, start + PAGE_SIZE))
     return JobPage(site, queue, registry.QUEUED, page, jobs, total)
+
+
+def _window(r: Any, queue: str, lists: list[tuple[str, int]], start: int, count: int) -> list[Job]:
+    """Waiting jobs ``start``..``start+count`` in the order workers take them (each list from its
+    tail), with one LRANGE per list the window touches."""
+    out: list[Job] = []
+    offset = 0  # position of the first element of the current list
+    for key, length in lists:
+        lo, hi = max(start, offset), min(start + count, offset + length)
+        if lo < hi:  # positions lo..hi-1 are list indexes length-1-(p-offset), from the tail
+            first, last = length - (hi - offset), length - 1 - (lo - offset)
+            raws = r.lrange(key, first, last)
+            for i, raw in enumerate(reversed(raws)):
+                # the row a list page shows; inspect builds it the same way for iter_pending
+                out.append(inspect._queued(inspect.decode_message(raw), queue, raw, key, lo + i))
+        offset += length
+    return out

@@ -9,7 +9,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 
 from benchcelery.dashboard import auth
-from benchcelery.dashboard.web import Web
+from benchcelery.dashboard.actions import log_text
+from benchcelery.dashboard.web import Web, safe_next
 
 logger = logging.getLogger("benchcelery.dashboard")
 
@@ -19,24 +20,28 @@ class LoginViews:
         self.web = web
 
     async def login_page(self, request: Request) -> Response:
-        return self.web.render(request, "login.html", next=request.query_params.get("next", "/"), error=None)
+        return self.web.render(request, "login.html", next=safe_next(request.query_params.get("next", "/")), error=None)
 
     async def login(self, request: Request) -> Response:
         """Check the pasted login token; on success start a fresh session with a new CSRF token."""
         web = self.web
         form = await request.form()
-        nxt = str(form.get("next") or "/")
+        nxt = safe_next(form.get("next"))
+        secret = web.secret(request)
         try:
-            user, ro = auth.verify_token(web.secret, str(form.get("token") or ""), web.max_age)
+            if not secret:
+                raise auth.InvalidToken("the bench has no dashboard login (dashboard_secret is not set)")
+            user, ro = auth.verify_token(secret, str(form.get("token") or ""), web.max_age)
         except auth.InvalidToken as exc:
-            logger.warning("login refused: %s", exc)
+            logger.warning("login refused: %s", log_text(exc))
             return web.render(request, "login.html", status=401, next=nxt, error=f"Login refused: {exc}")
         request.session.clear()
         request.session.update({"user": user, "read_only": ro, "csrf": auth.new_csrf()})
-        logger.info("user=%s logged in%s", user, " (read-only)" if ro else "")
+        logger.info("user=%s logged in%s", log_text(user), " (read-only)" if ro else "")
         return web.back(request, {"next": nxt})
 
     async def logout(self, request: Request) -> Response:
+        """End the session: it is deleted from Redis, so a saved copy of the cookie is dead too."""
         form = await request.form()
         if auth.csrf_ok(request.session.get("csrf"), form.get("csrf")):
             request.session.clear()

@@ -14,7 +14,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from benchcelery.dashboard import actions, data
-from benchcelery.dashboard.web import Web
+from benchcelery.dashboard.web import Web, int_param
+from benchcelery.errors import ValidationError
 
 
 def failed_filter(params: Any) -> data.FailedFilter:
@@ -46,23 +47,25 @@ class Views:
 
     # --- failed jobs ---
     async def failed_page(self, request: Request) -> Response:
+        """One page of failed jobs; queues no config names are listed too, flagged."""
         rt = self.rt
         flt = failed_filter(request.query_params)
-        if flt.queue:
+        number = int_param(request.query_params, "page")
+        configured, stray = await run_in_threadpool(data.failed_queues, rt)
+        if flt.queue and flt.queue not in configured + stray:
             rt.settings.validate_queue(flt.queue)
-        jobs = await run_in_threadpool(data.failed_jobs, rt, flt)
-        number = max(1, int(request.query_params.get("page") or 1))
-        start = (number - 1) * data.PAGE_SIZE
+        fp = await run_in_threadpool(data.failed_page, rt, flt, number)
         return self.web.render(
             request,
             "failed.html",
             flt=flt,
-            jobs=jobs[start : start + data.PAGE_SIZE],
-            total=len(jobs),
+            jobs=fp.jobs,
+            total=fp.total,
             page=number,
-            pages=max(1, -(-len(jobs) // data.PAGE_SIZE)),
+            pages=fp.pages,
             sites=rt.bench.sites(),
-            queues=list(rt.settings.queues),
+            queues=configured + stray,
+            stray=stray,
             here=str(request.url.path) + ("?" + request.url.query if request.url.query else ""),
         )
 
@@ -97,12 +100,10 @@ class Views:
         sites = self.rt.bench.sites()
         site = str(params.get("site") or (sites[0] if sites else ""))
         queue = str(params.get("queue") or "default")
-        state = "started" if params.get("state") == "started" else "queued"
-        try:
-            number = int(params.get("page") or 1)
-        except ValueError:
-            number = 1
-        return site, queue, state, number
+        state = str(params.get("state") or "queued")
+        if state not in ("started", "queued"):
+            raise ValidationError("state must be queued or started")
+        return site, queue, state, int_param(params, "page")
 
     async def jobs_page(self, request: Request) -> Response:
         rt = self.rt

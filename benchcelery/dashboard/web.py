@@ -1,12 +1,17 @@
 """What every dashboard handler shares: the session's user, read-only mode, page rendering, and
 the two guards: ``page`` (login required; BenchError and an unreachable Redis become an error page)
-and ``action`` (login, CSRF token, not read-only; BenchError becomes a flash message)."""
+and ``action`` (login, CSRF token, not read-only; BenchError becomes a flash message).
+
+Redirect targets (``next``) are same-origin paths only: one leading ``/`` followed by anything but
+``/`` or ``\\``, no scheme, no backslash and no control character anywhere (browsers read ``///x``,
+``/\\x`` and ``/\tx`` as another host)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import redis
 from starlette.requests import Request
@@ -14,22 +19,45 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from benchcelery.dashboard import auth
-from benchcelery.errors import BenchError
+from benchcelery.errors import BenchError, ValidationError
 from benchcelery.runtime import Runtime
 
 Handler = Callable[[Request], Awaitable[Response]]
 ActionHandler = Callable[[Request, Any, str], Awaitable[Response]]
+_SAFE_PATH = re.compile(r"^/(?![/\\])[^\\\x00-\x20\x7f]*$")
+MAX_PAGE = 1_000_000
+
+
+def safe_next(target: object) -> str:
+    """``target`` if it is a path of this site, else ``/``."""
+    text = str(target or "")
+    return text if len(text) <= 2000 and _SAFE_PATH.match(text) else "/"
+
+
+def int_param(params: Any, name: str, default: int = 1, low: int = 1, high: int = MAX_PAGE) -> int:
+    """A whole-number query parameter; anything else is a ValidationError (the page answers 400)."""
+    raw = params.get(name)
+    if raw in (None, ""):
+        return default
+    text = str(raw)
+    if not text.isdigit() or len(text) > 9 or not low <= int(text) <= high:
+        raise ValidationError(f"{name} must be a whole number from {low} to {high}")
+    return int(text)
 
 
 class Web:
     """The dashboard's shared state (runtime, templates, login secret) and request helpers."""
 
-    def __init__(self, rt: Runtime, templates: Jinja2Templates, secret: str, max_age: int, read_only: bool) -> None:
+    def __init__(self, rt: Runtime, templates: Jinja2Templates, max_age: int, read_only: bool) -> None:
         self.rt = rt
         self.templates = templates
-        self.secret = secret
         self.max_age = max_age
         self.all_read_only = read_only
+
+    def secret(self, request: Request) -> str | None:
+        """The bench's dashboard secret as read for this request (sessions.py)."""
+        value = request.scope.get("bench.secret")
+        return str(value) if value else None
 
     def user_of(self, request: Request) -> str | None:
         return request.session.get("user")
@@ -57,10 +85,7 @@ class Web:
         """Redirect to the form's ``next`` page (only our own pages), with an optional flash message."""
         if message:
             request.session["flash"] = message
-        target = str(form.get("next") or "/")
-        if urlsplit(target).netloc or not target.startswith("/"):  # only back to our own pages
-            target = "/"
-        return RedirectResponse(target, status_code=303)
+        return RedirectResponse(safe_next(form.get("next")), status_code=303)
 
     def page(self, fn: Handler) -> Handler:
         """A GET page: login required; expected errors render the error page."""

@@ -17,7 +17,7 @@ from benchcelery.diagnostics.figures import orphaned_jobs, queue_figures, stuck_
 from benchcelery.diagnostics.sentinel import SentinelHealth, sentinel_health
 from benchcelery.diagnostics.sentinel import render_text as render_sentinel
 from benchcelery.diagnostics.workers import WorkerInfo, ago, read_workers
-from benchcelery.jobs import inspect
+from benchcelery.jobs import inspect, registry
 
 if TYPE_CHECKING:
     import redis
@@ -204,6 +204,13 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
             )
         if health.database.status == "unreachable":
             problems.append(f"{site}: database unreachable: {health.database.detail}")
+    for q in registry.failed_queue_names(r, keys):
+        if q not in queues:
+            n = int(r.zcard(keys.failed(q)))
+            problems.append(
+                f"{n} failed record{'s' if n != 1 else ''} in queue {q}, which no config names "
+                f"(forged or misrouted messages): see `bench jobs list --state failed`"
+            )
     ha = sentinel_report(rt.settings)
     return DoctorReport(
         sites=reports,

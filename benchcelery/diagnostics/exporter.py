@@ -3,10 +3,22 @@
 Read-only and without Celery: every scrape reads Redis (a few round trips, independent of queue
 length) and the sites' config files. Families are labelled by ``site`` and ``queue`` where they
 apply; a Redis that cannot be reached gives ``bench_up 0`` instead of an error page.
+
+Exposure: with ``metrics_basic_auth`` (``user:password`` or a list) every request needs one of
+those logins. Off the loopback interface the exporter refuses to start without one, unless the
+config states ``metrics_allow_public: true``.
+
+Bounded output: the duration histogram's ``method`` label is only ever a method of an installed app
+or the allowlist (durations.py writes ``[refused]`` for any other name), and failed records in a
+queue no config names are exported under that queue with ``bench_queue_configured`` 0.
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
+import ipaddress
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -15,6 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from benchcelery.diagnostics.figures import Figures, read_figures
+from benchcelery.errors import BenchError
 
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
@@ -72,6 +85,11 @@ def families(fig: Figures) -> Iterator[Any]:
     queue_workers = GaugeMetricFamily(
         "bench_queue_workers", "Live worker processes consuming the queue", labels=["queue"]
     )
+    configured = GaugeMetricFamily(
+        "bench_queue_configured",
+        "1 for a queue of the config, 0 for one no config names that holds failed records",
+        labels=["queue"],
+    )
     every_site = set(fig.scheduler.site_states)  # a site without jobs still gets its zeros
     for q in fig.queues:
         for site in sorted(every_site | set(q.sites)):
@@ -86,7 +104,8 @@ def families(fig: Figures) -> Iterator[Any]:
                 site_oldest.add_metric(labels, age)
         queue_oldest.add_metric([q.queue], q.oldest_age() or 0.0)
         queue_workers.add_metric([q.queue], q.workers)
-    yield from (pending, site_oldest, queue_oldest, started, failed, stuck, recovered, queue_workers)
+        configured.add_metric([q.queue], 1 if q.configured else 0)
+    yield from (pending, site_oldest, queue_oldest, started, failed, stuck, recovered, queue_workers, configured)
 
     wl = ["worker", "host"]
     alive = GaugeMetricFamily(
@@ -164,8 +183,63 @@ def exposition(rt: Runtime) -> str:
     return generate_latest(make_registry(rt)).decode()
 
 
-def serve(rt: Runtime, port: int = DEFAULT_PORT, address: str = DEFAULT_ADDRESS) -> Any:
-    """Serve ``/metrics`` on ``address:port`` in a background thread; returns (server, thread)."""
-    from prometheus_client import start_http_server
+def logins(settings_conf: Any) -> list[str]:
+    """The ``user:password`` logins of ``metrics_basic_auth``; raises BenchError for a malformed one."""
+    value = settings_conf.get("metrics_basic_auth") or []
+    found = [value] if isinstance(value, str) else [str(v) for v in value]
+    if any(":" not in v for v in found):
+        raise BenchError("metrics_basic_auth must be 'user:password' (or a list of them)")
+    return found
 
-    return start_http_server(port, addr=address, registry=make_registry(rt))
+
+def is_loopback(address: str) -> bool:
+    if address == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(address: str, auth: list[str], allow_public: bool) -> None:
+    """Refuse to serve beyond this machine without a login, unless the config says it may."""
+    if not auth and not allow_public and not is_loopback(address):
+        raise BenchError(
+            f"Refusing to serve metrics on {address} without authentication: set metrics_basic_auth "
+            "('user:password'), or metrics_allow_public: true, in common_site_config.json, or bind to 127.0.0.1"
+        )
+
+
+def with_basic_auth(app: Any, auth: list[str]) -> Any:
+    """A WSGI app answering 401 unless the request carries one of the ``user:password`` logins."""
+    expected = [f"Basic {base64.b64encode(a.encode()).decode()}".encode() for a in auth]
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        given = str(environ.get("HTTP_AUTHORIZATION") or "").encode()
+        if any(hmac.compare_digest(given, e) for e in expected):
+            return app(environ, start_response)
+        start_response(
+            "401 Unauthorized", [("WWW-Authenticate", 'Basic realm="bench metrics"'), ("Content-Length", "0")]
+        )
+        return [b""]
+
+    return guarded
+
+
+def serve(rt: Runtime, port: int = DEFAULT_PORT, address: str = DEFAULT_ADDRESS, auth: list[str] | None = None) -> Any:
+    """Serve ``/metrics`` on ``address:port`` in a background thread (behind basic auth when ``auth``
+    names logins); returns (server, thread)."""
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer, _get_best_family, _SilentHandler
+
+    class Server(ThreadingWSGIServer):  # prometheus_client's own server, address family per address
+        pass
+
+    Server.address_family, addr = _get_best_family(address, port)
+    app = make_wsgi_app(make_registry(rt))
+    httpd = make_server(addr, port, with_basic_auth(app, auth) if auth else app, Server, handler_class=_SilentHandler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    return httpd, thread

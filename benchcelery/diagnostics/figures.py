@@ -103,6 +103,7 @@ class QueueFigures:
     recovered: dict[str, int] = field(default_factory=dict)
     workers: int = 0  # live worker processes consuming the queue
     taken_at: float = 0.0
+    configured: bool = True  # False: a queue no config names that holds failed records
 
     def oldest_age(self, site: str | None = None) -> float | None:
         at = self.oldest_enqueued_at if site is None else self.site_oldest_enqueued_at.get(site)
@@ -282,8 +283,20 @@ def scheduler_figures(rt: Runtime, sites: list[str]) -> SchedulerFigures:
     )
 
 
-def duration_figures(r: redis.Redis, keys: Keys, queues: list[str]) -> list[DurationFigures]:
-    from benchcelery.jobs.durations import BUCKETS, SEP, SUM
+def stray_queue_figures(r: redis.Redis, keys: Keys, configured: list[str], now: float) -> list[QueueFigures]:
+    """Failed records in queues no config names (a forged message's routing key), flagged."""
+    stray = [q for q in registry.failed_queue_names(r, keys) if q not in configured]
+    failed = registry.failed_counts(r, keys, stray)
+    return [QueueFigures(queue=q, failed=failed.get(q, {}), taken_at=now, configured=False) for q in stray]
+
+
+def duration_figures(
+    r: redis.Redis, keys: Keys, queues: list[str], now: float | None = None, ttl: int | None = None
+) -> list[DurationFigures]:
+    """Duration histograms per (method, queue); series not written for ``ttl`` seconds are left out."""
+    from benchcelery.jobs.durations import BUCKETS, DEFAULT_TTL, LAST, SEP, SUM
+
+    cutoff = (time.time() if now is None else now) - (ttl or DEFAULT_TTL)
 
     pipe = r.pipeline(transaction=False)
     for q in queues:
@@ -295,6 +308,8 @@ def duration_figures(r: redis.Redis, keys: Keys, queues: list[str]) -> list[Dura
             method, _, slot = k.decode().rpartition(SEP)
             per_method.setdefault(method, {})[slot] = float(v)
         for method, slots in sorted(per_method.items()):
+            if slots.get(LAST, cutoff) < cutoff:  # not written for ttl seconds (no LAST: older writer)
+                continue
             running, buckets = 0, []
             for i, bound in enumerate((*BUCKETS, float("inf"))):
                 running += int(slots.get(str(i), 0))
@@ -308,10 +323,11 @@ def read_figures(rt: Runtime, window: int = SITE_WINDOW) -> Figures:
     now = time.time()
     workers = read_workers(rt.redis, rt.keys)
     queues = queue_figures(rt, now, window, workers)
+    ttl = int(rt.settings.get("durations_ttl") or 0) or None
     return Figures(
         taken_at=now,
-        queues=queues,
+        queues=queues + stray_queue_figures(rt.redis, rt.keys, [q.queue for q in queues], now),
         workers=workers,
         scheduler=scheduler_figures(rt, rt.bench.sites()),
-        durations=duration_figures(rt.redis, rt.keys, [q.queue for q in queues]),
+        durations=duration_figures(rt.redis, rt.keys, [q.queue for q in queues], now, ttl),
     )

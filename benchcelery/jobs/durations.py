@@ -2,7 +2,13 @@
 
 Per queue a hash ``durations:<queue>`` (keys.py): ``<method>\\x1f<i>`` counts the jobs whose run
 time fell in bucket ``i`` (not cumulative; ``i = len(BUCKETS)`` is +Inf) and ``<method>\\x1fsum`` the
-seconds they took. A job adds two HINCRBY-style commands to a pipeline its worker sends anyway.
+seconds they took, ``<method>\x1flast`` when it was last written. A job adds three commands and an
+EXPIRE of the hash (``durations_ttl``) to a pipeline its worker sends anyway.
+
+Bounded: a method that is not of an installed app or the allowlist (a forged or refused message)
+is counted under the one label ``[refused]``, so forged names cannot add series; a method not
+written for ``durations_ttl`` seconds is left out of the export, and a queue's hash expires when
+no job of it ran for that long.
 """
 
 from __future__ import annotations
@@ -18,6 +24,37 @@ if TYPE_CHECKING:
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
 SEP = "\x1f"
 SUM = "sum"
+LAST = "last"
+REFUSED = "[refused]"
+DEFAULT_TTL = 7 * 24 * 3600
+
+
+def label(method: object) -> str:
+    """The histogram's label for ``method``: itself when an installed app or the allowlist could
+    run it (by name; nothing is imported), else ``[refused]``."""
+    from benchcelery.errors import BenchError
+    from benchcelery.jobs.methods import check_allowed
+    from benchcelery.runtime import get_runtime
+
+    if not isinstance(method, str):
+        return REFUSED
+    try:
+        rt = get_runtime()
+        check_allowed(method, rt.apps(), rt.allowed_methods())
+    except BenchError:
+        return REFUSED
+    except Exception:  # no runtime here: the name alone decides
+        return method if len(method) <= 200 and method.replace(".", "").replace("_", "").isalnum() else REFUSED
+    return method
+
+
+def ttl() -> int:
+    from benchcelery.runtime import get_runtime
+
+    try:
+        return int(get_runtime().settings.get("durations_ttl") or DEFAULT_TTL)
+    except Exception:
+        return DEFAULT_TTL
 
 
 def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = None) -> None:
@@ -28,11 +65,17 @@ def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = Non
     started = meta.get("started_at")
     if not started:
         return
-    seconds = max(0.0, (time.time() if now is None else now) - float(started))
+    try:
+        at = time.time() if now is None else now
+        seconds = max(0.0, at - float(started))
+    except (TypeError, ValueError, OverflowError):
+        return
     key = keys.durations(str(meta.get("queue") or "default"))
-    method = str(meta.get("method") or "?")
+    method = label(meta.get("method"))
     pipe.hincrby(key, f"{method}{SEP}{bisect.bisect_left(BUCKETS, seconds)}", 1)
     pipe.hincrbyfloat(key, f"{method}{SEP}{SUM}", round(seconds, 6))
+    pipe.hset(key, f"{method}{SEP}{LAST}", int(at))
+    pipe.expire(key, ttl())
 
 
 def record(r: Any, keys: Keys, meta: dict[str, Any]) -> None:

@@ -19,7 +19,8 @@ def list_jobs(
 
     Queue elements that are not valid messages and jobs of sites that do not exist (and their
     failure records) belong to no site of the bench: they are listed whatever sites are asked for,
-    so nobody has to look for them."""
+    so nobody has to look for them. Without ``queues``, failures recorded under a queue no config
+    names (a forged message's routing key) are listed too, with ``extra["unconfigured_queue"]``."""
     r, keys = rt.redis, rt.keys
     queue_list = queues or list(rt.settings.queues)
     wanted = {*sites, UNKNOWN_SITE} if sites is not None else None
@@ -39,13 +40,17 @@ def list_jobs(
                 if keep(job):
                     out.append(job)
     if registry.FAILED in states and len(out) < limit:
-        out += _failed_newest_first(rt, queue_list, wanted, limit - len(out))
+        stray = [] if queues else [q for q in registry.failed_queue_names(r, keys) if q not in queue_list]
+        out += _failed_newest_first(rt, queue_list + stray, wanted, limit - len(out), stray)
     return out[:limit]
 
 
-def _failed_newest_first(rt: Runtime, queues: list[str], wanted: set[str] | None, limit: int) -> list[Job]:
+def _failed_newest_first(
+    rt: Runtime, queues: list[str], wanted: set[str] | None, limit: int, unconfigured: list[str]
+) -> list[Job]:
     """Up to ``limit`` failed jobs of ``queues``, newest failure first whatever their queue; only
-    ``wanted`` sites' (None = all) and those of sites that do not exist."""
+    ``wanted`` sites' (None = all) and those of sites that do not exist. Records of a queue in
+    ``unconfigured`` (one no config names: a forged message's) are flagged."""
     exists: dict[str, bool] = {}
 
     def belongs(site: str) -> bool:
@@ -68,4 +73,8 @@ def _failed_newest_first(rt: Runtime, queues: list[str], wanted: set[str] | None
         for q, ids in by_queue.items()
         for rec in registry.failed_records(rt.redis, rt.keys, q, ids)
     }
-    return [found[key] for key in chosen if key in found]
+    jobs = [found[key] for key in chosen if key in found]
+    for (q, _), job in zip([key for key in chosen if key in found], jobs, strict=True):
+        if q in unconfigured:
+            job.queue, job.extra["unconfigured_queue"] = q, True
+    return jobs

@@ -46,7 +46,9 @@ def site_of(job_id: str) -> str:
 def record_failure(r: redis.Redis, keys: Keys, queue: str, record: dict[str, Any], limit: int, ttl: int) -> None:
     now = time.time()
     record["failed_at"] = now  # also its score: remove_failed_record matches on it
-    r.eval(
+    pipe = r.pipeline(transaction=False)
+    pipe.sadd(keys.failed_queues, queue)  # so a queue no config names is still found (no SCAN)
+    pipe.eval(
         _RECORD_FAILURE,
         2,
         keys.failed(queue),
@@ -57,6 +59,7 @@ def record_failure(r: redis.Redis, keys: Keys, queue: str, record: dict[str, Any
         now - ttl,
         max(limit, 1),
     )
+    pipe.execute()
 
 
 def failed_ids(r: redis.Redis, keys: Keys, queue: str, site: str | None = None) -> list[str]:
@@ -78,6 +81,16 @@ def failed_entries(r: redis.Redis, keys: Keys, queues: Iterable[str]) -> list[tu
         (float(score), q, raw.decode()) for q, pairs in zip(queues, pipe.execute(), strict=True) for raw, score in pairs
     ]
     return sorted(entries, key=lambda e: e[0], reverse=True)
+
+
+def failed_queue_names(r: redis.Redis, keys: Keys) -> list[str]:
+    """Every queue with a failed registry in Redis, configured or not (a forged message can name any
+    queue, and its failure is recorded under that name)."""
+    names = sorted(n.decode("utf-8", "replace") for n in r.smembers(keys.failed_queues))
+    pipe = r.pipeline(transaction=False)
+    for n in names:
+        pipe.exists(keys.failed(n))
+    return [n for n, found in zip(names, pipe.execute(), strict=True) if found]
 
 
 def failed_counts(r: redis.Redis, keys: Keys, queues: Iterable[str]) -> dict[str, dict[str, int]]:

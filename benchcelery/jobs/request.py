@@ -73,6 +73,12 @@ class _Commands:
     def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
         self.list.append(("HINCRBYFLOAT", key, field, repr(float(amount))))
 
+    def hset(self, key: str, field: str, value: int) -> None:
+        self.list.append(("HSET", key, field, value))
+
+    def expire(self, key: str, seconds: int) -> None:
+        self.list.append(("EXPIRE", key, seconds))
+
 
 class JobRequest(Request):
     """Records failures that happen outside the job's own process (hard timeout, dead pool
