@@ -89,7 +89,7 @@ def create_app(bench: Bench, name: str) -> Path:
 
 
 def install_example_app(bench: Bench) -> Path:
-    source = Path(__file__).parent / "example_app"
+    source = Path(__file__).parents[1] / "example_app"
     target = bench.root / "apps" / EXAMPLE_APP
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
     add_app(bench, EXAMPLE_APP)
