@@ -180,13 +180,13 @@ def test_deploy_files_run_the_realtime_relay_and_bounded_stop_waits(bench: Bench
         for line in block.splitlines()
         if line.startswith("stopwaitsecs=")
     }
-    assert stop_waits[f"{name}-short-worker"] == "335"  # time limit 305 + 30
-    assert stop_waits[f"{name}-default-worker"] == "600"  # at most 600 by default
+    assert stop_waits[f"{name}-short-worker"] == "360"  # timeout 300 + 60, as Frappe
+    assert stop_waits[f"{name}-default-worker"] == "1860"  # timeout 1800 + 60
     assert stop_waits[f"{name}-long-worker"] == "7300"  # workers.long.stop_timeout
     assert bench.run("setup", "systemd", "--yes").returncode == 0
     units = bench.root / "config" / "systemd"
     assert f"ExecStart={bench_bin} realtime\n" in (units / f"{name}-realtime.service").read_text()
-    assert f"{name}-realtime.service" in (units / f"{name}-workers.target").read_text()
+    assert f"{name}-realtime.service" in (units / f"{name}-web.target").read_text()  # the web target
 
 
 def _columns(line: str) -> list[int]:

@@ -212,12 +212,13 @@ def setup_supervisor(
 
     if skip_supervisord:
         click.echo("--skip-supervisord: nothing to skip (supervisord.conf is never changed here)", err=True)
-    _warn_user(user)
     settings = _settings(obj)
     files = render_supervisor(settings, user=user, skip_redis=skip_redis, workers_only=workers_only)
     if not dry_run and not skip_redis and not workers_only:
         files = {**{p: t for p, t in render_redis(settings).items() if not p.exists()}, **files}
-    if _emit(obj, files, yes, dry_run):
+    written = _emit(obj, files, yes, dry_run)
+    _warn_user(user)  # after the files: an error stays the only line
+    if written:
         _realtime_hint(obj)
         click.echo(
             "Link it into supervisor and reload: sudo bench setup production USER "
@@ -264,12 +265,13 @@ def setup_systemd(
             steps = production.stop_steps(obj.bench)
         production.run_steps(steps, dry_run, click.echo)
         return
-    _warn_user(user)
     settings = _settings(obj)
     files = render_systemd(settings, user=user, skip_redis=skip_redis, workers_only=workers_only)
     if not dry_run and not skip_redis and not workers_only:
         files = {**{p: t for p, t in render_redis(settings).items() if not p.exists()}, **files}
-    if _emit(obj, files, yes, dry_run):
+    written = _emit(obj, files, yes, dry_run)
+    _warn_user(user)
+    if written:
         _realtime_hint(obj)
         click.echo(
             "Install: sudo bench setup systemd --create-symlinks "
