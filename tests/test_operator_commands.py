@@ -413,3 +413,30 @@ def test_stop_waits_are_the_queue_timeout_plus_60(bench: BenchHandle) -> None:
     assert waits[f"{name}-short-worker"] == "360"
     assert waits[f"{name}-default-worker"] == "1860"
     assert waits[f"{name}-long-worker"] == "7260"
+
+
+def test_a_job_longer_than_a_short_stop_wait_is_cut_short_and_runs_again(
+    bench: BenchHandle, supervisord: Supervisord
+) -> None:
+    """`workers.<queue>.stop_timeout` below the timeout: the restart kills the running job, says so,
+    and the job runs again from the start on the restarted worker (never lost)."""
+    bench.set_config(workers={"short": {"stop_timeout": 3}}, job_lease=5)
+    env = supervisord.env
+    assert bench.run("setup", "production", "root", "--yes", env=env).returncode == 0
+    name = bench.root.name
+    worker = f"{name}-workers:{name}-short-worker-0"
+    wait_until(lambda: supervisord.states().get(worker) == "RUNNING", 120, interval=0.5, what="short worker up")
+    bench.enqueue("testapp.tasks.wait_for_flag", queue="short", key="cut", flag="cut-go", value="v", limit=120)
+    bench.wait_results("cut", 1, timeout=60)
+    result = bench.run("restart", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "Queue short: a restart waits 3 s (workers.short.stop_timeout), less than its time limit 305 s: "
+        "a job still running then is killed and runs again from the start"
+    ) in result.stdout
+    assert "v" not in bench.results("cut")  # killed before it finished
+    # It runs again from the start on the restarted worker, and completes this time.
+    assert bench.wait_results("cut", 2, timeout=120) == [{"start": "v"}, {"start": "v"}]
+    bench.redis.set("test:cut-go", 1)
+    assert bench.wait_results("cut", 3, timeout=60) == [{"start": "v"}, {"start": "v"}, "v"]
+    assert bench.run("disable-production", env=env).returncode == 0
