@@ -37,7 +37,7 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Run an app function now; print its result",
         [
             "bench --site site1.local execute myapp.tasks.rebuild_index",
-            "bench --site site1.local execute myapp.tasks.add --args \"[1, 2]\" --kwargs \"{'scale': 10}\"",
+            'bench --site site1.local execute myapp.tasks.add --args "[1, 2]" --kwargs "{\'scale\': 10}"',
         ],
     ),
     "enqueue": (
