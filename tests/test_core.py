@@ -46,7 +46,7 @@ def test_sites_use_and_config(bench: BenchHandle) -> None:
     assert bench.run("--site", "site1.local", "set-config", "workers", '{"q1": {"timeout": 5}}', "-p").returncode == 0
     assert bench.bench.common_config()["answer"] == "42"
     assert bench.bench.site_config("site3.local") == {"flag": 1, "on": True}
-    shown = json.loads(bench.run("show-config", "--format", "json").stdout)
+    shown = json.loads(bench.run("show-config", "--format", "json").stdout)["site3.local"]  # keyed by site
     assert shown["answer"] == "42" and shown["flag"] == 1
     assert bench.run("set-config", "flag", "None").returncode == 0
     assert "flag" not in bench.bench.site_config("site3.local")

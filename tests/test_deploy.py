@@ -69,11 +69,11 @@ def test_templates_rendered_field_by_field(bench: BenchHandle) -> None:
     name = bench.root.name
     sup = ini((bench.root / "config" / "supervisor.conf").read_text())
     bench_bin = str(BIN / "bench")
-    expected = {  # queue: (command, numprocs, stopwaitsecs = hard limit (timeout + 5) + 30, at most 600)
-        "short": (f"{bench_bin} worker --queue short", "3", "335"),
-        "default": (f"{bench_bin} worker --queue default", "2", "600"),
-        "long": (f"{bench_bin} worker-pool --queue long --num-workers 2", "1", "600"),
-        "reports": (f"{bench_bin} worker --queue reports", "2", "600"),
+    expected = {  # queue: (command, numprocs, stopwaitsecs = timeout + 60, as Frappe)
+        "short": (f"{bench_bin} worker --queue short", "3", "360"),
+        "default": (f"{bench_bin} worker --queue default", "2", "1860"),
+        "long": (f"{bench_bin} worker-pool --queue long --num-workers 2", "1", "7260"),
+        "reports": (f"{bench_bin} worker --queue reports", "2", "960"),
         "mail": (f"{bench_bin} worker --queue mail", "1", "20"),
     }
     for queue, (command, numprocs, stopwait) in expected.items():
@@ -119,18 +119,18 @@ def test_templates_rendered_field_by_field(bench: BenchHandle) -> None:
     assert short["Service"]["Restart"] == "always"
     assert short["Service"]["KillSignal"] == "SIGTERM"
     assert short["Service"]["KillMode"] == "mixed"
-    assert short["Service"]["TimeoutStopSec"] == "335"
+    assert short["Service"]["TimeoutStopSec"] == "360"
     assert short["Service"]["User"] == "frappe"
     assert short["Service"]["WorkingDirectory"] == str(bench.root)
     assert short["Service"]["StandardError"] == f"append:{bench.root}/logs/worker.error.log"
     assert short["Unit"]["PartOf"] == f"{name}-workers.target"
-    assert ini((units / f"{name}-long-worker@.service").read_text())["Service"]["TimeoutStopSec"] == "600"
+    assert ini((units / f"{name}-long-worker@.service").read_text())["Service"]["TimeoutStopSec"] == "7260"
     wants = ini((units / f"{name}-workers.target").read_text())["Unit"]["Wants"].split()
     for queue, count in (("short", 3), ("default", 2), ("long", 1)):
         unit = f"{name}-{queue}-worker@"
         assert [w for w in wants if unit in w] == [f"{unit}{i}.service" for i in range(1, count + 1)]
     top = ini((units / f"{name}.target").read_text())
-    assert top["Unit"]["Wants"].split() == [f"{name}-workers.target", f"{name}-redis.target"]
+    assert top["Unit"]["Requires"].split() == [f"{name}-workers.target", f"{name}-redis.target"]
     assert top["Install"]["WantedBy"] == "multi-user.target"
     assert ini((units / f"{name}-redis-queue.service").read_text())["Service"]["Restart"] == "always"
 

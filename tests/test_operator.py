@@ -181,8 +181,8 @@ def test_deploy_files_run_the_realtime_relay_and_bounded_stop_waits(bench: Bench
         for line in block.splitlines()
         if line.startswith("stopwaitsecs=")
     }
-    assert stop_waits[f"{name}-short-worker"] == "335"  # time limit 305 + 30
-    assert stop_waits[f"{name}-default-worker"] == "600"  # at most 600 by default
+    assert stop_waits[f"{name}-short-worker"] == "360"  # timeout 300 + 60, as Frappe
+    assert stop_waits[f"{name}-default-worker"] == "1860"  # timeout 1800 + 60
     assert stop_waits[f"{name}-long-worker"] == "7300"  # workers.long.stop_timeout
     assert bench.run("setup", "systemd", "--yes").returncode == 0
     units = bench.root / "config" / "systemd"
@@ -190,7 +190,7 @@ def test_deploy_files_run_the_realtime_relay_and_bounded_stop_waits(bench: Bench
     assert realtime in [
         resolve_program(line.split("=", 1)[1]) for line in unit.splitlines() if line.startswith("ExecStart=")
     ]
-    assert f"{name}-realtime.service" in (units / f"{name}-workers.target").read_text()
+    assert f"{name}-realtime.service" in (units / f"{name}-web.target")  # the web target.read_text()
 
 
 def _columns(line: str) -> list[int]:

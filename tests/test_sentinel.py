@@ -178,7 +178,7 @@ def test_failover_mid_drain_loses_nothing(
     # their own ACL users.
     users = bench.run("create-rq-users", "--use-rq-auth", "--set-admin-password")
     assert users.returncode == 0, users.stderr
-    admin = users.stdout.split("export RQ_ADMIN_PASSWORD=", 1)[1].split()[0]
+    admin = users.stdout.split("export RQ_ADMIN_PASWORD=", 1)[1].split()[0]
     start_layout(cluster, bench, admin)
     try:
         _failover_mid_drain(bench, cluster, tally)

@@ -65,6 +65,16 @@ class QueueSpec:
         return self.timeout + HARD_LIMIT_GRACE
 
 
+# `bench create-rq-users --set-admin-password` prints the first (Frappe's spelling, which Frappe
+# reads); the correctly spelled one is read too.
+ADMIN_PASSWORD_ENVS = ("RQ_ADMIN_PASWORD", "RQ_ADMIN_PASSWORD")
+
+
+def admin_password() -> str | None:
+    """The Redis admin password from the environment (RQ_ADMIN_PASWORD, then RQ_ADMIN_PASSWORD)."""
+    return next((os.environ[e] for e in ADMIN_PASSWORD_ENVS if os.environ.get(e)), None)
+
+
 @dataclass(frozen=True)
 class Settings:
     bench: Bench
@@ -92,6 +102,10 @@ class Settings:
         if conf.get("use_rq_auth") or username or password:
             username = username or conf.get("rq_username") or bench.bench_id
             password = password or conf.get("rq_password")
+        elif admin_password():
+            # As Frappe's get_redis_conn: without use_rq_auth, the admin password from the
+            # environment authenticates as the default user.
+            username, password = "default", admin_password()
         bench_id = str(conf.get("bench_id") or bench.bench_id)  # checked: schema.bench_id
         return cls(
             bench=bench,

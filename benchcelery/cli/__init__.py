@@ -14,7 +14,18 @@ from benchcelery.cli import help
 from benchcelery.cli.base import BenchGroup, CliContext
 
 FAMILIES = ("site", "worker", "enqueue")
-OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs", "deploy", "realtime", "dashboard", "monitor")
+OPTIONAL_FAMILIES = (
+    "scheduler",
+    "diagnostics",
+    "jobs",
+    "deploy",
+    "realtime",
+    "dashboard",
+    "monitor",
+    "execute",
+    "version",
+    "production",
+)
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -37,9 +48,12 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     help="Bench directory (default: $BENCH_PATH or the nearest one above the current directory).",
 )
 @click.option("--verbose", is_flag=True, help="More output.")
+@click.option("--profile", is_flag=True, help="Profile the command (cProfile); the top functions go to stderr.")
 @click.option("--force", is_flag=True, hidden=True)
 @click.pass_context
-def cli(ctx: click.Context, site: str | None, bench_path: str | None, verbose: bool, force: bool) -> None:
+def cli(
+    ctx: click.Context, site: str | None, bench_path: str | None, verbose: bool, profile: bool, force: bool
+) -> None:
     """Background jobs, workers and the scheduler of a bench, on Celery + Redis.
 
     \b
@@ -53,6 +67,30 @@ def cli(ctx: click.Context, site: str | None, bench_path: str | None, verbose: b
       bench CMD --help     (each command's options and examples)
     """
     ctx.obj = CliContext(site_option=site, bench_option=bench_path, verbose=verbose)
+    if profile:
+        _start_profile(ctx)
+
+
+PROFILE_LINES = 30
+
+
+def _start_profile(ctx: click.Context) -> None:
+    """Frappe's ``bench --profile CMD``: profile the command and print the top functions (by
+    cumulative time) on stderr when it ends, however it ends."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+
+    def report() -> None:
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(PROFILE_LINES)
+        click.echo(out.getvalue(), err=True)
+
+    ctx.call_on_close(report)
+    profiler.enable()
 
 
 def _register() -> None:

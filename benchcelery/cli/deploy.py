@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from benchcelery.cli.base import CliContext, pass_ctx
+from benchcelery.cli.base import CliContext, pass_ctx, usage_error
 
 
 @click.command("start")
@@ -24,18 +24,47 @@ from benchcelery.cli.base import CliContext, pass_ctx
     "--stop-timeout",
     type=click.FloatRange(min=0),
     help="Seconds to wait for running jobs on stop before killing (default: the longest queue's stop wait, "
-    "time limit + 30, at most 600 unless workers.<queue>.stop_timeout).",
+    "timeout + 60, at most 600 in development).",
 )
+@click.option(
+    "-c",
+    "--concurrency",
+    metavar="NAME=N,...",
+    help="Run N copies of a Procfile process (honcho's and Frappe's -c), e.g. worker=2; 0 leaves it out.",
+)
+@click.option("--no-dev", is_flag=True, help="Accepted for Frappe's scripts: there is no development web server here.")
+@click.option("-m", "--man", metavar="NAME", help="Accepted for Frappe's scripts: bench start is its own manager.")
 @pass_ctx
-def start_cmd(obj: CliContext, procfile: str | None, no_prefix: bool, stop_timeout: float | None) -> None:
+def start_cmd(
+    obj: CliContext,
+    procfile: str | None,
+    no_prefix: bool,
+    stop_timeout: float | None,
+    concurrency: str | None,
+    no_dev: bool,
+    man: str | None,
+) -> None:
     """Run the bench's Procfile in the foreground: queue Redis, scheduler, workers.
 
     Ctrl-C (or TERM) stops everything: workers finish their running job first (press Ctrl-C
-    again to kill them), Redis stops last.
+    again to kill them), Redis stops last. `bench restart` (from another terminal) restarts the
+    scheduler and workers in place (SIGUSR1), e.g. after changing an app's code.
     """
+    from benchcelery.bench.config import Settings
+    from benchcelery.deploy.plan import dev_stop_timeout, make_plan
     from benchcelery.deploy.procman import start
+    from benchcelery.deploy.startopts import concurrency_procfile
 
-    sys.exit(start(obj.bench, Path(procfile) if procfile else None, prefix=not no_prefix, stop_timeout=stop_timeout))
+    if no_dev:
+        click.echo("--no-dev: nothing to change here (benchcelery runs no development web server)", err=True)
+    if man:
+        click.echo(f"--man {man}: ignored (bench start is the process manager here)", err=True)
+    path = Path(procfile) if procfile else obj.bench.root / "Procfile"
+    if concurrency:
+        path = concurrency_procfile(obj.bench, path, concurrency)
+    if stop_timeout is None:
+        stop_timeout = dev_stop_timeout(make_plan(Settings.from_bench(obj.bench)))
+    sys.exit(start(obj.bench, path, prefix=not no_prefix, stop_timeout=stop_timeout))
 
 
 @click.command("run-redis")
@@ -61,6 +90,12 @@ def _setup_options(production: bool) -> Callable[[Callable[..., None]], Callable
             help="Overwrite files that differ (without it: ask on a terminal, else refuse).",
         )(f)
         if production:
+            f = click.option(
+                "--skip-supervisord",
+                is_flag=True,
+                hidden=True,
+                help="Accepted for Frappe's scripts: supervisord.conf is never changed here.",
+            )(f)
             f = click.option("--user", help="User the processes run as (default: the current user).")(f)
             f = click.option("--skip-redis", is_flag=True, help="Leave the queue Redis out (managed elsewhere).")(f)
             f = click.option(
@@ -101,6 +136,15 @@ def _realtime_hint(obj: CliContext) -> None:
         click.echo(
             "The realtime relay is off; to add `bench realtime`: bench set-config -g realtime 1, then run this again"
         )
+
+
+def _warn_user(user: str | None) -> None:
+    """Running the programs as root, or as a user this machine does not have: say so (stderr)."""
+    from benchcelery.deploy.files import default_user
+    from benchcelery.deploy.production import user_warnings
+
+    for line in user_warnings(user or default_user()):
+        click.secho(line, fg="yellow", err=True)
 
 
 def _rel(obj: CliContext, path: Path) -> str:
@@ -154,42 +198,83 @@ def setup_redis(obj: CliContext, yes: bool, dry_run: bool, nodes: str | None) ->
 @_setup_options(production=True)
 @pass_ctx
 def setup_supervisor(
-    obj: CliContext, workers_only: bool, skip_redis: bool, user: str | None, yes: bool, dry_run: bool
+    obj: CliContext,
+    workers_only: bool,
+    skip_redis: bool,
+    user: str | None,
+    skip_supervisord: bool,
+    yes: bool,
+    dry_run: bool,
 ) -> None:
-    """Write config/supervisor.conf: scheduler, one program per queue, the queue Redis."""
+    """Write config/supervisor.conf: scheduler, one program per queue, the queue Redis.
+    Then `sudo bench setup production USER` links it into supervisor and reloads."""
     from benchcelery.deploy.files import render_redis, render_supervisor
 
+    if skip_supervisord:
+        click.echo("--skip-supervisord: nothing to skip (supervisord.conf is never changed here)", err=True)
     settings = _settings(obj)
     files = render_supervisor(settings, user=user, skip_redis=skip_redis, workers_only=workers_only)
     if not dry_run and not skip_redis and not workers_only:
         files = {**{p: t for p, t in render_redis(settings).items() if not p.exists()}, **files}
-    if _emit(obj, files, yes, dry_run):
+    written = _emit(obj, files, yes, dry_run)
+    _warn_user(user)  # after the files: an error stays the only line
+    if written:
         _realtime_hint(obj)
-        conf = obj.bench.config_path / "supervisor.conf"
         click.echo(
-            f"Link it into supervisor: sudo ln -s {conf} /etc/supervisor/conf.d/{obj.bench.name}.conf "
-            "&& sudo supervisorctl reread && sudo supervisorctl update"
+            "Link it into supervisor and reload: sudo bench setup production USER "
+            "(restart after a deploy: bench restart)"
         )
 
 
 @setup_group.command("systemd")
 @_setup_options(production=True)
+@click.option("--create-symlinks", is_flag=True, help="Link config/systemd/* into /etc/systemd/system, daemon-reload.")
+@click.option("--delete-symlinks", is_flag=True, help="Remove those links, daemon-reload.")
+@click.option("--stop", is_flag=True, help="Stop the targets <bench>.target requires.")
 @pass_ctx
 def setup_systemd(
-    obj: CliContext, workers_only: bool, skip_redis: bool, user: str | None, yes: bool, dry_run: bool
+    obj: CliContext,
+    workers_only: bool,
+    skip_redis: bool,
+    user: str | None,
+    skip_supervisord: bool,
+    yes: bool,
+    dry_run: bool,
+    create_symlinks: bool,
+    delete_symlinks: bool,
+    stop: bool,
 ) -> None:
-    """Write config/systemd/: a target per group and template units per queue (@1..@N)."""
+    """Write config/systemd/: a target per group and template units per queue (@1..@N).
+
+    With --create-symlinks / --delete-symlinks / --stop it writes nothing and does only that
+    (as Frappe's); /etc is under $BENCH_SYSTEM_ROOT when set (systemctl is then skipped).
+    """
     from benchcelery.deploy.files import render_redis, render_systemd
     from benchcelery.deploy.plan import safe_name
 
+    if create_symlinks + delete_symlinks + stop > 1:
+        raise usage_error("--create-symlinks, --delete-symlinks and --stop exclude each other")
+    if create_symlinks or delete_symlinks or stop:
+        from benchcelery.deploy import production
+
+        if create_symlinks:
+            steps = production.create_symlinks_steps(obj.bench, replace=yes)
+        elif delete_symlinks:
+            steps = production.delete_symlinks_steps(obj.bench)
+        else:
+            steps = production.stop_steps(obj.bench)
+        production.run_steps(steps, dry_run, click.echo)
+        return
     settings = _settings(obj)
     files = render_systemd(settings, user=user, skip_redis=skip_redis, workers_only=workers_only)
     if not dry_run and not skip_redis and not workers_only:
         files = {**{p: t for p, t in render_redis(settings).items() if not p.exists()}, **files}
-    if _emit(obj, files, yes, dry_run):
+    written = _emit(obj, files, yes, dry_run)
+    _warn_user(user)
+    if written:
         _realtime_hint(obj)
         click.echo(
-            "Install: sudo cp config/systemd/* /etc/systemd/system/ && sudo systemctl daemon-reload "
+            "Install: sudo bench setup systemd --create-symlinks "
             f"&& sudo systemctl enable --now {safe_name(obj.bench.name)}.target"
         )
 
@@ -216,7 +301,8 @@ def create_rq_users_cmd(obj: CliContext, set_admin_password: bool, use_rq_auth: 
             "* Redis admin password is successfully set up. Include below line in .bashrc file for system to use",
             fg="green",
         )
-        click.echo(f"export RQ_ADMIN_PASSWORD={users.admin_password}")
+        # Frappe's spelling (Frappe reads it; so does benchcelery, and RQ_ADMIN_PASSWORD too).
+        click.echo(f"export RQ_ADMIN_PASWORD={users.admin_password}")
         click.secho(
             "NOTE: Please save the admin password as you can not access redis server without the password",
             fg="yellow",

@@ -23,12 +23,23 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Make a dashboard login token for a user",
         ["bench dashboard token --user alice", "bench dashboard token --user ops --read-only"],
     ),
+    "disable-production": (
+        "Undo setup production: unlink and reload",
+        ["sudo bench disable-production", "bench disable-production --dry-run"],
+    ),
     "disable-scheduler": ("Disable the scheduler for the site(s)", ["bench --site site1.local disable-scheduler"]),
     "doctor": (
         "Check workers, scheduler, queues, Redis, DB",
         ["bench doctor", "bench doctor --fail-on failed,dead-workers  # a cron health check"],
     ),
     "enable-scheduler": ("Enable the scheduler for the site(s)", ["bench --site site1.local enable-scheduler"]),
+    "execute": (
+        "Run an app function now; print its result",
+        [
+            "bench --site site1.local execute myapp.tasks.rebuild_index",
+            'bench --site site1.local execute myapp.tasks.add --args "[1, 2]" --kwargs "{\'scale\': 10}"',
+        ],
+    ),
     "enqueue": (
         "Enqueue a job; prints its id",
         [
@@ -80,6 +91,10 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Print a socket.io token for a user",
         ["bench --site site1.local realtime token --user a@x.com"],
     ),
+    "restart": (
+        "Restart scheduler and workers gracefully",
+        ["bench restart", "bench restart --systemd", "bench restart --web"],
+    ),
     "run-redis": ("Run the bench's queue Redis (Procfile)", ["bench run-redis"]),
     "schedule": ("Run the scheduler for every site", ["bench schedule"]),
     "scheduler": (
@@ -90,6 +105,11 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Set a site or bench config key",
         ["bench --site site1.local set-config enable_scheduler 1", "bench set-config -g background_workers 2"],
     ),
+    "set-redis-cache-host": ("Set redis_cache in the common config", ["bench set-redis-cache-host 10.0.0.5:13000"]),
+    "set-redis-queue-host": (
+        "Set redis_queue in the common config",
+        ["bench set-redis-queue-host redis://10.0.0.5:11000"],
+    ),
     "set-maintenance-mode": (
         "Maintenance mode on/off for the site(s)",
         ["bench --site site1.local set-maintenance-mode on"],
@@ -98,13 +118,21 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Write Procfile, supervisor, systemd files",
         ["bench setup supervisor --yes", "bench setup systemd --dry-run"],
     ),
+    "setup production": (
+        "Link supervisor/systemd files in, reload",
+        ["sudo bench setup production frappe", "bench setup production frappe --dry-run"],
+    ),
     "setup procfile": ("Write the Procfile for bench start", ["bench setup procfile --yes"]),
+    "setup sudoers": ("Let a user run supervisorctl/systemctl", ["sudo bench setup sudoers frappe"]),
     "setup redis": ("Write config/redis_queue.conf", ["bench setup redis --dry-run"]),
     "setup supervisor": (
         "Write config/supervisor.conf",
         ["bench setup supervisor --user frappe --yes", "bench setup supervisor --skip-redis --dry-run"],
     ),
-    "setup systemd": ("Write config/systemd/ units and targets", ["bench setup systemd --user frappe --yes"]),
+    "setup systemd": (
+        "Write config/systemd/ units and targets",
+        ["bench setup systemd --user frappe --yes", "sudo bench setup systemd --create-symlinks"],
+    ),
     "show-config": ("Show the merged config", ["bench --site site1.local show-config", "bench show-config -f json"]),
     "show-pending-jobs": (
         "Pending, failed and running jobs per queue",
@@ -116,6 +144,7 @@ HELP: dict[str, tuple[str, list[str]]] = {
         ["bench --site site1.local trigger-scheduler-event daily", "bench trigger-scheduler-event myapp.tasks.cleanup"],
     ),
     "use": ("Set the default site", ["bench use site1.local"]),
+    "version": ("Versions of the engine, Redis and apps", ["bench version", "bench version -f json"]),
     "worker": (
         "Run a worker for every site",
         ["bench worker", "bench worker --queue short,default --burst"],

@@ -69,7 +69,11 @@ def set_config_cmd(obj: CliContext, key: str, value: str, global_: bool, parse: 
 @click.option("--show-secrets", is_flag=True, help="Show passwords, secrets and URL passwords in clear.")
 @pass_ctx
 def show_config_cmd(obj: CliContext, fmt: str, show_secrets: bool) -> None:
-    """Show the merged config (common overlaid by the site's); secrets masked unless --show-secrets."""
+    """Show the merged config (common overlaid by the site's); secrets masked unless --show-secrets.
+
+    -f json is always an object keyed by site ({"site1.local": {...}}), one key per site, as in
+    Frappe; outside any site (no --site, no default site) the common config under the key "".
+    """
     from benchcelery.bench.schema import masked
 
     sites = obj.sites(required=False)
@@ -77,7 +81,8 @@ def show_config_cmd(obj: CliContext, fmt: str, show_secrets: bool) -> None:
     if not show_secrets:
         configs = {site: masked(conf) for site, conf in configs.items()}
     if fmt == "json":
-        echo_json(configs if len(configs) > 1 else next(iter(configs.values())))
+        # Always keyed by site, as Frappe prints it (the common config alone: keyed by "").
+        echo_json(configs)
         return
     for site, conf in configs.items():
         if site:
@@ -86,6 +91,46 @@ def show_config_cmd(obj: CliContext, fmt: str, show_secrets: bool) -> None:
             click.echo(f"{key}: {conf[key]}")
 
 
+def _redis_host_command(name: str, key: str, what: str) -> click.Command:
+    @click.command(name)
+    @click.argument("host")
+    @pass_ctx
+    def command(obj: CliContext, host: str) -> None:
+        from benchcelery.bench.config import mask_url
+
+        url = redis_host_url(host)
+        obj.bench.update_config({key: url})
+        click.echo(f"{key} set to {mask_url(url)} in common_site_config.json")
+
+    command.help = (
+        f"Set {key} (the {what} Redis) in common_site_config.json. HOST is host:port[/db] or a full "
+        "redis:// (rediss://, unix://) URL; a bare host:port gets redis:// in front, as in Frappe."
+    )
+    return command
+
+
+def redis_host_url(host: str) -> str:
+    """Frappe's rule: a value that does not start with ``redis`` gets ``redis://`` in front
+    (``unix://`` URLs are kept as they are)."""
+    host = host.strip()
+    if host.lower().startswith(("redis", "unix://")):
+        return host
+    return f"redis://{host}"
+
+
+set_redis_queue_host_cmd = _redis_host_command("set-redis-queue-host", "redis_queue", "queue")
+set_redis_cache_host_cmd = _redis_host_command("set-redis-cache-host", "redis_cache", "cache")
+
+
 def register(cli: click.Group) -> None:
-    for command in (init_cmd, new_site_cmd, new_app_cmd, use_cmd, set_config_cmd, show_config_cmd):
+    for command in (
+        init_cmd,
+        new_site_cmd,
+        new_app_cmd,
+        use_cmd,
+        set_config_cmd,
+        show_config_cmd,
+        set_redis_queue_host_cmd,
+        set_redis_cache_host_cmd,
+    ):
         cli.add_command(command)

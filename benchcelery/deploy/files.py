@@ -93,7 +93,10 @@ def render_supervisor(
         "logs_path": bench.logs_path,
     }
     check_path(plan.command(), "bench command")
-    parts = [render("supervisor/header.conf", conf_path=path, bench_name=plan.name, **common)]
+    workers_group = workers_group_name(settings)
+    parts = [
+        render("supervisor/header.conf", conf_path=path, bench_name=plan.name, workers_group=workers_group, **common)
+    ]
     workers: list[str] = []
     if plan.schedule:
         program = f"{plan.name}-schedule"
@@ -142,10 +145,10 @@ def render_supervisor(
         redis_programs.append(program)
     groups = [
         (
-            f"{plan.name}-workers",
+            workers_group,
             workers,
-            "The scheduler and every worker: `supervisorctl stop|start|restart "
-            f"{plan.name}-workers:*` acts on all of them.",
+            f"The scheduler and every worker: `supervisorctl stop|start|restart {workers_group}:*` acts on all "
+            "of them; `bench restart` restarts them gracefully.",
         ),
         (f"{plan.name}-web", web, "The realtime relay, the dashboard and the metrics exporter."),
         (f"{plan.name}-redis", redis_programs, "The queue Redis, managed apart from the workers."),
@@ -165,6 +168,7 @@ def render_systemd(
     folder = bench.config_path / "systemd"
     n = plan.name
     bench_target, workers_target, redis_target = f"{n}.target", f"{n}-workers.target", f"{n}-redis.target"
+    web_target = f"{n}-web.target"
     redis_unit = f"{n}-redis-queue.service" if plan.own_redis and not skip_redis else ""
     check_path(plan.command(), "bench command")
     common = {
@@ -174,11 +178,13 @@ def render_systemd(
         "logs_path": bench.logs_path,
         "workers_target": workers_target,
         "redis_target": redis_target,
+        "web_target": web_target,
         "bench_target": bench_target,
         "redis_unit": redis_unit,
     }
     files: dict[Path, str] = {}
     worker_units: list[str] = []
+    web_units: list[str] = []
     if plan.schedule:
         files[folder / f"{n}-schedule.service"] = render(
             "systemd/schedule.service", command=plan.command("schedule"), **common
@@ -188,17 +194,17 @@ def render_systemd(
         files[folder / f"{n}-realtime.service"] = render(
             "systemd/realtime.service", command=plan.command("realtime"), **common
         )
-        worker_units.append(f"{n}-realtime.service")
+        web_units.append(f"{n}-realtime.service")
     if plan.dashboard:
         files[folder / f"{n}-dashboard.service"] = render(
             "systemd/dashboard.service", command=plan.command("dashboard"), **common
         )
-        worker_units.append(f"{n}-dashboard.service")
+        web_units.append(f"{n}-dashboard.service")
     if plan.metrics:
         files[folder / f"{n}-metrics.service"] = render(
             "systemd/metrics.service", command=plan.command("metrics"), **common
         )
-        worker_units.append(f"{n}-metrics.service")
+        web_units.append(f"{n}-metrics.service")
     for group in plan.workers:
         unit = f"{n}-{group.queue}-worker@"
         files[folder / f"{unit}.service"] = render(
@@ -217,8 +223,19 @@ def render_systemd(
         why=f"Scheduler and workers of the bench {bench.root}",
         description="workers",
         wants=" ".join(worker_units),
+        target_name=workers_target,
         **common,
     )
+    if web_units:
+        files[folder / web_target] = render(
+            "systemd/group.target",
+            why=f"Realtime relay, dashboard and metrics exporter of the bench {bench.root}",
+            description="web",
+            wants=" ".join(web_units),
+            target_name=web_target,
+            **common,
+        )
+        targets.append(web_target)
     if redis_unit:
         command = f"{find_server_binary()} {plan.redis_conf}"
         files[folder / redis_unit] = render("systemd/redis.service", command=command, **common)
@@ -227,11 +244,22 @@ def render_systemd(
             why=f"Queue Redis of the bench {bench.root}",
             description="redis",
             wants=redis_unit,
+            target_name=redis_target,
             **common,
         )
         targets.append(redis_target)
-    files[folder / bench_target] = render("systemd/bench.target", wants=" ".join(targets), **common)
+    files[folder / bench_target] = render("systemd/bench.target", requires=" ".join(targets), **common)
     return files
+
+
+def workers_group_name(settings: Settings) -> str:
+    """The supervisor group of the scheduler and workers: ``<bench>-workers``, or config
+    ``supervisor_workers_group`` (e.g. ``frappe-worker``, so the guide's ``supervisorctl stop
+    frappe-worker:*`` works as written)."""
+    from benchcelery.deploy.plan import safe_name
+
+    custom = settings.get("supervisor_workers_group")
+    return safe_name(str(custom)) if custom else f"{safe_name(settings.bench.name)}-workers"
 
 
 # --- writing ---

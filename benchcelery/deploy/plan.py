@@ -22,13 +22,16 @@ from benchcelery.bench.config import Settings
 from benchcelery.bench.layout import Bench
 from benchcelery.errors import ValidationError
 
-# A warm shutdown waits for the running job; its hard time limit bounds that. Give the worker this
-# much more to ack, restore prefetched messages and exit before a process manager SIGKILLs it...
-STOP_GRACE = 30
-# ...but never longer than this by default, so `supervisorctl restart` cannot block for hours behind
-# a long job: a job still running when the wait runs out goes back to its queue and runs again from
-# the start. ``workers.<queue>.stop_timeout`` sets the wait of one queue (any length).
-STOP_WAIT_MAX = 600
+# A warm shutdown waits for the running job; its hard time limit (timeout + 5 s) bounds that. A
+# process manager waits the queue's timeout + STOP_GRACE after TERM before it SIGKILLs (Frappe's
+# stopwaitsecs: timeout + 60), so a restart never kills a job that is within its time limit: the
+# worker has 55 s past the hard limit to ack, restore prefetched messages and exit. The price: a
+# restart (or stop) waits as long as the longest running job, up to 2 h on the long queue.
+# ``workers.<queue>.stop_timeout`` sets a shorter wait; a job still running then is killed and goes
+# back to its queue, to run again from the start.
+STOP_GRACE = 60
+# `bench start` (development) waits at most this long on Ctrl-C unless --stop-timeout says otherwise.
+DEV_STOP_WAIT_MAX = 600
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -85,7 +88,7 @@ def make_plan(settings: Settings) -> Plan:
         if not isinstance(opts, dict):
             raise ValidationError(f"workers.{name} must be an object {{timeout, background_workers}}")
         n = _positive(opts.get("background_workers", default_n), f"workers.{name}.background_workers")
-        stop_wait = min(spec.hard_limit + STOP_GRACE, STOP_WAIT_MAX)
+        stop_wait = spec.timeout + STOP_GRACE
         if opts.get("stop_timeout"):
             stop_wait = _positive(opts["stop_timeout"], f"workers.{name}.stop_timeout")
         events = bool(conf.get("worker_send_task_events"))
@@ -104,6 +107,11 @@ def make_plan(settings: Settings) -> Plan:
         bench_command=bench_command(),
         dashboard=bool(conf.get("dashboard")) and has_command("dashboard"),
     )
+
+
+def dev_stop_timeout(plan: Plan) -> int:
+    """How long ``bench start`` waits for running jobs on Ctrl-C by default (development: capped)."""
+    return min(max(g.stop_wait for g in plan.workers), DEV_STOP_WAIT_MAX)
 
 
 def worker_host_plan(plan: Plan) -> Plan:

@@ -11,6 +11,8 @@
   get TERM from the kernel if ``bench start`` itself is killed (Linux ``PR_SET_PDEATHSIG``);
 - one ``bench start`` per bench (``startlock``): processes an earlier one left behind are stopped,
   with a message, before anything starts;
+- ``bench restart`` (SIGUSR1 to ``bench start``) stops every process but Redis the same graceful
+  way and starts it again, ``bench start`` keeps running; SIGUSR2 does it for the web processes;
 - each process's stdout and stderr also go to ``logs/<name>.log`` and ``logs/<name>.error.log``
   (Frappe's ``logs/worker.log``, ``logs/worker.error.log``, ``logs/schedule.log``).
 """
@@ -37,6 +39,10 @@ from benchcelery.deploy.startlock import Started, StartLock, is_alive
 from benchcelery.errors import BenchError
 
 FIRST = ("redis_queue",)
+WEB_PROCESSES = ("realtime", "dashboard", "metrics")
+# `bench restart` signals a running `bench start`: USR1 restarts every process but Redis, USR2 the web ones.
+RESTART_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
+RESTART_SIGNALS_BY_NAME = ("SIGUSR1", "SIGUSR2")
 REDIS_START_TIMEOUT = 30.0
 
 
@@ -51,6 +57,7 @@ class _Proc:
     pid: int | None = None
     returncode: int | None = None
     streams: dict[int, _Stream] = field(default_factory=dict)  # fd -> stream
+    restarting: float | None = None  # monotonic time `bench restart` asked it to stop, to start it again
 
 
 @dataclass
@@ -206,6 +213,33 @@ class ProcfileRunner:
             # either order: that is one request, and running jobs still finish.
             self.force(f"{reason} again")
 
+    # --- `bench restart` in development (deploy/restart.py sends the signal) ---
+    def restart_processes(self, web_only: bool) -> None:
+        """SIGUSR1: stop every process but Redis gracefully (TERM: a worker finishes its running job)
+        and start it again; SIGUSR2: the same for the web processes only (realtime, dashboard, metrics)."""
+        if self.stopping_since is not None:
+            return
+        for proc in self.procs:
+            if proc.first or proc.popen is None or proc.restarting or proc.returncode is not None:
+                continue
+            if web_only and proc.name not in WEB_PROCESSES:
+                continue
+            self.say(f"{proc.name}: restarting (bench restart)")
+            proc.restarting = time.monotonic()
+            self._signal(proc, signal.SIGTERM, group=False)
+
+    def _respawn(self) -> None:
+        for proc in self.procs:
+            if proc.restarting is None:
+                continue
+            if self.stopping_since is not None:
+                proc.restarting = None  # stopping for good: the normal stop path takes over
+            elif proc.returncode is not None:
+                proc.restarting, proc.popen, proc.pid, proc.returncode = None, None, None, None
+                self._spawn(proc)
+            elif time.monotonic() - proc.restarting > self.stop_timeout:
+                self._signal(proc, signal.SIGKILL, group=True)
+
     def force(self, reason: str) -> None:
         self.forced = True
         self.say(f"{reason}: killing every process (a running job goes back to its queue once its lease lapses)")
@@ -227,7 +261,7 @@ class ProcfileRunner:
         def on_signal(signum: int, _frame: Any) -> None:
             self._signals.append(signal.Signals(signum).name)  # handled in the loop: no output in a handler
 
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, *RESTART_SIGNALS):
             signal.signal(sig, on_signal)
         if leftovers:
             self._stop_leftovers(leftovers)
@@ -238,11 +272,12 @@ class ProcfileRunner:
             self._read_output(0.1)
             self._reap()
             self._take_requests()
+            self._respawn()
             now = time.monotonic()
             if not self._rest_started and self.stopping_since is None:
                 self._start_rest(now)
-            if self.stopping_since is None and any(p.returncode is not None for p in self.procs):
-                gone = next(p for p in self.procs if p.returncode is not None)
+            if self.stopping_since is None and any(p.returncode is not None and not p.restarting for p in self.procs):
+                gone = next(p for p in self.procs if p.returncode is not None and not p.restarting)
                 self.returncode = gone.returncode or 1
                 self.request_stop(f"{gone.name} exited")
             if self.stopping_since is not None and self._stop_step(now):
@@ -252,7 +287,11 @@ class ProcfileRunner:
     def _take_requests(self) -> None:
         """Act on signals caught since the last pass, and on stdout's reader going away."""
         while self._signals:
-            self.request_stop(self._signals.pop(0))
+            name = self._signals.pop(0)
+            if name in RESTART_SIGNALS_BY_NAME:
+                self.restart_processes(web_only=name == "SIGUSR2")
+            else:
+                self.request_stop(name)
         if self.console.gone() and self.stopping_since is None:
             self.request_stop("stdout closed")
 
