@@ -31,7 +31,7 @@ def execute_cmd(obj: CliContext, method: str, args_text: str | None, kwargs_text
     """
     import sys
 
-    from benchcelery.jobs.execute_now import execute, parse_literal, to_json
+    from benchcelery.compat.execute import execute, parse_literal, to_json
 
     args = parse_literal(args_text, list, "--args")
     kwargs = parse_literal(kwargs_text, dict, "--kwargs")

@@ -68,11 +68,11 @@ def execute(
     Outcome. Raises ValidationError (method not allowed / not found) before anything runs."""
     import traceback
 
-    import benchcelery
+    from benchcelery.compat.console import install_console_shims
     from benchcelery.jobs.methods import resolve
-    from benchcelery.jobs.shims import install_console_shims
+    from benchcelery.runtime import init
 
-    rt = benchcelery.init(site=site, bench_path=str(bench.root))
+    rt = init(site=site, bench_path=str(bench.root))
     fn = resolve(method, rt.apps(), rt.allowed_methods())
     install_console_shims()
     local.site, local.conf, local.user, local.job = site, bench.merged_config(site), "Administrator", None
