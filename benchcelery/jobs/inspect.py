@@ -152,8 +152,8 @@ def iter_pending(r: redis.Redis, keys: Keys, queue: str, site: str | None = None
                     position += 1
                     continue
                 info = decode_message(raw)
-                if site and info["site"] != site:
-                    position += 1
+                if site and info["site"] != site and not info["method"].startswith(safe.UNREADABLE):
+                    position += 1  # (an unreadable element naming the site is shown as one row)
                     continue
                 yield _queued(info, queue, raw, key, position)
                 position += 1
