@@ -605,7 +605,8 @@ def test_unreadable_elements_are_one_row_in_read_commands_and_pages(bench: Bench
     make_token(bench)
     session = Session(Dashboard(bench))
     session.login(make_token(bench))
-    pages = ["/jobs?site=site1.local&queue=default", "/failed", "/"] + [f"/job?id=site1.local::bad{i}" for i in range(3)]
+    pages = ["/jobs?site=site1.local&queue=default", "/failed", "/"]
+    pages += [f"/job?id=site1.local::bad{i}" for i in range(3)]
     for path in pages:
         status, body, _ = session.request(path)
         assert status == 200, (path, body[-2000:])

@@ -291,6 +291,7 @@ class Channel(kombu_redis.Channel):
         properties["delivery_tag"] = taken.tag
         info = properties.setdefault("delivery_info", {})
         info["redelivered"] = taken.lapses  # the job engine fails a job whose workers keep dying
+        info["routing_key"] = taken.queue  # where it waited, whatever the element claims
         self._tokens[taken.tag] = token
         return message
 
