@@ -155,9 +155,19 @@ def _check_time(name: str, value: Any) -> None:
         return
     if not isinstance(value, str) or len(value) > 64:
         raise ValueError(f"header {name!r} must be an ISO 8601 time")
-    when = datetime.fromisoformat(value)  # ValueError when it is not one
+    when = _parse_time(value)  # ValueError when it is not one
     if not 2000 <= when.year <= 2200:
         raise ValueError(f"header {name!r} is out of range")
+
+
+def _parse_time(value: str) -> datetime:
+    """The parser Celery's worker uses (dateutil's isoparse), and Python's, must both accept it."""
+    try:
+        from dateutil.parser import isoparse
+    except ImportError:  # pragma: no cover - dateutil comes with Celery
+        return datetime.fromisoformat(value)
+    datetime.fromisoformat(value)
+    return isoparse(value)
 
 
 def _check_stamps(headers: dict[str, Any]) -> None:
