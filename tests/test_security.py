@@ -3,7 +3,8 @@ table against a real Redis, real `bench` processes and real workers.
 
 Rows: 1-3 method allowlist, 4-6 Redis ACL and channels, 7 secrets, 8 site scoping, 9 --kwargs
 clashes, 10 Celery's built-in tasks, 11 deploy files, 12-13 configuration, 14 realtime rooms,
-15 console cache, 16 echoed input.
+15 console cache, 16 echoed input. Issue 22: rows 1 (forged header types, crash-looping messages),
+5 (unreadable elements in read commands and pages), 7 (failure record caps), 11 (embedded callbacks).
 """
 
 from __future__ import annotations
@@ -688,6 +689,7 @@ def test_a_message_that_kills_its_worker_is_failed_after_max_redeliveries(
     assert exits == limit + 1, exits
     record = wait_until(lambda: failed_records(bench).get(target), 20, what="the crashing message's record")
     assert "Not run again" in record["exception"] and record["kwargs"] == {"key": "crash", "value": "ran"}
+    assert record.get("raw"), record  # failed by the worker's main process, before Celery took it
     assert record["method"] == "testapp.tasks.record" and record["site"] == "site1.local"
     assert bench.results("crash") == [] and proc.poll() is None
     retried = bench.run("--site", "site1.local", "jobs", "retry", target)

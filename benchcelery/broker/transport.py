@@ -18,7 +18,9 @@
 
 Every element a queue can hold that is not a valid message (not JSON, not an object, missing
 fields, a body that does not decode) is recorded in the failed-job registry with its raw text and
-removed; it never reaches Celery, so it can never stop a worker.
+removed; it never reaches Celery, so it can never stop a worker. A message a worker fails on anyway
+(an exception while kombu or Celery take it) counts as a redelivery, like a lapsed lease; past
+``max_redeliveries`` it is recorded as failed at its next fetch instead of being handed out again.
 
 What the transport needs from the layers above it (recording a malformed message, the worker's
 running jobs and whether it is stopping) it gets through ``hooks.py``; this package imports
