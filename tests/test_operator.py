@@ -111,7 +111,8 @@ def test_every_command_has_a_summary_examples_and_documented_options() -> None:
             assert any(line.split() == [path, *summary.split()] for line in listing.splitlines()), path
         page = runner.invoke(cli, [*path.split(), "--help"], terminal_width=80).output
         examples = page.split("Examples:\n", 1)[1].splitlines()
-        assert examples and all(line.strip().removeprefix("sudo ").startswith("bench ") for line in examples), (path, page)
+        commands_shown = [line.strip().removeprefix("sudo ") for line in examples]
+        assert examples and all(c.startswith("bench ") for c in commands_shown), (path, page)
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
                 assert param.help, (path, param.opts)

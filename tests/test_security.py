@@ -3,7 +3,8 @@ table against a real Redis, real `bench` processes and real workers.
 
 Rows: 1-3 method allowlist, 4-6 Redis ACL and channels, 7 secrets, 8 site scoping, 9 --kwargs
 clashes, 10 Celery's built-in tasks, 11 deploy files, 12-13 configuration, 14 realtime rooms,
-15 console cache, 16 echoed input.
+15 console cache, 16 echoed input. Issue 22: rows 1 (forged header types, crash-looping messages),
+5 (unreadable elements in read commands and pages), 7 (failure record caps), 11 (embedded callbacks).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -21,6 +23,7 @@ from benchcelery.deploy.acl import bench_acl_line
 from benchcelery.errors import ValidationError
 from benchcelery.store.server import is_listening
 from tests.conftest import BenchHandle, bench_on_free_port, reset_runtime, wait_until
+from tests.forge import nested, push, set_body, valid_message
 from tests.test_realtime import Client, Relay, connect, publish, token
 
 EVIL_TASKS = '''"""An app as real apps are: it imports os and subprocess."""
@@ -499,3 +502,189 @@ def test_console_cache_is_not_the_queue_and_flushing_the_queue_is_refused(bench:
     pending = json.loads(bench.run("--site", "site1.local", "show-pending-jobs", "-f", "json").stdout)
     assert pending["total"]["pending"] == 1
     assert redis.Redis(port=bench.redis.connection_pool.connection_kwargs["port"], db=1).get("cache-key") is None
+
+
+# --- issue 22: one forged message never stops a queue -------------------------------------------------
+FORGED_HEADERS = [
+    ("id", {"a": 1}),
+    ("id", ["a"]),
+    ("task", ["x"]),
+    ("timelimit", 5),
+    ("timelimit", ["a", "b"]),
+    ("timelimit", [1e308, None]),
+    ("retries", "x"),
+    ("eta", "abc"),
+    ("expires", 12),
+    ("stamped_headers", ["nope"]),
+    ("method", ["x"]),
+    ("site", {"s": 1}),
+    ("enqueued_at", "abc"),
+]
+
+
+def test_forged_header_types_are_recorded_and_never_stop_a_worker(bench: BenchHandle) -> None:
+    """Row 1: each of these made the worker exit ("Unrecoverable error"), and every restart too."""
+    rt = bench.rt()
+    for i, (name, value) in enumerate(FORGED_HEADERS):
+        message = valid_message(rt, key="forged", value=i)
+        message["headers"][name] = value
+        push(bench.redis, rt.keys, "default", json.dumps(message))
+    priority = valid_message(rt, key="forged", value="priority")
+    priority["properties"]["priority"] = "high"
+    push(bench.redis, rt.keys, "default", json.dumps(priority))
+    bench.enqueue("testapp.tasks.record", key="alive", value="yes")
+    result = bench.run("worker", "--burst", timeout=90)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Unrecoverable error" not in result.stderr
+    assert bench.results("alive") == ["yes"] and bench.results("forged") == []
+    reasons = [r["exception"] for r in failed_records(bench).values()]
+    assert len(reasons) == len(FORGED_HEADERS) + 1 and all("Malformed message" in r for r in reasons), reasons
+    assert any("header 'id' must be str" in r for r in reasons)
+
+
+def test_embedded_chain_and_callbacks_are_never_published(bench: BenchHandle) -> None:
+    """Row 11: a forged message's chain/callbacks used to be published by the worker."""
+    rt = bench.rt()
+    inner = valid_message(rt, key="amplified", value="inner")
+    signature = {
+        "task": "benchcelery.execute_job",
+        "args": [],
+        "kwargs": {"key": "amplified", "value": "callback"},
+        "options": {"queue": "default", "headers": inner["headers"]},
+        "subtask_type": None,
+        "immutable": True,
+    }
+    accumulate = {"task": "celery.accumulate", "args": [1], "kwargs": {}, "options": {}, "immutable": True}
+    for name, embedded in (("callbacks", [signature]), ("chain", [signature, accumulate]), ("errbacks", [signature])):
+        message = valid_message(rt, key="carrier", value=name)
+        message["headers"]["id"] = f"site1.local::{name}"
+        body = [[], {"key": "carrier", "value": name}, {"callbacks": None, "errbacks": None, "chain": None}]
+        body[2][name] = embedded
+        push(bench.redis, rt.keys, "default", json.dumps(set_body(message, body)))
+    assert bench.run("worker", "--burst", timeout=90).returncode == 0
+    assert bench.results("amplified") == [] and bench.results("carrier") == []
+    reasons = " | ".join(r["exception"] for r in failed_records(bench).values())
+    for name in ("callbacks", "chain", "errbacks"):
+        assert f"embeds {name}" in reasons, reasons
+    assert bench.redis.llen(rt.keys.queue_list("default", 3)) == 0  # nothing was published
+
+
+def _unreadable_elements(rt: Any) -> list[str]:
+    out = [
+        json.dumps(set_body(valid_message(rt, key="deep"), f"[[], {{\"a\": {nested(200_000)}}}, {{}}]")),
+        nested(200_000),
+    ]
+    for i, (name, value) in enumerate((("enqueued_at", "abc"), ("enqueued_at", 1e308), ("method", ["x"]))):
+        message = valid_message(rt, key="bad")
+        message["headers"][name] = value
+        message["headers"]["id"] = f"site1.local::bad{i}"
+        out.append(json.dumps(message))
+    return out
+
+
+def test_unreadable_elements_are_one_row_in_read_commands_and_pages(bench: BenchHandle) -> None:
+    """Row 5: these made `jobs list`, `show-pending-jobs -v` and the dashboard fail (traceback, 500)."""
+    from tests.test_dashboard import Dashboard, Session, make_token
+
+    rt = bench.rt()
+    elements = _unreadable_elements(rt)
+    for element in elements:
+        push(bench.redis, rt.keys, "default", element)
+    listed = bench.run("--site", "site1.local", "jobs", "list", "--state", "queued")
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr[-2000:]
+    assert listed.stdout.count("[unreadable]") == len(elements), listed.stdout
+    shown = bench.run("--site", "site1.local", "show-pending-jobs", "-v")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr[-2000:]
+    as_json = bench.run("--site", "site1.local", "jobs", "list", "-f", "json")
+    assert as_json.returncode == 0, as_json.stderr[-2000:]
+    make_token(bench)
+    session = Session(Dashboard(bench))
+    session.login(make_token(bench))
+    pages = ["/jobs?site=site1.local&queue=default", "/failed", "/"]
+    pages += [f"/job?id=site1.local::bad{i}" for i in range(3)]
+    for path in pages:
+        status, body, _ = session.request(path)
+        assert status == 200, (path, body[-2000:])
+    assert "[unreadable]" in session.request("/jobs?site=site1.local&queue=default")[1]
+    # A worker records each as failed (visible, with its text cut to RAW_CAP) and goes on.
+    bench.enqueue("testapp.tasks.record", key="alive", value="yes")
+    assert bench.run("worker", "--burst", timeout=90).returncode == 0
+    assert bench.results("alive") == ["yes"]
+    records = failed_records(bench)
+    assert len(records) == len(elements) and all(len(r.get("raw") or "") <= 4000 for r in records.values())
+    for path in ("/failed", "/"):
+        assert session.request(path)[0] == 200
+
+
+def test_failure_records_are_capped(bench: BenchHandle) -> None:
+    """Row 7: a failing job with 10 MiB of arguments wrote a ~31 MB record (kwargs, exception, traceback)."""
+    from benchcelery.jobs import failures
+
+    huge = "A" * (10 * 1024 * 1024)
+    job = bench.enqueue("testapp.tasks.fail", message=huge)
+    assert bench.run("worker", "--burst", timeout=120).returncode == 0
+    raw = bench.redis.hget(bench.rt().keys.failed_data("default"), job.id)
+    assert raw is not None and len(raw) < 100_000, len(raw or b"")
+    rec = json.loads(raw)
+    assert rec["kwargs"] is None and rec["kwargs_cut"].startswith('{"message": "AAAA')
+    assert len(rec["exception"]) <= failures.EXCEPTION_CAP + 40 and rec["exception"].startswith("ValueError: AAA")
+    tb = rec["traceback"]
+    assert tb.startswith("Traceback (most recent call last)") and "characters cut" in tb
+    assert tb.rstrip().endswith("A") and "raise ValueError(message)" in tb  # its head and its tail
+    assert "cannot retry" in bench.run("--site", "site1.local", "jobs", "retry", job.id).stderr.lower()
+    # Small records are whole.
+    small = bench.enqueue("testapp.tasks.fail", message="short")
+    assert bench.run("worker", "--burst", timeout=120).returncode == 0
+    assert failed_records(bench)[small.id]["kwargs"] == {"message": "short"}
+
+
+def _crashing_worker(bench: BenchHandle, mode: str, target: str) -> subprocess.Popen[bytes]:
+    import os
+    import sys
+
+    script = str(Path(__file__).parent / "crashing_worker.py")
+    env = bench.env(CRASH_ON=target, CRASH_MODE=mode, PYTHONPATH=str(Path(__file__).parent.parent))
+    log = open(bench.root / "logs" / f"crash-{len(bench.procs)}.log", "wb")  # noqa: SIM115 - kept by the child
+    proc = subprocess.Popen(
+        [sys.executable, script], cwd=bench.root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    bench.procs.append(proc)
+    assert os.path.exists(script)
+    return proc
+
+
+@pytest.mark.parametrize(("mode", "limit"), [("raise", 1), ("exit", 0)])
+def test_a_message_that_kills_its_worker_is_failed_after_max_redeliveries(
+    bench: BenchHandle, mode: str, limit: int
+) -> None:
+    """Row 1, by construction: whatever makes a worker die on a message (an exception at
+    decode/strategy time, or the process ending at once), the message is counted per crash and
+    failed past max_redeliveries instead of being handed out again."""
+    bench.set_config(max_redeliveries=limit, job_lease=3)
+    rt = bench.rt()
+    target = "site1.local::crashme"
+    message = valid_message(rt, key="crash", value="ran")
+    message["headers"]["id"] = message["headers"]["root_id"] = message["properties"]["correlation_id"] = target
+    push(bench.redis, rt.keys, "default", json.dumps(message))
+    bench.enqueue("testapp.tasks.record", key="after", value="alive")
+    exits = 0
+    proc = _crashing_worker(bench, mode, target)
+
+    def settled() -> bool:
+        nonlocal proc, exits
+        if proc.poll() is not None:
+            exits += 1
+            assert exits <= limit + 1, f"worker died {exits} times:\n{bench.output(proc)[-3000:]}"
+            proc = _crashing_worker(bench, mode, target)
+        return bool(bench.results("after"))
+
+    wait_until(settled, 90, interval=0.2, what="the job behind the crashing message to run")
+    assert exits == limit + 1, exits
+    record = wait_until(lambda: failed_records(bench).get(target), 20, what="the crashing message's record")
+    assert "Not run again" in record["exception"] and record["kwargs"] == {"key": "crash", "value": "ran"}
+    assert record.get("raw"), record  # failed by the worker's main process, before Celery took it
+    assert record["method"] == "testapp.tasks.record" and record["site"] == "site1.local"
+    assert bench.results("crash") == [] and proc.poll() is None
+    retried = bench.run("--site", "site1.local", "jobs", "retry", target)
+    assert retried.returncode == 0, retried.stderr

@@ -29,6 +29,8 @@ def transport_options(settings: Settings, strategy: str | None = None) -> dict[s
         # Leases replace kombu's visibility timeout (delivery.py): a live worker's job is never
         # handed to another worker, a dead worker's job is back in its queue within ~lease + 5 s.
         "job_lease": settings.number("job_lease"),
+        # A message whose worker died (or failed on it) this often is failed at its next fetch.
+        "max_redeliveries": settings.number("max_redeliveries"),
         "socket_connect_timeout": 5,
         "socket_keepalive": True,
         "health_check_interval": 25,

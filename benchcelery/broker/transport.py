@@ -18,7 +18,9 @@
 
 Every element a queue can hold that is not a valid message (not JSON, not an object, missing
 fields, a body that does not decode) is recorded in the failed-job registry with its raw text and
-removed; it never reaches Celery, so it can never stop a worker.
+removed; it never reaches Celery, so it can never stop a worker. A message a worker fails on anyway
+(an exception while kombu or Celery take it) counts as a redelivery, like a lapsed lease; past
+``max_redeliveries`` it is recorded as failed at its next fetch instead of being handed out again.
 
 What the transport needs from the layers above it (recording a malformed message, the worker's
 running jobs and whether it is stopping) it gets through ``hooks.py``; this package imports
@@ -41,6 +43,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps, loads
 
+from benchcelery.bench.config import DEFAULTS
 from benchcelery.bench.keys import Keys
 from benchcelery.broker import envelope
 from benchcelery.broker.acks import PendingAcks
@@ -69,7 +72,12 @@ def _packed(commands: list[Any]) -> list[bytes]:
 class Channel(kombu_redis.Channel):
     QoS = QoS
     job_lease = DEFAULT_LEASE
-    from_transport_options = (*kombu_redis.Channel.from_transport_options, "job_lease")  # type: ignore[assignment]
+    max_redeliveries = DEFAULTS["max_redeliveries"]
+    from_transport_options = (  # type: ignore[assignment]
+        *kombu_redis.Channel.from_transport_options,
+        "job_lease",
+        "max_redeliveries",
+    )
     _shared_client: Any = None
     _delivery: Delivery | None = None
     _delivery_pool: Any = None
@@ -247,15 +255,37 @@ class Channel(kombu_redis.Channel):
 
     def _deliver_taken(self, taken: Taken, token: str) -> None:
         message = self._envelope(taken, token)
-        if message is not None:
+        if message is None:
+            return
+        try:
             self.connection._deliver(message, taken.queue)
+        except self.connection_errors:
+            raise
+        except Exception:
+            # Whatever in kombu or Celery failed on this message ends the worker (Celery's
+            # "Unrecoverable error", which gives the message back): count it against the message
+            # as a lapsed lease would be, so it is failed, not handed out again, past the limit.
+            self._count_crash(taken.tag)
+            raise
+
+    def _count_crash(self, tag: str) -> None:
+        try:
+            self.delivery.r.hincrby(self.keys.redeliveries, tag, 1)
+        except Exception as exc:  # the lease lapses instead, and recovery counts it
+            logger.warning("Could not count the failed delivery of job %s: %s", tag, exc)
 
     def _envelope(self, taken: Taken, token: str) -> dict[str, Any] | None:
-        """The message, ready for kombu, owned by ``token``; None (recorded and removed) if invalid."""
+        """The message, ready for kombu, owned by ``token``; None (recorded and removed) if invalid,
+        or if its workers died (or failed on it) more than ``max_redeliveries`` times."""
+        if taken.lapses > int(self.max_redeliveries):
+            reason = f"Not run again: its worker died {taken.lapses} times while it held the job"
+            hooks.record_malformed(taken.queue, taken.raw, reason, taken.tag)
+            self.delivery.ack(taken.tag, token)
+            return None
         try:
             message = loads(bytes_to_str(taken.raw))
-            envelope.check(message)
-        except envelope.INVALID as exc:
+            envelope.check(message, loads)
+        except Exception as exc:  # anything that fails decoding or checking: not a valid message
             _record_malformed(taken, exc)
             self.delivery.ack(taken.tag, token)
             return None
@@ -263,6 +293,7 @@ class Channel(kombu_redis.Channel):
         properties["delivery_tag"] = taken.tag
         info = properties.setdefault("delivery_info", {})
         info["redelivered"] = taken.lapses  # the job engine fails a job whose workers keep dying
+        info["routing_key"] = taken.queue  # where it waited, whatever the element claims
         self._tokens[taken.tag] = token
         return message
 

@@ -8,6 +8,7 @@ at all (unknown task, malformed message). Recording never raises: a worker must 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -16,12 +17,20 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery.exceptions import TimeLimitExceeded
 
 from benchcelery.bench.keys import UNKNOWN_SITE
-from benchcelery.jobs import durations, registry
+from benchcelery.jobs import durations, registry, safe
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")
 
+# What one failure record keeps at most (a failing job with 10 MB of arguments must not write a
+# 30 MB record, nor make every page that lists failures read it).
 RAW_CAP = 4000  # characters of a malformed message kept in its failure record
+KWARGS_CAP = 64 * 1024  # characters of the job's arguments as JSON; larger ones keep KWARGS_HEAD
+KWARGS_HEAD = 4000
+EXCEPTION_CAP = 2000  # characters of the exception line
+TRACEBACK_HEAD, TRACEBACK_TAIL = 4000, 12000  # characters kept from each end of a longer traceback
+FIELD_CAP = 1000  # characters of the other text fields (method, user, job name, event, worker)
+_PARSE_CAP = 1024 * 1024  # a malformed element's bytes read to find its job id, site and method
 
 
 def notify_finished(meta: dict[str, Any], error: str | None) -> None:
@@ -48,26 +57,69 @@ def describe_exception(exc: BaseException, timeout: int | None = None) -> str:
 
 
 def record_malformed(queue: str, raw: bytes | str, reason: str, tag: str) -> None:
-    """Record a queue element that is not a valid message (never raises)."""
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    meta = {"job_id": f"{UNKNOWN_SITE}::{tag}", "site": UNKNOWN_SITE, "queue": queue, "method": ""}
-    record(meta, {}, ValueError(reason), None, raw=text[:RAW_CAP])
+    """Record a queue element the worker does not run: not a valid message, or one whose workers
+    died on it too often (then its job id, site, method and arguments are kept, so it can be
+    retried). Never raises."""
+    head = raw[: RAW_CAP * 4]
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else str(head)
+    meta: dict[str, Any] = {"job_id": f"{UNKNOWN_SITE}::{tag}", "site": UNKNOWN_SITE, "queue": queue, "method": ""}
+    kwargs: dict[str, Any] = {}
+    info = safe.describe_message(raw, tag) if len(raw) <= _PARSE_CAP else None
+    if info is not None and info["site"] != UNKNOWN_SITE:
+        job_id = info["id"] if "::" in info["id"] else f"{UNKNOWN_SITE}::{info['id']}"
+        headers = info["headers"]
+        meta.update({k: headers.get(k) for k in ("event", "user", "job_name", "enqueued_at")})
+        meta.update(job_id=job_id, site=info["site"], method=info["method"])
+        kwargs = info["kwargs"]
+    record(meta, kwargs, ValueError(reason), None, raw=text[:RAW_CAP])
+
+
+def cap_text(text: str, cap: int) -> str:
+    """``text`` cut to ``cap`` characters, saying how much was cut."""
+    if len(text) <= cap:
+        return text
+    return f"{text[:cap]}... [{len(text) - cap} characters cut]"
+
+
+def cap_traceback(tb: str) -> str:
+    """The head and the tail of a long traceback (where it started and where it failed)."""
+    if len(tb) <= TRACEBACK_HEAD + TRACEBACK_TAIL:
+        return tb
+    cut = len(tb) - TRACEBACK_HEAD - TRACEBACK_TAIL
+    return f"{tb[:TRACEBACK_HEAD]}\n... [{cut} characters cut] ...\n{tb[-TRACEBACK_TAIL:]}"
+
+
+def _capped_kwargs(kwargs: Any) -> tuple[Any, str | None]:
+    """(kwargs, None) when small enough; else (None, the head of their JSON): a record whose
+    arguments were cut cannot be retried with them."""
+    try:
+        text = json.dumps(kwargs, default=str)
+    except (ValueError, TypeError, RecursionError):
+        return None, "[arguments that cannot be shown]"
+    if len(text) <= KWARGS_CAP:
+        return kwargs, None
+    return None, cap_text(text, KWARGS_HEAD)
 
 
 def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None, raw: str | None = None) -> None:
     """Write the failure to the registry; never raises (a worker must keep running)."""
     try:
         rt = get_runtime()
+        fields = {k: meta.get(k) for k in ("site", "queue", "method", "event", "user", "job_name", "worker")}
+        kept, cut = _capped_kwargs(kwargs)
         rec = {
-            **{k: meta.get(k) for k in ("job_id", "site", "queue", "method", "event", "user", "job_name")},
-            **{k: meta.get(k) for k in ("worker", "enqueued_at", "started_at", "timeout")},
-            "kwargs": kwargs,
-            "exception": describe_exception(exc, meta.get("timeout")),
-            "traceback": tb or "",
+            "job_id": meta.get("job_id"),
+            **{k: cap_text(v, FIELD_CAP) if isinstance(v, str) else v for k, v in fields.items()},
+            **{k: meta.get(k) for k in ("enqueued_at", "started_at", "timeout")},
+            "kwargs": kept,
+            "exception": cap_text(describe_exception(exc, meta.get("timeout")), EXCEPTION_CAP),
+            "traceback": cap_traceback(tb or ""),
             "pid": os.getpid(),
         }
+        if cut is not None:
+            rec["kwargs_cut"] = cut
         if raw is not None:
-            rec["raw"] = raw
+            rec["raw"] = raw[:RAW_CAP]
         queue = meta.get("queue") or "default"
         registry.record_failure(
             rt.redis,

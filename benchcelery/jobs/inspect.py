@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from benchcelery.bench.keys import UNKNOWN_SITE
 from benchcelery.broker.delivery import decode_meta
 from benchcelery.errors import BenchError
-from benchcelery.jobs import registry
+from benchcelery.jobs import registry, safe
 from benchcelery.jobs.model import Job
 
 if TYPE_CHECKING:
@@ -136,25 +136,12 @@ def count_pending(
 
 def decode_message(raw: bytes) -> dict[str, Any]:
     """A kombu envelope -> {id, site, method, kwargs, event, enqueued_at, headers}; an element that
-    is not one (it waits to be recorded as failed by a worker) is described as such, never raises."""
-    try:
-        return message_info(json.loads(raw))
-    except (ValueError, TypeError, AttributeError):
-        return _unreadable("", raw)
+    is not one (it waits to be recorded as failed by a worker) is one ``[unreadable]`` row, never raises."""
+    return safe.describe_message(raw)
 
 
 def _unreadable(tag: str, raw: bytes) -> dict[str, Any]:
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-    return {
-        "id": f"{UNKNOWN_SITE}::{tag or 'malformed'}",
-        "site": UNKNOWN_SITE,
-        "method": f"(not a valid message: {text[:60]!r})",
-        "kwargs": {},
-        "event": None,
-        "enqueued_at": None,
-        "headers": {},
-        "priority": None,
-    }
+    return safe.unreadable(raw, tag)
 
 
 def message_info(msg: dict[str, Any]) -> dict[str, Any]:
@@ -203,8 +190,8 @@ def iter_pending(r: redis.Redis, keys: Keys, queue: str, site: str | None = None
                     position += 1
                     continue
                 info = decode_message(raw)
-                if site and info["site"] != site:
-                    position += 1
+                if site and info["site"] != site and not info["method"].startswith(safe.UNREADABLE):
+                    position += 1  # (an unreadable element naming the site is shown as one row)
                     continue
                 yield _queued(info, queue, raw, key, position)
                 position += 1
@@ -346,18 +333,5 @@ def resolve_prefix(rt: Runtime, prefix: str) -> str | None:
 
 
 def failed_info(rec: dict[str, Any]) -> Job:
-    """A failed-registry record as a Job."""
-    job_id = rec["job_id"]
-    kwargs = rec.get("kwargs")
-    return Job(
-        id=job_id,
-        site=rec.get("site") or registry.site_of(job_id),
-        queue=rec.get("queue") or "default",
-        method=rec.get("method") or "",
-        state=registry.FAILED,
-        kwargs=kwargs if isinstance(kwargs, dict) else {},
-        event=rec.get("event"),
-        enqueued_at=rec.get("enqueued_at"),
-        started_at=rec.get("started_at"),
-        extra={k: rec.get(k) for k in ("exception", "traceback", "worker", "failed_at", "user", "timeout", "raw")},
-    )
+    """A failed-registry record as a Job (fields of the wrong type left out; never raises)."""
+    return safe.failed_info(rec)
