@@ -52,6 +52,13 @@ DEFAULTS: dict[str, Any] = {
     "metrics_allow_public": False,  # serve /metrics off loopback without metrics_basic_auth
     "flower_port": 5555,
     "flower_address": "127.0.0.1",
+    "dashboard_host": "127.0.0.1",
+    "dashboard_read_only": False,
+    "socketio_host": "127.0.0.1",
+    "realtime_cors_allowed_origins": "*",
+    "enable_scheduler": True,  # missing means enabled (scheduler/state.py says why)
+    "db_type": "mariadb",  # `bench doctor`'s database check (Frappe's keys)
+    "db_host": "127.0.0.1",
 }
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 from kombu import Exchange, Queue
 
-from benchcelery.bench.config import Settings
+from benchcelery.bench.config import DEFAULTS, Settings
 from benchcelery.bench.keys import EXECUTE_JOB, NORMAL_PRIORITY
 from benchcelery.store import durable as ha
 from benchcelery.store import sentinel
@@ -88,7 +88,7 @@ def make_app(settings: Settings, strategy: str | None = None, task_modules: tupl
         worker_hijack_root_logger=True,
         worker_redirect_stdouts=False,
         enable_utc=True,
-        timezone=str(settings.get("time_zone") or "UTC"),
+        timezone=str(settings.get("time_zone") or DEFAULTS["time_zone"]),
         # RedBeat (scheduler) lives under the bench prefix too.
         redbeat_redis_url=sentinel.redbeat_url(settings) if sentinel.is_sentinel_url(url) else url,
         redbeat_key_prefix=settings.keys.redbeat_prefix,

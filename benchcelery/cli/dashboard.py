@@ -7,10 +7,11 @@ import sys
 
 import click
 
+from benchcelery.bench.config import DEFAULTS
 from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx
 from benchcelery.errors import BenchError
 
-DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HOST = DEFAULTS["dashboard_host"]
 
 
 @click.group("dashboard", invoke_without_command=True)
@@ -53,7 +54,7 @@ def dashboard_group(ctx: click.Context, port: int | None, host: str | None, read
     options = ServeOptions(
         host=host or str(settings.get("dashboard_host") or DEFAULT_HOST),
         port=port or settings.number("dashboard_port"),
-        read_only=read_only or truthy(settings.get("dashboard_read_only", False)),
+        read_only=read_only or truthy(settings.get("dashboard_read_only", DEFAULTS["dashboard_read_only"])),
         log_level="debug" if obj.verbose else "info",
     )
     serve(rt, options)

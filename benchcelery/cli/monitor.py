@@ -11,6 +11,7 @@ import time
 
 import click
 
+from benchcelery.bench.config import DEFAULTS
 from benchcelery.cli.base import CliContext, pass_ctx
 from benchcelery.errors import BenchError
 from benchcelery.util.net import is_loopback
@@ -41,8 +42,8 @@ def metrics_cmd(obj: CliContext, port: int | None, address: str | None, once: bo
         click.echo(exporter.exposition(rt), nl=False)
         return
     if port is None:
-        port = int(rt.settings.get("metrics_port") or exporter.DEFAULT_PORT)
-    address = address or str(rt.settings.get("metrics_address") or exporter.DEFAULT_ADDRESS)
+        port = int(rt.settings.get("metrics_port") or DEFAULTS["metrics_port"])
+    address = address or str(rt.settings.get("metrics_address") or DEFAULTS["metrics_address"])
     auth = exporter.logins(rt.settings)
     exporter.check_exposure(address, auth, rt.settings.get("metrics_allow_public") is True)
     try:
@@ -81,8 +82,8 @@ def flower_command(obj: CliContext, port: int | None, address: str | None) -> tu
     if importlib.util.find_spec("flower") is None:
         raise BenchError(MISSING.format(what="Flower"))
     settings = obj.runtime().settings
-    address = address or str(settings.get("flower_address") or "127.0.0.1")
-    port = port or int(settings.get("flower_port") or 5555)
+    address = address or str(settings.get("flower_address") or DEFAULTS["flower_address"])
+    port = port or int(settings.get("flower_port") or DEFAULTS["flower_port"])
     auth = settings.get("flower_basic_auth") or []
     auth = [auth] if isinstance(auth, str) else [str(a) for a in auth]
     if any(":" not in a for a in auth):

@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
+from benchcelery.bench.config import DEFAULTS
 from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, usage_error
 from benchcelery.errors import BenchError, ValidationError
 
-DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HOST = DEFAULTS["socketio_host"]
 
 
 def parse_message(value: str | None) -> Any:
@@ -111,7 +112,7 @@ def realtime_group(ctx: click.Context, port: int | None, host: str | None) -> No
             f"bench realtime needs the realtime extra ({exc.name} is missing): pip install 'benchcelery[realtime]'"
         ) from None
     settings = obj.runtime().settings
-    cors = settings.get("realtime_cors_allowed_origins", "*")
+    cors = settings.get("realtime_cors_allowed_origins", DEFAULTS["realtime_cors_allowed_origins"])
     if not (cors == "*" or (isinstance(cors, list) and all(isinstance(o, str) for o in cors))):
         raise ValidationError('Config key realtime_cors_allowed_origins must be "*" or a list of origins')
     logging.basicConfig(

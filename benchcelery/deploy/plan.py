@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchcelery.bench.config import Settings
+from benchcelery.bench.config import DEFAULTS, Settings
 from benchcelery.bench.layout import Bench
 from benchcelery.errors import ValidationError
 
@@ -81,7 +81,7 @@ class Plan:
 def make_plan(settings: Settings) -> Plan:
     conf = settings.conf
     workers_conf = conf.get("workers") or {}
-    default_n = _positive(conf.get("background_workers", 1), "background_workers")
+    default_n = _positive(conf.get("background_workers", DEFAULTS["background_workers"]), "background_workers")
     groups = []
     for name, spec in settings.queues.items():
         opts = workers_conf.get(name) or {}

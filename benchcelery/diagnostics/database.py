@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from benchcelery.bench.config import DEFAULTS
+
 CONNECT_TIMEOUT = 3
 
 
@@ -40,10 +42,11 @@ def db_params(conf: dict[str, Any]) -> dict[str, Any] | None:
         }
     if not conf.get("db_name"):
         return None
-    db_type = "postgres" if str(conf.get("db_type", "mariadb")).lower() in ("postgres", "postgresql") else "mariadb"
+    named = str(conf.get("db_type", DEFAULTS["db_type"])).lower()
+    db_type = "postgres" if named in ("postgres", "postgresql") else "mariadb"
     return {
         "db_type": db_type,
-        "host": conf.get("db_host") or "127.0.0.1",
+        "host": conf.get("db_host") or DEFAULTS["db_host"],
         "port": conf.get("db_port"),
         "user": conf.get("db_user") or conf.get("db_name"),
         "password": conf.get("db_password") or "",

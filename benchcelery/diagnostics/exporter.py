@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from benchcelery.bench.config import DEFAULTS
 from benchcelery.diagnostics.figures import Figures, read_figures
 from benchcelery.errors import BenchError
 
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
 
-DEFAULT_PORT = 9808
-DEFAULT_ADDRESS = "127.0.0.1"
 SCHEDULER_STATES = ("enabled", "disabled", "paused")
 
 
@@ -226,7 +225,12 @@ def with_basic_auth(app: Any, auth: list[str]) -> Any:
     return guarded
 
 
-def serve(rt: Runtime, port: int = DEFAULT_PORT, address: str = DEFAULT_ADDRESS, auth: list[str] | None = None) -> Any:
+def serve(
+    rt: Runtime,
+    port: int = DEFAULTS["metrics_port"],
+    address: str = DEFAULTS["metrics_address"],
+    auth: list[str] | None = None,
+) -> Any:
     """Serve ``/metrics`` on ``address:port`` in a background thread (behind basic auth when ``auth``
     names logins); returns (server, thread)."""
     from wsgiref.simple_server import make_server

@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from benchcelery.bench.config import DEFAULTS
 from benchcelery.bench.layout import Bench, read_json
 
 ENABLED, DISABLED, PAUSED = "enabled", "disabled", "paused"
@@ -62,7 +63,7 @@ def state_from_config(site: str, conf: dict[str, Any]) -> SiteState:
     if truthy(conf.get("disable_scheduler")):
         reasons.append("disable_scheduler is SET")
         disabled = True
-    if not truthy(conf.get("enable_scheduler", True)):
+    if not truthy(conf.get("enable_scheduler", DEFAULTS["enable_scheduler"])):
         reasons.append("enable_scheduler is off (bench enable-scheduler turns it on)")
         disabled = True
     if disabled or (reasons and not paused):
