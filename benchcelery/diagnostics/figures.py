@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
 
 STUCK_MARGIN = 30  # seconds past a job's hard time limit before a started job counts as stuck
-SITE_WINDOW = 10_000  # messages read per priority list (at most) to find each site's oldest job (~2 µs each)
+SITE_WINDOW = 10_000  # messages read per priority list (at most) to find each site's oldest job
 
 # Oldest waiting job per queue and per site, without reading whole queues. KEYS: every priority
 # list of every queue, in order; ARGV: window, then per queue: number of lists, number of sites with

@@ -61,7 +61,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
         queues=opts.queues,
         loglevel="WARNING" if opts.quiet else "INFO",
         quiet=opts.quiet,
-        # Mingle/gossip cost ~1 s at start and N^2 chatter. An event dispatcher always (so
+        # Mingle/gossip cost a round of waiting at start and N^2 chatter. An event dispatcher always (so
         # `control enable_events` works); its heartbeats only while task events are on (events.py).
         without_gossip=True,
         without_mingle=True,

@@ -4,7 +4,7 @@ Every CHECK_INTERVAL (in the worker's event loop) it checks that nothing is runn
 and that every consumed queue is empty; after IDLE_CHECKS idle checks in a row (a message could
 be on its way from Redis during one) it requests Celery's warm shutdown, which restores any
 message caught in flight and exits 0. The pool is idle by then, so it is terminated rather than
-drained: Celery's graceful pool stop waits ~1.7 s for idle children to say goodbye, which is most
+drained: Celery's graceful pool stop waits for idle children to say goodbye, which can be most
 of a short burst's lifetime (a burst worker started from cron or CI should exit as soon as its
 work is done, as rq's does).
 
