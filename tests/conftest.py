@@ -5,6 +5,7 @@ Never uses a Redis server the tests did not start. Waits use deadlines, never ba
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -236,3 +237,11 @@ def resolve_program(command: str) -> str:
     virtualenv (``.venv -> elsewhere``) and the same script reached directly compare equal."""
     program, _, args = command.partition(" ")
     return f"{Path(program).resolve()} {args}" if args else str(Path(program).resolve())
+
+
+def ini(text: str) -> configparser.ConfigParser:
+    """A supervisor or systemd file, parsed the way those tools read keys (case kept, no interpolation)."""
+    parser = configparser.ConfigParser(interpolation=None, strict=False)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    return parser

@@ -6,7 +6,6 @@ Every Redis server here is started by the test (or is the session one); deadline
 
 from __future__ import annotations
 
-import configparser
 import hashlib
 import os
 import signal
@@ -21,16 +20,9 @@ import redis
 from benchcelery.deploy.acl import bench_acl_line
 from benchcelery.deploy.plan import has_command
 from benchcelery.store.server import embedded_binary, is_listening, start_server, stop_server
-from tests.conftest import BenchHandle, alive, resolve_program, wait_until
+from tests.conftest import BenchHandle, alive, ini, resolve_program, wait_until
 
 BIN = Path(sys.executable).parent
-
-
-def ini(text: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(text)
-    return parser
 
 
 def redis_settings(text: str) -> dict[str, str]:

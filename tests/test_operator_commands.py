@@ -8,7 +8,6 @@ Every Redis and supervisord here is started by the test; deadlines, never sleeps
 
 from __future__ import annotations
 
-import configparser
 import json
 import os
 import shutil
@@ -22,16 +21,9 @@ import pytest
 import redis
 
 from benchcelery.store.server import free_port, start_server, stop_server
-from tests.conftest import BenchHandle, make_bench, wait_until
+from tests.conftest import BenchHandle, ini, make_bench, wait_until
 
 BIN = Path(sys.executable).parent
-
-
-def ini(text: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser(interpolation=None, strict=False)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
-    parser.read_string(text)
-    return parser
 
 
 # --- a real supervisord that includes a temporary "system" folder --------------------------------

@@ -8,12 +8,10 @@ our transport keeps (see transport.py), checked against the lists' lengths.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.bench.keys import UNKNOWN_SITE
 from benchcelery.broker.delivery import decode_meta
 from benchcelery.errors import BenchError
 from benchcelery.jobs import registry, safe
@@ -142,37 +140,6 @@ def decode_message(raw: bytes) -> dict[str, Any]:
 
 def _unreadable(tag: str, raw: bytes) -> dict[str, Any]:
     return safe.unreadable(raw, tag)
-
-
-def message_info(msg: dict[str, Any]) -> dict[str, Any]:
-    """What a decoded kombu envelope says about its job (raises TypeError if it is not one)."""
-    if not isinstance(msg, dict):
-        raise TypeError("not a message")
-    headers: dict[str, Any] = msg.get("headers") or {}
-    if not isinstance(headers, dict):
-        raise TypeError("not a message")
-    kwargs: dict[str, Any] = {}
-    properties: dict[str, Any] = msg["properties"] if isinstance(msg.get("properties"), dict) else {}
-    try:
-        body = msg.get("body", "")
-        if properties.get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        decoded = json.loads(body)
-        if isinstance(decoded, list) and len(decoded) >= 2 and isinstance(decoded[1], dict):
-            kwargs = decoded[1]
-    except (ValueError, TypeError):
-        kwargs = {}
-    job_id = str(headers.get("id") or "")
-    return {
-        "id": job_id,
-        "site": headers.get("site") or (registry.site_of(job_id) if "::" in job_id else UNKNOWN_SITE),
-        "method": headers.get("method") or headers.get("shadow") or headers.get("task") or "",
-        "kwargs": kwargs,
-        "event": headers.get("event"),
-        "enqueued_at": headers.get("enqueued_at"),
-        "headers": headers,
-        "priority": properties.get("priority"),
-    }
 
 
 def iter_pending(r: redis.Redis, keys: Keys, queue: str, site: str | None = None, chunk: int = 1000) -> Iterator[Job]:
