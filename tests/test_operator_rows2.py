@@ -53,3 +53,70 @@ def test_the_cache_follows_the_queue_after_set_config(tmp_path: Path, bench: Ben
         input="print('KW', frappe.cache().connection_pool.connection_kwargs['db'])\n",
     )
     assert "KW 5" in console.stdout, (console.stdout, console.stderr)
+
+
+# --- row 11: mask only what exists; one Redis log name; logrotate; real origins --------------------------
+def test_the_worker_banner_masks_only_a_password_that_exists(bench: BenchHandle) -> None:
+    plain = bench.run("worker", "--burst", "--queue", "short")
+    assert plain.returncode == 0, plain.stderr
+    line = next(x for x in (plain.stdout + plain.stderr).splitlines() if "transport:" in x)
+    assert line.split("transport:", 1)[1].strip().startswith(f"{bench.url}/"), line
+    assert ":**@" not in plain.stdout + plain.stderr  # nor in "Connected to ..."
+    # A password that exists is masked.
+    from benchcelery.broker.celery_app import MaskedConnection
+
+    assert MaskedConnection("redis://u:pw@h:1/0").as_uri() == "redis://u:**@h:1/0"
+    assert MaskedConnection("redis://u@h:1/0").as_uri() == "redis://u@h:1/0"
+
+
+def test_one_redis_log_name_in_development_and_production(bench: BenchHandle) -> None:
+    from benchcelery.deploy.procfile import log_name
+
+    supervisor = bench.run("setup", "supervisor", "--dry-run").stdout
+    systemd = bench.run("setup", "systemd", "--dry-run").stdout
+    assert f"{bench.root}/logs/redis-queue.log" in supervisor and f"{bench.root}/logs/redis-queue.log" in systemd
+    assert "redis_queue.log" not in supervisor + systemd
+    procfile = bench.run("setup", "procfile", "--dry-run").stdout
+    assert "\nredis_queue: " in procfile and log_name("redis_queue") == "redis-queue"
+
+
+def test_setup_logrotate_writes_a_config_logrotate_runs(bench: BenchHandle, tmp_path: Path) -> None:
+    import shutil
+
+    made = bench.run("setup", "logrotate", "--yes")
+    assert made.returncode == 0, made.stderr
+    conf = bench.root / "config" / "logrotate.conf"
+    assert made.stdout.splitlines() == [
+        "Wrote config/logrotate.conf",
+        f'Install it: sudo ln -sf "{conf}" /etc/logrotate.d/bench-{bench.root.name}',
+    ]
+    text = conf.read_text()
+    assert "copytruncate" in text and f'"{bench.root}/logs/*.log"' in text
+    logrotate = shutil.which("logrotate") or "/usr/sbin/logrotate"
+    log = bench.root / "logs" / "worker.log"
+    log.write_text("a line\n")
+    ran = subprocess.run(
+        [logrotate, "-f", "-s", str(tmp_path / "state"), str(conf)], capture_output=True, text=True, timeout=60
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert log.read_text() == "" and (bench.root / "logs" / "worker.log.1").read_text() == "a line\n"
+
+
+def test_a_dashboard_terminate_names_the_dashboard(bench: BenchHandle) -> None:
+    from tests.conftest import wait_until
+    from tests.test_dashboard import Dashboard, Session, make_token
+
+    make_token(bench)
+    dash = Dashboard(bench)
+    running = bench.enqueue("testapp.tasks.wait_for_flag", queue="default", key="long", flag="never", limit=120)
+    bench.start("worker", "--queue", "default")
+    bench.wait_results("long", 1)
+    session = Session(dash)
+    session.login(make_token(bench))
+    form = {"id": running.id, "terminate": "1", "csrf": session.csrf("/jobs"), "next": "/jobs"}
+    assert session.request("/jobs/cancel", form)[0] == 303
+    rt = bench.rt()
+    wait_until(lambda: bench.redis.hexists(rt.keys.failed_data("default"), running.id), 30, what="the job failed")
+    shown = bench.run(*S1, "jobs", "show", running.id).stdout
+    assert "JobTerminated: stopped while running (dashboard, user alice)" in shown, shown
+    assert "bench jobs cancel" not in shown

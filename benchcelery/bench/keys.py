@@ -158,6 +158,10 @@ class Keys:
     def job_status(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
+    def terminated_by(self, job_id: str) -> str:
+        """Who asked to terminate a running job (the worker's failure record names it)."""
+        return f"{self.prefix}terminated-by:{job_id}"
+
     def durations(self, queue: str) -> str:
         return f"{self.prefix}durations:{queue}"
 

@@ -98,6 +98,7 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Write Procfile, supervisor, systemd files",
         ["bench setup supervisor --yes", "bench setup systemd --dry-run"],
     ),
+    "setup logrotate": ("Write config/logrotate.conf (copytruncate)", ["bench setup logrotate --yes"]),
     "setup procfile": ("Write the Procfile for bench start", ["bench setup procfile --yes"]),
     "setup redis": ("Write config/redis_queue.conf", ["bench setup redis --dry-run"]),
     "setup supervisor": (

@@ -78,7 +78,8 @@ def bulk(rt: Runtime, user: str, action: str, flt: FailedFilter) -> str:
 def cancel(rt: Runtime, user: str, job_id: str, terminate: bool) -> str:
     with _lock:
         try:
-            what = ops.cancel_job(rt, registry.site_of(job_id), job_id, terminate=terminate)
+            origin = f"dashboard, user {user}"
+            what = ops.cancel_job(rt, registry.site_of(job_id), job_id, terminate=terminate, origin=origin)
         except BenchError as exc:
             _log(user, "terminate" if terminate else "cancel", job_id, f"error: {exc}")
             raise
