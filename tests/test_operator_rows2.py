@@ -120,3 +120,44 @@ def test_a_dashboard_terminate_names_the_dashboard(bench: BenchHandle) -> None:
     shown = bench.run(*S1, "jobs", "show", running.id).stdout
     assert "JobTerminated: stopped while running (dashboard, user alice)" in shown, shown
     assert "bench jobs cancel" not in shown
+
+
+# --- row 4: /health with Redis down: 503 and one log line per change --------------------------------------
+def test_health_says_503_with_redis_down_and_logs_each_change_once(own_bench: BenchHandle, tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    from benchcelery.store.server import start_server, stop_server
+    from tests.test_dashboard import Dashboard, make_token
+
+    def probe(url: str) -> tuple[int, dict[str, object]]:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=10) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    workdir = tmp_path / "redis"
+    workdir.mkdir()
+    server = start_server(own_bench.port, workdir)
+    try:
+        make_token(own_bench)
+        dash = Dashboard(own_bench)
+        assert probe(dash.url) == (200, {"ok": True})
+    finally:
+        stop_server(server)
+    for _ in range(3):
+        status, body = probe(dash.url)
+        assert status == 503 and body["ok"] is False, body
+        assert body["error"] == f"Redis at {own_bench.url} is unreachable: connection refused"
+    server = start_server(own_bench.port, workdir)
+    try:
+        from tests.conftest import wait_until
+
+        wait_until(lambda: probe(dash.url)[0] == 200, 30, what="healthy again")
+        probe(dash.url)
+    finally:
+        stop_server(server)
+    log = dash.log()
+    assert "Traceback" not in log, log
+    assert log.count("health: Redis unreachable") == 1 and log.count("health: Redis reachable again") == 1, log
