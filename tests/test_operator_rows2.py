@@ -161,3 +161,59 @@ def test_health_says_503_with_redis_down_and_logs_each_change_once(own_bench: Be
     log = dash.log()
     assert "Traceback" not in log, log
     assert log.count("health: Redis unreachable") == 1 and log.count("health: Redis reachable again") == 1, log
+
+
+# --- row 1: workers pick up app code changes in development -----------------------------------------------
+def _add(bench: BenchHandle, code: str) -> None:
+    tasks = bench.root / "apps" / "testapp" / "tasks.py"
+    tasks.write_text(tasks.read_text() + "\n\n" + code + "\n")
+
+
+def test_a_worker_under_bench_start_runs_code_added_while_it_runs(bench: BenchHandle) -> None:
+    from tests.conftest import wait_until
+
+    # `bench start` gives its processes BENCH_WORKER_RELOAD=1 (the Procfile's worker line is plain `bench worker`)
+    worker = bench.start("worker", "--queue", "default", env=bench.env(BENCH_WORKER_RELOAD="1"))
+
+    def readies(n: int) -> None:
+        wait_until(lambda: bench.output(worker).count(" ready.") >= n, 60, what=f"worker start #{n}")
+
+    readies(1)
+    bench.rt()  # the test's own view of the app is loaded before the edits
+    _add(bench, 'def added_later(key: str) -> None:\n    record(key, "added")')
+    readies(2)
+    assert "tasks.py changed: restarting with the new code" in bench.output(worker)
+    assert bench.run(*S1, "enqueue", "testapp.tasks.added_later", "--kwargs", '{"key": "later"}').returncode == 0
+    assert bench.wait_results("later", 1) == ["added"]
+
+    # A bug, then its fix: `bench jobs retry --all` runs the fixed code.
+    _add(bench, 'def buggy(key: str) -> None:\n    raise ValueError("the bug")')
+    readies(3)
+    assert bench.run(*S1, "enqueue", "testapp.tasks.buggy", "--kwargs", '{"key": "fixed"}').returncode == 0
+    wait_until(lambda: "the bug" in bench.run(*S1, "jobs", "list", "--state", "failed").stdout, 60, what="the bug")
+    _add(bench, 'def buggy(key: str) -> None:  # noqa: F811\n    record(key, "fixed")')
+    readies(4)
+    assert bench.run(*S1, "jobs", "retry", "--all").returncode == 0
+    assert bench.wait_results("fixed", 1) == ["fixed"]
+    assert worker.poll() is None  # the same process all along (exec), as `bench start` sees it
+    worker.terminate()
+    assert worker.wait(60) == 0
+
+
+def test_a_worker_without_reload_says_to_restart_when_its_code_is_older(bench: BenchHandle) -> None:
+    from tests.conftest import wait_until
+
+    worker = bench.start("worker", "--queue", "default", "--no-reload", env=bench.env(BENCH_WORKER_RELOAD="1"))
+    assert bench.run(*S1, "enqueue", "testapp.tasks.noop").returncode == 0  # its pool has loaded tasks.py
+    wait_until(lambda: "succeeded" in bench.output(worker), 60, what="the first job")
+    _add(bench, 'def added_later(key: str) -> None:\n    record(key, "added")')
+    assert bench.run(*S1, "enqueue", "testapp.tasks.added_later", "--kwargs", '{"key": "x"}').returncode == 0
+    wait_until(lambda: "added_later" in bench.run(*S1, "jobs", "list", "--state", "failed").stdout, 60, what="fail")
+    data = json.loads(bench.run(*S1, "jobs", "list", "--state", "failed", "-f", "json").stdout)
+    assert data[0]["extra"]["exception"] == (
+        "JobRefused: Method testapp.tasks.added_later cannot be imported: testapp.tasks has no attribute "
+        "added_later (this worker loaded testapp.tasks before added_later was added: restart the workers, or run "
+        "them with reload on change (`bench start`, `bench worker --reload`); then bench jobs retry)"
+    ), data[0]
+    worker.terminate()
+    assert worker.wait(60) == 0

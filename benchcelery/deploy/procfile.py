@@ -51,6 +51,7 @@ def process_env(bench: Bench) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")]) if env.get("PATH") else bin_dir
     env["PYTHONUNBUFFERED"] = "1"
     env["BENCH_PATH"] = str(bench.root)
+    env["BENCH_WORKER_RELOAD"] = "1"  # development: workers restart with the new code on change (worker/reload.py)
     return env
 
 
