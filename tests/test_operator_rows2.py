@@ -217,3 +217,67 @@ def test_a_worker_without_reload_says_to_restart_when_its_code_is_older(bench: B
     ), data[0]
     worker.terminate()
     assert worker.wait(60) == 0
+
+
+# --- row 8: scheduler numbers that say what they count; queued / running / done outcomes ----------------
+def test_scheduler_numbers_and_outcomes_agree_on_the_command_line_and_the_page(bench: BenchHandle) -> None:
+    from selenium.webdriver.common.by import By
+
+    from benchcelery.jobs import registry
+    from benchcelery.scheduler.events import ScheduledJob
+    from benchcelery.scheduler.status import _job_status
+    from tests.conftest import wait_until
+    from tests.test_dashboard import Dashboard, _browser, make_token
+
+    for _ in range(2):  # ordinary (not scheduled) failures
+        bench.enqueue("testapp.tasks.fail", queue="short")
+    assert bench.run("worker", "--burst", "--queue", "short").returncode == 0
+    status = bench.run(*S1, "scheduler", "status").stdout
+    pending = json.loads(bench.run(*S1, "show-pending-jobs", "-f", "json").stdout)
+    assert "Failed jobs: 2" in status.splitlines() and pending["total"]["failed"] == 2
+    verbose = bench.run(*S1, "scheduler", "status", "-v").stdout
+    assert "Failed scheduled runs: 0 (of the failed jobs above)" in verbose.splitlines()
+    data = json.loads(bench.run(*S1, "scheduler", "status", "-f", "json").stdout)
+    assert (data["failed_jobs"], data["failed_scheduled_jobs"]) == (2, 0)
+
+    make_token(bench)
+    dash = Dashboard(bench)
+    driver = _browser()
+    tick = 'tr[data-method="jobs_demo.tasks.tick"]'
+    try:
+
+        def element(by: str, value: str, timeout: float = 15) -> object:
+            return wait_until(lambda: driver.find_elements(by, value), timeout, what=value)[0]
+
+        driver.get(dash.url + "/")
+        element(By.ID, "token").send_keys(make_token(bench, "alice"))
+        element(By.ID, "login").click()
+        element(By.ID, "user")
+        driver.get(dash.url + "/scheduler?site=site1.local")
+        row = element(By.CSS_SELECTOR, tick)
+        assert row.find_element(By.CSS_SELECTOR, "td.outcome").text == "-"  # type: ignore[attr-defined]
+        row.find_element(By.CSS_SELECTOR, "button").click()  # type: ignore[attr-defined]
+        assert element(By.ID, "flash").text == "Run now: jobs_demo.tasks.tick enqueued for site1.local"  # type: ignore[attr-defined]
+        row = element(By.CSS_SELECTOR, tick)
+        cells = [td.text for td in row.find_elements(By.CSS_SELECTOR, "td")]  # type: ignore[attr-defined]
+        assert cells[4] == "queued" and cells[3] != "never", cells  # LAST RUN: the run just queued
+
+        assert bench.run("worker", "--burst", "--queue", "default").returncode == 0
+        driver.get(dash.url + "/scheduler?site=site1.local")
+        cells = [td.text for td in element(By.CSS_SELECTOR, tick).find_elements(By.CSS_SELECTOR, "td")]  # type: ignore[attr-defined]
+        assert cells[4] == "ok", cells
+
+        assert bench.run(*S1, "scheduler", "pause").returncode == 0
+        driver.get(dash.url + "/scheduler?site=site1.local")
+        cells = [td.text for td in element(By.CSS_SELECTOR, tick).find_elements(By.CSS_SELECTOR, "td")]  # type: ignore[attr-defined]
+        assert cells[5] == "paused", cells
+        state = element(By.CSS_SELECTOR, 'tr[data-site="site1.local"] td.st-paused').text  # type: ignore[attr-defined]
+        assert "paused (pause_scheduler is set; bench scheduler resume resumes it)" in state
+        assert "is SET" not in driver.page_source
+    finally:
+        driver.quit()
+
+    # A run a worker has started is "running" (its status key says started).
+    job = ScheduledJob(app="jobs_demo", event="all", method="jobs_demo.tasks.tick", cron=None)
+    assert _job_status(job, None, registry.STARTED, 1.0).last_outcome == "running"
+    assert _job_status(job, None, registry.QUEUED, 1.0).last_outcome == "queued"

@@ -182,6 +182,10 @@ class Keys:
     def scheduler_last(self, site: str) -> str:
         return f"{self.prefix}scheduler:last:{site}"
 
+    def scheduler_enqueued(self, site: str) -> str:
+        """``<event>::<method>`` -> when its current run was enqueued (by the scheduler or a trigger)."""
+        return f"{self.prefix}scheduler:enqueued:{site}"
+
     @property
     def scheduler_lastrun(self) -> str:
         return f"{self.prefix}scheduler:lastrun"

@@ -107,6 +107,10 @@ def trigger_now(rt: Runtime, user: str, site: str, method: str) -> str:
     rt.bench.require_site(site)
     with _lock:
         result = trigger(rt, [site], method)
-    outcome = ", ".join(f"{run.method}: {run.status}" for run in result.runs) or "nothing to run"
+    outcome = ", ".join(run.status for run in result.runs) or "nothing to run"
     _log(user, "trigger", f"{site} {method}", outcome)
-    return f"Triggered {method} for {site}: {outcome}"
+    if result.runs and result.runs[0].status == "skipped":
+        return f"Run now: {method} not queued for {site}: its previous run is still queued or running"
+    if result.runs and result.runs[0].error:
+        return f"Run now: {method} failed for {site}: {result.runs[0].error}"
+    return f"Run now: {method} {outcome} for {site}"
