@@ -170,9 +170,11 @@ def _add(bench: BenchHandle, code: str) -> None:
 
 
 def test_a_worker_under_bench_start_runs_code_added_while_it_runs(bench: BenchHandle) -> None:
+    # `bench start` gives its processes BENCH_WORKER_RELOAD=1 (the Procfile's worker line is plain `bench worker`)
+    from benchcelery.deploy.procfile import process_env
     from tests.conftest import wait_until
 
-    # `bench start` gives its processes BENCH_WORKER_RELOAD=1 (the Procfile's worker line is plain `bench worker`)
+    assert process_env(bench.bench)["BENCH_WORKER_RELOAD"] == "1"
     worker = bench.start("worker", "--queue", "default", env=bench.env(BENCH_WORKER_RELOAD="1"))
 
     def readies(n: int) -> None:
