@@ -186,7 +186,11 @@ def test_site_state_from_frappe_keys() -> None:
     assert state_from_config("s", {"enable_scheduler": 0}).state == "disabled"
     assert state_from_config("s", {"enable_scheduler": "0"}).state == "disabled"
     paused = state_from_config("s", {"pause_scheduler": True})
-    assert (paused.state, paused.active, paused.reasons) == ("paused", False, ("pause_scheduler is SET",))
+    assert (paused.state, paused.active, paused.reasons) == (
+        "paused",
+        False,
+        ("paused (pause_scheduler is set; bench scheduler resume resumes it)",),
+    )
     assert state_from_config("s", {"pause_scheduler": False}).active
     maintenance = state_from_config("s", {"maintenance_mode": "1"})
     assert maintenance.state == "disabled" and maintenance.reasons == ("Maintenance mode is ON",)
@@ -407,7 +411,7 @@ def test_trigger_event_and_status(bench: BenchHandle) -> None:
     both = json.loads(ok(bench.run("--site", "all", "scheduler", "status", "-f", "json")))
     assert [(s["site"], s["status"]) for s in both] == [(SITE1, "paused"), (SITE2, "enabled")]
     verbose = ok(bench.run("scheduler", "status", "--site", SITE1, "--verbose"))
-    assert "Inactive: pause_scheduler is SET" in verbose
+    assert "Inactive: paused (pause_scheduler is set; bench scheduler resume resumes it)" in verbose
     assert "Scheduler process: not running" in verbose
 
 

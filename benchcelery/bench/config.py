@@ -176,8 +176,9 @@ def queue_specs(conf: dict[str, Any]) -> dict[str, QueueSpec]:
 
 
 def cache_url(settings: Settings) -> str:
-    """The cache Redis (``frappe.cache()``): config ``redis_cache``, else the queue server's next
-    database number (``bench init`` writes it). Never the queue's own database."""
+    """The cache Redis (``frappe.cache()``): config ``redis_cache`` when the user set it, else derived
+    from ``redis_queue`` (its server's next database number), so it follows the queue when that
+    moves. Never the queue's own database."""
     url = str(settings.get("redis_cache") or "") or next_db_url(settings.redis_url)
     if same_server(url, settings.redis_url) and db_number(url) == db_number(settings.redis_url):
         raise ValidationError("redis_cache must not be the queue Redis (same server and database as redis_queue)")

@@ -162,6 +162,10 @@ class Keys:
     def job_status(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
+    def terminated_by(self, job_id: str) -> str:
+        """Who asked to terminate a running job (the worker's failure record names it)."""
+        return f"{self.prefix}terminated-by:{job_id}"
+
     def durations(self, queue: str) -> str:
         return f"{self.prefix}durations:{queue}"
 
@@ -189,6 +193,10 @@ class Keys:
 
     def scheduler_last(self, site: str) -> str:
         return f"{self.prefix}scheduler:last:{site}"
+
+    def scheduler_enqueued(self, site: str) -> str:
+        """``<event>::<method>`` -> when its current run was enqueued (by the scheduler or a trigger)."""
+        return f"{self.prefix}scheduler:enqueued:{site}"
 
     @property
     def scheduler_lastrun(self) -> str:

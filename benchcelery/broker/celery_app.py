@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from kombu import Exchange, Queue
+from kombu import Connection, Exchange, Queue
 
 from benchcelery.bench.config import DEFAULTS, Settings
 from benchcelery.bench.keys import EXECUTE_JOB, NORMAL_PRIORITY
@@ -54,11 +54,23 @@ def register_transport() -> None:
             transport._transport_cache.pop(scheme, None)
 
 
+class MaskedConnection(Connection):
+    """kombu's connection whose URL for the worker banner and logs masks a password only when there
+    is one (kombu writes ``redis://:**@host`` for none)."""
+
+    def as_uri(self, include_password: Any = False, mask: Any = "**", *args: Any) -> str:
+        uri = str(super().as_uri(include_password, mask, *args))
+        if not include_password and not self.password:
+            uri = uri.replace(f":{mask}@", "@", 1).replace("://@", "://", 1)
+        return uri
+
+
 def make_app(settings: Settings, strategy: str | None = None, task_modules: tuple[str, ...] = ()) -> Celery:
     """A configured Celery app for the bench. ``task_modules`` are loaded by a worker at start (Celery's
     ``imports``) and by any process when the app is finalized: the caller names the modules that
     register ``execute_job`` and give the transport its hooks, so this layer imports none of them."""
     app = Celery(f"bench-{settings.bench_id}", set_as_current=False)
+    app.amqp.Connection = MaskedConnection  # the banner's and logs' URL (as_uri)
     url = broker_url(settings)
     register_transport()  # our kombu transport subclass behind redis:// (see transport.py)
     app.conf.update(

@@ -1,4 +1,4 @@
-"""Running a bench: ``bench start``, ``bench setup procfile|supervisor|systemd|redis``,
+"""Running a bench: ``bench start``, ``bench setup procfile|supervisor|systemd|redis|logrotate``,
 ``bench create-rq-users`` and ``bench run-redis`` (the Procfile's Redis line)."""
 
 from __future__ import annotations
@@ -277,6 +277,21 @@ def setup_systemd(
             "Install: sudo bench setup systemd --create-symlinks "
             f"&& sudo systemctl enable --now {safe_name(obj.bench.name)}.target"
         )
+
+
+@setup_group.command("logrotate")
+@_setup_options(production=False)
+@pass_ctx
+def setup_logrotate(obj: CliContext, yes: bool, dry_run: bool) -> None:
+    """Write config/logrotate.conf (copytruncate).
+
+    It rotates logs/*.log and sites/*/logs/*.log daily; link it into /etc/logrotate.d."""
+    from benchcelery.deploy.logrotate import render_logrotate
+
+    files = render_logrotate(obj.bench)
+    if _emit(obj, files, yes, dry_run):
+        conf = next(iter(files))
+        click.echo(f'Install it: sudo ln -sf "{conf}" /etc/logrotate.d/bench-{obj.bench.name}')
 
 
 @click.command("create-rq-users")

@@ -122,6 +122,7 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Link supervisor/systemd files in, reload",
         ["sudo bench setup production frappe", "bench setup production frappe --dry-run"],
     ),
+    "setup logrotate": ("Write config/logrotate.conf (copytruncate)", ["bench setup logrotate --yes"]),
     "setup procfile": ("Write the Procfile for bench start", ["bench setup procfile --yes"]),
     "setup sudoers": ("Let a user run supervisorctl/systemctl", ["sudo bench setup sudoers frappe"]),
     "setup redis": ("Write config/redis_queue.conf", ["bench setup redis --dry-run"]),

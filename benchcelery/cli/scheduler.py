@@ -106,6 +106,7 @@ def _status(obj: CliContext, sites: list[str], fmt: str, verbose: bool) -> None:
         click.echo(f"Failed jobs: {st.failed_jobs}")
         if not verbose:
             continue
+        click.echo(f"Failed scheduled runs: {st.failed_scheduled_jobs} (of the failed jobs above)")
         for reason in st.reasons:
             click.echo(f"Inactive: {reason}")
         proc = st.scheduler
@@ -126,7 +127,7 @@ def _status(obj: CliContext, sites: list[str], fmt: str, verbose: bool) -> None:
             if job.last_error:
                 outcome += f" ({job.last_error})"
             last_run = format_time(job.last_run, st.time_zone) or "never"
-            next_run = format_time(job.next_run, st.time_zone) or "-"
+            next_run = format_time(job.next_run, st.time_zone) or ("-" if st.active else st.status)
             rows.append((event, job.method, job.queue, last_run, next_run, outcome))
         if rows:
             header = ("EVENT", "METHOD", "QUEUE", "LAST RUN", "NEXT RUN", "LAST OUTCOME")

@@ -61,7 +61,20 @@ def set_config_cmd(obj: CliContext, key: str, value: str, global_: bool, parse: 
     parsed = parse_config_value(value, parse)
     sites = [None] if global_ else obj.sites()
     for site in sites:
-        obj.bench.update_config({key: parsed}, site=site)
+        updates: dict[str, object] = {key: parsed}
+        if key == "redis_queue" and site is None and _cache_is_inits(obj.bench.common_config()):
+            updates["redis_cache"] = None  # init's copy: the derived default follows the new queue
+            click.echo("Removed redis_cache (written by bench init): frappe.cache() follows redis_queue")
+        obj.bench.update_config(updates, site=site)
+
+
+def _cache_is_inits(common: dict[str, object]) -> bool:
+    """Whether ``redis_cache`` is what older ``bench init`` wrote: the queue server's next database.
+    The user set it otherwise, and then it stays."""
+    from benchcelery.bench.redis_url import next_db_url
+
+    cache, queue = common.get("redis_cache"), common.get("redis_queue")
+    return isinstance(cache, str) and isinstance(queue, str) and cache == next_db_url(queue)
 
 
 @click.command("show-config")

@@ -27,6 +27,11 @@ _OPTIONS = [
         default=None,
         help="Send task events (Flower, celery events); default: config worker_send_task_events.",
     ),
+    click.option(
+        "--reload/--no-reload",
+        default=None,
+        help="Restart with the new code when an app's Python file changes; default: on under bench start.",
+    ),
     click.option("-u", "--rq-username", help="Redis ACL user."),
     click.option("-p", "--rq-password", help="Redis ACL password."),
 ]
@@ -74,11 +79,13 @@ def _run(
     max_memory_per_child: int | None,
     strategy: str | None,
     events: bool | None,
+    reload: bool | None,
     rq_username: str | None,
     rq_password: str | None,
 ) -> None:
     from benchcelery.broker.internals import require
     from benchcelery.worker import WorkerOptions, run_worker
+    from benchcelery.worker import reload as reloading
 
     require()  # the private names of Celery/kombu/billiard/redis-py it relies on (one line, exit 1)
     queues = queues_option(obj, queue)
@@ -93,6 +100,7 @@ def _run(
         max_jobs_per_child=max_jobs_per_child,
         max_memory_per_child_mb=max_memory_per_child,
         events=bool(rt.settings.get("worker_send_task_events")) if events is None else events,
+        reload=reloading.default_on() if reload is None else reload,
     )
     rt.redis  # noqa: B018 - an unreachable Redis is the one line shown (exit 69), before any notice
     _root_notice(quiet)
@@ -101,6 +109,7 @@ def _run(
         from benchcelery.worker.burst import exit_now
 
         exit_now(code)
+    reloading.restart_if_requested()
     sys.exit(code)
 
 

@@ -10,7 +10,7 @@
 They answer from benchcelery's own keys for the console's site. ``install_console_shims`` puts them in
 ``sys.modules`` of the console process only (the real rq, if installed, is shadowed there).
 
-``frappe.cache()`` is the *cache* Redis (config ``redis_cache``; ``bench init`` writes the queue
+``frappe.cache()`` is the *cache* Redis (config ``redis_cache`` if set, else the queue
 server's next database number), never the queue: the guide's ``frappe.cache().flushall()`` must
 not empty every queued job, failure record and schedule. While the cache shares its server with the
 queue, ``flushall()`` empties the cache's database only (a raw FLUSHALL, which would empty every

@@ -94,7 +94,8 @@ def bulk(rt: Runtime, user: str, action: str, flt: FailedFilter) -> str:
 def cancel(rt: Runtime, user: str, job_id: str, terminate: bool) -> str:
     with _lock:
         try:
-            what = ops.cancel_job(rt, registry.site_of(job_id), job_id, terminate=terminate)
+            origin = f"dashboard, user {user}"
+            what = ops.cancel_job(rt, registry.site_of(job_id), job_id, terminate=terminate, origin=origin)
         except BenchError as exc:
             _log(user, "terminate" if terminate else "cancel", job_id, f"error: {exc}")
             raise
@@ -122,6 +123,10 @@ def trigger_now(rt: Runtime, user: str, site: str, method: str) -> str:
     rt.bench.require_site(site)
     with _lock:
         result = trigger(rt, [site], method)
-    outcome = ", ".join(f"{run.method}: {run.status}" for run in result.runs) or "nothing to run"
+    outcome = ", ".join(run.status for run in result.runs) or "nothing to run"
     _log(user, "trigger", f"{site} {method}", outcome)
-    return f"Triggered {method} for {site}: {outcome}"
+    if result.runs and result.runs[0].status == "skipped":
+        return f"Run now: {method} not queued for {site}: its previous run is still queued or running"
+    if result.runs and result.runs[0].error:
+        return f"Run now: {method} failed for {site}: {result.runs[0].error}"
+    return f"Run now: {method} {outcome} for {site}"

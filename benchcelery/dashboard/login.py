@@ -18,6 +18,7 @@ logger = logging.getLogger("benchcelery.dashboard")
 class LoginViews:
     def __init__(self, web: Web) -> None:
         self.web = web
+        self._healthy: bool | None = None  # the last probe's answer (None: none yet)
 
     async def login_page(self, request: Request) -> Response:
         return self.web.render(request, "login.html", next=safe_next(request.query_params.get("next", "/")), error=None)
@@ -48,5 +49,27 @@ class LoginViews:
         return RedirectResponse("/login", status_code=303)
 
     async def health(self, _request: Request) -> Response:
-        ok = await run_in_threadpool(lambda: bool(self.web.rt.redis.ping()))
-        return JSONResponse({"ok": ok})
+        """``{"ok": true}`` (200) while Redis answers, else ``{"ok": false, "error": ...}`` (503);
+        one log line when the state changes, not one per probe."""
+        try:
+            ok, error = await run_in_threadpool(lambda: bool(self.web.rt.redis.ping())), None
+        except Exception as exc:  # any failure to reach Redis is "not healthy", never a 500
+            ok, error = False, self._unreachable(exc)
+        if ok != self._healthy:
+            was, self._healthy = self._healthy, ok
+            if not ok:
+                logger.warning("health: Redis unreachable: %s", error)
+            elif was is not None:
+                logger.warning("health: Redis reachable again")
+        if ok:
+            return JSONResponse({"ok": True})
+        return JSONResponse({"ok": False, "redis": "unreachable", "error": error}, status_code=503)
+
+    def _unreachable(self, exc: Exception) -> str:
+        from benchcelery.bench.redis_url import mask_url
+        from benchcelery.errors import BenchError
+        from benchcelery.store.connection import describe
+
+        if isinstance(exc, BenchError):
+            return str(exc)
+        return f"Redis at {mask_url(self.web.rt.settings.redis_url)} is unreachable: {describe(exc)}"

@@ -27,6 +27,16 @@ def parse_procfile(path: Path) -> list[tuple[str, str]]:
     return processes
 
 
+# Frappe's log names (its supervisor files) where they differ from the Procfile's process names, so
+# development and supervisor/systemd write the same files.
+LOG_NAMES = {"redis_queue": "redis-queue"}
+
+
+def log_name(process: str) -> str:
+    """The stem of ``logs/<stem>.log`` and ``logs/<stem>.error.log`` for a Procfile process."""
+    return LOG_NAMES.get(process, process)
+
+
 def direct_command(cmd: str) -> tuple[str, bool]:
     """Prefix a simple command with ``exec`` so the shell is replaced by it and a signal reaches
     the program itself; commands with shell syntax keep their shell (they are signalled as a group)."""
@@ -41,6 +51,7 @@ def process_env(bench: Bench) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")]) if env.get("PATH") else bin_dir
     env["PYTHONUNBUFFERED"] = "1"
     env["BENCH_PATH"] = str(bench.root)
+    env["BENCH_WORKER_RELOAD"] = "1"  # development: workers restart with the new code on change (worker/reload.py)
     return env
 
 

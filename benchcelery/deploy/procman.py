@@ -14,7 +14,8 @@
 - ``bench restart`` (SIGUSR1 to ``bench start``) stops every process but Redis the same graceful
   way and starts it again, ``bench start`` keeps running; SIGUSR2 does it for the web processes;
 - each process's stdout and stderr also go to ``logs/<name>.log`` and ``logs/<name>.error.log``
-  (Frappe's ``logs/worker.log``, ``logs/worker.error.log``, ``logs/schedule.log``).
+  (Frappe's ``logs/worker.log``, ``logs/worker.error.log``, ``logs/schedule.log``; ``redis_queue``
+  writes Frappe's ``logs/redis-queue.log``, the name supervisor/systemd use too).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchcelery.bench.layout import Bench
-from benchcelery.deploy.procfile import die_with_parent, direct_command, parse_procfile, process_env
+from benchcelery.deploy.procfile import die_with_parent, direct_command, log_name, parse_procfile, process_env
 from benchcelery.deploy.startlock import Started, StartLock, is_alive
 from benchcelery.errors import BenchError
 
@@ -179,10 +180,11 @@ class ProcfileRunner:
             preexec_fn=die_with_parent(),
         )
         proc.popen, proc.pid = popen, popen.pid
-        for pipe, log_name in ((popen.stdout, f"{proc.name}.log"), (popen.stderr, f"{proc.name}.error.log")):
+        stem = log_name(proc.name)
+        for pipe, file_name in ((popen.stdout, f"{stem}.log"), (popen.stderr, f"{stem}.error.log")):
             assert pipe is not None
             os.set_blocking(pipe.fileno(), False)
-            log = open(logs / log_name, "ab")  # noqa: SIM115 - closed with the stream
+            log = open(logs / file_name, "ab")  # noqa: SIM115 - closed with the stream
             proc.streams[pipe.fileno()] = stream = _Stream(proc, log)
             self.selector.register(pipe.fileno(), selectors.EVENT_READ, stream)
         self.lock.add(proc.name, popen.pid)

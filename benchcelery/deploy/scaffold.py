@@ -31,11 +31,9 @@ def create_bench(path: Path, redis_url: str | None = None, example_app: bool = F
         while is_listening(port):
             port += 1
         redis_url = f"redis://127.0.0.1:{port}"
-    from benchcelery.bench.redis_url import next_db_url
-
+    # No redis_cache: frappe.cache() defaults to the queue server's next database, so it follows a
+    # later `bench set-config -g redis_queue ...` (a value written here would stay behind).
     conf = {"bench_id": derive_bench_id(root), "redis_queue": redis_url, "background_workers": 1}
-    # frappe.cache() (bench console) is a separate database of the same server, never the queue.
-    conf["redis_cache"] = next_db_url(redis_url)
     write_json(root / "sites" / "common_site_config.json", conf)
     (root / "sites" / "apps.txt").write_text("")
     bench = Bench(root)

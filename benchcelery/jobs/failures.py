@@ -49,7 +49,8 @@ def describe_exception(exc: BaseException, timeout: int | None = None) -> str:
     if isinstance(exc, SoftTimeLimitExceeded):
         return f"JobTimeoutException: Job exceeded maximum timeout value ({timeout} seconds)"
     if isinstance(exc, SystemExit | KeyboardInterrupt):
-        return "JobTerminated: stopped while running (bench jobs cancel --terminate)"
+        origin = exc.args[0] if exc.args and isinstance(exc.args[0], str) and exc.args[0] != "terminated" else ""
+        return f"JobTerminated: stopped while running ({origin or 'bench jobs cancel --terminate'})"
     if isinstance(exc, TimeLimitExceeded):
         return f"JobTimeoutException: Job killed after its hard time limit ({exc.args[0]} seconds)"
     text = str(exc).strip().splitlines()

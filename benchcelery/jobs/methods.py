@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterable
 from types import ModuleType
@@ -110,7 +111,8 @@ def _walk(name: str, package: str) -> Callable[..., Any]:
         raise ValidationError(f"Method {name} cannot be imported: no module of {package} holds it")
     target: Any = getattr(module, rest[0], None)
     if target is None:
-        raise ValidationError(f"Method {name} cannot be imported: {module.__name__} has no attribute {rest[0]}")
+        hint = _stale_hint(module, rest[0])
+        raise ValidationError(f"Method {name} cannot be imported: {module.__name__} has no attribute {rest[0]}{hint}")
     if isinstance(target, ModuleType):
         raise ValidationError(f"Method {name} is refused: {rest[0]} is a module, not a function")
     if len(rest) == 2:
@@ -128,6 +130,23 @@ def _walk(name: str, package: str) -> Callable[..., Any]:
         where = getattr(target, "__module__", None) or "?"
         raise ValidationError(f"Method {name} is refused: it is defined in {where}, not in {package}")
     return target  # type: ignore[no-any-return]
+
+
+def _stale_hint(module: ModuleType, attribute: str) -> str:
+    """When ``module``'s file on disk now defines ``attribute``: this process loaded the module before
+    that change (it runs older code than enqueue checked against), so the fix is a restart or
+    running workers with reload on change."""
+    try:
+        with open(module.__file__ or "", encoding="utf-8", errors="replace") as source:
+            text = source.read()
+    except OSError:
+        return ""
+    if not re.search(rf"^(?:async\s+def|def|class)\s+{re.escape(attribute)}\b", text, re.M):
+        return ""
+    return (
+        f" (this worker loaded {module.__name__} before {attribute} was added: restart the workers, or run"
+        " them with reload on change (`bench start`, `bench worker --reload`); then bench jobs retry)"
+    )
 
 
 def _import(module_name: str, package: str, name: str) -> ModuleType | None:

@@ -234,8 +234,11 @@ def _remove_waiting(rt: Runtime, info: Job) -> bool:
     return removed > 0
 
 
-def cancel_job(rt: Runtime, site: str, job_id: str, terminate: bool = False) -> str:
-    """A waiting job is removed; a running one is revoked (and killed with ``terminate``).
+def cancel_job(
+    rt: Runtime, site: str, job_id: str, terminate: bool = False, origin: str = "bench jobs cancel --terminate"
+) -> str:
+    """A waiting job is removed; a running one is revoked (and killed with ``terminate``; its
+    failure record names ``origin``).
 
     Returns what happened: "removed", "revoked" or "terminated".
     """
@@ -245,6 +248,8 @@ def cancel_job(rt: Runtime, site: str, job_id: str, terminate: bool = False) -> 
     if info.state == registry.QUEUED and _remove_waiting(rt, info):
         return "removed"
     info = find(rt, job_id, site)  # taken meanwhile: it is running now
+    if terminate:  # read by the worker that records the job as terminated (request.py)
+        rt.redis.set(rt.keys.terminated_by(info.id), origin, ex=3600)
     rt.app.control.revoke(info.id, terminate=terminate, signal="SIGTERM")
     # The worker records a terminated job as failed (JobTerminated) in its own process.
     return "terminated" if terminate else "revoked"

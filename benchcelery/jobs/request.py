@@ -80,13 +80,23 @@ class _Commands:
         self.list.append(("EXPIRE", key, seconds))
 
 
+def _terminated_by(job_id: str) -> str:
+    """Who asked to terminate ``job_id`` (``jobs cancel`` wrote it), for its failure record."""
+    try:
+        rt = get_runtime()
+        origin = rt.redis.getdel(rt.keys.terminated_by(job_id))
+    except Exception:  # the record is written whatever Redis says
+        origin = None
+    return origin.decode(errors="replace") if isinstance(origin, bytes) else origin or "terminated"
+
+
 class JobRequest(Request):
     """Records failures that happen outside the job's own process (hard timeout, dead pool
     process, `jobs cancel --terminate`), in the worker's main process."""
 
     def terminate(self, pool: Any, signal: Any = None) -> None:
         super().terminate(pool, signal)
-        self._record(SystemExit("terminated"), None)
+        self._record(SystemExit(_terminated_by(self.id)), None)
 
     def send_event(self, type: str, **fields: Any) -> None:
         # Celery's per-worker request class replaces on_success; the success event (sent whether

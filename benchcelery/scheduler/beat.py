@@ -232,10 +232,13 @@ class Scheduler(RedBeatScheduler):
                     stats.errors += 1
                     results.append(False)
                     logger.error("Could not enqueue %s for %s: %s", item["method"], item["site"], exc)
+        enqueued: dict[str, dict[str, float]] = {}
         for (site, job), result in zip(due, results, strict=True):
             if result is False:
                 continue
             run_id = f"{site}::{job.job_id}"
+            if result is not None:  # scheduler status: the run's "last run" while it is queued or running
+                enqueued.setdefault(site, {})[f"{job.event}::{job.method}"] = time.time()
             if result is None:
                 stats.skipped_running += 1
                 if run_id not in self._skipping:
@@ -247,6 +250,11 @@ class Scheduler(RedBeatScheduler):
             self._skipping.discard(run_id)
             stats.fired += 1
             logger.info("Queued scheduled job %s (%s) for %s", job.method, job.event, site)
+        if enqueued:
+            pipe = self._redis.pipeline(transaction=False)
+            for site, runs in enqueued.items():
+                pipe.hset(self.keys.scheduler_enqueued(site), mapping=runs)  # type: ignore[arg-type]
+            pipe.execute()
 
     # --- reconciling entries with hooks x sites ---
 

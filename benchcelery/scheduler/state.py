@@ -58,10 +58,10 @@ def state_from_config(site: str, conf: dict[str, Any]) -> SiteState:
         reasons.append("Maintenance mode is ON")
     paused = truthy(conf.get("pause_scheduler"))
     if paused:
-        reasons.append("pause_scheduler is SET")
+        reasons.append("paused (pause_scheduler is set; bench scheduler resume resumes it)")
     disabled = False
     if truthy(conf.get("disable_scheduler")):
-        reasons.append("disable_scheduler is SET")
+        reasons.append("disabled (disable_scheduler is set; bench scheduler enable turns it on)")
         disabled = True
     if not truthy(conf.get("enable_scheduler", DEFAULTS["enable_scheduler"])):
         reasons.append("enable_scheduler is off (bench enable-scheduler turns it on)")

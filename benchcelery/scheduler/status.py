@@ -4,9 +4,11 @@
 - last executed: when ``bench schedule`` last enqueued a job of the site;
 - pending events: the site's scheduled runs queued and not yet taken by a worker (messages whose
   id starts ``<site>::scheduled_job::``, counted inside Redis);
-- failed jobs: the site's scheduled jobs in the failed registry;
-- per job (verbose / JSON): event, method, queue, last run and outcome (run log), next run
-  (RedBeat's score).
+- failed jobs: every failed job of the site (the number ``show-pending-jobs`` and ``doctor``
+  show), and of them the failed scheduled runs (``failed_scheduled_jobs``);
+- per job (verbose / JSON): event, method, queue, last run and outcome: ``queued`` or ``running``
+  while its current run is (last run = when that run was enqueued), else how the last run ended,
+  ``ok`` or ``failed`` (run log); next run (RedBeat's score), none while the site is inactive.
 """
 
 from __future__ import annotations
@@ -31,8 +33,8 @@ class JobStatus:
     method: str
     queue: str
     cron: str | None
-    last_run: float | None = None  # when its last run ended (epoch s)
-    last_outcome: str | None = None  # ok / failed
+    last_run: float | None = None  # when its current run was enqueued, else when its last run ended (epoch s)
+    last_outcome: str | None = None  # queued / running / ok / failed
     last_error: str | None = None
     next_run: float | None = None  # epoch s, from the running scheduler's schedule
 
@@ -53,8 +55,9 @@ class SchedulerStatus:
     reasons: list[str]
     last_executed: float | None
     pending_events: int
-    failed_jobs: int
+    failed_jobs: int  # every failed job of the site
     scheduler: SchedulerProcess
+    failed_scheduled_jobs: int = 0  # of them, scheduled runs
     time_zone: str = "UTC"
     jobs: list[JobStatus] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -102,13 +105,9 @@ def scheduler_status(rt: Runtime, site: str, jobs: bool = True) -> SchedulerStat
     ids = sorted({job.job_id for job in found})
     states = r.mget([keys.job_status(f"{site}::{job_id}") for job_id in ids]) if ids else []
     pending = sum(1 for value in states if value == registry.QUEUED.encode())
+    current = dict(zip(ids, (v.decode() if v else None for v in states), strict=True))
     failed_prefix = f"{site}::{JOB_ID_PREFIX}"
-    failed = sum(
-        1
-        for queue in queues
-        for job_id in registry.failed_ids(r, keys, queue, site)
-        if job_id.startswith(failed_prefix)
-    )
+    failed_ids = [job_id for queue in queues for job_id in registry.failed_ids(r, keys, queue, site)]
     last = r.hget(keys.scheduler_lastrun, site)
     status = SchedulerStatus(
         site=site,
@@ -117,7 +116,8 @@ def scheduler_status(rt: Runtime, site: str, jobs: bool = True) -> SchedulerStat
         reasons=list(state.reasons),
         last_executed=float(last) if last else None,
         pending_events=pending,
-        failed_jobs=failed,
+        failed_jobs=len(failed_ids),
+        failed_scheduled_jobs=sum(1 for job_id in failed_ids if job_id.startswith(failed_prefix)),
         scheduler=scheduler_process(rt),
         time_zone=str(rt.settings.get("time_zone") or "UTC"),
     )
@@ -125,27 +125,30 @@ def scheduler_status(rt: Runtime, site: str, jobs: bool = True) -> SchedulerStat
     if jobs:
         status.problems = [str(p) for p in problems]
         runs = last_runs(r, keys, site)
+        enqueued = {k.decode(): float(v) for k, v in r.hgetall(keys.scheduler_enqueued(site)).items()}
         pipe = r.pipeline(transaction=False)
         for job in found:
             pipe.zscore(keys.redbeat_schedule, keys.redbeat_entry(job.entry_name(site)))
         scores = pipe.execute() if found else []
         for job, score in zip(found, scores, strict=True):
-            run = runs.get(f"{job.event}::{job.method}")
-            status.jobs.append(
-                JobStatus(
-                    event=job.event,
-                    method=job.method,
-                    queue=job.queue,
-                    cron=job.cron,
-                    last_run=run.ended_at if run else None,
-                    last_outcome=run.outcome if run else None,
-                    last_error=run.error if run else None,
-                    next_run=float(score) if score is not None and score >= 0 else None,
-                )
-            )
+            name = f"{job.event}::{job.method}"
+            item = _job_status(job, runs.get(name), current.get(job.job_id), enqueued.get(name))
+            item.next_run = float(score) if score is not None and score >= 0 and state.active else None
+            status.jobs.append(item)
     elif raw_problems:
         status.problems = list(json.loads(raw_problems))
     return status
+
+
+def _job_status(job: Any, run: Any, current: str | None, enqueued_at: float | None) -> JobStatus:
+    """A scheduled job's row: its current run (queued / running) if it has one, else its last run."""
+    item = JobStatus(event=job.event, method=job.method, queue=job.queue, cron=job.cron)
+    if current in (registry.QUEUED, registry.STARTED):
+        item.last_outcome = "queued" if current == registry.QUEUED else "running"
+        item.last_run = enqueued_at or (run.ended_at if run else None)
+    elif run is not None:
+        item.last_run, item.last_outcome, item.last_error = run.ended_at, run.outcome, run.error
+    return item
 
 
 def ago(ts: float | None) -> str:

@@ -9,6 +9,7 @@ manual trigger is how one runs jobs while the scheduler is disabled.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -66,6 +67,7 @@ def trigger(rt: Runtime, sites: list[str], event: str) -> TriggerResult:
     jobs, _problems = load_jobs(rt.apps(), rt.allowed_methods())
     selected = select_jobs(jobs, event)
     result = TriggerResult(event=event, sites=sites)
+    now = time.time()
     for site in sites:
         for job in selected:
             run = Triggered(site=site, event=job.event, method=job.method, queue=job.queue, status=ENQUEUED)
@@ -84,4 +86,7 @@ def trigger(rt: Runtime, sites: list[str], event: str) -> TriggerResult:
                 else:
                     run.job_id = enqueued.id  # type: ignore[union-attr]
             result.runs.append(run)
+        started = {f"{run.event}::{run.method}": now for run in result.runs if run.site == site and run.job_id}
+        if started:  # scheduler status: the run's "last run" while it is queued or running
+            rt.redis.hset(rt.keys.scheduler_enqueued(site), mapping=started)  # type: ignore[arg-type]
     return result

@@ -22,6 +22,7 @@ class WorkerOptions:
     max_memory_per_child_mb: int | None = None
     name: str | None = None
     events: bool = False  # send task events (Flower, `celery events`) from the start
+    reload: bool = False  # restart with the new code when an app's Python file changes (reload.py)
 
 
 def worker_name(queues: list[str], host: str | None = None) -> str:
@@ -82,6 +83,10 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
         _second_term_is_cold(w)
 
     worker.install_platform_tweaks = install_signal_handlers  # type: ignore[method-assign]
+    if opts.reload and not opts.burst:
+        from benchcelery.worker import reload
+
+        reload.watch(reload.app_dirs(rt.apps()), reload.request_restart)
     worker.start()
     return int(worker.exitcode or 0)
 
