@@ -158,6 +158,14 @@ class Keys:
     def job_status(self, job_id: str) -> str:
         return f"{self.prefix}job:{job_id}"
 
+    def job_result(self, job_id: str) -> str:
+        """A finished job's return value and end time (kept ``rq_results_ttl``)."""
+        return f"{self.prefix}result:{job_id}"
+
+    def job_meta(self, job_id: str) -> str:
+        """A job's ``meta`` dict (rq's ``job.meta`` + ``save_meta()``)."""
+        return f"{self.prefix}meta:{job_id}"
+
     def durations(self, queue: str) -> str:
         return f"{self.prefix}durations:{queue}"
 
