@@ -104,8 +104,17 @@ class Job:
 
     def get_position(self) -> int | None:
         """Its place in its queue (0 = taken next), or None when it is not waiting."""
-        self.refresh()
-        return self.position if self.state == "queued" else None
+        from benchcelery.jobs.inspect import iter_pending
+        from benchcelery.runtime import get_runtime
+
+        if not self.refresh() or self.state != "queued":
+            return None
+        rt = get_runtime()
+        for waiting in iter_pending(rt.redis, rt.keys, self.queue, site=self.site):
+            if waiting.id == self.id:
+                self.position = waiting.position
+                return self.position
+        return None  # taken meanwhile
 
     @property
     def meta(self) -> dict[str, Any]:

@@ -97,3 +97,17 @@ def daily_cleanup():
 
 def daily_digest():
     _report("scheduled", ["daily", frappe.local.job["queue"], frappe.local.site])
+
+
+def ping():
+    return "pong"
+
+
+def fail_function():
+    return 1 / 0
+
+
+def report_niceness(key):
+    import os
+
+    _report(key, os.nice(0))

@@ -108,8 +108,9 @@ def get_workers(queue: str | None = None) -> list[Any]:
 
 def get_jobs(site: str | None = None, queue: str | None = None, key: str = "method") -> dict[str, list[Any]]:
     """``{site: [job.<key>, ...]}`` over waiting and running jobs (of ``site`` / queue ``queue``).
-    ``key`` is a job field (``method``, ``job_name``, ``event``...) or one of the job's kwargs."""
-    from benchcelery.jobs.inspect import iter_pending, started_jobs
+    ``key`` is one of the job's kwargs, else a job field or what enqueue recorded (``method``,
+    ``event``, ``job_name``, ``user``...)."""
+    from benchcelery.jobs.inspect import decode_message, iter_pending, started_jobs
 
     rt = get_runtime()
     queues = [Queue(queue).queue_type] if queue else list(rt.settings.queues)
@@ -118,8 +119,8 @@ def get_jobs(site: str | None = None, queue: str | None = None, key: str = "meth
     found: dict[str, list[Any]] = {}
     for job in jobs:
         value = job.kwargs.get(key) if key in job.kwargs else getattr(job, key, None)
-        if key == "job_name" and value is None:
-            value = job.extra.get("job_name") or job.method
+        if value is None and job.raw is not None:  # what enqueue wrote beside (job_name, user)
+            value = decode_message(job.raw).get("headers", {}).get(key)
         found.setdefault(job.site, []).append(value)
     return found
 
