@@ -4,7 +4,7 @@ through to rq)::
     on_success(job, connection, result, *args, **kwargs)
     on_failure(job, connection, type, value, traceback)
 
-``job`` is the finished job (jobs/model.py Job: ``id``, ``kwargs``, ``get_status()`` ...),
+``job`` is the finished job (jobs/rqjob.py: ``id``, ``kwargs``, ``get_status()`` ...),
 ``connection`` the queue Redis. A callback taking exactly two positional parameters is called the
 older way, ``callback(meta, value)`` (the job's description as a dict, then the result or the
 exception). A callback that raises is logged; the job's outcome stands.
@@ -18,15 +18,15 @@ from typing import Any
 
 from benchcelery.jobs import registry
 from benchcelery.jobs.methods import resolve
-from benchcelery.jobs.model import Job
+from benchcelery.jobs.rqjob import RQJob
 from benchcelery.runtime import Runtime
 
 logger = logging.getLogger("benchcelery.job")
 
 
-def finished_job(meta: dict[str, Any], kwargs: dict[str, Any], state: str) -> Job:
-    """The Job a callback receives, built from the running job's description."""
-    return Job(
+def finished_job(meta: dict[str, Any], kwargs: dict[str, Any], state: str) -> RQJob:
+    """The job a callback receives, built from the running job's description."""
+    return RQJob(
         id=meta["job_id"],
         site=meta.get("site") or registry.site_of(meta["job_id"]),
         queue=meta.get("queue") or "default",

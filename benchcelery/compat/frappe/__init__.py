@@ -26,7 +26,9 @@ from typing import Any
 from benchcelery.context import AttrDict as _dict
 from benchcelery.context import local
 from benchcelery.errors import ValidationError
-from benchcelery.jobs.enqueue import enqueue
+from benchcelery.jobs import enqueue as _jobs
+from benchcelery.jobs.model import Job
+from benchcelery.jobs.rqjob import RQJob
 
 from ._clients import cache_client as _cache_client
 from ._unavailable import FrappeUnavailableError, module_getattr
@@ -63,6 +65,48 @@ def __getattr__(name: str) -> Any:
     if name == "session":
         return _dict(user=local.user or "Administrator")
     return module_getattr("frappe", name)
+
+
+def enqueue(
+    method: str | Callable[..., Any],
+    queue: str = "default",
+    timeout: float | None = None,
+    event: str | None = None,
+    is_async: bool = True,
+    job_name: str | None = None,
+    now: bool = False,
+    enqueue_after_commit: bool = False,
+    *,
+    on_success: str | Callable[..., Any] | None = None,
+    on_failure: str | Callable[..., Any] | None = None,
+    at_front: bool = False,
+    job_id: str | None = None,
+    deduplicate: bool = False,
+    at_front_when_starved: bool = False,
+    retry: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Frappe's ``frappe.enqueue`` (benchcelery.jobs.enqueue.enqueue); a job comes back as an RQJob."""
+    result = _jobs.enqueue(
+        method,
+        queue,
+        timeout,
+        event,
+        is_async,
+        job_name,
+        now,
+        enqueue_after_commit,
+        on_success=on_success,
+        on_failure=on_failure,
+        at_front=at_front,
+        job_id=job_id,
+        deduplicate=deduplicate,
+        at_front_when_starved=at_front_when_starved,
+        retry=retry,
+        **kwargs,
+    )
+    inline = now or not is_async or not kwargs.get("async", True)
+    return RQJob.of(result) if isinstance(result, Job) and not inline else result
 
 
 def _(msg: str, lang: str | None = None, context: str | None = None) -> str:

@@ -16,9 +16,12 @@ from benchcelery.bench.config import DEFAULTS
 from benchcelery.compat.rq import Queue
 from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError
-from benchcelery.jobs.enqueue import enqueue, get_job, get_job_status, is_job_enqueued, run_inline
+from benchcelery.jobs import enqueue as _jobs
+from benchcelery.jobs.enqueue import get_job_status, is_job_enqueued, run_inline
+from benchcelery.jobs.rqjob import RQJob
 from benchcelery.runtime import get_runtime
 
+from .. import enqueue
 from .._clients import queue_client
 
 __all__ = [
@@ -42,6 +45,12 @@ __all__ = [
     "truncate_failed_registry",
     "validate_queue",
 ]
+
+def get_job(job_id: str) -> RQJob | None:
+    """The job with this id (as ``job_id`` was given at enqueue, or a full id in either form)."""
+    job = _jobs.get_job(job_id)
+    return RQJob.of(job) if job is not None else None
+
 
 RQ_JOB_FAILURE_TTL = int(DEFAULTS["rq_job_failure_ttl"])
 RQ_RESULTS_TTL = int(DEFAULTS["rq_results_ttl"])
