@@ -206,3 +206,33 @@ def test_worker_processes_are_niced(bench: BenchHandle, frappe: Any) -> None:
     frappe.enqueue("frappeapp.jobs.report_niceness", key="nice")
     burst(bench, timeout=120)
     assert bench.results("nice") == [os.nice(0) + 5]
+
+
+def test_commands_find_both_id_forms(bench: BenchHandle, frappe: Any) -> None:
+    frappe.enqueue("frappeapp.jobs.ping", job_id="scheduled_job::x")
+    for form in ("scheduled_job::x", f"{SITE}::scheduled_job::x", f"{SITE}||scheduled_job::x"):
+        shown = bench.run("--site", SITE, "jobs", "show", form)
+        assert shown.returncode == 0 and f"{SITE}::scheduled_job::x" in shown.stdout, (form, shown.stderr)
+
+
+def test_maintenance_events_and_cron_queues() -> None:
+    from benchcelery.scheduler.events import parse_scheduler_events
+
+    jobs, problems = parse_scheduler_events(
+        "app",
+        {
+            "hourly_maintenance": ["app.h"],
+            "daily_maintenance": ["app.d"],
+            "cron": {"0 1 * * *": ["app.c"]},
+            "cron_maintenance": {"0 2 * * *": ["app.m"]},
+            "fortnightly": ["app.f"],
+        },
+    )
+    found = {(j.event, j.method, j.cron, j.queue) for j in jobs}
+    assert found == {
+        ("hourly_maintenance", "app.h", "0 * * * *", "long"),
+        ("daily_maintenance", "app.d", "0 0 * * *", "long"),
+        ("cron", "app.c", "0 1 * * *", "default"),
+        ("cron_long", "app.m", "0 2 * * *", "long"),
+    }
+    assert [str(p) for p in problems] == ["app: fortnightly app.f: unknown event type 'fortnightly'"]
