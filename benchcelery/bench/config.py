@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "rq_job_failure_ttl": 7 * 24 * 3600,  # how long failed records are kept (s)
     "rq_results_ttl": 600,  # how long a finished tracked job answers "finished" (s)
     "background_workers": 1,
+    "background_process_niceness": 10,  # os.nice() increment of worker pool processes (Frappe's default)
     "scheduler_interval": 240,  # period of "all" scheduled events (s)
     "scheduler_tick_interval": 60,  # the scheduler wakes at least this often (s)
     "time_zone": "UTC",

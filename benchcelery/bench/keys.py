@@ -166,6 +166,14 @@ class Keys:
         """Who asked to terminate a running job (the worker's failure record names it)."""
         return f"{self.prefix}terminated-by:{job_id}"
 
+    def job_result(self, job_id: str) -> str:
+        """A finished job's return value and end time (kept ``rq_results_ttl``)."""
+        return f"{self.prefix}result:{job_id}"
+
+    def job_meta(self, job_id: str) -> str:
+        """A job's ``meta`` dict (rq's ``job.meta`` + ``save_meta()``)."""
+        return f"{self.prefix}meta:{job_id}"
+
     def durations(self, queue: str) -> str:
         return f"{self.prefix}durations:{queue}"
 

@@ -134,12 +134,17 @@ class Bench:
             raise SiteNotFoundError(site if isinstance(site, str) and len(site) <= 200 else f"{str(site)[:200]}...")
 
     def activate(self) -> None:
-        """Make apps kept in ``<bench>/apps/<app>/`` importable (pip-installed apps need nothing)."""
+        """Make apps kept in ``<bench>/apps/<app>/`` importable (pip-installed apps need nothing), and
+        ``import frappe`` too (util/frappe_import.py)."""
         import sys
 
         apps_dir = str(self.root / "apps")
         if os.path.isdir(apps_dir) and apps_dir not in sys.path:
             sys.path.insert(0, apps_dir)
+        # Apps' `import frappe` finds the job-API stand-in unless the real Frappe is installed.
+        from benchcelery.util import frappe_import
+
+        frappe_import.install()
 
     def apps(self) -> list[str]:
         """Installed apps (sites/apps.txt), re-read only when the file changes."""

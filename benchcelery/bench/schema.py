@@ -180,6 +180,7 @@ SCHEMA: dict[str, Key] = {
     "rq_password": Key(text(1000), secret=True),
     "workers": Key(workers),
     "background_workers": Key(integer(1, 256)),
+    "background_process_niceness": Key(integer(0, 19)),
     "rq_failed_jobs_limit": Key(integer(0, 10_000_000)),
     "rq_job_failure_ttl": Key(integer(1, 10 * MAX_SECONDS)),
     "rq_results_ttl": Key(integer(1, MAX_SECONDS)),

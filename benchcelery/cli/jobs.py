@@ -163,13 +163,23 @@ def cancel_cmd(obj: CliContext, job_id: str, terminate: bool) -> None:
 
 
 def _scoped(obj: CliContext, job_id: str) -> tuple[str, str]:
-    """(site, full id) of JOB_ID. A full SITE::ID needs no --site; with sites selected (--site, the
+    """(site, full id) of JOB_ID: a full SITE::ID or SITE||ID, or the id given at enqueue. A full id
+    needs no --site; with sites selected (--site, the
     environment or default_site), a job of another site of the bench is refused. Records that belong
     to no site of the bench (``?::...``, a removed site) are reachable whatever is selected."""
+    from benchcelery.jobs.inspect import find_job
     from benchcelery.jobs.ops import scope_job_id
 
+    head, develop, rest = job_id.partition("||")  # Frappe develop's <site>||<id>
+    if develop and obj.bench.site_exists(head):
+        job_id = f"{head}::{rest}"
     site, sep, _ = job_id.partition("::")
     if sep and not obj.bench.site_exists(site):
+        # An id given at enqueue may itself contain "::" (Frappe's "scheduled_job::<method>" style).
+        selected = obj.sites(required=False)
+        bare = f"{selected[0]}::{job_id}" if selected else None
+        if bare and find_job(obj.runtime(), bare) is not None:
+            return selected[0], bare
         return site, job_id
     sites = obj.sites(required=not sep)
     if sep and not sites:

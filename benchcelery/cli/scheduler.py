@@ -157,7 +157,8 @@ def trigger_cmd(obj: CliContext, event: str, fmt: str) -> None:
 
     \b
     EVENT: an event type (all, hourly, daily, weekly, monthly, yearly, hourly_long,
-    daily_long, weekly_long, monthly_long, cron, cron_long; `all` = every scheduled job)
+    daily_long, weekly_long, monthly_long, hourly_maintenance, daily_maintenance, cron,
+    cron_long; `all` = every scheduled job)
     or a scheduled job's method path (Frappe's form).
     Exit 1 when EVENT is unknown or a job could not be enqueued.
     """

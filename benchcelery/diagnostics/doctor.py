@@ -66,6 +66,8 @@ class DoctorReport:
     problems: list[str]
     stale_acks: int = 0  # finishes of jobs whose lease had lapsed (delivery.py)
     sentinel: SentinelHealth | None = None  # with a sentinel:// redis_queue (diagnostics/sentinel.py)
+    # scheduler_events entries that are never scheduled (an unknown event type, a bad cron expression)
+    hooks_warnings: list[str] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -221,7 +223,17 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
         problems=problems + (ha.problems if ha else []),
         stale_acks=int(r.get(keys.stale_acks) or 0),
         sentinel=ha,
+        hooks_warnings=hooks_warnings(rt),
     )
+
+
+def hooks_warnings(rt: Runtime) -> list[str]:
+    """Why entries of the apps' ``scheduler_events`` are not scheduled (as ``bench schedule`` logs
+    at start); methods are not imported here."""
+    from benchcelery.scheduler.events import load_jobs
+
+    _jobs, problems = load_jobs(rt.apps(), check_methods=False)
+    return [f"scheduler_events not scheduled: {p}" for p in problems]
 
 
 def sentinel_report(settings: Settings) -> SentinelHealth | None:
@@ -267,7 +279,7 @@ def render_text(report: DoctorReport) -> str:
         lines.append("Scheduler process: not running")
     for w in gone:
         lines.append(f"Worker gone: {w.name} (last heartbeat {ago(w.last_heartbeat)})")
-    warnings = list(r.warnings)
+    warnings = list(r.warnings) + report.hooks_warnings
     if report.stale_acks:
         warnings.append(
             f"{report.stale_acks} job(s) finished on a worker after their lease had lapsed (a stalled worker or a "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -36,25 +37,37 @@ class _Prepared:
 def enqueue(
     method: str | Callable[..., Any],
     queue: str = "default",
-    timeout: int | None = None,
+    timeout: float | None = None,
     event: str | None = None,
     is_async: bool = True,
     job_name: str | None = None,
     now: bool = False,
+    enqueue_after_commit: bool = False,
+    *,
+    on_success: str | Callable[..., Any] | None = None,
+    on_failure: str | Callable[..., Any] | None = None,
     at_front: bool = False,
     job_id: str | None = None,
     deduplicate: bool = False,
-    on_success: str | Callable[..., Any] | None = None,
-    on_failure: str | Callable[..., Any] | None = None,
+    at_front_when_starved: bool = False,
+    retry: int | None = None,
     **kwargs: Any,
 ) -> Job | Any | None:
-    """Enqueue ``method(**kwargs)`` for the current site (``benchcelery.init(site=...)``).
+    """Enqueue ``method(**kwargs)`` for the current site (``benchcelery.init(site=...)``), with
+    Frappe's ``frappe.enqueue`` signature (v15 and develop).
 
     Returns the Job; the method's result when run inline (``now=True`` or ``is_async=False``);
-    None when ``deduplicate`` found the same ``job_id`` queued or running.
+    None when ``deduplicate`` found the same ``job_id`` queued or running, and when
+    ``enqueue_after_commit`` holds the job until the enclosing job succeeds (outside a job it is
+    pushed at once and returned). ``at_front_when_starved`` puts the job at the front when its queue
+    already holds more than ``QUEUE_STARVATION_THRESHOLD`` waiting jobs. ``timeout`` 0 or None is the
+    queue's timeout. ``retry`` is refused (use ``bench jobs retry``).
     Raises ValidationError for bad input (nothing is published then).
     """
-    kwargs.pop("async", None)
+    if "async" in kwargs:  # Frappe's legacy spelling of is_async
+        is_async = bool(kwargs.pop("async"))
+    if retry:
+        raise ValidationError("enqueue(retry=...) is not supported: retry a failed job with `bench jobs retry`")
     rt = get_runtime()
     site = _current_site()
     if deduplicate and not job_id:
@@ -75,6 +88,27 @@ def enqueue(
     )
     if now or not is_async:
         return run_inline(rt, site, prepared.job.method, kwargs)
+    if at_front_when_starved and not at_front and _starved(rt, queue):
+        prepared.options["priority"] = FRONT_PRIORITY
+    held = local.job.get("on_commit") if enqueue_after_commit and local.job else None
+    if isinstance(held, list):
+        # Inside a job: pushed when the job succeeds, dropped when it fails (Frappe: on commit).
+        held.append(lambda: _publish(rt, prepared, job_id, deduplicate))
+        return None
+    return _publish(rt, prepared, job_id, deduplicate)
+
+
+QUEUE_STARVATION_THRESHOLD = 16  # Frappe's: more waiting jobs than this and at_front_when_starved jumps ahead
+
+
+def _starved(rt: Runtime, queue: str) -> bool:
+    from benchcelery.jobs.inspect import count_pending
+
+    waiting = sum(count_pending(rt.redis, rt.keys, [queue]).get(queue, {}).values())
+    return waiting > QUEUE_STARVATION_THRESHOLD
+
+
+def _publish(rt: Runtime, prepared: _Prepared, job_id: str | None, deduplicate: bool) -> Job | None:
     if not deduplicate:
         # One round trip: the message, its pending counter and (with a job_id) its status key.
         push(rt, [prepared.options], EXECUTE_JOB, tracked=bool(job_id))
@@ -194,7 +228,7 @@ def _prepare(
     method: str | Callable[..., Any],
     *,
     queue: str = "default",
-    timeout: int | None = None,
+    timeout: float | None = None,
     event: str | None = None,
     job_name: str | None = None,
     at_front: bool = False,
@@ -214,11 +248,9 @@ def _prepare(
             cb_name = method_name(cb)
             resolve(cb_name, rt.apps(), rt.allowed_methods())
             callbacks[label] = cb_name
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int) or timeout <= 0):
-        raise ValidationError(f"timeout must be a positive number of seconds, got {timeout!r}")
     if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
         raise ValidationError("job_id must be a non-empty string")
-    seconds = int(timeout or spec.timeout)
+    seconds = job_timeout(timeout, spec.timeout)
     full_id = f"{site}::{job_id or uuid4_text()}"
     now = time.time()
     headers: dict[str, Any] = {
@@ -260,25 +292,35 @@ def _prepare(
     return _Prepared(job, options)
 
 
+def job_timeout(timeout: Any, default: int) -> int:
+    """Whole seconds for a ``timeout`` argument: 0 or None is the queue's ``default`` (Frappe's
+    rule); a fraction is rounded up. Raises ValidationError for anything else."""
+    if timeout is None or (timeout == 0 and not isinstance(timeout, bool)):
+        return default
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout < 10**9:
+        raise ValidationError(f"timeout must be a positive number of seconds, got {clip(repr(timeout))}")
+    return math.ceil(timeout)
+
+
 def run_inline(rt: Runtime, site: str, name: str, kwargs: dict[str, Any]) -> Any:
     """Run a job in this process now (``now=True``), with the job hooks around it."""
-    from benchcelery.jobs.hooks import job_hooks
+    from benchcelery.jobs.hooks import call_hook, job_hooks
 
     fn = resolve(name, rt.apps(), rt.allowed_methods())
     apps = rt.apps()
     result = None
     for hook in job_hooks(apps, "before_job"):
-        hook(method=name, kwargs=kwargs)
+        call_hook(hook, method=name, kwargs=kwargs, transaction_type="job")
     try:
         result = fn(**kwargs)
         return result
     finally:
         for hook in job_hooks(apps, "after_job"):
-            hook(method=name, kwargs=kwargs, result=result)
+            call_hook(hook, method=name, kwargs=kwargs, result=result)
 
 
 def get_job_status(job_id: str) -> str | None:
-    """queued / started / finished / failed for a job id of the current site (un-namespaced), or None."""
+    """queued / started / finished / failed for a job id of the current site, or None."""
     job = get_job(job_id)
     return job.status if job else None
 
@@ -288,9 +330,16 @@ def is_job_enqueued(job_id: str) -> bool:
 
 
 def get_job(job_id: str) -> Job | None:
-    """The job with this id (``<id>`` of the current site, or a full ``<site>::<id>``), or None."""
+    """The job with this id, or None: the ``job_id`` given at enqueue (it may contain ``::``), or a
+    full id in either of Frappe's forms (``<site>::<id>``, develop's ``<site>||<id>``)."""
     from benchcelery.jobs.inspect import find_job
+    from benchcelery.jobs.model import job_id_candidates
 
     rt = get_runtime()
-    full_id = job_id if "::" in job_id else f"{_current_site()}::{job_id}"
-    return find_job(rt, full_id)
+    for full_id in job_id_candidates(job_id, local.site):
+        job = find_job(rt, full_id)
+        if job is not None:
+            return job
+    if not local.site and not job_id_candidates(job_id, None):
+        raise SiteNotSpecifiedError()
+    return None

@@ -27,10 +27,12 @@ from benchcelery.broker.hooks import hooks as transport_hooks
 from benchcelery.context import local
 from benchcelery.errors import BenchError
 from benchcelery.jobs import registry
+from benchcelery.jobs.callbacks import run_callback
 from benchcelery.jobs.failures import notify_finished, record, record_malformed
-from benchcelery.jobs.hooks import job_hooks
+from benchcelery.jobs.hooks import call_hook, job_hooks
 from benchcelery.jobs.methods import resolve
 from benchcelery.jobs.request import JobRequest, job_meta, running_tags, shutting_down
+from benchcelery.jobs.results import store_result
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")
@@ -102,14 +104,14 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
     result: Any = None
     try:
         for hook in job_hooks(apps, "before_job"):
-            hook(method=meta["method"], kwargs=kwargs)
+            call_hook(hook, method=meta["method"], kwargs=kwargs, transaction_type="job")
         result = fn(**kwargs)
     except Exception as exc:
         # Not BaseException: SystemExit means its process is being stopped, by `jobs cancel
         # --terminate` (JobRequest.terminate records that) or by a cold shutdown (the job goes
         # back to its queue, so it is no failure).
         record(meta, kwargs, exc, tb=traceback.format_exc())
-        _callback(rt, meta.get("on_failure"), meta, exc)
+        run_callback(rt, meta.get("on_failure"), meta, kwargs, exc=exc)
         raise
     else:
         if meta["tracked"]:
@@ -121,13 +123,15 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
                 callback()
             except Exception:  # the job itself succeeded; a failing side effect must not undo that
                 logger.exception("on_commit callback of job %s failed", meta["job_id"])
-        _callback(rt, meta.get("on_success"), meta, result)
+        if result is not None or meta["tracked"]:
+            store_result(rt, meta["job_id"], result)  # rq's return_value(), kept rq_results_ttl
+        run_callback(rt, meta.get("on_success"), meta, kwargs, result=result)
         notify_finished(meta, None)
-        return None  # results are not stored (task_ignore_result); the job's side effects are
+        return None  # not Celery's result backend (task_ignore_result): jobs/results.py keeps it
     finally:
         try:
             for hook in job_hooks(apps, "after_job"):
-                hook(method=meta["method"], kwargs=kwargs, result=result)
+                call_hook(hook, method=meta["method"], kwargs=kwargs, result=result)
             for callback in (local.job or {}).get("after_job", []):
                 callback()
         finally:
@@ -159,15 +163,6 @@ def _site_config(site: str, site_mtime: float) -> dict[str, Any]:
         raise JobRefused(str(exc)) from None
     except (OSError, ValueError) as exc:
         raise JobRefused(f"The config of site {site} cannot be read: {exc}") from None
-
-
-def _callback(rt: Any, name: str | None, meta: dict[str, Any], value: Any) -> None:
-    if not name:
-        return
-    try:
-        resolve(name, rt.apps(), rt.allowed_methods())(meta, value)
-    except Exception:
-        logger.exception("Callback %s of job %s failed", name, meta["job_id"])
 
 
 class JobTask(Task):

@@ -47,3 +47,36 @@ def job_hooks(apps: list[str], name: str) -> list[Callable[..., Any]]:
     hooks = [h if callable(h) else resolve(str(h), apps) for h in hook_values(apps, name)]
     _job_hooks[key] = (tuple(sys.modules.get(f"{app}.hooks") for app in apps), hooks)
     return hooks
+
+
+_accepted: dict[Any, frozenset[str] | None] = {}
+
+
+def call_hook(hook: Callable[..., Any], **kwargs: Any) -> Any:
+    """Call a job hook the way Frappe does (keyword arguments: ``method``, ``kwargs``,
+    ``transaction_type`` / ``result``), passing only the names it takes: a hook written for the
+    older call (``def before_job(method, kwargs)``) still works."""
+    try:
+        names = _accepted[hook]
+    except (KeyError, TypeError):
+        names = _parameters(hook)
+        try:
+            _accepted[hook] = names
+        except TypeError:  # an unhashable callable: asked again next time
+            pass
+    if names is not None:
+        kwargs = {k: v for k, v in kwargs.items() if k in names}
+    return hook(**kwargs)
+
+
+def _parameters(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword names ``fn`` takes; None when it takes any (``**kwargs``) or cannot be inspected."""
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))

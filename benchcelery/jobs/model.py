@@ -5,6 +5,24 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+# Frappe develop writes job ids as `<site>||<id>` (with `:` of the id turned into `|`); v15 and this
+# bench as `<site>::<id>`.
+DEVELOP_SEP = "||"
+
+
+def job_id_candidates(job_id: str, site: str | None) -> list[str]:
+    """The full ids ``job_id`` may name, most likely first: ``<site>::<job_id>`` (a ``job_id`` given
+    at enqueue, which may itself contain ``::``), then ``job_id`` as a full id in either form. Without
+    a current ``site``, only a full id names anything."""
+    found: list[str] = [f"{site}::{job_id}"] if site else []
+    for sep in ("::", DEVELOP_SEP):
+        head, cut, rest = job_id.partition(sep)
+        if cut and head and rest and (site is None or head == site):
+            found.append(f"{head}::{rest}")
+            if sep == DEVELOP_SEP and "|" in rest:
+                found.append(f"{head}::{rest.replace('|', ':')}")
+    return list(dict.fromkeys(found))
+
 
 @dataclass
 class Job:

@@ -6,9 +6,10 @@ Frappe's format::
         "all": ["app.tasks.flush"],                 # every ``scheduler_interval`` seconds (240)
         "hourly": [...], "daily": [...], "weekly": [...], "monthly": [...], "yearly": [...],
         "hourly_long": [...], ...                   # *_long -> the long queue
+        "hourly_maintenance": [...], "daily_maintenance": [...],   # newer Frappe: the long queue
         "cron": {"0/15 * * * *": ["app.tasks.sync"]},
-        "cron_long": {"0 2 * * *": ["app.tasks.backup"]},   # not in Frappe; users asked for it
-    }
+        "cron_long": {"0 2 * * *": ["app.tasks.backup"]},   # the long queue (any dict-valued key
+    }                                                       # ending _long or _maintenance)
 
 Cron expressions are croniter's (Frappe's): 5 fields, an optional 6th for seconds, ``0/15``,
 ``@daily``... evaluated in the bench ``time_zone``. A due time is always the next slot after the
@@ -46,11 +47,15 @@ EVENT_CRON: dict[str, str] = {
     "yearly": "0 0 1 1 *",
     "annual": "0 0 1 1 *",
 }
+# Newer Frappe's maintenance frequencies; they run on the long queue.
+MAINTENANCE_EVENTS = ("hourly_maintenance", "daily_maintenance")
+LONG_SUFFIXES = ("_long", "_maintenance")
 # Every event type a user may name (trigger-scheduler-event, purge-jobs --event).
 EVENT_TYPES: tuple[str, ...] = (
     ALL,
     *EVENT_CRON,
     *(f"{e}_long" for e in ("hourly", "daily", "weekly", "monthly", "yearly")),
+    *MAINTENANCE_EVENTS,
     *CRON_EVENTS,
 )
 SEP = "::"
@@ -67,7 +72,7 @@ class ScheduledJob:
 
     @property
     def queue(self) -> str:
-        return "long" if self.event.endswith("_long") else "default"
+        return "long" if self.event.endswith(LONG_SUFFIXES) else "default"
 
     @property
     def job_id(self) -> str:
@@ -119,8 +124,9 @@ def parse_scheduler_events(app: str, events: Any) -> tuple[list[ScheduledJob], l
         return jobs, [Problem(app, "", "", "scheduler_events must be a dict")]
     for event, value in events.items():
         if isinstance(value, dict):
-            # Frappe: any dict-valued key is cron; a *_long one goes to the long queue here.
-            kind = "cron_long" if str(event).endswith("_long") else "cron"
+            # Frappe: any dict-valued key is cron; a *_long or *_maintenance one goes to the long
+            # queue here (newer Frappe puts maintenance jobs there).
+            kind = "cron_long" if str(event).endswith(LONG_SUFFIXES) else "cron"
             for expr, methods in value.items():
                 error = cron_error(expr)
                 for method in _methods(methods):
@@ -129,7 +135,7 @@ def parse_scheduler_events(app: str, events: Any) -> tuple[list[ScheduledJob], l
                     else:
                         jobs.append(ScheduledJob(app, kind, method, " ".join(expr.split())))
         elif event in EVENT_TYPES and event not in CRON_EVENTS:
-            cron = EVENT_CRON.get(event.removesuffix("_long"))
+            cron = EVENT_CRON.get(event.removesuffix("_long").removesuffix("_maintenance"))
             for method in _methods(value):
                 jobs.append(ScheduledJob(app, event, method, cron))
         else:

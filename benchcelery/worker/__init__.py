@@ -48,6 +48,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     app.steps["consumer"].add(Lookahead)
     app.steps["worker"].add(Heartbeat)
     install_control_answers()
+    _nice_pool_processes(rt)
     kind = "worker-pool" if opts.concurrency > 1 else "worker"
     title = f"bench {kind} --queue {','.join(opts.queues)} [{rt.bench.root}]"
     set_title(title)
@@ -89,6 +90,23 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
         reload.watch(reload.app_dirs(rt.apps()), reload.request_restart)
     worker.start()
     return int(worker.exitcode or 0)
+
+
+def _nice_pool_processes(rt: Runtime) -> None:
+    """Each pool process lowers its CPU priority by ``background_process_niceness`` (Frappe's
+    ``set_niceness``), so jobs yield to web requests on a shared machine; the worker's main
+    process, which takes and acknowledges jobs, keeps its priority."""
+    import os
+
+    from celery.signals import worker_process_init
+
+    increment = int(rt.settings.number("background_process_niceness"))
+
+    def set_niceness(**_: Any) -> None:
+        if increment:
+            os.nice(increment)
+
+    worker_process_init.connect(set_niceness, weak=False, dispatch_uid="benchcelery.niceness")
 
 
 def _second_term_is_cold(worker: object) -> None:
