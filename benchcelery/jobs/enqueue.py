@@ -22,6 +22,7 @@ from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import kwargs_repr, push, uuid4_text
 from benchcelery.jobs.methods import method_name, resolve
 from benchcelery.jobs.model import Job
+from benchcelery.jobs.retry import header as retry_policy_header
 from benchcelery.runtime import Runtime, get_runtime
 
 logger = logging.getLogger("benchcelery.enqueue")
@@ -46,10 +47,13 @@ def enqueue(
     deduplicate: bool = False,
     on_success: str | Callable[..., Any] | None = None,
     on_failure: str | Callable[..., Any] | None = None,
+    retry: Any = None,
     **kwargs: Any,
 ) -> Job | Any | None:
     """Enqueue ``method(**kwargs)`` for the current site (``benchcelery.init(site=...)``).
 
+    ``retry``: retries after a failure (a number, or ``Retry(max, interval, ...)``; jobs/retry.py);
+    None = the queue's default (``workers.<queue>.retry``).
     Returns the Job; the method's result when run inline (``now=True`` or ``is_async=False``);
     None when ``deduplicate`` found the same ``job_id`` queued or running.
     Raises ValidationError for bad input (nothing is published then).
@@ -71,6 +75,7 @@ def enqueue(
         job_id=job_id,
         on_success=on_success,
         on_failure=on_failure,
+        retry=retry,
         kwargs=kwargs,
     )
     if now or not is_async:
@@ -176,7 +181,7 @@ def _claim(rt: Runtime, job_ids: list[str], deduplicate: bool) -> list[bool]:
     taken = [i for i, ok in enumerate(claimed) if not ok]
     current = rt.redis.mget([keys[i] for i in taken]) if taken and deduplicate else [None] * len(taken)
     for i, value in zip(taken, current, strict=True):
-        if value is None or value.decode() not in (registry.QUEUED, registry.STARTED):
+        if value is None or value.decode() not in registry.WAITING:
             rt.redis.set(keys[i], registry.QUEUED, ex=ttl)
             claimed[i] = True
     return claimed
@@ -201,6 +206,7 @@ def _prepare(
     job_id: str | None = None,
     on_success: str | Callable[..., Any] | None = None,
     on_failure: str | Callable[..., Any] | None = None,
+    retry: Any = None,
     kwargs: dict[str, Any],
 ) -> _Prepared:
     """Validate one job and build its ``apply_async`` options; raises ValidationError."""
@@ -235,6 +241,9 @@ def _prepare(
     }
     if job_id:
         headers["tracked"] = True
+    retry_header = retry_policy_header(retry)
+    if retry_header is not None:
+        headers["retry"] = retry_header
     job = Job(
         id=full_id,
         site=site,
@@ -284,7 +293,7 @@ def get_job_status(job_id: str) -> str | None:
 
 
 def is_job_enqueued(job_id: str) -> bool:
-    return get_job_status(job_id) in (registry.QUEUED, registry.STARTED)
+    return get_job_status(job_id) in registry.WAITING
 
 
 def get_job(job_id: str) -> Job | None:
