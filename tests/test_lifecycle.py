@@ -201,3 +201,29 @@ def test_a_worker_killed_right_after_failing_a_job_still_gets_it_retried(bench: 
     bench.start("worker", "--queue", "default")
     wait_until(lambda: bench.results("w:done"), timeout=30, what="the retry on another worker")
     assert len(runs(bench, "w")) == 2
+
+
+def test_the_commands_show_and_act_on_scheduled_jobs_and_paused_queues(bench: BenchHandle) -> None:
+    s1 = ("--site", "site1.local")
+    out = bench.run(*s1, "enqueue", "testapp.tasks.record", "--in", "10m", "--kwargs", '{"key": "c"}')
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip()
+    assert bench.run(*s1, "enqueue", "testapp.tasks.record", "--at", "2999-01-01T00:00:00+00:00").returncode == 0
+    listed = bench.run(*s1, "jobs", "list", "--state", "scheduled")
+    assert job_id in listed.stdout and "scheduled" in listed.stdout, listed.stdout
+    pending = bench.run(*s1, "show-pending-jobs", "--format", "json")
+    (default,) = [q for q in json.loads(pending.stdout)["queues"] if q["name"] == "default"]
+    assert default["scheduled"] == 2 and default["paused"] is False
+    assert bench.run("queue", "pause", "default").stdout.strip() == "Paused queue default"
+    assert "default (paused)" in bench.run(*s1, "show-pending-jobs").stdout
+    assert "paused" in bench.run("queue", "status").stdout
+    assert "default (paused)" in bench.run("doctor", "--no-db").stdout
+    assert bench.run(*s1, "jobs", "run-now", job_id).returncode == 0
+    assert bench.run("queue", "resume", "default").returncode == 0
+    bench.start("worker", "--queue", "default")
+    wait_until(lambda: bench.results("c"), timeout=20, what="the job run now")
+    purge = bench.run(*s1, "purge-jobs")
+    assert "Kept 1 scheduled job" in purge.stdout, purge.stdout
+    purge = bench.run(*s1, "purge-jobs", "--scheduled")
+    assert "1 scheduled" in purge.stdout, purge.stdout
+    assert not bench.redis.zcard(bench.rt().keys.delayed)

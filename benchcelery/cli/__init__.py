@@ -14,7 +14,7 @@ from benchcelery.cli import help
 from benchcelery.cli.base import BenchGroup, CliContext
 
 FAMILIES = ("site", "worker", "enqueue")
-OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs", "deploy", "realtime", "dashboard", "monitor")
+OPTIONAL_FAMILIES = ("scheduler", "diagnostics", "jobs", "queue", "deploy", "realtime", "dashboard", "monitor")
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:

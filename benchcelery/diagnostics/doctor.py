@@ -66,6 +66,7 @@ class DoctorReport:
     problems: list[str]
     stale_acks: int = 0  # finishes of jobs whose lease had lapsed (delivery.py)
     sentinel: SentinelHealth | None = None  # with a sentinel:// redis_queue (diagnostics/sentinel.py)
+    paused: list[str] = field(default_factory=list)  # queues paused by `bench queue pause`
 
     @property
     def healthy(self) -> bool:
@@ -214,6 +215,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
         problems=problems + (ha.problems if ha else []),
         stale_acks=int(r.get(keys.stale_acks) or 0),
         sentinel=ha,
+        paused=sorted(q.decode() for q in r.smembers(keys.paused)),
     )
 
 
@@ -240,7 +242,8 @@ def render_text(report: DoctorReport) -> str:
             running = s.started.get(q, 0)
             age = s.oldest_age.get(q)
             oldest = f" (oldest waiting {age:.0f} s)" if n and age is not None else ""
-            lines.append(f"  - {q}: {n} pending{oldest}" + (f", {running} running" if running else ""))
+            paused = " (paused)" if q in report.paused else ""
+            lines.append(f"  - {q}{paused}: {n} pending{oldest}" + (f", {running} running" if running else ""))
         lines += ["", f"Failed jobs: {s.failed}"]
         if s.recovered:
             lines.append(f"Recovered jobs (their worker died): {s.recovered}")
@@ -266,6 +269,7 @@ def render_text(report: DoctorReport) -> str:
             f"{report.stale_acks} job(s) finished on a worker after their lease had lapsed (a stalled worker or a "
             "Redis outage longer than job_lease); they may have run twice"
         )
+    warnings += [f"queue {q} is paused: its jobs wait (bench queue resume {q})" for q in report.paused]
     if warnings:
         lines.append("Warnings:")
         lines += [f"  - {w}" for w in warnings]

@@ -197,3 +197,21 @@ def counts(rt: Runtime, queues: Iterable[str]) -> dict[str, dict[str, int]]:
     for queue, found in zip(names, pipe.execute(), strict=True):
         out[queue] = {k.decode(): int(v) for k, v in found.items() if int(v) > 0}
     return out
+
+
+def purge(rt: Runtime, sites: list[str] | None, queues: Iterable[str]) -> int:
+    """Cancel every delayed job of ``sites`` (None = all) in ``queues`` (retries are dropped, not
+    recorded as failed); returns how many."""
+    wanted = set(queues)
+    delayed = Delayed(rt.redis, rt.keys)
+    done = 0
+    for row in delayed_jobs(rt, limit=10**9):
+        if row.queue in wanted and (sites is None or row.site in sites) and delayed.unschedule(row.entry_id):
+            done += 1
+    return done
+
+
+def count_for(rt: Runtime, sites: list[str] | None, queues: Iterable[str]) -> int:
+    """Delayed jobs of ``sites`` (None = all) in ``queues``, from the counters."""
+    found = counts(rt, queues).values()
+    return sum(n for per_site in found for s, n in per_site.items() if sites is None or s in sites)
