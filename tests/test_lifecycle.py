@@ -18,7 +18,7 @@ import redis
 
 import benchcelery
 from benchcelery.broker.delayed import LATER, Delayed, Entry
-from benchcelery.jobs import later, pause, registry
+from benchcelery.jobs import pause, registry, scheduled
 from benchcelery.store.server import free_port, start_server, stop_server
 from tests.conftest import BenchHandle, wait_until
 
@@ -61,7 +61,7 @@ def test_a_retry_keeps_the_job_id_and_shows_retrying_then_succeeds(bench: BenchH
     bench.start("worker", "--queue", "default")
     wait_until(lambda: benchcelery.get_job_status("same") == registry.RETRYING, timeout=30, what="retrying")
     assert benchcelery.enqueue(FLAKY, key="k", fails=1, job_id="same", deduplicate=True) is None
-    (row,) = later.delayed_jobs(bench.rt(), "retrying")
+    (row,) = scheduled.delayed_jobs(bench.rt(), "retrying")
     assert row.job_id.endswith("::same") and len(row.attempts) == 1
     wait_until(lambda: bench.results("k:done"), timeout=30, what="the second attempt")
     assert len(runs(bench, "k")) == 2
@@ -109,14 +109,14 @@ def test_enqueue_in_runs_no_earlier_than_due_and_within_a_second_after(bench: Be
     enqueued = time.time()
     job = benchcelery.enqueue_in(2, "testapp.tasks.record", key="later", value="x")
     assert job is not None and job.state == registry.SCHEDULED
-    assert later.counts(bench.rt(), ["default"])["default"] == {"site1.local": 1}
+    assert scheduled.counts(bench.rt(), ["default"])["default"] == {"site1.local": 1}
     wait_until(lambda: bench.results("later"), timeout=20, what="the delayed job")
     ran = bench.redis.lrange("test:later", 0, -1)
     assert ran
     started = time.time()
     assert started - enqueued >= 2 - 0.05
     assert started - enqueued < 2 + 1.5  # moved within ~1 s of its due time (+ the job's start)
-    assert later.counts(bench.rt(), ["default"])["default"] == {}
+    assert scheduled.counts(bench.rt(), ["default"])["default"] == {}
 
 
 def test_a_delayed_job_survives_a_worker_sigkill_and_a_redis_restart(bench: BenchHandle, tmp_path: Any) -> None:
@@ -170,7 +170,7 @@ def test_three_movers_racing_move_each_job_exactly_once(bench: BenchHandle) -> N
     assert sum(moved) == total
     assert sorted(items) == sorted(f"m{i}".encode() for i in range(total))  # each once, none lost
     assert int(bench.redis.hget(rt.keys.pending_counts("default"), "site1.local")) == total
-    assert not bench.redis.hgetall(rt.keys.scheduled_counts("default")) or later.counts(rt, ["default"]) == {
+    assert not bench.redis.hgetall(rt.keys.scheduled_counts("default")) or scheduled.counts(rt, ["default"]) == {
         "default": {}
     }
 

@@ -93,7 +93,7 @@ def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, schedu
     wait to run later or to be retried are kept unless --scheduled is given (the line says how many).
     """
     from benchcelery.errors import ValidationError
-    from benchcelery.jobs import later
+    from benchcelery.jobs import scheduled as delayed_jobs
     from benchcelery.jobs.ops import event_needle, purge_jobs
 
     queues = queues_option(obj, queue)
@@ -107,8 +107,8 @@ def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, schedu
     rt = obj.runtime()
     result = purge_jobs(rt, scope, queues, event)
     queue_names = queues or list(rt.settings.queues)
-    delayed = later.purge(rt, scope, queue_names) if scheduled and event is None else 0
-    kept = later.count_for(rt, scope, queue_names)
+    delayed = delayed_jobs.purge(rt, scope, queue_names) if scheduled and event is None else 0
+    kept = delayed_jobs.count_for(rt, scope, queue_names)
     if fmt == "json":
         echo_json({"purged": result.total + delayed, "pending": result.pending, "failed": result.failed,
                    "scheduled": delayed, "scheduled_kept": kept})  # fmt: skip

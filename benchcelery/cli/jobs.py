@@ -168,11 +168,11 @@ def cancel_cmd(obj: CliContext, job_id: str, terminate: bool) -> None:
 def run_now_cmd(obj: CliContext, job_id: str) -> None:
     """Move a scheduled or retrying job to its queue now (it keeps its id and attempts)."""
     from benchcelery.errors import BenchError
-    from benchcelery.jobs import later
+    from benchcelery.jobs import scheduled
 
     rt = obj.runtime()
     full = _delayed_id(obj, rt, job_id)
-    if not later.run_now(rt, full):
+    if not scheduled.run_now(rt, full):
         raise BenchError(f"Job {full} is not scheduled or retrying (any more)")
     click.echo(f"Queued {full}")
 
@@ -183,11 +183,11 @@ def run_now_cmd(obj: CliContext, job_id: str) -> None:
 def give_up_cmd(obj: CliContext, job_id: str) -> None:
     """Cancel a scheduled job, or give up on a retrying one (recorded as failed with its attempts)."""
     from benchcelery.errors import BenchError
-    from benchcelery.jobs import later
+    from benchcelery.jobs import scheduled
 
     rt = obj.runtime()
     full = _delayed_id(obj, rt, job_id)
-    row = later.cancel(rt, full)
+    row = scheduled.cancel(rt, full)
     if row is None:
         raise BenchError(f"Job {full} is not scheduled or retrying (any more)")
     click.echo(f"Gave up on {full} (recorded as failed)" if row.kind == "retrying" else f"Cancelled {full}")
@@ -196,12 +196,12 @@ def give_up_cmd(obj: CliContext, job_id: str) -> None:
 def _delayed_id(obj: CliContext, rt: Any, job_id: str) -> str:
     """The full id of the delayed job JOB_ID names (a unique start is enough)."""
     from benchcelery.errors import BenchError
-    from benchcelery.jobs import later
+    from benchcelery.jobs import scheduled
 
     _site, full = _scoped(obj, job_id)
-    if later.find(rt, full) is not None:
+    if scheduled.find(rt, full) is not None:
         return full
-    found = later.find_prefix(rt, full)
+    found = scheduled.find_prefix(rt, full)
     if len(found) > 1:
         raise BenchError(f"Job id {job_id} is ambiguous: {', '.join(sorted(found)[:5])}")
     return found[0] if found else full

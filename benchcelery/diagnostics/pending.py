@@ -104,7 +104,7 @@ def pending_report(rt: Runtime, sites: list[str] | None, verbose: bool = False) 
 
 def _lifecycle(rt: Runtime, report: PendingReport, sites: list[str] | None) -> None:
     """Add each queue's delayed jobs (of ``sites``) and whether it is paused."""
-    from benchcelery.jobs.later import counts
+    from benchcelery.jobs.scheduled import counts
 
     scheduled = counts(rt, [q.name for q in report.queues])
     paused = {q.decode() for q in rt.redis.smembers(rt.keys.paused)}

@@ -304,7 +304,7 @@ def find_job(rt: Runtime, job_id: str) -> Job | None:
 
 def _delayed(rt: Runtime, job_id: str) -> Job | None:
     """The job waiting in the delayed set (run later, or its next attempt), or None."""
-    from benchcelery.jobs.later import find
+    from benchcelery.jobs.scheduled import find
 
     row = find(rt, job_id)
     if row is None:

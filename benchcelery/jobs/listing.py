@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from benchcelery.bench.keys import UNKNOWN_SITE
-from benchcelery.jobs import inspect, later, registry
+from benchcelery.jobs import inspect, registry, scheduled
 from benchcelery.jobs.model import Job
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ def list_jobs(
                     out.append(job)
     for kind in (registry.RETRYING, registry.SCHEDULED):  # soonest due first
         if kind in states and len(out) < limit:
-            out += [_delayed(row) for row in later.delayed_jobs(rt, kind, limit=10**9) if keep(_delayed(row))][
+            out += [_delayed(row) for row in scheduled.delayed_jobs(rt, kind, limit=10**9) if keep(_delayed(row))][
                 : limit - len(out)
             ]
     if registry.FAILED in states and len(out) < limit:
@@ -48,7 +48,7 @@ def list_jobs(
     return out[:limit]
 
 
-def _delayed(row: later.DelayedJob) -> Job:
+def _delayed(row: scheduled.DelayedJob) -> Job:
     return Job(
         id=row.job_id, site=row.site, queue=row.queue, method=row.method, state=row.kind,
         extra={"due": row.due, "attempts": row.attempts},

@@ -37,7 +37,7 @@ def paused(rt: Runtime) -> set[str]:
 
 def status(rt: Runtime) -> list[dict[str, Any]]:
     """Each queue of the bench: paused or not, with its waiting and scheduled jobs."""
-    from benchcelery.jobs.later import counts
+    from benchcelery.jobs.scheduled import counts
 
     queues = list(rt.settings.queues)
     pipe = rt.redis.pipeline(transaction=False)

@@ -127,7 +127,7 @@ class JobRequest(Request):
         exc = exc_info.exception
         exc = getattr(exc, "exc", exc) if not isinstance(exc, RetryScheduled) else exc
         if isinstance(exc, RetryScheduled):
-            schedule_retry(self, exc)  # then Celery's on_retry acknowledges: the ack schedules it
+            schedule_retry(self, exc, lambda error: self._record(error, None))  # then Celery acks: that schedules it
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
         if isinstance(exc, WorkerLostError) and self._context.retries >= (self.task.max_retries or 0):
             self._record(exc, exc_info.traceback)

@@ -5,6 +5,7 @@ which takes the job out of flight and schedules its next attempt in one step."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import Retry as CeleryRetry
@@ -13,7 +14,6 @@ from benchcelery.bench.keys import NORMAL_PRIORITY
 from benchcelery.broker.delayed import RETRY, Entry
 from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import uuid4_text
-from benchcelery.jobs.failures import record
 from benchcelery.jobs.retry import next_message
 from benchcelery.runtime import get_runtime
 
@@ -55,9 +55,9 @@ def retry_entry(raw: dict[str, Any], attempt: dict[str, Any]) -> Entry:
     )
 
 
-def schedule_retry(request: Any, exc: RetryScheduled) -> None:
+def schedule_retry(request: Any, exc: RetryScheduled, record_failure: Callable[[BaseException], None]) -> None:
     """Make the ack of ``request`` (a JobRequest that failed with attempts left) schedule its next
-    attempt; when that cannot be done here, the failure is recorded instead."""
+    attempt; when that cannot be done here, ``record_failure`` records the failure instead."""
     message = getattr(request, "message", None)
     channel = getattr(message, "channel", None)
     schedule = getattr(channel, "schedule_on_ack", None)
@@ -70,12 +70,4 @@ def schedule_retry(request: Any, exc: RetryScheduled) -> None:
         logger.info("Job %s failed (%s): next attempt in %.1f s", request.id, exc.attempt.get("exception"), exc.delay)
     except Exception as error:
         logger.exception("Could not schedule the next attempt of job %s", request.id)
-        record({**request_meta(request)}, request.kwargs, error, None)
-
-
-def request_meta(request: Any) -> dict[str, Any]:
-    from benchcelery.jobs.request import job_meta
-
-    meta = job_meta(request._context)
-    meta["worker"] = request.hostname
-    return meta
+        record_failure(error)
