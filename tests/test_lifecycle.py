@@ -227,3 +227,17 @@ def test_the_commands_show_and_act_on_scheduled_jobs_and_paused_queues(bench: Be
     purge = bench.run(*s1, "purge-jobs", "--scheduled")
     assert "1 scheduled" in purge.stdout, purge.stdout
     assert not bench.redis.zcard(bench.rt().keys.delayed)
+
+
+def test_giving_up_on_a_retrying_job_records_it_failed_with_its_attempts(bench: BenchHandle) -> None:
+    bench.rt()
+    job = benchcelery.enqueue(FLAKY, key="g", fails=99, retry=benchcelery.Retry(max=3, interval=600))
+    bench.start("worker", "--queue", "default")
+    wait_until(lambda: scheduled.delayed_jobs(bench.rt(), "retrying"), timeout=30, what="retrying")
+    listed = bench.run("--site", "site1.local", "jobs", "list", "--state", "retrying")
+    assert job.id in listed.stdout and "attempt 1" in listed.stdout, listed.stdout
+    out = bench.run("--site", "site1.local", "jobs", "give-up", job.short_id)
+    assert out.returncode == 0 and "Gave up" in out.stdout, out.stderr
+    rec = failed_record(bench)
+    assert [a["exception"].split(":")[0] for a in rec["attempts"]] == ["ValueError", "GaveUp"]
+    assert len(runs(bench, "g")) == 1

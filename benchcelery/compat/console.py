@@ -137,6 +137,9 @@ def frappe_shim() -> types.ModuleType:
     frappe.publish_realtime = benchcelery.publish_realtime  # type: ignore[attr-defined]
     frappe.get_job = benchcelery.get_job  # type: ignore[attr-defined]
     frappe.is_job_enqueued = benchcelery.is_job_enqueued  # type: ignore[attr-defined]
+    frappe.enqueue_in = benchcelery.enqueue_in  # type: ignore[attr-defined]
+    frappe.enqueue_at = benchcelery.enqueue_at  # type: ignore[attr-defined]
+    frappe.RetryBackgroundJobError = benchcelery.RetryBackgroundJobError  # type: ignore[attr-defined]
     return frappe
 
 
@@ -151,6 +154,9 @@ def install_console_shims() -> types.ModuleType:
     jobs.enqueue = benchcelery.enqueue  # type: ignore[attr-defined]
     jobs.get_job = benchcelery.get_job  # type: ignore[attr-defined]
     jobs.is_job_enqueued = benchcelery.is_job_enqueued  # type: ignore[attr-defined]
+    jobs.enqueue_in = benchcelery.enqueue_in  # type: ignore[attr-defined]
+    jobs.enqueue_at = benchcelery.enqueue_at  # type: ignore[attr-defined]
+    jobs.RetryBackgroundJobError = benchcelery.RetryBackgroundJobError  # type: ignore[attr-defined]
     frappe.utils = utils  # type: ignore[attr-defined]
     utils.background_jobs = jobs  # type: ignore[attr-defined]
     rq = types.ModuleType("rq")
