@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("benchcelery.broker.delayed")
 
 PROMOTE_BATCH = 500
-REFRESH = 5.0  # seconds between moves of a mover that heard of nothing due
+REFRESH = 15.0  # seconds between moves of a worker that heard of nothing due (publications wake it)
 LATER, RETRY = "later", "retry"  # entry kinds: enqueue_in/enqueue_at, a retry's next attempt
 
 
