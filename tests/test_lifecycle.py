@@ -241,3 +241,12 @@ def test_giving_up_on_a_retrying_job_records_it_failed_with_its_attempts(bench: 
     rec = failed_record(bench)
     assert [a["exception"].split(":")[0] for a in rec["attempts"]] == ["ValueError", "GaveUp"]
     assert len(runs(bench, "g")) == 1
+
+
+def test_bench_schedule_moves_due_jobs_when_no_worker_runs(bench: BenchHandle) -> None:
+    rt = bench.rt()
+    bench.start("schedule")
+    benchcelery.enqueue_in(1, "testapp.tasks.record", key="sched", value=1)
+    wait_until(lambda: not bench.redis.zcard(rt.keys.delayed), timeout=30, what="the job moved by bench schedule")
+    assert bench.redis.hget(rt.keys.pending_counts("default"), "site1.local") == b"1"
+    assert bench.redis.llen(rt.keys.queue_list("default", 3)) == 1

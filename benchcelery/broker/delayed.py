@@ -156,6 +156,7 @@ class Promoter(threading.Thread):
         self.next_due: float | None = None  # local clock (time.time), corrected by Redis's offset
         self.offset = 0.0  # Redis's clock - ours
         self.moved = 0
+        self.outage = False
         self._pubsub: Any = None
 
     def stop(self) -> None:
@@ -174,8 +175,10 @@ class Promoter(threading.Thread):
                 if self.next_due is not None:
                     wait = min(wait, self.next_due - time.time())
                 self._listen(max(0.0, min(wait, self.refresh)))
-            except Exception as exc:  # Redis down, failing over: keep trying
-                logger.warning("Could not move delayed jobs: %s", exc)
+            except Exception as exc:  # Redis down, failing over: keep trying (logged once per outage)
+                if not self.outage:
+                    logger.warning("Could not move delayed jobs (trying again every second): %s", exc)
+                self.outage = True
                 self._close()
                 next_move = 0.0
                 self.stopped.wait(1.0)
@@ -183,6 +186,9 @@ class Promoter(threading.Thread):
 
     def _move(self) -> None:
         result = self.delayed.promote()
+        if self.outage:
+            self.outage = False
+            logger.info("Redis is reachable again: moving delayed jobs")
         self.offset = result.redis_now - time.time()
         self.next_due = None if result.next_due is None else result.next_due - self.offset
         if result.moved:

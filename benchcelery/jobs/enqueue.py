@@ -128,7 +128,7 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
         if {"job_id", "deduplicate", "now"} & item.keys():
             raise ValidationError("enqueue_many does not take job_id, deduplicate or now")
         method = item.pop("method")
-        args = {k: item.pop(k, None) for k in ("queue", "timeout", "event", "job_name", "at_front")}
+        args = {k: item.pop(k, None) for k in ("queue", "timeout", "event", "job_name", "at_front", "retry")}
         kwargs = item.pop("kwargs", None) or item
         prepared.append(
             _prepare(
@@ -140,6 +140,7 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
                 event=args["event"],
                 job_name=args["job_name"],
                 at_front=bool(args["at_front"]),
+                retry=args["retry"],
                 kwargs=kwargs,
             )
         )
