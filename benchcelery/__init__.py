@@ -6,6 +6,7 @@ Public API::
     benchcelery.init(site="site1.local", bench_path="/path/to/bench")
     job = benchcelery.enqueue("myapp.tasks.send_report", queue="short", report="daily")
     benchcelery.get_job_status(job.short_id)    # queued / started / finished / failed / None
+    benchcelery.enqueue_in(600, "myapp.tasks.remind", retry=benchcelery.Retry(max=3, interval=[10, 60]))
 
 Inside a job, ``benchcelery.local.site`` / ``.conf`` / ``.user`` / ``.job`` describe its context.
 """
@@ -19,7 +20,12 @@ from benchcelery.runtime import init
 
 __version__ = "0.1.0"
 __all__ = [
+    "Retry",
+    "RetryBackgroundJobError",
+    "RetryJob",
     "enqueue",
+    "enqueue_at",
+    "enqueue_in",
     "enqueue_many",
     "get_job",
     "get_job_status",
@@ -37,6 +43,14 @@ def __getattr__(name: str) -> Any:
 
         value = globals()[name] = getattr(module, name)  # once: enqueue is called in hot loops
         return value
+    if name in ("enqueue_in", "enqueue_at"):
+        from benchcelery.jobs import later
+
+        return getattr(later, name)
+    if name in ("Retry", "RetryJob", "RetryBackgroundJobError"):
+        from benchcelery.jobs import retry
+
+        return getattr(retry, name)
     if name == "publish_realtime":
         from benchcelery.realtime import publish_realtime
 

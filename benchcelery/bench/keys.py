@@ -34,6 +34,15 @@ benchcelery's own:
                                             message may name a queue no config has)
 ``<p>job:<job_id>``                 string  status of a job enqueued with an explicit id:
                                             queued / started / finished (expires)
+``<p>delayed``                      zset    entry id -> due time (epoch s): jobs that run later
+                                            (``enqueue_in``/``enqueue_at``) and retries waiting
+                                            for their next attempt; moved by broker/delayed.py
+``<p>delayed:data``                 hash    entry id -> JSON [list, queue, site, job id, kind,
+                                            message, status key, due]: the message exactly as
+                                            it will be pushed
+``<p>delayed:ids``                  hash    job id -> entry id (find, cancel, run now by job id)
+``<p>scheduled:<queue>``            hash    site -> delayed jobs of the queue (kept with the set)
+``<p>paused``                       set     paused queue names (the fetch script skips them)
 ``<p>workers``                      zset    worker name -> last heartbeat (epoch s)
 ``<p>worker:<name>``                hash    worker facts (queues, pid, host, ...); expires
 ``<p>recovered:<queue>``            hash    site -> jobs of dead workers put back in the queue
@@ -60,6 +69,7 @@ Channels, all inside the prefix (a bench's ACL user may use only ``&bc:<bench_id
 ==================================  ======  ===============================================
 ``<p>realtime``                     chan    realtime events (Frappe's JSON wire format plus a
                                             ``bench`` field); ``bench realtime`` relays them
+``<p>delayed:due``                  chan    due time of a newly delayed job (movers wake for it)
 ``<p>/<db>.celery.pidbox``          chan    remote control (kombu, above)
 ``<p>/<db>.celeryev/*``             chan    task and worker events (kombu)
 ==================================  ======  ===============================================
@@ -173,6 +183,30 @@ class Keys:
     def job_meta(self, job_id: str) -> str:
         """A job's ``meta`` dict (rq's ``job.meta`` + ``save_meta()``)."""
         return f"{self.prefix}meta:{job_id}"
+
+    # --- jobs that run later and retries (broker/delayed.py), queue pause (jobs/pause.py) ---
+    @property
+    def delayed(self) -> str:
+        return f"{self.prefix}delayed"
+
+    @property
+    def delayed_data(self) -> str:
+        return f"{self.prefix}delayed:data"
+
+    @property
+    def delayed_ids(self) -> str:
+        return f"{self.prefix}delayed:ids"
+
+    @property
+    def delayed_channel(self) -> str:
+        return f"{self.prefix}delayed:due"
+
+    def scheduled_counts(self, queue: str) -> str:
+        return f"{self.prefix}scheduled:{queue}"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.prefix}paused"
 
     def durations(self, queue: str) -> str:
         return f"{self.prefix}durations:{queue}"

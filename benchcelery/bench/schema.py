@@ -146,7 +146,18 @@ def seconds_float(value: Any) -> str | None:
     return None
 
 
+def retry_policy(value: Any) -> str | None:
+    """``workers.<queue>.retry``: a number of retries (0..100) or an object of Retry's fields (jobs/retry.py)."""
+    fields = {"max", "interval", "exponential", "base", "cap", "jitter", "retry_on", "dont_retry_on"}
+    if isinstance(value, int) and not isinstance(value, bool):
+        return None if 0 <= value <= 100 else "must be 0..100 retries"
+    if isinstance(value, dict) and set(value) <= fields:
+        return None
+    return f"must be a number of retries or an object with {', '.join(sorted(fields))}"
+
+
 WORKER_KEYS: dict[str, Check] = {
+    "retry": retry_policy,
     "timeout": integer(1, MAX_SECONDS),
     "background_workers": integer(1, 256),
     "stop_timeout": integer(1, MAX_SECONDS),

@@ -88,6 +88,7 @@ class Delivery:
             keys = list(self._fixed)
             for q in queues:
                 keys += [self.keys.pending_counts(q), self.keys.wake(q), *self.keys.queue_lists(q)]
+            keys.append(self.keys.paused)  # bench queue pause: fetch skips the paused queues
             self._fetch_keys[tuple(queues)] = keys
         return [self._fetch.sha, len(keys), *keys, token, self.lease, *queues]
 

@@ -34,3 +34,8 @@ ACK = load("ack")
 RESTORE = load("restore")
 RENEW = load("renew")
 RECOVER = load("recover")
+# Jobs that run later and retries (delayed.py).
+PROMOTE = load("promote")
+ACK_RETRY = load("ack_retry")
+DELAY = load("delay")
+UNSCHEDULE = load("unschedule")

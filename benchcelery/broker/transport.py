@@ -48,6 +48,7 @@ from benchcelery.bench.keys import Keys
 from benchcelery.broker import envelope
 from benchcelery.broker.acks import PendingAcks
 from benchcelery.broker.acks import report as report_ack
+from benchcelery.broker.delayed import Delayed, Entry
 from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
 from benchcelery.broker.hooks import hooks
 from benchcelery.broker.qos import QoS
@@ -91,6 +92,7 @@ class Channel(kombu_redis.Channel):
         self._acks = PendingAcks(lambda: self.delivery)
         self._fetch_queues: list[str] = []
         self._fetch_token = ""
+        self._on_ack: dict[str, tuple[Entry, float, str, int]] = {}  # retries scheduled by the ack
         super().__init__(*args, **kwargs)
         self.keys = Keys.from_prefix(self.global_keyprefix or "")
 
@@ -318,12 +320,28 @@ class Channel(kombu_redis.Channel):
         token = self._tokens.pop(tag, None)
         if not token:
             return
+        if tag in self._on_ack:  # a failed job with attempts left: its ack schedules the next one
+            self._ack_retry(tag, token, *self._on_ack.pop(tag))
+            return
         if self._can_defer():
             # In the event loop, with the job's slot now free: the next poll starts right away and
             # carries this ack (_brpop_start). Anything that ends the loop flushes it (close).
             self._acks.defer(tag, token)
             return
         report_ack(tag, self.delivery.ack(tag, token))
+
+    # --- retries (delayed.py): the ack of a failed job with attempts left schedules the next one ---
+    def schedule_on_ack(self, tag: str, entry: Entry, seconds: float, status: str, ttl: int) -> None:
+        """Make the ack of ``tag`` schedule ``entry`` ``seconds`` from now, in the same step."""
+        self._on_ack[tag] = (entry, seconds, status, ttl)
+
+    def _ack_retry(self, tag: str, token: str, entry: Entry, seconds: float, status: str, ttl: int) -> None:
+        try:
+            done = Delayed(self.delivery.r, self.keys).ack_retry(tag, token, entry, seconds, status, ttl)
+        except Exception as exc:  # Redis unreachable: the lease lapses and the job runs again
+            logger.warning("Could not schedule the next attempt of job %s; it goes back by its lease: %s", tag, exc)
+            return
+        report_ack(tag, done)
 
     def note(self, commands: list[tuple[Any, ...]]) -> None:
         """Commands whose replies do not matter (job metrics): sent with the next poll when one

@@ -18,6 +18,7 @@ OPTIONAL_FAMILIES = (
     "scheduler",
     "diagnostics",
     "jobs",
+    "queue",
     "deploy",
     "realtime",
     "dashboard",

@@ -82,15 +82,18 @@ def doctor_cmd(obj: CliContext, no_db: bool, fail_on: str | None, fmt: str) -> N
     help="Only waiting jobs enqueued with this event tag: a scheduler event (hourly, daily, weekly, monthly, "
     "yearly, *_long, cron) or the tag of `bench enqueue --event`; all = every tagged job. Failed records are kept.",
 )
+@click.option("--scheduled", is_flag=True, help="Also cancel the jobs waiting to run later or to be retried.")
 @format_option
 @pass_ctx
-def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, fmt: str) -> None:
+def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, scheduled: bool, fmt: str) -> None:
     """Delete the waiting jobs and failed records of the selected site (--site, $BENCH_SITE or
     default_site, as every command), or of every site with --site all or when no site is selected.
 
-    Running jobs are never touched; a job a worker takes meanwhile is simply not purged.
+    Running jobs are never touched; a job a worker takes meanwhile is simply not purged. Jobs that
+    wait to run later or to be retried are kept unless --scheduled is given (the line says how many).
     """
     from benchcelery.errors import ValidationError
+    from benchcelery.jobs import scheduled as delayed_jobs
     from benchcelery.jobs.ops import event_needle, purge_jobs
 
     queues = queues_option(obj, queue)
@@ -103,13 +106,21 @@ def purge_jobs_cmd(obj: CliContext, queue: str | None, event: str | None, fmt: s
     scope = None if not sites or obj.site_option == "all" else sites
     rt = obj.runtime()
     result = purge_jobs(rt, scope, queues, event)
+    queue_names = queues or list(rt.settings.queues)
+    delayed = delayed_jobs.purge(rt, scope, queue_names) if scheduled and event is None else 0
+    kept = delayed_jobs.count_for(rt, scope, queue_names)
     if fmt == "json":
-        echo_json({"purged": result.total, "pending": result.pending, "failed": result.failed})
+        echo_json({"purged": result.total + delayed, "pending": result.pending, "failed": result.failed,
+                   "scheduled": delayed, "scheduled_kept": kept})  # fmt: skip
     else:
         where = f"site {', '.join(scope)}" if scope else "every site"
+        also = f", {delayed} scheduled" if scheduled else ""
         click.echo(
-            f"Purged {plural(result.total, 'job')} of {where} ({result.pending} pending, {result.failed} failed)"
+            f"Purged {plural(result.total + delayed, 'job')} of {where} "
+            f"({result.pending} pending, {result.failed} failed{also})"
         )
+        if kept:
+            click.echo(f"Kept {plural(kept, 'scheduled job')} (run later or retrying; --scheduled purges them)")
 
 
 @click.command("ready-for-migration")

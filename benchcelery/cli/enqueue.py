@@ -22,6 +22,13 @@ from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 @click.option(
     "--event", metavar="TAG", help="Event tag (`bench purge-jobs --event TAG` purges the waiting jobs that have it)."
 )
+@click.option("--in", "in_", metavar="DURATION", help="Run no earlier than this from now: 90, 90s, 10m, 2h, 1d.")
+@click.option(
+    "--at", metavar="ISO-8601", help="Run no earlier than this time (2030-01-31T09:00:00+00:00; no zone = local)."
+)
+@click.option(
+    "--retry", type=click.IntRange(0, 100), help="Retries after a failure (default: the queue's workers.<q>.retry)."
+)
 @pass_ctx
 def enqueue_cmd(
     obj: CliContext,
@@ -33,10 +40,16 @@ def enqueue_cmd(
     at_front: bool,
     timeout: int | None,
     event: str | None,
+    in_: str | None,
+    at: str | None,
+    retry: int | None,
 ) -> None:
-    """Enqueue METHOD (a dotted path in an installed app) for the site; prints the job id."""
+    """Enqueue METHOD (a dotted path in an installed app) for the site; prints the job id.
+
+    With --in or --at the job waits in Redis (`bench jobs list --state scheduled`) until it is due.
+    """
     from benchcelery.context import local
-    from benchcelery.jobs.enqueue import check_kwargs, enqueue
+    from benchcelery.jobs.enqueue import check_kwargs
 
     try:
         kwargs = json.loads(kwargs_json)
@@ -48,11 +61,12 @@ def enqueue_cmd(
         raise click.BadParameter("must be a JSON object", param_hint="'--kwargs'")
     check_kwargs(kwargs, "--kwargs key")
     queues_option(obj, queue)
+    when = _when(in_, at)
     sites = obj.sites()
     obj.runtime()
     for site in sites:
         local.site, local.user = site, "Administrator"
-        job = enqueue(
+        job = _enqueue(when)(
             method,
             queue=queue,
             timeout=timeout,
@@ -60,9 +74,49 @@ def enqueue_cmd(
             at_front=at_front,
             job_id=job_id,
             deduplicate=deduplicate,
+            retry=retry,
             **kwargs,
         )
         click.echo(job.id if job is not None else f"Not queued: job {site}::{job_id} is already queued or running")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _when(in_: str | None, at: str | None) -> tuple[str, float] | None:
+    """("in", seconds) / ("at", epoch) of --in / --at; None for neither."""
+    import datetime as dt
+
+    if in_ and at:
+        raise click.UsageError("Give --in or --at, not both")
+    if in_:
+        text = in_.strip().lower()
+        unit = _UNITS.get(text[-1:], 0)
+        try:
+            seconds = float(text[:-1] if unit else text) * (unit or 1)
+        except ValueError:
+            raise click.BadParameter("must be a number of seconds or like 10m, 2h, 1d", param_hint="'--in'") from None
+        if seconds < 0:
+            raise click.BadParameter("must not be negative", param_hint="'--in'")
+        return "in", seconds
+    if at:
+        try:
+            return "at", dt.datetime.fromisoformat(at).timestamp()
+        except ValueError:
+            raise click.BadParameter("must be an ISO-8601 time", param_hint="'--at'") from None
+    return None
+
+
+def _enqueue(when: tuple[str, float] | None):  # type: ignore[no-untyped-def]
+    """enqueue, or enqueue_in / enqueue_at bound to their time."""
+    import functools
+
+    from benchcelery.jobs import later
+    from benchcelery.jobs.enqueue import enqueue
+
+    if when is None:
+        return enqueue
+    return functools.partial(later.enqueue_in if when[0] == "in" else later.enqueue_at, when[1])
 
 
 @click.command("console")

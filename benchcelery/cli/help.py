@@ -45,6 +45,8 @@ HELP: dict[str, tuple[str, list[str]]] = {
         [
             "bench --site site1.local enqueue myapp.tasks.send_report --queue short",
             "bench enqueue myapp.tasks.rebuild --kwargs '{\"full\": true}' --job-id rebuild --deduplicate",
+            "bench enqueue myapp.tasks.remind --in 10m --retry 3",
+            "bench enqueue myapp.tasks.report --at 2030-01-31T09:00:00+00:00",
         ],
     ),
     "flower": ("Run Flower for this bench", ["bench flower", "bench flower --address 0.0.0.0 --port 5555"]),
@@ -54,10 +56,19 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Remove a waiting job or stop a running one",
         ["bench jobs cancel site1.local::rebuild", "bench jobs cancel 3f2a9c1e --terminate"],
     ),
+    "jobs give-up": (
+        "Cancel a scheduled job or stop retrying one",
+        ["bench jobs give-up 3f2a9c1e  # a retrying job is recorded as failed"],
+    ),
+    "jobs run-now": ("Queue a scheduled or retrying job now", ["bench jobs run-now 3f2a9c1e"]),
     "jobs delete": ("Delete a waiting job or a failed record", ["bench jobs delete 3f2a9c1e"]),
     "jobs list": (
         "List the site's jobs, newest failures first",
-        ["bench jobs list --state failed", "bench --site all jobs list --queue long -f json"],
+        [
+            "bench jobs list --state failed",
+            "bench jobs list --state retrying",
+            "bench --site all jobs list --queue long -f json",
+        ],
     ),
     "jobs retry": (
         "Run failed jobs again with their arguments",
@@ -80,7 +91,18 @@ HELP: dict[str, tuple[str, list[str]]] = {
             "bench --site site1.local purge-jobs --queue long",
             "bench --site all purge-jobs --event daily",
             "bench purge-jobs --event nightly  # the tag of bench enqueue --event nightly",
+            "bench --site site1.local purge-jobs --scheduled  # also the jobs waiting to run later or retry",
         ],
+    ),
+    "queue": (
+        "Pause, resume and show the bench's queues",
+        ["bench queue status", "bench queue pause long", "bench queue resume long"],
+    ),
+    "queue pause": ("Stop every worker taking a queue's jobs", ["bench queue pause long"]),
+    "queue resume": ("Let workers take a queue's jobs again", ["bench queue resume long"]),
+    "queue status": (
+        "Show each queue: paused, pending, scheduled",
+        ["bench queue status", "bench queue status -f json"],
     ),
     "ready-for-migration": (
         "Exit 0 when the site has no jobs to wait for",

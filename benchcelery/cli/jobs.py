@@ -21,7 +21,7 @@ from benchcelery.cli.base import (
     usage_error,
 )
 
-STATES = ("queued", "started", "failed")
+STATES = ("queued", "started", "failed", "scheduled", "retrying")
 
 
 @click.group("jobs")
@@ -60,8 +60,8 @@ def list_cmd(obj: CliContext, state: str | None, queue: str | None, limit: int, 
             f"{j.queue} [not configured]" if j.extra.get("unconfigured_queue") else j.queue,
             f"{j.id} [no site]" if j.site == UNKNOWN_SITE else j.id,
             j.method,
-            _when(j.extra.get("failed_at") or j.started_at or j.enqueued_at),
-            str(j.extra.get("exception") or "") if j.state == "failed" else "",
+            _when(j.extra.get("due") or j.extra.get("failed_at") or j.started_at or j.enqueued_at),
+            _last_exception(j),
         )
         for j in jobs
     ]
@@ -162,6 +162,58 @@ def cancel_cmd(obj: CliContext, job_id: str, terminate: bool) -> None:
     click.echo(f"Job {job_id if resolved == full else resolved} {what}")
 
 
+@jobs_group.command("run-now")
+@click.argument("job_id")
+@pass_ctx
+def run_now_cmd(obj: CliContext, job_id: str) -> None:
+    """Move a scheduled or retrying job to its queue now (it keeps its id and attempts)."""
+    from benchcelery.errors import BenchError
+    from benchcelery.jobs import scheduled
+
+    rt = obj.runtime()
+    full = _delayed_id(obj, rt, job_id)
+    if not scheduled.run_now(rt, full):
+        raise BenchError(f"Job {full} is not scheduled or retrying (any more)")
+    click.echo(f"Queued {full}")
+
+
+@jobs_group.command("give-up")
+@click.argument("job_id")
+@pass_ctx
+def give_up_cmd(obj: CliContext, job_id: str) -> None:
+    """Cancel a scheduled job, or give up on a retrying one (recorded as failed with its attempts)."""
+    from benchcelery.errors import BenchError
+    from benchcelery.jobs import scheduled
+
+    rt = obj.runtime()
+    full = _delayed_id(obj, rt, job_id)
+    row = scheduled.cancel(rt, full)
+    if row is None:
+        raise BenchError(f"Job {full} is not scheduled or retrying (any more)")
+    click.echo(f"Gave up on {full} (recorded as failed)" if row.kind == "retrying" else f"Cancelled {full}")
+
+
+def _delayed_id(obj: CliContext, rt: Any, job_id: str) -> str:
+    """The full id of the delayed job JOB_ID names (a unique start is enough)."""
+    from benchcelery.errors import BenchError
+    from benchcelery.jobs import scheduled
+
+    _site, full = _scoped(obj, job_id)
+    if scheduled.find(rt, full) is not None:
+        return full
+    found = scheduled.find_prefix(rt, full)
+    if len(found) > 1:
+        raise BenchError(f"Job id {job_id} is ambiguous: {', '.join(sorted(found)[:5])}")
+    return found[0] if found else full
+
+
+def _last_exception(job: Any) -> str:
+    if job.state == "failed":
+        return str(job.extra.get("exception") or "")
+    attempts = job.extra.get("attempts") or []
+    return f"{attempts[-1].get('exception')} (attempt {len(attempts)})" if attempts else ""
+
+
 def _scoped(obj: CliContext, job_id: str) -> tuple[str, str]:
     """(site, full id) of JOB_ID: a full SITE::ID or SITE||ID, or the id given at enqueue. A full id
     needs no --site; with sites selected (--site, the
@@ -194,7 +246,8 @@ def _when(value: Any) -> str:
         stamp = datetime.fromtimestamp(float(value), tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
     except (TypeError, ValueError):
         return str(value)
-    return f"{stamp} ({int(time.time() - float(value))}s ago)"
+    age = int(time.time() - float(value))
+    return f"{stamp} ({age}s ago)" if age >= 0 else f"{stamp} (in {-age}s)"
 
 
 def register(cli: click.Group) -> None:

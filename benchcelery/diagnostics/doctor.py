@@ -68,6 +68,7 @@ class DoctorReport:
     sentinel: SentinelHealth | None = None  # with a sentinel:// redis_queue (diagnostics/sentinel.py)
     # scheduler_events entries that are never scheduled (an unknown event type, a bad cron expression)
     hooks_warnings: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)  # queues paused by `bench queue pause`
 
     @property
     def healthy(self) -> bool:
@@ -224,6 +225,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
         stale_acks=int(r.get(keys.stale_acks) or 0),
         sentinel=ha,
         hooks_warnings=hooks_warnings(rt),
+        paused=sorted(q.decode() for q in r.smembers(keys.paused)),
     )
 
 
@@ -259,7 +261,8 @@ def render_text(report: DoctorReport) -> str:
             running = s.started.get(q, 0)
             age = s.oldest_age.get(q)
             oldest = f" (oldest waiting {age:.0f} s)" if n and age is not None else ""
-            lines.append(f"  - {q}: {n} pending{oldest}" + (f", {running} running" if running else ""))
+            paused = " (paused)" if q in report.paused else ""
+            lines.append(f"  - {q}{paused}: {n} pending{oldest}" + (f", {running} running" if running else ""))
         lines += ["", f"Failed jobs: {s.failed}"]
         if s.recovered:
             lines.append(f"Recovered jobs (their worker died): {s.recovered}")
@@ -285,6 +288,7 @@ def render_text(report: DoctorReport) -> str:
             f"{report.stale_acks} job(s) finished on a worker after their lease had lapsed (a stalled worker or a "
             "Redis outage longer than job_lease); they may have run twice"
         )
+    warnings += [f"queue {q} is paused: its jobs wait (bench queue resume {q})" for q in report.paused]
     if warnings:
         lines.append("Warnings:")
         lines += [f"  - {w}" for w in warnings]

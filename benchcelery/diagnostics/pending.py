@@ -34,6 +34,8 @@ class QueueCounts:
     started: int = 0
     oldest_age: float | None = None  # seconds the oldest waiting job (of the selected sites) has waited
     sites: dict[str, SiteCounts] | None = None  # --site all: per-site breakdown
+    scheduled: int = 0  # delayed: run later, or a retry's next attempt (jobs/later.py)
+    paused: bool = False  # bench queue pause
 
 
 @dataclass
@@ -94,9 +96,21 @@ def pending_report(rt: Runtime, sites: list[str] | None, verbose: bool = False) 
                 for s in fig.sites
             }
         report.queues.append(counts)
+    _lifecycle(rt, report, sites)
     if verbose:
         report.jobs, report.running = _verbose_jobs(rt, sites, queues)
     return report
+
+
+def _lifecycle(rt: Runtime, report: PendingReport, sites: list[str] | None) -> None:
+    """Add each queue's delayed jobs (of ``sites``) and whether it is paused."""
+    from benchcelery.jobs.scheduled import counts
+
+    scheduled = counts(rt, [q.name for q in report.queues])
+    paused = {q.decode() for q in rt.redis.smembers(rt.keys.paused)}
+    for q in report.queues:
+        q.scheduled = _sum(scheduled.get(q.name, {}), sites)
+        q.paused = q.name in paused
 
 
 def _verbose_jobs(
@@ -162,7 +176,8 @@ def _job_lines(running: list[dict[str, Any]], waiting: list[dict[str, Any]]) -> 
 
 
 def render_text(report: PendingReport) -> str:
-    """The guide's block, exactly; for the whole bench (--site all) each queue's counts are followed
+    """The guide's block, exactly (plus ``scheduled`` when jobs wait to run later and "(paused)" after
+    a paused queue's name); for the whole bench (--site all) each queue's counts are followed
     by a row per site; with --verbose, by its running jobs, then its waiting ones (next first)."""
     lines: list[str] = []
     waiting: dict[str, list[dict[str, Any]]] = {}
@@ -173,11 +188,13 @@ def render_text(report: PendingReport) -> str:
         running.setdefault(job["queue"], []).append(job)
     for q in report.queues:
         lines += [
-            f"Queue: {q.name}",
+            f"Queue: {q.name}" + (" (paused)" if q.paused else ""),
             f"  - pending: {q.pending}",
             f"  - failed: {q.failed}",
             f"  - started: {q.started}",
         ]
+        if q.scheduled:  # run later, or waiting for a retry
+            lines.append(f"  - scheduled: {q.scheduled}")
         lines += _site_rows(q)
         lines += _job_lines(running.get(q.name, []), waiting.get(q.name, []))
         lines.append("")

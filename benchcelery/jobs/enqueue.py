@@ -23,6 +23,7 @@ from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import kwargs_repr, push, uuid4_text
 from benchcelery.jobs.methods import method_name, resolve
 from benchcelery.jobs.model import Job
+from benchcelery.jobs.retry import header as retry_policy_header
 from benchcelery.runtime import Runtime, get_runtime
 
 logger = logging.getLogger("benchcelery.enqueue")
@@ -50,24 +51,24 @@ def enqueue(
     job_id: str | None = None,
     deduplicate: bool = False,
     at_front_when_starved: bool = False,
-    retry: int | None = None,
+    retry: Any = None,
     **kwargs: Any,
 ) -> Job | Any | None:
     """Enqueue ``method(**kwargs)`` for the current site (``benchcelery.init(site=...)``), with
     Frappe's ``frappe.enqueue`` signature (v15 and develop).
 
+    ``retry``: retries after a failure (a number, or ``Retry(max, interval, ...)``; jobs/retry.py);
+    None = the queue's default (``workers.<queue>.retry``).
     Returns the Job; the method's result when run inline (``now=True`` or ``is_async=False``);
     None when ``deduplicate`` found the same ``job_id`` queued or running, and when
     ``enqueue_after_commit`` holds the job until the enclosing job succeeds (outside a job it is
     pushed at once and returned). ``at_front_when_starved`` puts the job at the front when its queue
     already holds more than ``QUEUE_STARVATION_THRESHOLD`` waiting jobs. ``timeout`` 0 or None is the
-    queue's timeout. ``retry`` is refused (use ``bench jobs retry``).
+    queue's timeout.
     Raises ValidationError for bad input (nothing is published then).
     """
     if "async" in kwargs:  # Frappe's legacy spelling of is_async
         is_async = bool(kwargs.pop("async"))
-    if retry:
-        raise ValidationError("enqueue(retry=...) is not supported: retry a failed job with `bench jobs retry`")
     rt = get_runtime()
     site = _current_site()
     if deduplicate and not job_id:
@@ -84,6 +85,7 @@ def enqueue(
         job_id=job_id,
         on_success=on_success,
         on_failure=on_failure,
+        retry=retry,
         kwargs=kwargs,
     )
     if now or not is_async:
@@ -157,7 +159,7 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
         if {"job_id", "deduplicate", "now"} & item.keys():
             raise ValidationError("enqueue_many does not take job_id, deduplicate or now")
         method = item.pop("method")
-        args = {k: item.pop(k, None) for k in ("queue", "timeout", "event", "job_name", "at_front")}
+        args = {k: item.pop(k, None) for k in ("queue", "timeout", "event", "job_name", "at_front", "retry")}
         kwargs = item.pop("kwargs", None) or item
         prepared.append(
             _prepare(
@@ -169,6 +171,7 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
                 event=args["event"],
                 job_name=args["job_name"],
                 at_front=bool(args["at_front"]),
+                retry=args["retry"],
                 kwargs=kwargs,
             )
         )
@@ -210,7 +213,7 @@ def _claim(rt: Runtime, job_ids: list[str], deduplicate: bool) -> list[bool]:
     taken = [i for i, ok in enumerate(claimed) if not ok]
     current = rt.redis.mget([keys[i] for i in taken]) if taken and deduplicate else [None] * len(taken)
     for i, value in zip(taken, current, strict=True):
-        if value is None or value.decode() not in (registry.QUEUED, registry.STARTED):
+        if value is None or value.decode() not in registry.WAITING:
             rt.redis.set(keys[i], registry.QUEUED, ex=ttl)
             claimed[i] = True
     return claimed
@@ -235,6 +238,7 @@ def _prepare(
     job_id: str | None = None,
     on_success: str | Callable[..., Any] | None = None,
     on_failure: str | Callable[..., Any] | None = None,
+    retry: Any = None,
     kwargs: dict[str, Any],
 ) -> _Prepared:
     """Validate one job and build its ``apply_async`` options; raises ValidationError."""
@@ -267,6 +271,9 @@ def _prepare(
     }
     if job_id:
         headers["tracked"] = True
+    retry_header = retry_policy_header(retry)
+    if retry_header is not None:
+        headers["retry"] = retry_header
     job = Job(
         id=full_id,
         site=site,
@@ -326,7 +333,7 @@ def get_job_status(job_id: str) -> str | None:
 
 
 def is_job_enqueued(job_id: str) -> bool:
-    return get_job_status(job_id) in (registry.QUEUED, registry.STARTED)
+    return get_job_status(job_id) in registry.WAITING
 
 
 def get_job(job_id: str) -> Job | None:

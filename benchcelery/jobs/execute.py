@@ -26,13 +26,14 @@ from benchcelery.broker.celery_app import WORKER_LOST_RETRIES
 from benchcelery.broker.hooks import hooks as transport_hooks
 from benchcelery.context import local
 from benchcelery.errors import BenchError
-from benchcelery.jobs import registry
+from benchcelery.jobs import registry, retry
 from benchcelery.jobs.callbacks import run_callback
-from benchcelery.jobs.failures import notify_finished, record, record_malformed
+from benchcelery.jobs.failures import describe_exception, notify_finished, record, record_malformed
 from benchcelery.jobs.hooks import call_hook, job_hooks
 from benchcelery.jobs.methods import resolve
 from benchcelery.jobs.request import JobRequest, job_meta, running_tags, shutting_down
 from benchcelery.jobs.results import store_result
+from benchcelery.jobs.retrying import RetryScheduled
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")
@@ -110,6 +111,9 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
         # Not BaseException: SystemExit means its process is being stopped, by `jobs cancel
         # --terminate` (JobRequest.terminate records that) or by a cold shutdown (the job goes
         # back to its queue, so it is no failure).
+        again = _retry_decision(rt, meta, exc)
+        if again is not None:  # attempts left: the worker schedules the next one with the ack
+            raise RetryScheduled(*again) from exc
         record(meta, kwargs, exc, tb=traceback.format_exc())
         run_callback(rt, meta.get("on_failure"), meta, kwargs, exc=exc)
         raise
@@ -136,6 +140,15 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
                 callback()
         finally:
             local.reset()
+
+
+def _retry_decision(rt: Any, meta: dict[str, Any], exc: Exception) -> Any:
+    """A RetryScheduled when the job's retry policy (jobs/retry.py) allows another attempt, else None."""
+    workers = rt.settings.conf.get("workers") or {}
+    queue_default = (workers.get(meta["queue"]) or {}).get("retry") if isinstance(workers, dict) else None
+    if meta.get("retry") is None and queue_default is None and not isinstance(exc, retry.RetryJob):
+        return None
+    return retry.decide(exc, meta.get("retry"), queue_default, meta["attempts"], describe_exception(exc))
 
 
 def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> tuple[Any, float]:

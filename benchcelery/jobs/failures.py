@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded
@@ -121,6 +122,8 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
             rec["kwargs_cut"] = cut
         if raw is not None:
             rec["raw"] = raw[:RAW_CAP]
+        if meta.get("attempts"):  # a retried job: every attempt, this one last (jobs/retry.py)
+            rec["attempts"] = [*meta["attempts"], {"at": time.time(), "exception": rec["exception"]}]
         queue = meta.get("queue") or "default"
         registry.record_failure(
             rt.redis,

@@ -249,9 +249,22 @@ def _queued(info: dict[str, Any], queue: str, raw: bytes, key: str, position: in
 def find_job(rt: Runtime, job_id: str) -> Job | None:
     """The job with this full id, with its state; a tracked job that finished recently is "finished"."""
     job = lookup(rt, job_id)
+    if job is None:
+        job = _delayed(rt, job_id)
     if job is None and registry.get_status(rt.redis, rt.keys, job_id) == registry.FINISHED:
         return Job(id=job_id, site=registry.site_of(job_id), queue="", method="", state=registry.FINISHED)
     return job
+
+
+def _delayed(rt: Runtime, job_id: str) -> Job | None:
+    """The job waiting in the delayed set (run later, or its next attempt), or None."""
+    from benchcelery.jobs.scheduled import find
+
+    row = find(rt, job_id)
+    if row is None:
+        return None
+    extra = {"due": row.due, "attempts": row.attempts}
+    return Job(id=job_id, site=row.site, queue=row.queue, method=row.method, state=row.kind, extra=extra)
 
 
 def find_typed(rt: Runtime, job_id: str) -> Job | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from benchcelery.bench.keys import UNKNOWN_SITE
-from benchcelery.jobs import inspect, registry
+from benchcelery.jobs import inspect, registry, scheduled
 from benchcelery.jobs.model import Job
 
 if TYPE_CHECKING:
@@ -39,10 +39,22 @@ def list_jobs(
                     break
                 if keep(job):
                     out.append(job)
+    for kind in (registry.RETRYING, registry.SCHEDULED):  # soonest due first
+        if kind in states and len(out) < limit:
+            out += [_delayed(row) for row in scheduled.delayed_jobs(rt, kind, limit=10**9) if keep(_delayed(row))][
+                : limit - len(out)
+            ]
     if registry.FAILED in states and len(out) < limit:
         stray = [] if queues else [q for q in registry.failed_queue_names(r, keys) if q not in queue_list]
         out += _failed_newest_first(rt, queue_list + stray, wanted, limit - len(out), stray)
     return out[:limit]
+
+
+def _delayed(row: scheduled.DelayedJob) -> Job:
+    return Job(
+        id=row.job_id, site=row.site, queue=row.queue, method=row.method, state=row.kind,
+        extra={"due": row.due, "attempts": row.attempts},
+    )  # fmt: skip
 
 
 def _failed_newest_first(

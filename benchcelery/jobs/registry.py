@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     import redis
 
 QUEUED, STARTED, FINISHED, FAILED = "queued", "started", "finished", "failed"
+SCHEDULED, RETRYING = "scheduled", "retrying"  # waiting in the delayed set (broker/delayed.py)
+WAITING = (QUEUED, STARTED, SCHEDULED, RETRYING)  # what deduplicate counts as "in queue already"
 
 # Add one record and drop what is too old or over the cap, atomically.
 # KEYS: zset, hash. ARGV: id, score, record, oldest allowed score, cap.

@@ -19,6 +19,8 @@ from celery.worker.request import Request
 
 from benchcelery.jobs import durations
 from benchcelery.jobs.failures import record
+from benchcelery.jobs.retry import attempts_of
+from benchcelery.jobs.retrying import RetryScheduled, schedule_retry
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")
@@ -48,6 +50,8 @@ def job_meta(request: Any) -> dict[str, Any]:
         "on_failure": h("on_failure"),
         "timeout": (h("timelimit") or [None, None])[1],
         "redelivered": int(delivery.get("redelivered") or 0),  # times its lease lapsed (transport.py)
+        "retry": h("retry"),  # the job's retry policy (jobs/retry.py)
+        "attempts": attempts_of(h("attempts")),  # its earlier failed attempts
     }
 
 
@@ -137,7 +141,9 @@ class JobRequest(Request):
             # (broker/qos.py, QoS.restore_unacked) — neither retried nor recorded as failed.
             return
         exc = exc_info.exception
-        exc = getattr(exc, "exc", exc)
+        exc = getattr(exc, "exc", exc) if not isinstance(exc, RetryScheduled) else exc
+        if isinstance(exc, RetryScheduled):
+            schedule_retry(self, exc, lambda error: self._record(error, None))  # then Celery acks: that schedules it
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
         if isinstance(exc, WorkerLostError) and self._context.retries >= (self.task.max_retries or 0):
             self._record(exc, exc_info.traceback)

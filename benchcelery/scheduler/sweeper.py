@@ -14,6 +14,7 @@ import threading
 
 import redis
 
+from benchcelery.broker.delayed import Promoter
 from benchcelery.broker.delivery import SWEEP_INTERVAL, Delivery, Sweeper
 
 logger = logging.getLogger("benchcelery.scheduler")
@@ -29,6 +30,7 @@ class LeaseSweeper:
         self.stopped = threading.Event()
         self.outage = False  # the last sweep found Redis unreachable
         self._thread: threading.Thread | None = None
+        self._promoter: Promoter | None = None
 
     @property
     def running(self) -> bool:
@@ -40,10 +42,15 @@ class LeaseSweeper:
             return
         self._thread = threading.Thread(target=self._run, name="benchcelery-leases", daemon=True)
         self._thread.start()
+        # Delayed jobs and retries: this process moves them at least every second (workers when due).
+        self._promoter = Promoter(self.delivery.r, self.delivery.keys, refresh=1.0)
+        self._promoter.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the thread and wait for it (at most ``timeout`` s: a sweep in flight may be slow)."""
         self.stopped.set()
+        if self._promoter is not None:
+            self._promoter.stop()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)

@@ -36,6 +36,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     from benchcelery.worker.events import install_control_answers
     from benchcelery.worker.heartbeat import Heartbeat
     from benchcelery.worker.lookahead import Lookahead
+    from benchcelery.worker.promoter import Promote
 
     set_runtime(rt)
     rt.redis  # noqa: B018 - fail fast (exit 69) when Redis is unreachable
@@ -47,6 +48,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     app.steps["consumer"].add(Burst)
     app.steps["consumer"].add(Lookahead)
     app.steps["worker"].add(Heartbeat)
+    app.steps["worker"].add(Promote)  # delayed jobs and retries move to their queues (broker/delayed.py)
     install_control_answers()
     _nice_pool_processes(rt)
     kind = "worker-pool" if opts.concurrency > 1 else "worker"

@@ -11,7 +11,8 @@
 --   <p><queue>, <p><queue>\x06\x16<n>   lists   waiting messages, one per priority bucket
 --
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, then for each queue
---   (in ARGV's order): pending:<queue>, wake:<queue>, its lists in the order they are served.
+--   (in ARGV's order): pending:<queue>, wake:<queue>, its lists in the order they are served;
+--   last, <p>paused (set of paused queue names).
 -- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3..] queue names.
 --
 -- Priority buckets come first (bucket s of every queue, then bucket s + 1), then the queues'
@@ -20,13 +21,18 @@
 -- Returns false when every queue is empty, else {queue, delivery tag, message, earlier lapses}.
 --#include _now
 
+-- Paused queues (bench queue pause): the last key is <p>paused, the set of paused queue names;
+-- a paused queue is skipped (its jobs wait, still counted) and its wake tokens are cleared.
+local paused = {}
+for _, name in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do paused[name] = true end
+
 local nq = #ARGV - 2
-local steps = (#KEYS - 4) / nq - 2
+local steps = (#KEYS - 5) / nq - 2
 for s = 1, steps do
   for q = 1, nq do
     local base = 4 + (q - 1) * (steps + 2)
     local list = KEYS[base + 2 + s]
-    local item = redis.call('RPOP', list)
+    local item = (not paused[ARGV[2 + q]]) and redis.call('RPOP', list)
     if item then
       local tag, site = nil, '?'
       local ok, msg = pcall(cjson.decode, item)

@@ -27,7 +27,9 @@ from benchcelery.context import AttrDict as _dict
 from benchcelery.context import local
 from benchcelery.errors import ValidationError
 from benchcelery.jobs import enqueue as _jobs
+from benchcelery.jobs.later import enqueue_at, enqueue_in
 from benchcelery.jobs.model import Job
+from benchcelery.jobs.retry import RetryBackgroundJobError
 from benchcelery.jobs.rqjob import RQJob
 
 from ._clients import cache_client as _cache_client
@@ -40,11 +42,14 @@ IS_BENCHCELERY_STAND_IN = True
 
 __all__ = [
     "FrappeUnavailableError",
+    "RetryBackgroundJobError",
     "ValidationError",
     "_",
     "_dict",
     "cache",
     "enqueue",
+    "enqueue_at",
+    "enqueue_in",
     "get_site_config",
     "get_traceback",
     "local",

@@ -119,3 +119,15 @@ def has_realtime_permission(user: str, room: str) -> bool | None:
     if room.startswith("task_progress:"):
         return room.removeprefix("task_progress:").startswith(f"{user}-")
     return None
+
+
+def flaky(key: str, fails: int, error: str = "ValueError") -> None:
+    """Records the time of each run in ``test:<key>``; raises ``error`` (ValueError, KeyError,
+    RetryJob) for the first ``fails`` runs, then records "done"."""
+    r = get_runtime().redis
+    runs = r.rpush(f"test:{key}", json.dumps(time.time()))
+    if runs <= fails:
+        if error == "RetryJob":
+            raise benchcelery.RetryJob(in_seconds=1)
+        raise {"ValueError": ValueError, "KeyError": KeyError}[error](f"attempt {runs} failed")
+    _push(f"{key}:done", time.time())

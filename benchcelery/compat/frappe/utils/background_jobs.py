@@ -18,6 +18,8 @@ from benchcelery.context import local
 from benchcelery.errors import SiteNotSpecifiedError
 from benchcelery.jobs import enqueue as _jobs
 from benchcelery.jobs.enqueue import get_job_status, is_job_enqueued, run_inline
+from benchcelery.jobs.later import enqueue_at, enqueue_in
+from benchcelery.jobs.retry import RetryBackgroundJobError
 from benchcelery.jobs.rqjob import RQJob
 from benchcelery.runtime import get_runtime
 
@@ -27,8 +29,11 @@ from .._clients import queue_client
 __all__ = [
     "RQ_JOB_FAILURE_TTL",
     "RQ_RESULTS_TTL",
+    "RetryBackgroundJobError",
     "create_job_id",
     "enqueue",
+    "enqueue_at",
+    "enqueue_in",
     "execute_job",
     "generate_qname",
     "get_job",

@@ -1,0 +1,46 @@
+-- promote: move the delayed jobs that are due (run-later jobs, retries waiting for their next
+-- attempt) to their queues, in one step: no moment at which a due job is in neither place, and
+-- two movers racing cannot both move one (the second finds it gone). Any live worker and
+-- `bench schedule` run it (broker/delayed.py: when the earliest due time comes, and every few
+-- seconds). Its cost is O(due jobs), not O(delayed jobs): ZRANGEBYSCORE with LIMIT.
+--
+-- Key schema (<p> = the bench prefix; names in bench/keys.py):
+--   <p>delayed              zset    entry id -> due time (epoch s, Redis's clock)
+--   <p>delayed:data         hash    entry id -> JSON [list, queue, site, job id, kind, message, status key]
+--   <p>delayed:ids          hash    job id -> entry id
+--   <p>pending:<queue>      hash    site -> waiting jobs (incremented here, as a push does)
+--   <p>scheduled:<queue>    hash    site -> delayed jobs (decremented here)
+--   <p>wake:<queue>         list    wake tokens for idle workers (at most 64 per queue and call)
+--   the entry's list: the message is pushed on it exactly as enqueue would have pushed it (LPUSH)
+--
+-- KEYS[1] delayed, KEYS[2] delayed:data, KEYS[3] delayed:ids
+-- ARGV[1] batch size, ARGV[2] pending prefix (<p>pending:), ARGV[3] wake prefix (<p>wake:),
+--   ARGV[4] scheduled prefix (<p>scheduled:)
+-- Returns {jobs moved, the earliest due time left (string) or false, Redis's now (string)}.
+--#include _now
+
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local wakes = {}
+local moved = 0
+for _, id in ipairs(ids) do
+  local raw = redis.call('HGET', KEYS[2], id)
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  if raw then
+    local e = cjson.decode(raw)
+    redis.call('LPUSH', e[1], e[6])
+    redis.call('HINCRBY', ARGV[2] .. e[2], e[3], 1)
+    redis.call('HINCRBY', ARGV[4] .. e[2], e[3], -1)
+    if redis.call('HGET', KEYS[3], e[4]) == id then redis.call('HDEL', KEYS[3], e[4]) end
+    if e[7] ~= '' and redis.call('EXISTS', e[7]) == 1 then redis.call('SET', e[7], 'queued', 'KEEPTTL') end
+    wakes[e[2]] = (wakes[e[2]] or 0) + 1
+    moved = moved + 1
+  end
+end
+for queue, n in pairs(wakes) do
+  local tokens = {}
+  for i = 1, math.min(n, 64) do tokens[i] = '' end
+  redis.call('LPUSH', ARGV[3] .. queue, unpack(tokens))
+end
+local nxt = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return {moved, nxt[2] or false, tostring(now)}
