@@ -20,6 +20,13 @@ TITLES = {
     "poison": "(g) one bad element of each kind pushed into a queue",
     "retry": "(h) `bench jobs retry` of a job that fails again within a second",
     "cold": "(i) cold shutdown (second SIGTERM) while a job runs",
+    "oom": "(j) Redis at `maxmemory` (noeviction) mid-drain; long, failing and job_id jobs in flight; "
+    "`bench schedule` ticking",
+    "empty-restart": "(k) Redis without persistence SIGKILLed and restarted empty; a long job running, "
+    "`bench schedule` ticking",
+    "stall-held": "(l) SIGSTOP of a `bench worker` main process past its lease while it holds a job ahead",
+    "pool-retake": "(m) SIGSTOP of a `worker-pool 2` main process past its lease during its own long job; "
+    "its other process takes the job again",
 }
 
 TARGETS = {
@@ -36,6 +43,10 @@ TARGETS = {
     "poison": "each recorded, 0 worker exits",
     "retry": "the new failure record stays",
     "cold": "the job in exactly one place (its queue), no failed record",
+    "oom": "0 lost, 0 ran twice, every failure recorded, job_id jobs run; schedule and doctor ride it out",
+    "empty-restart": "scheduler goes on; new jobs 0 lost; the long job's finish not counted stale",
+    "stall-held": "the held job runs once",
+    "pool-retake": "the second run keeps its in-flight record; the first run's finish counted",
 }
 
 
@@ -64,6 +75,17 @@ def _recover(name: str, r: dict[str, Any]) -> str:
         return (
             f"100 new jobs enqueued 3 s after the restart: first ran {num(r.get('resumed_s'), 2)} s after, "
             f"all {num(r.get('new_jobs_done_s'))} s after"
+        )
+    if name == "oom":
+        doctor = r.get("doctor_during_oom") or {}
+        return (
+            f"all done {num(r.get('recover_s'))} s after memory freed; schedule alive {r.get('schedule_alive')}, "
+            f"doctor exit {doctor.get('exit')} (OOM finding {doctor.get('oom_finding')})"
+        )
+    if name == "empty-restart":
+        return (
+            f"new jobs ran {num(r.get('resumed_s'), 2)} s after; schedule ticked again "
+            f"{num(r.get('schedule_tick_after_restart_s'))} s after (alive {r.get('schedule_alive')})"
         )
     if name in ("crash-always", "crash-everysec"):
         return f"resumed {num(r.get('resumed_s'))} s after the restart; all done {num(r.get('recover_s'))} s after"
@@ -107,7 +129,31 @@ def _verdict(name: str, r: dict[str, Any]) -> str:
         ok = ok and r["lost"] == 0
     elif name == "cold":
         ok = ok and r.get("one_place") == r["jobs"] and r["lost"] == 0
+    else:
+        ok = ok and _verdict3(name, r)
     return "PASS" if ok else "**FAIL**"
+
+
+def _verdict3(name: str, r: dict[str, Any]) -> bool:
+    if name == "oom":
+        doctor = r.get("doctor_during_oom") or {}
+        return bool(
+            r["lost"] == 0
+            and r["ran_twice"] == 0
+            and r.get("failing_recorded") == r.get("failing_jobs")
+            and r.get("tracked_ran") == r.get("tracked_jobs")
+            and r.get("schedule_alive")
+            and doctor.get("exit") == 1
+            and doctor.get("oom_finding")
+            and doctor.get("full_report")
+        )
+    if name == "empty-restart":
+        return bool(r.get("schedule_alive") and r.get("new_jobs_lost") == 0 and r.get("stale_acks") == 0)
+    if name == "stall-held":
+        return bool(r["lost"] == 0 and r.get("held_ran_twice") == 0 and r.get("held_at_stops"))
+    if name == "pool-retake":
+        return bool(r["lost"] == 0 and r.get("retaken") and r.get("second_run_samples_without_record") == 0)
+    return True
 
 
 def markdown(data: dict[str, Any]) -> str:
