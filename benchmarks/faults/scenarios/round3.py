@@ -104,11 +104,15 @@ def sc_oom(w: World, jobs: int, oom_s: float) -> dict[str, Any]:
         schedule_ticks_during_oom=ticks_during,
         schedule_ticked_after=ticks_after is not None,
         doctor_during_oom=doctor,
-        lost_acks=int(w.b.get(w.keys.lost_acks) or 0),
+        lost_acks=_lost_acks(w),
         recover_s=None if settle_s is None else round(time.monotonic() - freed, 1),
         worker_exits=list(w.exits),
     )
     return out
+
+
+def _lost_acks(w: World) -> int:
+    return int(w.b.get(w.keys.lost_acks) or 0)
 
 
 def _recorded(w: World) -> set[int]:
@@ -125,13 +129,14 @@ def sc_empty_restart(w: World, jobs: int) -> dict[str, Any]:
     hooks = _ticking(w, 3)
     long_n = 50_000
     ids = list(range(jobs))
-    enqueue(w, [long_n], ms=20_000)
-    enqueue(w, ids, ms=20)
     pool = w.spawn("pool", "empty-pool")
     beat = _spawn(w, "empty-schedule", "schedule")
     try:
-        wait_until(lambda: starts(w, long_n) >= 1 and w.c.llen("ticks") >= 1, 60, 0.05)
-        wait_until(lambda: int(w.c.get("count") or 0) >= jobs // 3, 120, 0.01)
+        wait_until(lambda: w.c.llen("ticks") >= 1, 60, 0.05)  # the scheduler is up (its runs reach the pool)
+        enqueue(w, [long_n], ms=20_000)
+        enqueue(w, ids, ms=20)
+        wait_until(lambda: starts(w, long_n) >= 1, 60, 0.05)
+        wait_until(lambda: len(set(runs(w)) & set(ids)) >= jobs // 3, 120, 0.01)
         w.kill_broker()
         time.sleep(1.0)
         w.start_broker([], fresh=False)  # no persistence: empty
@@ -159,7 +164,7 @@ def sc_empty_restart(w: World, jobs: int) -> dict[str, Any]:
         "ran_twice": old["ran_twice"] + fresh["ran_twice"],
         "long_job_runs": runs(w).get(long_n, 0),
         "stale_acks": fresh["stale_acks"],
-        "lost_acks": int(w.b.get(w.keys.lost_acks) or 0),
+        "lost_acks": _lost_acks(w),
         "resumed_s": resumed,
         "schedule_alive": schedule_alive,
         "schedule_tick_after_restart_s": tick_again_s,
@@ -238,7 +243,7 @@ def sc_stall_held(w: World, reps: int, stall_s: float) -> dict[str, Any]:
         held_ran_twice=len(held_all & set(out["ran_twice_ids"])),
         running_at_stops=len(running_all),
         ran_twice_not_running=len(set(out["ran_twice_ids"]) - running_all),
-        lost_acks=int(w.b.get(w.keys.lost_acks) or 0),
+        lost_acks=_lost_acks(w),
         trials=trials,
         worker_exits=list(w.exits),
     )
@@ -266,7 +271,7 @@ def sc_pool_retake(w: World, job_s: float, stall_s: float) -> dict[str, Any]:
         samples = 0
         deadline = time.monotonic() + job_s + 30
         while time.monotonic() < deadline and runs(w).get(n, 0) < 2 and retaken is not None:
-            if w.c.hlen("running") and runs(w).get(n, 0) >= 1:
+            if runs(w).get(n, 0) == 1 and starts(w, n) >= 2:  # the first run finished, the second goes on
                 samples += 1
                 if not w.b.hlen(w.keys.inflight) or not w.b.zcard(w.keys.leases):
                     gaps += 1
@@ -283,7 +288,7 @@ def sc_pool_retake(w: World, job_s: float, stall_s: float) -> dict[str, Any]:
         starts=starts(w, n),
         second_run_samples_after_first_finished=samples,
         second_run_samples_without_record=gaps,
-        lost_acks=int(w.b.get(w.keys.lost_acks) or 0),
+        lost_acks=_lost_acks(w),
         worker_exits=list(w.exits),
     )
     return out
