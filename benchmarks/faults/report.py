@@ -238,6 +238,18 @@ METHOD = """## Method
   `worker`) during the freeze; it must start exactly once.
 - (g) Elements are pushed with `LPUSH bc:<bench>:default\\x06\\x163`; envelope-based ones are real
   messages made by `enqueue_many` and altered; a valid job is queued behind them.
+- (j) Two long jobs, 20 jobs that fail after 1.5 s and 20 with a `job_id` go first, then short ones,
+  on `worker-pool 2` + `worker`, with `bench schedule` ticking an `all` job every 5 s; once the long
+  ones and a few slow ones run, `CONFIG SET maxmemory` (half of what Redis uses, noeviction) for the
+  OOM time, `bench doctor --no-db` run in the middle of it, then `maxmemory 0`. (k) AOF off; the
+  broker is SIGKILLed once a third of the jobs ran (a 20 s job running), restarted empty 1 s later;
+  100 new jobs are enqueued; `stale_acks` must stay 0 (the long job ran once; its finish is counted
+  in `lost_acks`). (l) A `bench worker` runs 150 ms jobs (so it holds the next one ahead); its main
+  process is SIGSTOPped at a moment it runs one and holds one (read from `inflight` and the
+  counter's `running`), a second worker takes over, SIGCONT after the stall. (m) One 50 s job on a
+  `worker-pool 2`; a `bench worker --queue short` only sweeps; the pool's main process is
+  SIGSTOPped 40 s; while the second run goes on after the first one finished, `inflight` and
+  `leases` are sampled every 0.5 s.
 - Numbers are from one run on a shared 2-core machine: times vary with the load (the lease
   timings themselves are Redis's clock and do not).
 """
