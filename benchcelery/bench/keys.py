@@ -22,12 +22,15 @@ benchcelery's own:
 ``<p>wake:<queue>``                 list    one token per push; idle workers block on it (BRPOP)
                                             and then take a job with the fetch script
 ``<p>inflight``                     hash    delivery tag -> JSON [owner token, list, taken at,
-                                            site, queue] of each taken job (see delivery.py)
+                                            site, queue, message tag] of each taken job
+                                            (see delivery.py)
 ``<p>leases``                       zset    delivery tag -> lease expiry (epoch s); renewed by
                                             the live worker, recovered by anyone once lapsed
-``<p>redeliveries``                 hash    delivery tag -> times its lease lapsed (poison guard)
+``<p>redeliveries``                 hash    message tag -> times its lease lapsed (poison guard)
 ``<p>recovered:<queue>``            hash    site -> jobs put back after their worker died
 ``<p>stale_acks``                   string  finishes reported by a worker whose lease had lapsed
+``<p>lost_acks``                    string  finishes of takes Redis had no record of (restarted
+                                            without its data, or put back and finished elsewhere)
 ``<p>failed:<queue>``               zset    job id -> failure time (failed-job registry)
 ``<p>failed:<queue>:data``          hash    job id -> JSON failure record
 ``<p>failed_queues``                set     every queue a failure was recorded under (a forged
@@ -139,6 +142,10 @@ class Keys:
     @property
     def stale_acks(self) -> str:
         return f"{self.prefix}stale_acks"
+
+    @property
+    def lost_acks(self) -> str:
+        return f"{self.prefix}lost_acks"
 
     def wake(self, queue: str) -> str:
         return f"{self.prefix}wake:{queue}"

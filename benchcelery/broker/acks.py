@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from benchcelery.broker.delivery import Delivery
+from benchcelery.broker.delivery import STALE, UNKNOWN, Delivery
 
 logger = logging.getLogger("benchcelery.broker.delivery")
 
@@ -111,11 +111,18 @@ class PendingAcks:
                 pipe.execute(raise_on_error=False)
 
 
-def report(tag: str, done: bool) -> None:
-    """Log an ack that came too late: the job's lease had lapsed and it went back to its queue."""
-    if not done:
+def report(tag: str, outcome: int) -> None:
+    """Log an ack that did not apply: the job's lease had lapsed and it went back to its queue
+    (STALE), or Redis had no record of it (UNKNOWN)."""
+    if outcome == STALE:
         logger.error(
             "Job %s finished after its lease had lapsed and it was put back in its queue "
             "(counted in stale_acks; doctor shows it)",
+            tag,
+        )
+    elif outcome == UNKNOWN:
+        logger.warning(
+            "Job %s finished, but Redis had no record of it in flight: Redis restarted without its data, or "
+            "its lease lapsed and it already finished elsewhere (counted in lost_acks; doctor shows it)",
             tag,
         )

@@ -12,7 +12,12 @@ Redis with ``appendfsync always``) can leave a job in two places or in none:
 - **ack** / **restore** act only while the caller's owner token is still the job's owner. A worker
   that was stalled past its lease (its job recovered and perhaps taken by another worker) cannot
   remove or re-queue the new holder's job: its late finish is counted in ``stale_acks`` and
-  logged, and the job's message stays with its new holder.
+  logged, and the job's message stays with its new holder. A finish of a take Redis has no
+  record of (Redis restarted without its data, or the job was put back and finished elsewhere)
+  is counted in ``lost_acks``.
+- A job taken again after its lease lapsed gets a fresh delivery tag (its owner token), so the
+  late finish of its first run can never match, and remove, the in-flight record of the second,
+  even in the same process.
 - **recover** puts every job whose lease lapsed back at the front of its queue (any live worker and
   ``bench schedule`` run it every few seconds), counts it per site in ``recovered:<queue>`` and per
   job in ``redeliveries`` (``max_redeliveries`` fails a job whose workers keep dying).
@@ -22,6 +27,10 @@ blocks on those lists (BRPOP with a timeout) before running fetch; fetch clears 
 queues it found empty, so stale tokens cost at most one extra fetch.
 
 Times are Redis's own clock (``TIME``), so workers on hosts with skewed clocks agree on leases.
+
+Out of memory (``maxmemory`` reached under ``noeviction``): fetch and recover are refused as a
+whole before they take or move anything; renew, ack and restore always run (scripts.py), so a
+live job keeps its lease, and no job of a live worker is put back, while Redis is full.
 The scripts' Lua, with the KEYS, ARGV and keys of each, is in ``lua/*.lua`` (scripts.py reads it).
 """
 
@@ -48,6 +57,7 @@ logger = logging.getLogger("benchcelery.broker.delivery")
 DEFAULT_LEASE = 30  # seconds; config ``job_lease``
 SWEEP_INTERVAL = 5.0  # seconds between recovery sweeps of one process
 RECOVER_BATCH = 200
+ACKED, STALE, UNKNOWN = 1, -1, -2  # replies of the ack script
 
 
 @dataclass(frozen=True)
@@ -109,16 +119,23 @@ class Delivery:
     def ack_command(self, tag: str, token: str) -> list[Any]:
         """The command of ``ack``, for a caller that sends it itself (with the worker's next poll) and
         passes the reply to ``acked`` (a NoScriptError reply: call ``ack``, which loads the script)."""
-        keys = [*self._fixed, self.keys.stale_acks]
+        keys = [*self._fixed, self.keys.stale_acks, self.keys.lost_acks]
         return ["EVALSHA", self._ack.sha, len(keys), *keys, tag, token]
 
     @staticmethod
-    def acked(reply: Any) -> bool:
-        return int(reply) == 1
+    def acked(reply: Any) -> int:
+        """ACKED, STALE (the lease had lapsed: counted in stale_acks) or UNKNOWN (Redis had no
+        record of the take: counted in lost_acks)."""
+        return int(reply)
 
-    def ack(self, tag: str, token: str) -> bool:
-        """Forget a finished job; False when ``token`` no longer owns it (its lease had lapsed)."""
-        return int(self._ack(keys=[*self._fixed, self.keys.stale_acks], args=[tag, token])) == 1
+    def ack(self, tag: str, token: str) -> int:
+        """Forget a finished job: ACKED, STALE or UNKNOWN (see ``acked``)."""
+        keys = [*self._fixed, self.keys.stale_acks, self.keys.lost_acks]
+        return int(self._ack(keys=keys, args=[tag, token]))
+
+    def owns(self, tag: str, token: str) -> bool:
+        """Whether ``token`` still owns the job, with its lease renewed now (a renewal of that one job)."""
+        return not self.renew({tag: token})
 
     def restore(self, tag: str, token: str, front: bool = True) -> bool:
         """Put a job back in its queue (front: taken next); False when ``token`` no longer owns it."""
@@ -222,7 +239,7 @@ class LeaseKeeper(threading.Thread):
     during a warm shutdown too; renewals stop only when the process stops (or stalls).
 
     ``holders`` are objects (transport channels) with ``delivery``, ``held()`` -> {tag: token}
-    and ``lost(tags)``; a process that holds no jobs (``bench schedule``) passes none and the
+    and ``renewed(held, lost tags, started)``; a process that holds no jobs (``bench schedule``) passes none and the
     ``delivery`` to sweep with.
     """
 
@@ -246,9 +263,9 @@ class LeaseKeeper(threading.Thread):
             if delivery is None:
                 return
             for holder in holders:
-                lost = holder.delivery.renew(holder.held())
-                if lost:
-                    holder.lost(lost)
+                held = holder.held()
+                lost = holder.delivery.renew(held)
+                holder.renewed(held, lost, started)
         except Exception as exc:  # Redis down, paused, failing over: keep trying
             self.sweeper.lost_contact()
             logger.warning("Could not renew job leases: %s", exc)
@@ -259,6 +276,6 @@ class LeaseKeeper(threading.Thread):
 
 def decode_meta(raw: bytes | str) -> dict[str, Any]:
     """An ``inflight`` value -> {token, worker, list, taken_at, site, queue}."""
-    token, list_key, taken, site, queue = json.loads(raw)
+    token, list_key, taken, site, queue = json.loads(raw)[:5]
     worker = token_owner(token)
     return {"token": token, "worker": worker, "list": list_key, "taken_at": float(taken), "site": site, "queue": queue}

@@ -39,6 +39,11 @@ class QoS(kombu_redis.QoS):
         finally:
             virtual.QoS.ack(self, delivery_tag)
 
+    def forget(self, delivery_tag: str) -> None:
+        """A held job that is no longer ours (its lease lapsed): dropped without an ack or a restore."""
+        self.channel.drop(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
     def restore_unacked(self, client: Any = None) -> list[Any]:
         """Give back the jobs this channel took that will not run here: every one when the worker
         shuts down (prefetched ones; running ones have finished by then, or a cold shutdown stopped

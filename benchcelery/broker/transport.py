@@ -89,6 +89,9 @@ class Channel(kombu_redis.Channel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tokens: dict[str, str] = {}
+        # tag -> monotonic time until which its lease is surely ours (taken or renewed since)
+        self._fresh: dict[str, float] = {}
+        self._lost: set[str] = set()  # tags a renewal said are no longer ours (not renewed again)
         self._acks = PendingAcks(lambda: self.delivery)
         self._fetch_queues: list[str] = []
         self._fetch_token = ""
@@ -297,27 +300,73 @@ class Channel(kombu_redis.Channel):
         info["redelivered"] = taken.lapses  # the job engine fails a job whose workers keep dying
         info["routing_key"] = taken.queue  # where it waited, whatever the element claims
         self._tokens[taken.tag] = token
+        self._fresh[taken.tag] = monotonic() + self.job_lease / 2
         return message
 
     # --- finishing (called by QoS; fenced by the owner token) ---
     def held(self) -> dict[str, str]:
         """What the lease thread renews: running jobs and finished ones whose ack has not been
-        applied yet. On a closed channel (its connection was lost) those acks are retried here."""
+        applied yet, except those a renewal found lost. On a closed channel (its connection was
+        lost) those acks are retried here."""
         if self.closed and self._acks.unapplied():
             self.flush_acks()
-        return {**dict(self._tokens), **self._acks.held()}
+        held = {**dict(self._tokens), **self._acks.held()}
+        for tag in self._lost & held.keys():
+            del held[tag]
+        return held
+
+    def renewed(self, held: dict[str, str], lost: list[str], started: float) -> None:
+        """The lease thread renewed ``held`` in a call that began at ``started`` (monotonic):
+        those not ``lost`` are surely ours for half a lease from then."""
+        until = started + self.job_lease / 2
+        for tag in held.keys() - set(lost):
+            if tag in self._tokens:
+                self._fresh[tag] = until
+        self.lost(lost)
 
     def lost(self, tags: list[str]) -> None:
         for tag in tags:
-            if self._tokens.get(tag):
+            if self._tokens.get(tag) and tag not in self._lost:
+                self._lost.add(tag)
                 logger.error(
                     "The lease of job %s lapsed while this worker held it (the worker was stalled or cut off "
-                    "from Redis): it was put back in its queue and may run elsewhere too",
+                    "from Redis): it was put back in its queue; if it has not started here it will not",
                     tag,
                 )
 
+    def may_start(self, tag: str) -> bool:
+        """Whether a job this channel holds may start now: its lease is surely still ours (taken
+        or renewed less than half a lease ago), or a renewal of it now says so. A job that is no
+        longer ours (a worker stalled, or cut off from Redis, while it held the job ahead) is
+        forgotten here, without an ack: its new holder runs it, or its lease brings it back."""
+        token = self._tokens.get(tag)
+        if token and tag not in self._lost:
+            if monotonic() < self._fresh.get(tag, 0.0):
+                return True
+            try:
+                if self.delivery.owns(tag, token):
+                    self._fresh[tag] = monotonic() + self.job_lease / 2
+                    return True
+            except Exception as exc:  # Redis unreachable: unknown, so not started; the lease decides
+                logger.warning("Could not check the lease of job %s before starting it: %s", tag, exc)
+        logger.error(
+            "Job %s was not started: its lease lapsed while this worker held it (stalled or cut off from "
+            "Redis); it was, or will be, put back in its queue and runs once elsewhere",
+            tag,
+        )
+        self.drop(tag)
+        return False
+
+    def drop(self, tag: str) -> None:
+        """Forget a job without acknowledging it (it is not ours anymore)."""
+        self._tokens.pop(tag, None)
+        self._fresh.pop(tag, None)
+        self._lost.discard(tag)
+
     def finish(self, tag: str) -> None:
         token = self._tokens.pop(tag, None)
+        self._fresh.pop(tag, None)
+        self._lost.discard(tag)
         if not token:
             return
         if tag in self._on_ack:  # a failed job with attempts left: its ack schedules the next one
@@ -371,6 +420,8 @@ class Channel(kombu_redis.Channel):
 
     def give_back(self, tag: str, front: bool = True) -> None:
         token = self._tokens.pop(tag, None)
+        self._fresh.pop(tag, None)
+        self._lost.discard(tag)
         if token:
             self.delivery.restore(tag, token, front=front)
 

@@ -54,6 +54,7 @@ class RedisHealth:
     persistence: str = ""  # aof / rdb / none; "" when CONFIG was refused and AOF is off
     info_permitted: bool = True  # False: INFO was refused (an ACL user), so memory and policy are unknown
     warnings: list[str] = field(default_factory=list)
+    out_of_memory: str = ""  # the finding when Redis is at maxmemory (its writes are refused)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class DoctorReport:
     redis: RedisHealth
     problems: list[str]
     stale_acks: int = 0  # finishes of jobs whose lease had lapsed (delivery.py)
+    lost_acks: int = 0  # finishes of takes Redis had no record of (restarted without its data, ...)
     sentinel: SentinelHealth | None = None  # with a sentinel:// redis_queue (diagnostics/sentinel.py)
     # scheduler_events entries that are never scheduled (an unknown event type, a bad cron expression)
     hooks_warnings: list[str] = field(default_factory=list)
@@ -109,6 +111,15 @@ def redis_health(r: redis.Redis, url: str) -> RedisHealth:
         health.warnings.append(
             f"maxmemory-policy is {health.maxmemory_policy}: Redis may evict queued jobs; use noeviction"
         )
+    used, limit = int(info.get("used_memory") or 0), int(info.get("maxmemory") or 0)
+    if limit and used >= limit and health.maxmemory_policy == "noeviction":
+        health.out_of_memory = (
+            f"Redis is out of memory ({info.get('used_memory_human')} used, maxmemory "
+            f"{info.get('maxmemory_human')}, noeviction): enqueues and job takes are refused until memory "
+            "frees; running jobs keep their leases, finish and record their failures"
+        )
+    elif limit and used >= 0.9 * limit:
+        health.warnings.append(f"Redis uses {used * 100 // limit} % of its maxmemory: at 100 % enqueues are refused")
     if health.persistence == "none":
         health.warnings.append("persistence is off (no AOF, no RDB): queued jobs are lost when Redis restarts")
     return health
@@ -165,7 +176,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
     started_jobs = inspect.started_jobs(r, keys)
     hard_limits = {q.name: q.hard_limit for q in rt.settings.queues.values()}
 
-    problems: list[str] = []
+    problems: list[str] = [redis_info.out_of_memory] if redis_info.out_of_memory else []
     reports = []
     for site in sites:
         conf = bench.merged_config(site)
@@ -223,6 +234,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
         redis=redis_info,
         problems=problems + (ha.problems if ha else []),
         stale_acks=int(r.get(keys.stale_acks) or 0),
+        lost_acks=int(r.get(keys.lost_acks) or 0),
         sentinel=ha,
         hooks_warnings=hooks_warnings(rt),
         paused=sorted(q.decode() for q in r.smembers(keys.paused)),
@@ -285,8 +297,13 @@ def render_text(report: DoctorReport) -> str:
     warnings = list(r.warnings) + report.hooks_warnings
     if report.stale_acks:
         warnings.append(
-            f"{report.stale_acks} job(s) finished on a worker after their lease had lapsed (a stalled worker or a "
-            "Redis outage longer than job_lease); they may have run twice"
+            f"{report.stale_acks} job(s) finished on a worker after their lease had lapsed and they were put back "
+            "(a stalled worker or a Redis outage longer than job_lease); they may have run twice"
+        )
+    if report.lost_acks:
+        warnings.append(
+            f"{report.lost_acks} job(s) finished on a worker when Redis no longer had them in flight: Redis restarted "
+            "without its data (they ran once), or their lease lapsed and they already finished elsewhere (twice)"
         )
     warnings += [f"queue {q} is paused: its jobs wait (bench queue resume {q})" for q in report.paused]
     if warnings:

@@ -28,7 +28,7 @@ from benchcelery.context import local
 from benchcelery.errors import BenchError
 from benchcelery.jobs import registry, retry
 from benchcelery.jobs.callbacks import run_callback
-from benchcelery.jobs.failures import describe_exception, notify_finished, record, record_malformed
+from benchcelery.jobs.failures import RECORD_WAIT, describe_exception, notify_finished, record, record_malformed
 from benchcelery.jobs.hooks import call_hook, job_hooks
 from benchcelery.jobs.methods import resolve
 from benchcelery.jobs.request import JobRequest, job_meta, running_tags, shutting_down
@@ -95,7 +95,7 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
     keys = rt.keys
     if meta["tracked"]:
         # Overwritten when the job ends; the expiry only guards against a status outliving its job.
-        r.set(keys.job_status(meta["job_id"]), registry.STARTED, ex=int(meta["timeout"] or 7200) + 3600)
+        _set_status(r, keys.job_status(meta["job_id"]), registry.STARTED, int(meta["timeout"] or 7200) + 3600)
     local.site = meta["site"]
     local.conf = conf
     local.user = meta["user"]
@@ -114,12 +114,12 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
         again = _retry_decision(rt, meta, exc)
         if again is not None:  # attempts left: the worker schedules the next one with the ack
             raise RetryScheduled(*again) from exc
-        record(meta, kwargs, exc, tb=traceback.format_exc())
+        record(meta, kwargs, exc, tb=traceback.format_exc(), wait=RECORD_WAIT)
         run_callback(rt, meta.get("on_failure"), meta, kwargs, exc=exc)
         raise
     else:
         if meta["tracked"]:
-            r.set(keys.job_status(meta["job_id"]), registry.FINISHED, ex=rt.settings.number("rq_results_ttl"))
+            _set_status(r, keys.job_status(meta["job_id"]), registry.FINISHED, rt.settings.number("rq_results_ttl"))
         # The duration histogram of a job that succeeded is written by the worker's main process,
         # in the same write as the job's ack (request.py, JobRequest.send_event): no round trip here.
         for callback in (local.job or {}).get("on_commit", []):
@@ -149,6 +149,20 @@ def _retry_decision(rt: Any, meta: dict[str, Any], exc: Exception) -> Any:
     if meta.get("retry") is None and queue_default is None and not isinstance(exc, retry.RetryJob):
         return None
     return retry.decide(exc, meta.get("retry"), queue_default, meta["attempts"], describe_exception(exc))
+
+
+# A status write runs even when Redis is out of memory (maxmemory under noeviction): the key exists
+# (queued) and keeps its size, and a job must neither fail for want of its status nor keep a stale
+# "queued"/"started" that blocks its next enqueue (deduplicate).
+_SET_STATUS = "#!lua flags=allow-oom\nreturn redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])"
+
+
+def _set_status(r: Any, key: str, status: str, ttl: int) -> None:
+    """Write a job's status; never raises (the job runs, or its outcome stands, either way)."""
+    try:
+        r.eval(_SET_STATUS, 1, key, status, int(ttl))
+    except Exception as exc:
+        logger.warning("Could not write status %s of %s: %s", status, key, exc)
 
 
 def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> tuple[Any, float]:

@@ -14,6 +14,7 @@ import os
 import time
 from typing import Any
 
+import redis
 from billiard.exceptions import SoftTimeLimitExceeded
 from celery.exceptions import TimeLimitExceeded
 
@@ -22,6 +23,8 @@ from benchcelery.jobs import durations, registry, safe
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")
+
+RECORD_WAIT = 600.0  # s a pool process keeps trying to record its job's failure before giving up
 
 # What one failure record keeps at most (a failing job with 10 MB of arguments must not write a
 # 30 MB record, nor make every page that lists failures read it).
@@ -103,8 +106,15 @@ def _capped_kwargs(kwargs: Any) -> tuple[Any, str | None]:
     return None, cap_text(text, KWARGS_HEAD)
 
 
-def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None, raw: str | None = None) -> None:
-    """Write the failure to the registry; never raises (a worker must keep running)."""
+def record(
+    meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None, raw: str | None = None, wait: float = 0.0
+) -> None:
+    """Write the failure to the registry; never raises (a worker must keep running).
+
+    ``wait``: for that long, a registry write that fails (Redis unreachable) is tried again before
+    this returns; the pool process passes RECORD_WAIT, so its job, not yet acknowledged, stays in
+    flight (leased) until its failure is recorded. The registry write runs even when Redis is out
+    of memory (registry.py)."""
     try:
         rt = get_runtime()
         fields = {k: meta.get(k) for k in ("site", "queue", "method", "event", "user", "job_name", "worker")}
@@ -125,21 +135,33 @@ def record(meta: dict[str, Any], kwargs: Any, exc: BaseException, tb: str | None
         if meta.get("attempts"):  # a retried job: every attempt, this one last (jobs/retry.py)
             rec["attempts"] = [*meta["attempts"], {"at": time.time(), "exception": rec["exception"]}]
         queue = meta.get("queue") or "default"
-        registry.record_failure(
-            rt.redis,
-            rt.keys,
-            queue,
-            rec,
-            limit=rt.settings.number("rq_failed_jobs_limit"),
-            ttl=rt.settings.number("rq_job_failure_ttl"),
-        )
-        if meta.get("tracked"):
-            rt.redis.delete(rt.keys.job_status(meta["job_id"]))
-        name = meta.get("worker")
-        if name:
-            rt.redis.hincrby(rt.keys.worker(name), "failed", 1)
-        durations.record(rt.redis, rt.keys, meta)  # failed runs count in the duration histogram too
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                registry.record_failure(
+                    rt.redis,
+                    rt.keys,
+                    queue,
+                    rec,
+                    limit=rt.settings.number("rq_failed_jobs_limit"),
+                    ttl=rt.settings.number("rq_job_failure_ttl"),
+                )
+                break
+            except redis.RedisError as err:
+                if time.monotonic() >= deadline:
+                    raise
+                logger.warning("Could not record the failure of job %s yet, trying again: %s", meta.get("job_id"), err)
+                time.sleep(1.0)
         logger.info("Recorded the failure of job %s (%s): %s", meta.get("job_id"), meta.get("method"), rec["exception"])
+        try:  # counters only (refused while Redis is out of memory): the record is written
+            if meta.get("tracked"):
+                rt.redis.delete(rt.keys.job_status(meta["job_id"]))
+            name = meta.get("worker")
+            if name:
+                rt.redis.hincrby(rt.keys.worker(name), "failed", 1)
+            durations.record(rt.redis, rt.keys, meta)  # failed runs count in the duration histogram too
+        except redis.RedisError as err:
+            logger.warning("Could not count the failure of job %s: %s", meta.get("job_id"), err)
         notify_finished(meta, rec["exception"])
     except Exception:
         logger.exception("Could not record the failure of job %s", meta.get("job_id"))

@@ -99,6 +99,24 @@ class AmbiguousJobIdError(BenchError):
         self.matches = matches
 
 
+def snapshot(r: redis.Redis, reads: Any) -> list[Any]:
+    """The replies of the reads ``reads(pipe)`` queues, in one MULTI (a consistent view). Redis
+    refuses every command of a MULTI while it is out of memory (maxmemory, noeviction), reads
+    too: then the same reads go in a plain pipeline, so diagnostics still answer."""
+    import redis
+
+    pipe = r.pipeline(transaction=True)
+    reads(pipe)
+    try:
+        return list(pipe.execute())
+    except redis.ResponseError as exc:
+        if "maxmemory" not in str(exc):
+            raise
+    pipe = r.pipeline(transaction=False)
+    reads(pipe)
+    return list(pipe.execute())
+
+
 def count_pending(
     r: redis.Redis, keys: Keys, queues: Iterable[str], site: str | None = None
 ) -> dict[str, dict[str, int]]:
@@ -110,12 +128,14 @@ def count_pending(
     ``site`` is accepted for symmetry; every site's count costs the same.
     """
     queues = list(queues)
-    pipe = r.pipeline(transaction=True)
-    for q in queues:
-        pipe.hgetall(keys.pending_counts(q))
-        for key in keys.queue_lists(q):
-            pipe.llen(key)
-    replies = pipe.execute()
+
+    def reads(pipe: Any) -> None:
+        for q in queues:
+            pipe.hgetall(keys.pending_counts(q))
+            for key in keys.queue_lists(q):
+                pipe.llen(key)
+
+    replies = snapshot(r, reads)
     width = 1 + len(keys.queue_lists("x"))
     out: dict[str, dict[str, int]] = {}
     recount = r.register_script(_RECOUNT)
@@ -170,9 +190,12 @@ def started_jobs(r: redis.Redis, keys: Keys, site: str | None = None) -> list[Jo
 
     ``extra`` says whose lease it is: ``lease_expires`` (epoch s) and ``orphaned`` (True when the
     lease lapsed: its worker is gone and the job goes back to its queue at the next sweep)."""
-    pipe = r.pipeline(transaction=True)
-    pipe.hgetall(keys.unacked).hgetall(keys.inflight).zrange(keys.leases, 0, -1, withscores=True).time()
-    messages, metas, leases, (secs, usecs) = pipe.execute()
+    messages, metas, leases, (secs, usecs) = snapshot(
+        r,
+        lambda pipe: (
+            pipe.hgetall(keys.unacked).hgetall(keys.inflight).zrange(keys.leases, 0, -1, withscores=True).time()
+        ),
+    )
     now = secs + usecs / 1e6
     expiry = {tag.decode(): score for tag, score in leases}
     jobs = []

@@ -22,7 +22,9 @@ WAITING = (QUEUED, STARTED, SCHEDULED, RETRYING)  # what deduplicate counts as "
 
 # Add one record and drop what is too old or over the cap, atomically.
 # KEYS: zset, hash. ARGV: id, score, record, oldest allowed score, cap.
-_RECORD_FAILURE = """
+# allow-oom: a failure is recorded even when Redis is full (maxmemory under noeviction), rather
+# than the job being acknowledged with no record of why it failed.
+_RECORD_FAILURE = """#!lua flags=allow-oom
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 local drop = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])

@@ -98,6 +98,24 @@ class JobRequest(Request):
     """Records failures that happen outside the job's own process (hard timeout, dead pool
     process, `jobs cancel --terminate`), in the worker's main process."""
 
+    def revoked(self) -> bool:
+        """Celery asks this right before it hands the job to the pool: also refuse a job whose
+        lease is no longer this worker's (held ahead by a worker that was stalled or cut off from
+        Redis meanwhile; transport.Channel.may_start). It is neither acknowledged nor recorded:
+        its new holder runs it, once."""
+        if super().revoked():
+            return True
+        message: Any = getattr(self, "message", None)
+        may_start = getattr(getattr(message, "channel", None), "may_start", None)
+        if may_start is None or may_start(message.delivery_tag):
+            return False
+        self._already_revoked = True
+        self.acknowledged = True  # nothing to acknowledge: not ours any more
+        message._state = "REQUEUED"
+        message.channel.qos.forget(message.delivery_tag)
+        state.task_ready(self)
+        return True
+
     def terminate(self, pool: Any, signal: Any = None) -> None:
         super().terminate(pool, signal)
         self._record(SystemExit(_terminated_by(self.id)), None)

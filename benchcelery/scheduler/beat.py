@@ -16,6 +16,12 @@ Rules at each due slot:
   so it is skipped while its previous run is queued or running (logged once, not every tick);
 - the entry is advanced *before* the job is published (RedBeat's reserve), so a beat that dies
   in between loses that run rather than letting a standby fire it twice.
+
+Faults it rides out without exiting: Redis unreachable (ticks retried every 2 s), Redis out of
+memory (``maxmemory`` under ``noeviction``: the heartbeat is still written, nothing is advanced or
+fired, and runs due meanwhile fire once when memory frees), and a lost lock (Redis restarted
+without its data, or this process stalled past the lock's timeout): it takes the lock again, or
+waits as a standby while another ``bench schedule`` holds it.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any
 
 import redis
 from redbeat.schedulers import RedBeatScheduler
+from redis.exceptions import LockError
 
 from benchcelery.bench.config import Settings
 from benchcelery.bench.hosts import host_name
@@ -50,6 +57,7 @@ logger = logging.getLogger("benchcelery.scheduler")
 __all__ = ["ReconcileStats", "Scheduler", "TickStats", "configure", "make_scheduler", "run_beat"]
 
 FIRE_BATCH = 1000  # due runs enqueued per batch (the lock is extended between batches)
+_HEARTBEAT = "#!lua flags=allow-oom\nreturn redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])"
 
 
 @dataclass
@@ -82,6 +90,7 @@ class Scheduler(RedBeatScheduler):
         self.reconciler = Reconciler(self.bench, self.keys, self.states)
         self._skipping: set[str] = set()  # run ids found still queued/running (logged once)
         self._last_extend = time.monotonic()
+        self._trouble = ""  # the last ResponseError a tick hit (logged once), "" once ticks work
         self.host = host_name(settings.conf)
         # Jobs of dead workers go back to their queue even when no other worker is alive.
         lease = settings.number("job_lease")
@@ -96,13 +105,23 @@ class Scheduler(RedBeatScheduler):
     def tick(self, min: Any = min, **kwargs: Any) -> float:
         # Beat's first tick starts the lease sweeper (later ticks: a no-op); close() stops it.
         self.sweeper.start()
+        retry = 2.0 if self.max_interval > 2.0 else float(self.max_interval)
         try:
-            return self.run_tick().sleep
+            stats = self.run_tick()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            # Retry soon; if the lock expired meanwhile, the next extend fails and beat exits
-            # (a supervisor restarts it as a standby) rather than running beside the new owner.
+            # Retry soon; if the lock expired meanwhile, the next extend takes it again (or waits
+            # as a standby while another beat holds it): never runs beside the new owner.
             logger.warning("Redis unreachable during a scheduler tick (%s); retrying", exc)
-            return 2.0 if self.max_interval > 2.0 else float(self.max_interval)
+            return retry
+        except redis.ResponseError as exc:  # out of memory, mostly: nothing advanced, nothing fired
+            if str(exc) != self._trouble:
+                self._trouble = str(exc)
+                logger.error("Redis refused a scheduler tick (%s); retrying every %.0f s until it accepts", exc, retry)
+            return retry
+        if self._trouble:
+            self._trouble = ""
+            logger.info("Redis accepts scheduler ticks again")
+        return stats.sleep
 
     def close(self) -> None:
         self.sweeper.stop()
@@ -135,7 +154,8 @@ class Scheduler(RedBeatScheduler):
         pipe.zrangebyscore(
             self.keys.redbeat_schedule, f"({now_ts}", now_ts + self.max_interval, start=0, num=1, withscores=True
         )
-        pipe.set(self.keys.scheduler_heartbeat, self._heartbeat(now_ts), ex=self._heartbeat_ttl())
+        # allow-oom: doctor sees this beat alive even while Redis is full
+        pipe.eval(_HEARTBEAT, 1, self.keys.scheduler_heartbeat, self._heartbeat(now_ts), self._heartbeat_ttl())
         count, due_keys, upcoming, _ = pipe.execute()
 
         fingerprint = config_fingerprint(self.bench, self.states.common)
@@ -280,7 +300,16 @@ class Scheduler(RedBeatScheduler):
             # RedBeat's beat_init handler failed to take the lock: never run unlocked.
             raise RuntimeError("beat: the scheduler lock is not held")
         if force or time.monotonic() - self._last_extend > self.max_interval:
-            self.lock.extend(int(self.lock_timeout))
+            try:
+                self.lock.extend(int(self.lock_timeout))
+            except LockError:  # expired or gone: Redis restarted empty, or this process stalled
+                logger.warning(
+                    "The scheduler lock was lost (Redis restarted without its data, or this process was stalled "
+                    "longer than the lock's %d s): taking it again, waiting while another `bench schedule` holds it",
+                    int(self.lock_timeout),
+                )
+                self.lock.acquire(blocking=True)  # polls every loop interval, as a standby does
+                logger.info("beat: re-acquired the scheduler lock")
             self._last_extend = time.monotonic()
 
     def _heartbeat(self, now_ts: float) -> str:

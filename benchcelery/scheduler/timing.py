@@ -1,16 +1,20 @@
 """How often ``bench schedule`` wakes and how long its lock lives.
 
 The loop wakes at least every ``min(scheduler_tick_interval, MAX_LOOP_INTERVAL)`` s; the lock lives
-``max(4 x loop, MIN_LOCK_TIMEOUT)`` s (``scheduler_lock_timeout`` overrides), so a standby
-``bench schedule`` polling every loop interval takes over soon after the active one dies (SIGKILL),
-and a slow tick never loses the lock. A clean stop releases the lock at once.
+``max(4 x loop, MIN_LOCK_TIMEOUT)`` s (``scheduler_lock_timeout`` overrides). A standby
+``bench schedule`` tries to take the lock every loop interval, so after the active one dies
+(SIGKILL) it takes over within lock timeout + loop interval: 10 + 2.5 s by default. (The loop
+was capped at 10 s before, which made the lock 40 s and a takeover up to 50 s.) A tick extends
+the lock first, and again between batches of due runs; a beat that lost its lock anyway (Redis
+restarted empty, or the process was stalled past it) takes it again, or waits as a standby
+while another holds it (beat.py). A clean stop releases the lock at once.
 """
 
 from __future__ import annotations
 
 from benchcelery.bench.config import DEFAULTS, Settings
 
-MAX_LOOP_INTERVAL = 10.0  # s; keeps standby takeover under a minute whatever scheduler_tick_interval says
+MAX_LOOP_INTERVAL = 2.5  # s; keeps standby takeover within ~12 s whatever scheduler_tick_interval says
 MIN_LOCK_TIMEOUT = 10
 RECONCILE_EVERY = 300.0  # s; a full reconcile even when nothing seems to have changed
 RECOUNT_EVERY = 15.0  # s; at most this often when the number of entries in Redis looks wrong

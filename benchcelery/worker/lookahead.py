@@ -11,7 +11,10 @@ users turn prefetching off): a job that waited WAIT seconds for a free process g
 front of its queue, where an idle worker (woken by the push) takes it, and the worker holds no
 job ahead until none of its running jobs is older than WAIT. Held jobs keep their leases, go back
 to their queue on shutdown (transport.QoS.restore_unacked), and come back by their lease if the
-worker is killed: they never ran, so they run once.
+worker is killed: they never ran, so they run once. A worker stalled (or cut off from Redis) past
+the lease of a job it holds ahead does not start it afterwards: the transport checks the job is
+still its own right before the pool gets it (transport.Channel.may_start, asked through
+JobRequest.revoked), so its new holder alone runs it.
 """
 
 from __future__ import annotations

@@ -20,6 +20,13 @@ TITLES = {
     "poison": "(g) one bad element of each kind pushed into a queue",
     "retry": "(h) `bench jobs retry` of a job that fails again within a second",
     "cold": "(i) cold shutdown (second SIGTERM) while a job runs",
+    "oom": "(j) Redis at `maxmemory` (noeviction) mid-drain; long, failing and job_id jobs in flight; "
+    "`bench schedule` ticking",
+    "empty-restart": "(k) Redis without persistence SIGKILLed and restarted empty; a long job running, "
+    "`bench schedule` ticking",
+    "stall-held": "(l) SIGSTOP of a `bench worker` main process past its lease while it holds a job ahead",
+    "pool-retake": "(m) SIGSTOP of a `worker-pool 2` main process past its lease during its own long job; "
+    "its other process takes the job again",
 }
 
 TARGETS = {
@@ -36,6 +43,10 @@ TARGETS = {
     "poison": "each recorded, 0 worker exits",
     "retry": "the new failure record stays",
     "cold": "the job in exactly one place (its queue), no failed record",
+    "oom": "0 lost, 0 ran twice, every failure recorded, job_id jobs run; schedule and doctor ride it out",
+    "empty-restart": "scheduler goes on; new jobs 0 lost; the long job's finish not counted stale",
+    "stall-held": "the held job runs once",
+    "pool-retake": "the second run keeps its in-flight record; the first run's finish counted",
 }
 
 
@@ -64,6 +75,17 @@ def _recover(name: str, r: dict[str, Any]) -> str:
         return (
             f"100 new jobs enqueued 3 s after the restart: first ran {num(r.get('resumed_s'), 2)} s after, "
             f"all {num(r.get('new_jobs_done_s'))} s after"
+        )
+    if name == "oom":
+        doctor = r.get("doctor_during_oom") or {}
+        return (
+            f"all done {num(r.get('recover_s'))} s after memory freed; schedule alive {r.get('schedule_alive')}, "
+            f"doctor exit {doctor.get('exit')} (OOM finding {doctor.get('oom_finding')})"
+        )
+    if name == "empty-restart":
+        return (
+            f"new jobs ran {num(r.get('resumed_s'), 2)} s after; schedule ticked again "
+            f"{num(r.get('schedule_tick_after_restart_s'))} s after (alive {r.get('schedule_alive')})"
         )
     if name in ("crash-always", "crash-everysec"):
         return f"resumed {num(r.get('resumed_s'))} s after the restart; all done {num(r.get('recover_s'))} s after"
@@ -107,7 +129,31 @@ def _verdict(name: str, r: dict[str, Any]) -> str:
         ok = ok and r["lost"] == 0
     elif name == "cold":
         ok = ok and r.get("one_place") == r["jobs"] and r["lost"] == 0
+    else:
+        ok = ok and _verdict3(name, r)
     return "PASS" if ok else "**FAIL**"
+
+
+def _verdict3(name: str, r: dict[str, Any]) -> bool:
+    if name == "oom":
+        doctor = r.get("doctor_during_oom") or {}
+        return bool(
+            r["lost"] == 0
+            and r["ran_twice"] == 0
+            and r.get("failing_recorded") == r.get("failing_jobs")
+            and r.get("tracked_ran") == r.get("tracked_jobs")
+            and r.get("schedule_alive")
+            and doctor.get("exit") == 1
+            and doctor.get("oom_finding")
+            and doctor.get("full_report")
+        )
+    if name == "empty-restart":
+        return bool(r.get("schedule_alive") and r.get("new_jobs_lost") == 0 and r.get("stale_acks") == 0)
+    if name == "stall-held":
+        return bool(r["lost"] == 0 and r.get("held_ran_twice") == 0 and r.get("held_at_stops"))
+    if name == "pool-retake":
+        return bool(r["lost"] == 0 and r.get("retaken") and r.get("second_run_samples_without_record") == 0)
+    return True
 
 
 def markdown(data: dict[str, Any]) -> str:
@@ -192,6 +238,18 @@ METHOD = """## Method
   `worker`) during the freeze; it must start exactly once.
 - (g) Elements are pushed with `LPUSH bc:<bench>:default\\x06\\x163`; envelope-based ones are real
   messages made by `enqueue_many` and altered; a valid job is queued behind them.
+- (j) Two long jobs, 20 jobs that fail after 1.5 s and 20 with a `job_id` go first, then short ones,
+  on `worker-pool 2` + `worker`, with `bench schedule` ticking an `all` job every 5 s; once the long
+  ones and a few slow ones run, `CONFIG SET maxmemory` (half of what Redis uses, noeviction) for the
+  OOM time, `bench doctor --no-db` run in the middle of it, then `maxmemory 0`. (k) AOF off; the
+  broker is SIGKILLed once a third of the jobs ran (a 20 s job running), restarted empty 1 s later;
+  100 new jobs are enqueued; `stale_acks` must stay 0 (the long job ran once; its finish is counted
+  in `lost_acks`). (l) A `bench worker` runs 150 ms jobs (so it holds the next one ahead); its main
+  process is SIGSTOPped at a moment it runs one and holds one (read from `inflight` and the
+  counter's `running`), a second worker takes over, SIGCONT after the stall. (m) One 50 s job on a
+  `worker-pool 2`; a `bench worker --queue short` only sweeps; the pool's main process is
+  SIGSTOPped 40 s; while the second run goes on after the first one finished, `inflight` and
+  `leases` are sampled every 0.5 s.
 - Numbers are from one run on a shared 2-core machine: times vary with the load (the lease
   timings themselves are Redis's clock and do not).
 """

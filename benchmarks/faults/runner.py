@@ -19,6 +19,7 @@ from benchmarks.faults.plan import Sizes, sizes
 from benchmarks.faults.scenarios.broker import sc_crash, sc_crash_reps, sc_freeze
 from benchmarks.faults.scenarios.idle import sc_idle
 from benchmarks.faults.scenarios.records import sc_poison, sc_retry
+from benchmarks.faults.scenarios.round3 import sc_empty_restart, sc_oom, sc_pool_retake, sc_stall_held
 from benchmarks.faults.scenarios.workers import sc_cold, sc_kill, sc_long, sc_orphan
 from benchmarks.faults.world import LEASE, World, create_world
 
@@ -50,6 +51,18 @@ def run_one(w: World, name: str, s: Sizes) -> dict[str, Any]:
         return sc_cold(w, s.cold_reps)
     if name == "idle":
         return sc_idle(w, s.idle_s, s.latency_samples)
+    return run_round3(w, name, s)
+
+
+def run_round3(w: World, name: str, s: Sizes) -> dict[str, Any]:
+    if name == "oom":
+        return sc_oom(w, s.oom_jobs, s.oom_s)
+    if name == "empty-restart":
+        return sc_empty_restart(w, s.empty_jobs)
+    if name == "stall-held":
+        return sc_stall_held(w, s.stall_reps, s.stall_s)
+    if name == "pool-retake":
+        return sc_pool_retake(w, s.retake_job_s, s.retake_stall_s)
     raise ValueError(name)
 
 

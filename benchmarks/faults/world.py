@@ -23,6 +23,8 @@ from benchmarks.env import BIN
 APP = "bcfault"
 RUN = f"{APP}.tasks.run"
 FAIL = f"{APP}.tasks.fail"
+FAIL_LATE = f"{APP}.tasks.fail_late"
+TICK = f"{APP}.tasks.tick"
 ECHO = f"{APP}.tasks.echo"
 STAMP = f"{APP}.tasks.stamp"
 COUNTER_ENV = "BENCHMARK_FAULTS_COUNTER_URL"
@@ -64,6 +66,16 @@ def run(n, ms=5):
 def fail(n, ms=0):
     _r().hincrby("starts", n, 1)
     raise RuntimeError(f"job {{n}} fails every time")
+
+
+def fail_late(n, ms=0):
+    _r().hincrby("starts", n, 1)
+    time.sleep(ms / 1000)
+    raise RuntimeError(f"job {{n}} fails after {{ms}} ms")
+
+
+def tick():
+    _r().rpush("ticks", repr(time.time()))
 
 
 def echo(**kwargs):

@@ -1,22 +1,34 @@
+#!lua flags=allow-oom
 -- ack: forget a finished job, only while the caller's owner token still owns it. A worker that
 -- was stalled past its lease (its job recovered, perhaps taken by another worker) cannot remove
--- the new holder's job: its late finish is counted in stale_acks instead.
+-- the new holder's job: its late finish is counted in stale_acks instead. A finish of a take Redis
+-- has no record of, and no lapse of, is counted in lost_acks (Redis restarted without its data,
+-- or the job was put back and already finished elsewhere). Runs under maxmemory too (allow-oom):
+-- it frees memory.
 --
 -- Key schema (<p> = the bench prefix; names in bench/keys.py):
 --   <p>unacked        hash    delivery tag -> message
---   <p>inflight       hash    delivery tag -> JSON [owner token, source list, taken at, site, queue]
+--   <p>inflight       hash    delivery tag -> JSON [owner token, source list, taken at, site, queue,
+--                             message tag]
 --   <p>leases         zset    delivery tag -> lease expiry
---   <p>redeliveries   hash    delivery tag -> times its lease lapsed
+--   <p>redeliveries   hash    message tag -> times its lease lapsed
 --   <p>stale_acks     string  finishes reported by a worker whose lease had lapsed
+--   <p>lost_acks      string  finishes of takes Redis had no record of
 --
--- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] stale_acks
+-- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] stale_acks,
+--   KEYS[6] lost_acks
 -- ARGV[1] delivery tag, ARGV[2] owner token
--- Returns 1 when done, -1 when the token no longer owns the job (stale_acks incremented).
+-- Returns 1 when done, -1 when the token no longer owns the job (stale_acks incremented), -2 when
+-- Redis has no record of it (lost_acks incremented).
 
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
-if not raw then redis.call('INCR', KEYS[5]) return -1 end
+if not raw then
+  if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then redis.call('INCR', KEYS[5]) return -1 end
+  redis.call('INCR', KEYS[6])
+  return -2
+end
 local meta = cjson.decode(raw)
 if meta[1] ~= ARGV[2] then redis.call('INCR', KEYS[5]) return -1 end
 --#include _forget
-redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[4], meta[6] or ARGV[1])
 return 1

@@ -1,11 +1,13 @@
+#!lua
 -- fetch: take the next job of the given queues and park it in flight, in one step (no moment at
 -- which a popped message is held only by a client).
 --
 -- Key schema (<p> = the bench prefix, bc:<bench_id>:; names in bench/keys.py):
 --   <p>unacked            hash    delivery tag -> the message exactly as it waited
---   <p>inflight           hash    delivery tag -> JSON [owner token, source list, taken at, site, queue]
+--   <p>inflight           hash    delivery tag -> JSON [owner token, source list, taken at, site, queue,
+--                                 message tag]
 --   <p>leases             zset    delivery tag -> lease expiry (epoch s, Redis's clock)
---   <p>redeliveries       hash    delivery tag -> times its lease lapsed before
+--   <p>redeliveries       hash    message tag -> times its lease lapsed before
 --   <p>pending:<queue>    hash    site -> waiting jobs of the queue (decremented here)
 --   <p>wake:<queue>       list    wake tokens of idle workers (cleared here when the queue is empty)
 --   <p><queue>, <p><queue>\x06\x16<n>   lists   waiting messages, one per priority bucket
@@ -16,8 +18,12 @@
 -- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3..] queue names.
 --
 -- Priority buckets come first (bucket s of every queue, then bucket s + 1), then the queues'
--- order. The job keeps its message's delivery tag unless that is missing or already in flight,
--- when the owner token serves as its tag.
+-- order. The job keeps its message's delivery tag unless that is missing, already in flight, or
+-- the job was put back after its lease lapsed (its first run may still be going on a stalled
+-- worker, perhaps in this very process): then the owner token is its delivery tag, a fresh
+-- identity no other run's ack can match. Lapses are counted under the message's own tag.
+-- Under maxmemory (noeviction) Redis refuses the whole script before it runs (#!lua, no
+-- allow-oom): nothing is taken that could not be parked.
 -- Returns false when every queue is empty, else {queue, delivery tag, message, earlier lapses}.
 --#include _now
 
@@ -44,12 +50,15 @@ for s = 1, steps do
           site = msg['headers']['site']
         end
       end
-      if not tag or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
+      local lapses = 0
+      if tag then lapses = tonumber(redis.call('HGET', KEYS[4], tag) or 0) end
+      local own = tag or ARGV[1]
+      if not tag or lapses > 0 or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
       redis.call('HSET', KEYS[1], tag, item)
-      redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, ARGV[2 + q]}))
+      redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, ARGV[2 + q], own}))
       redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
       redis.call('HINCRBY', KEYS[base + 1], site, -1)
-      return {ARGV[2 + q], tag, item, redis.call('HGET', KEYS[4], tag) or 0}
+      return {ARGV[2 + q], tag, item, lapses}
     end
   end
 end

@@ -1,11 +1,13 @@
+#!lua
 -- recover: put every job whose lease lapsed (its worker died or stalled) back at the front of its
 -- queue. Any live worker and `bench schedule` run it every few seconds.
 --
 -- Key schema (<p> = the bench prefix; names in bench/keys.py):
 --   <p>unacked              hash    delivery tag -> message (removed here)
---   <p>inflight             hash    delivery tag -> JSON [owner token, source list, taken at, site, queue]
+--   <p>inflight             hash    delivery tag -> JSON [owner token, source list, taken at, site, queue,
+--                                   message tag]
 --   <p>leases               zset    delivery tag -> lease expiry; the lapsed ones are taken here
---   <p>redeliveries         hash    delivery tag -> times its lease lapsed (incremented here;
+--   <p>redeliveries         hash    message tag -> times its lease lapsed (incremented here;
 --                                   max_redeliveries fails a job whose workers keep dying)
 --   <p>pending:<queue>      hash    site -> waiting jobs (incremented here)
 --   <p>wake:<queue>         list    one token pushed per job put back
@@ -15,6 +17,7 @@
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries
 -- ARGV[1] batch size, ARGV[2] pending-counts prefix (<p>pending:), ARGV[3] wake prefix
 --   (<p>wake:), ARGV[4] recovered prefix (<p>recovered:)
+-- Refused as a whole under maxmemory (noeviction), before it moves anything (#!lua, no allow-oom).
 -- Returns the delivery tags put back (at most ARGV[1]; the caller repeats while the batch is full).
 --#include _now
 
@@ -31,7 +34,7 @@ for _, tag in ipairs(tags) do
     redis.call('RPUSH', meta[2], item)
     redis.call('HINCRBY', ARGV[2] .. meta[5], meta[4], 1)
     redis.call('LPUSH', ARGV[3] .. meta[5], '')
-    redis.call('HINCRBY', KEYS[4], tag, 1)
+    redis.call('HINCRBY', KEYS[4], meta[6] or tag, 1)
     redis.call('HINCRBY', ARGV[4] .. meta[5], meta[4], 1)
     table.insert(out, tag)
   end

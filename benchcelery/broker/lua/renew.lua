@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- renew: extend the leases of the jobs a live worker holds, for those tags its tokens still own.
 --
 -- Key schema (<p> = the bench prefix; names in bench/keys.py):

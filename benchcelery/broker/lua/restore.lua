@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- restore: put a job back where it waited, only while the caller's owner token still owns it
 -- (a prefetched job that will not run here, a message requeued by a reject).
 --
