@@ -14,6 +14,7 @@ from typing import Any
 
 from benchcelery.store.server import free_port
 from tests.conftest import BenchHandle, wait_until
+from tests.forge import valid_message
 from tests.test_dashboard import Dashboard, Session, _NoRedirect, make_token
 
 
@@ -171,9 +172,11 @@ def test_failed_pages_read_only_their_records_and_deep_job_pages_are_direct(benc
     assert all("traceback" not in j.extra for j in page.jobs)
 
     key = rt.keys.queue_list("default", 3)
-    msgs = [
-        json.dumps({"headers": {"id": f"site1.local::q{i}", "site": "site1.local"}, "body": ""}) for i in range(300)
-    ]
+    template = valid_message(rt, "testapp.tasks.noop")
+    msgs = []
+    for i in range(300):
+        template["headers"]["id"] = f"site1.local::q{i}"
+        msgs.append(json.dumps(template))
     rt.redis.lpush(key, *msgs)
     rt.redis.hset(rt.keys.pending_counts("default"), "site1.local", 300)
     last = data.job_page(rt, "site1.local", "default", "queued", 99_999_999)

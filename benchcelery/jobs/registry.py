@@ -25,6 +25,7 @@ WAITING = (QUEUED, STARTED, SCHEDULED, RETRYING)  # what deduplicate counts as "
 # allow-oom: a failure is recorded even when Redis is full (maxmemory under noeviction), rather
 # than the job being acknowledged with no record of why it failed.
 _RECORD_FAILURE = """#!lua flags=allow-oom
+redis.call('SADD', KEYS[3], ARGV[6])
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 local drop = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[4])
@@ -50,20 +51,21 @@ def site_of(job_id: str) -> str:
 def record_failure(r: redis.Redis, keys: Keys, queue: str, record: dict[str, Any], limit: int, ttl: int) -> None:
     now = time.time()
     record["failed_at"] = now  # also its score: remove_failed_record matches on it
-    pipe = r.pipeline(transaction=False)
-    pipe.sadd(keys.failed_queues, queue)  # so a queue no config names is still found (no SCAN)
-    pipe.eval(
+    # One script, allowed when Redis is out of memory; failed_queues lets a queue no config names be
+    # found without SCAN.
+    r.eval(
         _RECORD_FAILURE,
-        2,
+        3,
         keys.failed(queue),
         keys.failed_data(queue),
+        keys.failed_queues,
         record["job_id"],
         repr(now),
         json.dumps(record, default=str),
         now - ttl,
         max(limit, 1),
+        queue,
     )
-    pipe.execute()
 
 
 def failed_ids(r: redis.Redis, keys: Keys, queue: str, site: str | None = None) -> list[str]:
