@@ -5,6 +5,7 @@ processes and real workers, as in tests/test_security.py.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 from benchcelery.store.server import free_port, start_server, stop_server
 from tests.conftest import BenchHandle, burst, make_bench, reset_runtime
+from tests.forge import push, valid_message
+from tests.test_security import failed_records
 
 QUERY_PW = "QueryPW77"
 
@@ -73,3 +76,47 @@ def test_broker_url_moves_query_credentials_into_the_userinfo(tmp_path: Path) ->
     assert Connection(url.replace("?x=1", "")).password == "p&w"
     named = Settings(bench=bench, redis_url="redis://h:1/6?username=u&password=pw", bench_id="b", queues={}, conf={})
     assert broker_url(named) == "redis://u:pw@h:1/6"
+
+
+# --- row 10: control characters in job data are shown escaped, never sent to the terminal ------------
+ESCAPES = "\x1b[2J\x1b]0;pwned\x07"
+
+
+def raw_control(text: str) -> list[str]:
+    return sorted({c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0})
+
+
+def test_terminal_escapes_in_job_data_are_rendered_visibly(bench: BenchHandle) -> None:
+    rt = bench.rt()
+    pending = valid_message(rt, key="never", value=1)
+    pending["headers"]["id"] = f"site1.local::pend{ESCAPES}x"
+    push(bench.redis, rt.keys, "long", json.dumps(pending))  # no worker serves long here
+    bench.enqueue("testapp.tasks.fail", message=f"boom{ESCAPES}", job_id=f"fails{ESCAPES}")
+    worker = burst(bench, "--queue", "default")
+    assert raw_control(worker.stdout + worker.stderr) == [], worker.stderr[-2000:]
+    failed = next(iter(failed_records(bench)))
+    commands = [
+        ("jobs", "list"),
+        ("jobs", "show", failed),
+        ("show-pending-jobs", "-v"),
+        ("doctor", "--no-db"),
+        ("jobs", "show", "nope" + ESCAPES),  # the error line echoes the id
+    ]
+    for args in commands:
+        result = bench.run("--site", "site1.local", *args)
+        assert "Traceback" not in result.stderr, (args, result.stderr)
+        assert raw_control(result.stdout + result.stderr) == [], (args, result.stdout, result.stderr)
+    listed = bench.run("--site", "site1.local", "jobs", "list").stdout
+    assert "\\x1b]0;pwned\\x07" in listed and "boom\\x1b[2J" in listed, listed
+    shown = bench.run("--site", "site1.local", "jobs", "show", failed).stdout
+    assert "boom\\x1b[2J" in shown, shown
+    as_json = json.loads(bench.run("--site", "site1.local", "jobs", "list", "-f", "json").stdout)
+    assert any(ESCAPES in str(job.get("extra", {}).get("exception")) for job in as_json), as_json
+
+
+def test_visible_escapes_controls_and_keeps_lines() -> None:
+    from benchcelery.util.text import visible
+
+    assert visible("a\x1b[2Jb\x9b\u202ec\nd\te\r") == "a\\x1b[2Jb\\x9b\\u202ec\nd\te\\x0d"
+    assert visible("x\ny\tz", lines=False) == "x\\x0ay\\x09z"
+    assert visible("plain — ünïcode") == "plain — ünïcode"
