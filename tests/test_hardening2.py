@@ -14,7 +14,7 @@ import pytest
 from benchcelery.store.server import free_port, start_server, stop_server
 from tests.conftest import BenchHandle, burst, make_bench, reset_runtime
 from tests.forge import push, valid_message
-from tests.test_security import failed_records
+from tests.test_security import failed_records, one_line_error
 
 QUERY_PW = "QueryPW77"
 
@@ -120,3 +120,31 @@ def test_visible_escapes_controls_and_keeps_lines() -> None:
     assert visible("a\x1b[2Jb\x9b\u202ec\nd\te\r") == "a\\x1b[2Jb\\x9b\\u202ec\nd\te\\x0d"
     assert visible("x\ny\tz", lines=False) == "x\\x0ay\\x09z"
     assert visible("plain — ünïcode") == "plain — ünïcode"
+
+
+# --- row 13: a site is a real directory of the bench --------------------------------------------------
+def test_symlinked_or_file_sites_are_refused_everywhere(bench: BenchHandle, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "site_config.json").write_text(json.dumps({"marker": "outside", "db_password": "x"}))
+    (bench.root / "sites" / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (bench.root / "sites" / "plainfile").write_text("{}")
+    assert "linked" not in bench.bench.sites() and not bench.bench.site_exists("linked")
+    for site, words in (("linked", "is a symlink"), ("plainfile", "is a file")):
+        for args in (
+            ("enqueue", "testapp.tasks.noop"),
+            ("show-config",),
+            ("worker", "--burst"),
+            ("jobs", "list"),
+            ("show-pending-jobs",),
+            ("use", site),
+        ):
+            argv = ("--site", site, *args) if args[0] != "use" else args
+            line = one_line_error(bench.run(*argv))
+            assert words in line and "outside" not in line, (argv, line)
+    assert "linked" not in bench.run("--site", "all", "show-config").stdout
+    for name, words in (("apps.txt", "is a file"), ("linked", "is a symlink")):
+        line = one_line_error(bench.run("new-site", name))
+        assert words in line, line
+    assert (bench.root / "sites" / "apps.txt").is_file() and not (elsewhere / "logs").exists()
+    assert bench.run("new-site", "site3.local").returncode == 0
