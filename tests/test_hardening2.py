@@ -6,6 +6,9 @@ processes and real workers, as in tests/test_security.py.
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +151,89 @@ def test_symlinked_or_file_sites_are_refused_everywhere(bench: BenchHandle, tmp_
         assert words in line, line
     assert (bench.root / "sites" / "apps.txt").is_file() and not (elsewhere / "logs").exists()
     assert bench.run("new-site", "site3.local").returncode == 0
+
+
+# --- row 12: deploy files hold any bench path, quoted for their syntax --------------------------------
+HOSTILE_PATHS = ["sp ace", "semi;colon#x", "quo\"te'q", "per%cent%(ENV_HOME)s", "dol$HOME\\x"]
+
+
+def supervisor_programs(text: str) -> dict[str, object]:
+    """The programs of a supervisor.conf as supervisor itself reads them (its ini reader, its
+    ``%`` expansion, its sections)."""
+    from supervisor.options import ServerOptions, UnhosedConfigParser
+
+    parser = UnhosedConfigParser()
+    parser.read_string(text)
+    options = ServerOptions()
+    return {
+        section: options.processes_from_section(parser, section, section.split(":", 1)[1])[0]
+        for section in parser.sections()
+        if section.startswith("program:")
+    }
+
+
+def systemd_words(line: str) -> list[str]:
+    """An ``ExecStart=`` value split as systemd does for what we write (double quotes, ``\\``
+    escapes, ``%%`` and ``$$``)."""
+    import shlex
+
+    return [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(line)]
+
+
+@pytest.mark.parametrize("name", HOSTILE_PATHS)
+def test_deploy_files_round_trip_hostile_bench_paths(tmp_path: Path, name: str) -> None:
+    import shlex
+
+    from benchcelery.bench.config import Settings
+    from benchcelery.deploy.files import default_user, render_supervisor, render_systemd
+    from benchcelery.store.server import find_server_binary
+
+    root = tmp_path / name / "bench"
+    bench = make_bench(root, "redis://127.0.0.1:6399")
+    settings = Settings.from_bench(bench)
+    [(conf_path, text)] = render_supervisor(settings, user=default_user()).items()
+    programs = supervisor_programs(text)
+    assert programs and all(p.directory == str(bench.root) for p in programs.values())  # type: ignore[attr-defined]
+    for section, program in programs.items():
+        argv = shlex.split(program.command)  # type: ignore[attr-defined]  # supervisor's own split
+        assert str(program.stdout_logfile).startswith(f"{bench.root}/logs/"), section  # type: ignore[attr-defined]
+        if section.endswith("-redis-queue"):
+            assert argv == [find_server_binary(), str(bench.config_path / "redis_queue.conf")]
+        else:
+            assert Path(argv[0]).name == "bench" and len(argv) >= 2, argv
+    hint = next(line for line in text.splitlines() if "sudo ln -s" in line).replace("%%", "%")
+    assert shlex.split(hint.split("sudo ln -s ", 1)[1])[0] == str(conf_path)
+
+    units = render_systemd(settings, user=default_user())
+    redis_unit = next(text for path, text in units.items() if path.name.endswith("-redis-queue.service"))
+    exec_start = next(line for line in redis_unit.splitlines() if line.startswith("ExecStart="))
+    assert systemd_words(exec_start.split("=", 1)[1]) == [
+        find_server_binary(),
+        str(bench.config_path / "redis_queue.conf"),
+    ]
+    workdir = next(line for line in redis_unit.splitlines() if line.startswith("WorkingDirectory="))
+    assert workdir.split("=", 1)[1].replace("%%", "%") == str(bench.root)
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    folder = tmp_path / "units"
+    folder.mkdir()
+    for path, body in units.items():
+        (folder / path.name).write_text(body)
+    services = [str(folder / p.name) for p in units if p.suffix == ".service"]
+    result = subprocess.run([analyze, "verify", *services], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "quoting" not in result.stderr.lower(), result.stderr
+
+
+@pytest.mark.parametrize("name", ["b ;c", "b #c", "trailing "])
+def test_bench_init_refuses_paths_supervisor_cannot_hold(tmp_path: Path, name: str) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("bench")), "init", str(tmp_path / name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    line = one_line_error(result)
+    assert "supervisor would cut the line" in line, line
+    assert not (tmp_path / name / "sites").exists()
