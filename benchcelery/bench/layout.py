@@ -106,31 +106,45 @@ class Bench:
         return str(value) if value else derive_bench_id(self.root)
 
     def sites(self) -> list[str]:
-        """Every site directory holding a site_config.json (not symlinks), sorted."""
+        """Every site of the bench, sorted: a real directory under sites/ (not a symlink) holding a
+        site_config.json. ``--site`` accepts exactly these (``site_config_mtime``)."""
         if not self.sites_path.is_dir():
             return []
-        return sorted(
-            p.name
-            for p in self.sites_path.iterdir()
-            if p.is_dir() and not p.is_symlink() and (p / SITE_CONFIG).is_file()
-        )
+        return sorted(p.name for p in self.sites_path.iterdir() if self.site_exists(p.name))
 
     def site_exists(self, site: str) -> bool:
         return self.site_config_mtime(site) is not None
 
     def site_config_mtime(self, site: str) -> float | None:
-        """When the site's site_config.json last changed; None when there is no such site. One stat,
-        no pathlib: workers check this for every job (a regular file's directory exists)."""
+        """When the site's site_config.json last changed; None when there is no such site: a site is
+        a real directory of the bench (a symlink would read config from elsewhere). Two stats, no
+        pathlib: workers check this for every job."""
         if site_name(site):
             return None
         try:
-            st = os.stat(f"{self.sites_dir}/{site}/{SITE_CONFIG}")  # a valid site name holds no '/'
+            if not stat.S_ISDIR(os.lstat(f"{self.sites_dir}/{site}").st_mode):  # a valid name holds no '/'
+                return None
+            st = os.stat(f"{self.sites_dir}/{site}/{SITE_CONFIG}")
         except (OSError, ValueError):
             return None
         return st.st_mtime if stat.S_ISREG(st.st_mode) else None
 
+    def site_problem(self, site: str) -> str | None:
+        """Why ``sites/<site>`` is not a site although something by that name is there, or None."""
+        if site_name(site):
+            return None
+        path = f"{self.sites_dir}/{site}"
+        if os.path.islink(path):
+            return f"sites/{site} is a symlink: a site must be a directory of the bench"
+        if os.path.lexists(path) and not os.path.isdir(path):
+            return f"sites/{site} is a file, not a site directory"
+        return None
+
     def require_site(self, site: str) -> None:
         if not self.site_exists(site):
+            problem = self.site_problem(site) if isinstance(site, str) else None
+            if problem:
+                raise ValidationError(problem)
             raise SiteNotFoundError(site if isinstance(site, str) and len(site) <= 200 else f"{str(site)[:200]}...")
 
     def activate(self) -> None:
@@ -203,6 +217,9 @@ class Bench:
             raise ValidationError(f"Invalid site name {shown!r}: {problem}")
         if self.site_exists(site):
             raise ValidationError(f"Site {site} already exists")
+        problem = self.site_problem(site)
+        if problem:
+            raise ValidationError(f"Cannot create site {site}: {problem}")
         path = self.site_path(site)
         (path / "logs").mkdir(parents=True, exist_ok=True)
         write_json(path / SITE_CONFIG, dict(config or {}))

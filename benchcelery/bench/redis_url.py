@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from benchcelery.errors import ValidationError
 
@@ -117,19 +117,36 @@ def redis_url_problem(value: Any) -> str | None:
     return None
 
 
+# A query parameter that carries a secret: ``?password=``, ``?sentinel_password=`` (redis-py reads them).
+_SECRET_PARAM = re.compile(r"(?i)((?:^|&)[^=&]*password[^=&]*=)[^&]*")
+
+
 def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (the rest as written); ``<invalid URL>`` when a
-    password may be in it but the URL cannot be parsed. Passwords never reach output or logs."""
+    """``url`` with its password (in the userinfo or any ``?...password=`` parameter) replaced by
+    ``***``, the rest as written; ``<invalid URL>`` when a password may be in it but the URL cannot
+    be parsed. Passwords never reach output or logs."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
-        return INVALID if "@" in url else url
-    if password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[-1]
-    netloc = f"{parts.username or ''}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+        return INVALID if ("@" in url or "password" in url.lower()) else url
+    query = _SECRET_PARAM.sub(r"\1***", parts.query)
+    if password is not None:
+        netloc = f"{parts.username or ''}:***@{parts.netloc.rsplit('@', 1)[-1]}"
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if query != parts.query:  # replaced in place: urlunsplit would rewrite unix:///path as unix:/path
+        head, _, tail = url.partition("?")
+        return head + "?" + tail.replace(parts.query, query, 1)
+    return url
+
+
+def query_credentials(url: str) -> tuple[str | None, str | None, str]:
+    """``(username, password, query without them)`` from a URL's ``?username=&password=``
+    parameters (redis-py's spelling; kombu refuses a password there)."""
+    pairs = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    found = {k: v for k, v in pairs if k in ("username", "password")}
+    rest = urlencode([(k, v) for k, v in pairs if k not in ("username", "password")])
+    return found.get("username") or None, found.get("password") or None, rest
 
 
 # --- where a URL points ---------------------------------------------------------------------------

@@ -292,7 +292,7 @@ def masked(conf: Any, key: str = "") -> Any:
         return {k: masked(v, str(k)) for k, v in conf.items()}
     if isinstance(conf, list):
         return [masked(v) for v in conf]
-    if isinstance(conf, str) and "://" in conf and "@" in conf:
+    if isinstance(conf, str) and "://" in conf:
         return mask_url(conf)
     return conf
 

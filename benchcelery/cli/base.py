@@ -16,6 +16,7 @@ import click
 
 from benchcelery.bench.layout import Bench, find_bench
 from benchcelery.errors import EXIT_FAILURE, EXIT_UNAVAILABLE, BenchError, ValidationError
+from benchcelery.util.text import visible
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -176,7 +177,7 @@ MAX_ERROR = 600  # characters: an error line never echoes a huge input back in f
 
 
 def fail(message: str, code: int = EXIT_FAILURE) -> None:
-    message = " ".join(message.split("\n"))
+    message = visible(" ".join(message.split("\n")))  # an error may echo a job id or exception text
     if len(message) > MAX_ERROR:
         message = f"{message[:MAX_ERROR]}... (truncated)"
     click.secho(message, fg="red" if code != 1 else "yellow", err=True)
@@ -184,7 +185,9 @@ def fail(message: str, code: int = EXIT_FAILURE) -> None:
 
 
 def table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]], indent: str = "") -> list[str]:
-    """Rows as aligned columns under a header row (the last column is not padded)."""
+    """Rows as aligned columns under a header row (the last column is not padded); control
+    characters and line breaks in a cell are shown escaped (``\\x1b``)."""
+    rows = [tuple(visible(cell, lines=False) for cell in row) for row in rows]
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     return [
         indent + "  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
@@ -207,6 +210,12 @@ def format_option(f: F) -> F:
         show_default=True,
         help="Output format (json has a stable schema).",
     )(f)
+
+
+def echo_text(text: str) -> None:
+    """Print text that may hold job data (ids, kwargs, exception text, tracebacks): its control
+    characters are shown escaped, never sent to the terminal raw."""
+    click.echo(visible(text))
 
 
 def echo_json(data: Any) -> None:

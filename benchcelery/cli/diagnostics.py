@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, plural, queues_option
+from benchcelery.cli.base import CliContext, echo_json, echo_text, format_option, pass_ctx, plural, queues_option
 from benchcelery.errors import EXIT_FAILURE
 
 
@@ -31,7 +31,7 @@ def show_pending_jobs_cmd(obj: CliContext, verbose: bool, fmt: str) -> None:
     if fmt == "json":
         echo_json(report.as_dict())
     else:
-        click.echo(render_text(report))
+        echo_text(render_text(report))
 
 
 @click.command("doctor")
@@ -70,7 +70,7 @@ def doctor_cmd(obj: CliContext, no_db: bool, fail_on: str | None, fmt: str) -> N
     if fmt == "json":
         echo_json(report.as_dict())
     else:
-        click.echo(render_text(report))
+        echo_text(render_text(report))
     sys.exit(0 if report.healthy else EXIT_FAILURE)
 
 

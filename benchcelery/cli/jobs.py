@@ -13,6 +13,7 @@ from benchcelery.bench.keys import UNKNOWN_SITE
 from benchcelery.cli.base import (
     CliContext,
     echo_json,
+    echo_text,
     format_option,
     pass_ctx,
     plural,
@@ -97,19 +98,19 @@ def show_cmd(obj: CliContext, job_id: str, fmt: str) -> None:
     traceback = extra.pop("traceback", None)
     for key in ("id", "site", "queue", "state", "method", "event", "position"):
         if data.get(key) not in (None, ""):
-            click.echo(f"{key}: {data[key]}")
+            echo_text(f"{key}: {data[key]}")
     if info.state == "finished":
-        click.echo("(it succeeded; its details are not kept)")
+        echo_text("(it succeeded; its details are not kept)")
         return
-    click.echo(f"kwargs: {json.dumps(data['kwargs'], default=str)}")
+    echo_text(f"kwargs: {json.dumps(data['kwargs'], default=str)}")
     for key in ("enqueued_at", "started_at"):
         if data.get(key):
-            click.echo(f"{key}: {_when(data[key])}")
+            echo_text(f"{key}: {_when(data[key])}")
     for key, value in extra.items():
         if value is not None and key != "delivery_tag":
-            click.echo(f"{key}: {_when(value) if key.endswith('_at') else value}")
+            echo_text(f"{key}: {_when(value) if key.endswith('_at') else value}")
     if traceback:
-        click.echo("traceback:\n" + traceback.rstrip())
+        echo_text("traceback:\n" + traceback.rstrip())
 
 
 @jobs_group.command("retry")
@@ -127,10 +128,10 @@ def retry_cmd(obj: CliContext, job_id: str | None, all_: bool, queue: str | None
     rt = obj.runtime()
     if job_id:
         site, full = _scoped(obj, job_id)
-        click.echo(f"Retried {retry_failed(rt, site, full)}")
+        echo_text(f"Retried {retry_failed(rt, site, full)}")
         return
     done = retry_all(rt, obj.sites(), queues)
-    click.echo(f"Retried {plural(len(done), 'job')}")
+    echo_text(f"Retried {plural(len(done), 'job')}")
 
 
 @jobs_group.command("delete")
@@ -144,7 +145,7 @@ def delete_cmd(obj: CliContext, job_id: str) -> None:
     rt = obj.runtime()
     resolved = resolve_id(rt, site, full)
     state = delete_job(rt, site, resolved)
-    click.echo(f"Deleted {state} job {job_id if resolved == full else resolved}")
+    echo_text(f"Deleted {state} job {job_id if resolved == full else resolved}")
 
 
 @jobs_group.command("cancel")
@@ -159,7 +160,7 @@ def cancel_cmd(obj: CliContext, job_id: str, terminate: bool) -> None:
     rt = obj.runtime()
     resolved = resolve_id(rt, site, full)  # a start of an id: the message names the whole one
     what = cancel_job(rt, site, resolved, terminate=terminate)
-    click.echo(f"Job {job_id if resolved == full else resolved} {what}")
+    echo_text(f"Job {job_id if resolved == full else resolved} {what}")
 
 
 @jobs_group.command("run-now")

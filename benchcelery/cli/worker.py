@@ -104,6 +104,7 @@ def _run(
     )
     rt.redis  # noqa: B018 - an unreachable Redis is the one line shown (exit 69), before any notice
     _root_notice(quiet)
+    _visible_logs()
     code = run_worker(rt, options)
     if burst:
         from benchcelery.worker.burst import exit_now
@@ -111,6 +112,20 @@ def _run(
         exit_now(code)
     reloading.restart_if_requested()
     sys.exit(code)
+
+
+def _visible_logs() -> None:
+    """Job ids and exception text reach the worker's log: control characters in them are shown
+    escaped (util/text.py), on the handlers Celery sets up for its own and the tasks' loggers."""
+    from celery.signals import after_setup_logger, after_setup_task_logger
+
+    from benchcelery.util.text import filter_handlers
+
+    def install(logger: Any, **_: Any) -> None:
+        filter_handlers(logger)
+
+    after_setup_logger.connect(install, weak=False)
+    after_setup_task_logger.connect(install, weak=False)
 
 
 def _root_notice(quiet: bool) -> None:

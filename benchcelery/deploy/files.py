@@ -15,7 +15,16 @@ from pathlib import Path
 from benchcelery.bench.config import Settings
 from benchcelery.bench.layout import Bench
 from benchcelery.deploy.plan import Plan, make_plan, worker_host_plan
-from benchcelery.deploy.safe import check_path, check_user, redis_quote
+from benchcelery.deploy.safe import (
+    check_path,
+    check_user,
+    redis_quote,
+    supervisor_command,
+    supervisor_logfile,
+    supervisor_value,
+    systemd_command,
+    systemd_value,
+)
 from benchcelery.deploy.templates import render
 from benchcelery.errors import BenchError
 from benchcelery.store.server import find_server_binary
@@ -88,19 +97,28 @@ def render_supervisor(
     bench = settings.bench
     path = bench.config_path / "supervisor.conf"
     common = {
-        "bench_root": check_path(bench.root),
+        "bench_root": supervisor_value(bench.root),
         "user": check_user(user or default_user()),
-        "logs_path": bench.logs_path,
+        "logs_path": supervisor_logfile(bench.logs_path),
     }
-    check_path(plan.command(), "bench command")
     workers_group = workers_group_name(settings)
     parts = [
-        render("supervisor/header.conf", conf_path=path, bench_name=plan.name, workers_group=workers_group, **common)
+        render(
+            "supervisor/header.conf",
+            conf_path=shlex.quote(str(path)).replace("%", "%%"),
+            bench_name=plan.name,
+            workers_group=workers_group,
+            **common,
+        )
     ]
     workers: list[str] = []
     if plan.schedule:
         program = f"{plan.name}-schedule"
-        parts.append(render("supervisor/schedule.conf", program=program, command=plan.command("schedule"), **common))
+        parts.append(
+            render(
+                "supervisor/schedule.conf", program=program, command=supervisor_command(plan.argv("schedule")), **common
+            )
+        )
         workers.append(program)
     for group in plan.workers:
         program = f"{plan.name}-{group.queue}-worker"
@@ -114,7 +132,7 @@ def render_supervisor(
             render(
                 "supervisor/worker.conf",
                 program=program,
-                command=plan.command(*group.args),
+                command=supervisor_command(plan.argv(*group.args)),
                 queue=group.queue,
                 numprocs=group.instances,
                 numprocs_why=why,
@@ -127,20 +145,35 @@ def render_supervisor(
     web: list[str] = []
     if plan.realtime:
         program = f"{plan.name}-realtime"
-        parts.append(render("supervisor/realtime.conf", program=program, command=plan.command("realtime"), **common))
+        parts.append(
+            render(
+                "supervisor/realtime.conf", program=program, command=supervisor_command(plan.argv("realtime")), **common
+            )
+        )
         web.append(program)
     if plan.dashboard:
         program = f"{plan.name}-dashboard"
-        parts.append(render("supervisor/dashboard.conf", program=program, command=plan.command("dashboard"), **common))
+        parts.append(
+            render(
+                "supervisor/dashboard.conf",
+                program=program,
+                command=supervisor_command(plan.argv("dashboard")),
+                **common,
+            )
+        )
         web.append(program)
     if plan.metrics:
         program = f"{plan.name}-metrics"
-        parts.append(render("supervisor/metrics.conf", program=program, command=plan.command("metrics"), **common))
+        parts.append(
+            render(
+                "supervisor/metrics.conf", program=program, command=supervisor_command(plan.argv("metrics")), **common
+            )
+        )
         web.append(program)
     redis_programs: list[str] = []
     if plan.own_redis and not skip_redis:
         program = f"{plan.name}-redis-queue"
-        command = f"{shlex.quote(find_server_binary())} {shlex.quote(str(plan.redis_conf))}"
+        command = supervisor_command([find_server_binary(), str(plan.redis_conf)])
         parts.append(render("supervisor/redis.conf", program=program, command=command, **common))
         redis_programs.append(program)
     groups = [
@@ -170,12 +203,11 @@ def render_systemd(
     bench_target, workers_target, redis_target = f"{n}.target", f"{n}-workers.target", f"{n}-redis.target"
     web_target = f"{n}-web.target"
     redis_unit = f"{n}-redis-queue.service" if plan.own_redis and not skip_redis else ""
-    check_path(plan.command(), "bench command")
     common = {
-        "bench_root": check_path(bench.root),
+        "bench_root": systemd_value(bench.root),
         "bench_name": n,
         "user": check_user(user or default_user()),
-        "logs_path": bench.logs_path,
+        "logs_path": systemd_value(bench.logs_path),
         "workers_target": workers_target,
         "redis_target": redis_target,
         "web_target": web_target,
@@ -187,29 +219,29 @@ def render_systemd(
     web_units: list[str] = []
     if plan.schedule:
         files[folder / f"{n}-schedule.service"] = render(
-            "systemd/schedule.service", command=plan.command("schedule"), **common
+            "systemd/schedule.service", command=systemd_command(plan.argv("schedule")), **common
         )
         worker_units.append(f"{n}-schedule.service")
     if plan.realtime:
         files[folder / f"{n}-realtime.service"] = render(
-            "systemd/realtime.service", command=plan.command("realtime"), **common
+            "systemd/realtime.service", command=systemd_command(plan.argv("realtime")), **common
         )
         web_units.append(f"{n}-realtime.service")
     if plan.dashboard:
         files[folder / f"{n}-dashboard.service"] = render(
-            "systemd/dashboard.service", command=plan.command("dashboard"), **common
+            "systemd/dashboard.service", command=systemd_command(plan.argv("dashboard")), **common
         )
         web_units.append(f"{n}-dashboard.service")
     if plan.metrics:
         files[folder / f"{n}-metrics.service"] = render(
-            "systemd/metrics.service", command=plan.command("metrics"), **common
+            "systemd/metrics.service", command=systemd_command(plan.argv("metrics")), **common
         )
         web_units.append(f"{n}-metrics.service")
     for group in plan.workers:
         unit = f"{n}-{group.queue}-worker@"
         files[folder / f"{unit}.service"] = render(
             "systemd/worker@.service",
-            command=plan.command(*group.args),
+            command=systemd_command(plan.argv(*group.args)),
             queue=group.queue,
             numprocs=group.instances,
             hard_limit=group.hard_limit,
@@ -237,7 +269,7 @@ def render_systemd(
         )
         targets.append(web_target)
     if redis_unit:
-        command = f"{find_server_binary()} {plan.redis_conf}"
+        command = systemd_command([find_server_binary(), str(plan.redis_conf)])
         files[folder / redis_unit] = render("systemd/redis.service", command=command, **common)
         files[folder / redis_target] = render(
             "systemd/group.target",

@@ -71,7 +71,11 @@ class Plan:
     dashboard: bool = False
 
     def command(self, *args: str) -> str:
-        return " ".join([*self.bench_command, *args])
+        """The command as text (unquoted: for messages; deploy files quote ``argv``)."""
+        return " ".join(self.argv(*args))
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.bench_command, *args]
 
     @property
     def redis_conf(self) -> Path:

@@ -16,12 +16,12 @@ EXAMPLE_APP = "jobs_demo"
 
 def create_bench(path: Path, redis_url: str | None = None, example_app: bool = False) -> Bench:
     from benchcelery.bench.redis_url import redis_url_problem as url_problem
+    from benchcelery.deploy.safe import check_path
 
     root = path.expanduser().resolve()
     if (root / "sites").exists():
         raise ValidationError(f"{root} already holds a bench")
-    if any(ord(c) < 32 or ord(c) == 127 for c in str(root)):  # it is written into config files
-        raise ValidationError(f"A bench path may not hold control characters: {str(root)[:200]!r}")
+    check_path(root, advice="choose another path")  # written into config and deploy files
     if redis_url and url_problem(redis_url):
         raise ValidationError(f"--redis-url {redis_url[:200]!r} {url_problem(redis_url)}")
     for sub in ("sites", "config", "config/pids", "logs", "apps"):

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from benchcelery.bench.config import Settings
-from benchcelery.bench.redis_url import mask_url
+from benchcelery.bench.redis_url import mask_url, query_credentials
 from benchcelery.errors import RedisUnavailableError
 from benchcelery.store import sentinel
 
@@ -26,20 +26,25 @@ CONNECT_TIMEOUT = 2.0
 
 def broker_url(settings: Settings) -> str:
     """The redis:// URL with the ACL user and password embedded (for kombu); kombu's
-    ``sentinel://...;sentinel://...`` form for a Sentinel set-up (sentinel.py)."""
+    ``sentinel://...;sentinel://...`` form for a Sentinel set-up (sentinel.py). Credentials given
+    as ``?username=&password=`` (which redis-py reads and kombu refuses) move into the userinfo."""
     if sentinel.is_sentinel_url(settings.redis_url):
         return sentinel.kombu_url(settings)
-    if not (settings.username or settings.password):
+    q_user, q_password, query = query_credentials(settings.redis_url)
+    if not (settings.username or settings.password or q_user or q_password):
         return settings.redis_url
     parts = urlsplit(settings.redis_url)
+    # As redis-py: the bench's own credentials, else the URL's userinfo, else its query.
+    username = settings.username or (unquote(parts.username) if parts.username else None) or q_user
+    password = settings.password or (unquote(parts.password) if parts.password else None) or q_password
     host = parts.hostname or "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    userinfo = quote(settings.username or "", safe="")
-    if settings.password:
-        userinfo += ":" + quote(settings.password, safe="")
+    userinfo = quote(username or "", safe="")
+    if password:
+        userinfo += ":" + quote(password, safe="")
     netloc = f"{userinfo}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def make_client(settings: Settings, **kwargs: object) -> redis.Redis:
