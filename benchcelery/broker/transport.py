@@ -270,10 +270,18 @@ class Channel(kombu_redis.Channel):
             # Whatever in kombu or Celery failed on this message ends the worker (Celery's
             # "Unrecoverable error", which gives the message back): count it against the message
             # as a lapsed lease would be, so it is failed, not handed out again, past the limit.
-            self._count_crash(taken.tag)
+            self._count_crash(taken)
             raise
 
-    def _count_crash(self, tag: str) -> None:
+    def _count_crash(self, taken: Taken) -> None:
+        """Count a failed delivery under the message's own tag, where fetch reads its lapses (a job
+        taken again after a lapse runs under a fresh delivery tag)."""
+        tag = taken.tag
+        try:
+            own = loads(bytes_to_str(taken.raw))["properties"]["delivery_tag"]
+            tag = own if isinstance(own, str) else tag
+        except Exception:  # a message that decodes at all had its tag checked by envelope.check
+            pass
         try:
             self.delivery.r.hincrby(self.keys.redeliveries, tag, 1)
         except Exception as exc:  # the lease lapses instead, and recovery counts it
