@@ -48,6 +48,7 @@ from benchcelery.broker.acks import report as report_ack
 from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
 from benchcelery.broker.hooks import hooks
 from benchcelery.broker.qos import QoS
+from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options
 from benchcelery.store.durable import execute_push
 
 logger = logging.getLogger("benchcelery.broker.delivery")
@@ -77,6 +78,13 @@ class Channel(kombu_redis.Channel):
     _poll_plain = False  # ... is kombu's own BRPOP (remote-control replies, which are not jobs)
     _expect_work = False
     _idle_timeouts = 0
+    # Every connection of the channel (poll, pushes, acks, the lease thread's) has a read timeout:
+    # kombu's default is none, and a synchronous command on a path that drops packets without
+    # closing the socket then blocks the event loop for good (no TERM, no health check runs).
+    # The poll's BRPOP (1 s) is read only once its socket is readable, within this timeout.
+    socket_timeout = SOCKET_TIMEOUT
+    socket_keepalive = True
+    socket_keepalive_options = keepalive_options()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tokens: dict[str, str] = {}
@@ -292,7 +300,11 @@ class Channel(kombu_redis.Channel):
             # carries this ack (_brpop_start). Anything that ends the loop flushes it (close).
             self._acks.defer(tag, token)
             return
-        report_ack(tag, self.delivery.ack(tag, token))
+        try:
+            report_ack(tag, self.delivery.ack(tag, token))
+        except self.connection_errors as exc:  # kept (and its lease renewed) until it is applied
+            logger.warning("Could not acknowledge job %s yet: %s", tag, exc)
+            self._acks.defer(tag, token)
 
     def note(self, commands: list[tuple[Any, ...]]) -> None:
         """Commands whose replies do not matter (job metrics): sent with the next poll when one
@@ -300,7 +312,10 @@ class Channel(kombu_redis.Channel):
         if self._can_defer():
             self._acks.defer_notes(commands)
             return
-        self._acks.send_notes(commands)
+        try:
+            self._acks.send_notes(commands)
+        except self.connection_errors as exc:  # metrics only: dropped rather than block the finish
+            logger.warning("Could not update job metrics: %s", exc)
 
     def _can_defer(self) -> bool:
         """Whether a next poll will carry what finishes now: called in the event loop, no poll
@@ -323,7 +338,10 @@ class Channel(kombu_redis.Channel):
     def give_back(self, tag: str, front: bool = True) -> None:
         token = self._tokens.pop(tag, None)
         if token:
-            self.delivery.restore(tag, token, front=front)
+            try:
+                self.delivery.restore(tag, token, front=front)
+            except self.connection_errors as exc:  # not renewed from now on: back by its lease
+                logger.warning("Could not put job %s back now (%s): it goes back when its lease lapses", tag, exc)
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         self.give_back(message.delivery_tag, front=not leftmost)
