@@ -82,9 +82,9 @@ class Channel(kombu_redis.Channel):
     # kombu's default is none, and a synchronous command on a path that drops packets without
     # closing the socket then blocks the event loop for good (no TERM, no health check runs).
     # The poll's BRPOP (1 s) is read only once its socket is readable, within this timeout.
-    socket_timeout = SOCKET_TIMEOUT
-    socket_keepalive = True
-    socket_keepalive_options = keepalive_options()
+    socket_timeout = SOCKET_TIMEOUT  # type: ignore[assignment]
+    socket_keepalive = True  # type: ignore[assignment]
+    socket_keepalive_options = keepalive_options()  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tokens: dict[str, str] = {}
