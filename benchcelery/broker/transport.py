@@ -28,6 +28,7 @@ neither the job engine nor Celery's worker.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import weakref
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ from benchcelery.broker.acks import report as report_ack
 from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
 from benchcelery.broker.hooks import hooks
 from benchcelery.broker.qos import QoS
-from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options
+from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options, retry_policy
 from benchcelery.store.durable import execute_push
 
 logger = logging.getLogger("benchcelery.broker.delivery")
@@ -57,6 +58,9 @@ OWNER = ""  # the worker's name, set by `bench worker` (delivery.new_token: who 
 IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
 _holders: weakref.WeakSet[Channel] = weakref.WeakSet()
 _keeper: LeaseKeeper | None = None
+_loop_turn: float | None = None  # monotonic time of the event loop's last turn (None: no event loop)
+_turning: set[int] = set()  # the event loops that stamp it
+TURN_EVERY = 1.0
 
 
 def _packed(commands: list[Any]) -> list[bytes]:
@@ -95,6 +99,9 @@ class Channel(kombu_redis.Channel):
         self.keys = Keys.from_prefix(self.global_keyprefix or "")
 
     # --- clients ---
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        return {**super()._connparams(asynchronous), "retry": retry_policy()}  # a timeout is not retried
+
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         if client:
@@ -327,6 +334,7 @@ class Channel(kombu_redis.Channel):
         self._acks.flush(polling=self._in_poll is not None)
 
     def close(self) -> None:
+        self._drop_silent_poll()
         try:
             self.flush_acks()
         except Exception as exc:  # Redis unreachable: the lease thread keeps trying (held())
@@ -334,6 +342,19 @@ class Channel(kombu_redis.Channel):
         if not self.held():  # nothing left to renew: the lease thread forgets it (it has no pool now)
             _holders.discard(self)
         super().close()
+
+    def _drop_silent_poll(self) -> None:
+        """Closing reads the outstanding poll's reply first; a live Redis sends it within the BRPOP
+        timeout. One that has not come by then (plus a second) is not awaited for the full socket
+        timeout: the connection is dropped, so a TERM during a network outage is not held up."""
+        connection, sent = self._in_poll, self._brpop_sent_at
+        sock = getattr(connection, "_sock", None) if connection else None
+        if sock is None or sent is None:
+            return
+        wait = max(0.0, float(sent) + self.brpop_timeout + 1.0 - monotonic())
+        if not select.select([sock], [], [], wait)[0]:
+            logger.warning("Redis did not answer the worker's poll in time; dropping that connection")
+            connection.disconnect()
 
     def give_back(self, tag: str, front: bool = True) -> None:
         token = self._tokens.pop(tag, None)
@@ -359,8 +380,13 @@ def _start_keeper(channel: Channel) -> None:
     global _keeper
     _holders.add(channel)
     if _keeper is None or not _keeper.is_alive():
-        _keeper = LeaseKeeper(_holders, channel.job_lease)
+        _keeper = LeaseKeeper(_holders, channel.job_lease, loop_turn=lambda: _loop_turn, stopping=hooks.shutting_down)
         _keeper.start()
+
+
+def _turned() -> None:
+    global _loop_turn
+    _loop_turn = monotonic()
 
 
 class Transport(kombu_redis.Transport):
@@ -368,3 +394,10 @@ class Transport(kombu_redis.Transport):
     # Idle workers block on the wake lists for this long between fetches (a message pushed
     # without a wake token, by hand or by another tool, waits at most this long).
     brpop_timeout = 1
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        if id(loop) not in _turning:  # once per loop (this runs again after every reconnect)
+            _turning.add(id(loop))
+            _turned()
+            loop.call_repeatedly(TURN_EVERY, _turned)

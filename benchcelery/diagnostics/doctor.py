@@ -169,6 +169,13 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
             )
         if health.database.status == "unreachable":
             problems.append(f"{site}: database unreachable: {health.database.detail}")
+    for w in workers:
+        idle = w.stuck_for(now)
+        if idle is not None:
+            problems.append(
+                f"Worker stuck: {w.name} (pid {w.pid} on {w.host}): its work loop has not turned for {idle:.0f} s "
+                "(blocked, or cut off from Redis); its jobs go back to other workers once their lease lapses"
+            )
     ha = sentinel_report(rt.settings)
     return DoctorReport(
         sites=reports,
