@@ -70,7 +70,7 @@ class AsynPool(asynpool.AsynPool):
 
     def _create_timelimit_handlers(self, hub: Any) -> Any:
         result = super()._create_timelimit_handlers(hub)
-        celery_cancel: Any = self.on_timeout_cancel
+        celery_cancel: Any = self.on_timeout_cancel  # type: ignore[has-type]
         timer = hub.timer
         cancelled = 0
 
