@@ -67,7 +67,6 @@ class AsynPool(asynpool.AsynPool):
             self._quick_put = put
         return result
 
-
     def _create_timelimit_handlers(self, hub: Any) -> Any:
         result = super()._create_timelimit_handlers(hub)
         celery_cancel: Any = self.on_timeout_cancel  # type: ignore[has-type]
