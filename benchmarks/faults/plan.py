@@ -19,6 +19,7 @@ SCENARIOS = (
     "retry",
     "cold",
     "idle",
+    "blackhole",
 )
 
 
@@ -37,11 +38,13 @@ class Sizes:
     cold_reps: int
     idle_s: float
     latency_samples: int
+    blackhole_jobs: int = 600
+    blackhole_s: float = 60.0  # the 60 s: twice the default job_lease
 
 
 def sizes(quick: bool, jobs: int | None, kill_every: float | None) -> Sizes:
     if quick:
-        s = Sizes(600, 2.0, 120, 1, 40, 800, 1, 800, 20, 3, 1, 30, 10)
+        s = Sizes(600, 2.0, 120, 1, 40, 800, 1, 800, 20, 3, 1, 30, 10, 300, 45.0)
     else:
         s = Sizes(3000, 2.0, 420, 2, 75, 2000, 3, 2000, 20, 5, 3, 30, 20)
     if jobs:

@@ -20,6 +20,8 @@ TITLES = {
     "poison": "(g) one bad element of each kind pushed into a queue",
     "retry": "(h) `bench jobs retry` of a job that fails again within a second",
     "cold": "(i) cold shutdown (second SIGTERM) while a job runs",
+    "blackhole": "(j) the only `worker-pool 2` behind a proxy that drops all traffic for {blackhole} "
+    "(sockets kept open), then heals; then TERM with worker->Redis dropped",
 }
 
 TARGETS = {
@@ -36,6 +38,7 @@ TARGETS = {
     "poison": "each recorded, 0 worker exits",
     "retry": "the new failure record stays",
     "cold": "the job in exactly one place (its queue), no failed record",
+    "blackhole": "0 lost, 0 ran twice; the same process works again; doctor shows it stuck; TERM honoured",
 }
 
 
@@ -64,6 +67,12 @@ def _recover(name: str, r: dict[str, Any]) -> str:
         return (
             f"100 new jobs enqueued 3 s after the restart: first ran {num(r.get('resumed_s'), 2)} s after, "
             f"all {num(r.get('new_jobs_done_s'))} s after"
+        )
+    if name == "blackhole":
+        return (
+            f"doctor: stuck {num(r.get('doctor_stuck_after_s'))} s into the blackhole; "
+            f"resumed {num(r.get('resumed_s'))} s after the heal, all done {num(r.get('recover_s'))} s after; "
+            f"TERM exit in {num(r.get('term_exit_s'))} s"
         )
     if name in ("crash-always", "crash-everysec"):
         return f"resumed {num(r.get('resumed_s'))} s after the restart; all done {num(r.get('recover_s'))} s after"
@@ -107,6 +116,9 @@ def _verdict(name: str, r: dict[str, Any]) -> str:
         ok = ok and r["lost"] == 0
     elif name == "cold":
         ok = ok and r.get("one_place") == r["jobs"] and r["lost"] == 0
+    elif name == "blackhole":
+        ok = ok and r["lost"] == 0 and r["ran_twice"] == 0 and r.get("settled") and r.get("same_process")
+        ok = ok and r.get("doctor_stuck_after_s") is not None and r.get("term_exit_s") is not None
     return "PASS" if ok else "**FAIL**"
 
 
@@ -118,6 +130,7 @@ def markdown(data: dict[str, Any]) -> str:
         "half": num(s["kill_every"] / 2),
         "long": s["long_s"],
         "freeze": f"{s['freeze_s']:.0f} s",
+        "blackhole": f"{s.get('blackhole_s', 60):.0f} s",
     }
     lines = [
         "# Reliability: the fault suite (issue 10)",

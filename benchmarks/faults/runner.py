@@ -18,6 +18,7 @@ from benchmarks.faults import report
 from benchmarks.faults.plan import Sizes, sizes
 from benchmarks.faults.scenarios.broker import sc_crash, sc_crash_reps, sc_freeze
 from benchmarks.faults.scenarios.idle import sc_idle
+from benchmarks.faults.scenarios.network import sc_blackhole
 from benchmarks.faults.scenarios.records import sc_poison, sc_retry
 from benchmarks.faults.scenarios.workers import sc_cold, sc_kill, sc_long, sc_orphan
 from benchmarks.faults.world import LEASE, World, create_world
@@ -50,6 +51,8 @@ def run_one(w: World, name: str, s: Sizes) -> dict[str, Any]:
         return sc_cold(w, s.cold_reps)
     if name == "idle":
         return sc_idle(w, s.idle_s, s.latency_samples)
+    if name == "blackhole":
+        return sc_blackhole(w, s.blackhole_jobs, s.blackhole_s)
     raise ValueError(name)
 
 
