@@ -84,3 +84,19 @@ def test_the_blackhole_proxy_drops_traffic_keeping_the_socket_open(bench: BenchH
         client.ping()
     proxy.heal()  # the old flow lost bytes and stays dead; a new connection gets through
     assert redis.Redis(port=proxy.listen_port, socket_timeout=2).ping()
+
+
+def test_acks_of_a_poll_whose_replies_never_came_go_with_the_next_poll(bench: BenchHandle) -> None:
+    """kombu drops a poll connection whose reply is overdue without our read: the acks that rode
+    with that poll must stay held (renewed) and go again, or their jobs run twice."""
+    from benchcelery.broker.acks import PendingAcks
+    from benchcelery.broker.delivery import Delivery
+
+    delivery = Delivery(bench.redis, bench.rt().keys)
+    acks = PendingAcks(lambda: delivery)
+    acks.defer("tag-1", "token-1")
+    assert len(acks.ride()) == 1  # sent with a poll; its connection is then dropped, nothing read
+    acks.defer("tag-2", "token-2")
+    assert set(acks.held()) == {"tag-1", "tag-2"}
+    resent = acks.ride()
+    assert [command[-2] for command in resent] == ["tag-1", "tag-2"]

@@ -57,6 +57,10 @@ logger = logging.getLogger("benchcelery.broker.delivery")
 OWNER = ""  # the worker's name, set by `bench worker` (delivery.new_token: who holds a job)
 IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
 _holders: weakref.WeakSet[Channel] = weakref.WeakSet()
+# Closed channels that still hold jobs or unapplied acks: kept alive until those are settled (once
+# Celery replaced a lost connection nothing else refers to the old channel, and the weak set alone
+# would let its leases lapse: a finished job would then run again).
+_closed_holding: set[Channel] = set()
 _keeper: LeaseKeeper | None = None
 _loop_turn: float | None = None  # monotonic time of the event loop's last turn (None: no event loop)
 _turning: set[int] = set()  # the event loops that stamp it
@@ -287,7 +291,10 @@ class Channel(kombu_redis.Channel):
         applied yet. On a closed channel (its connection was lost) those acks are retried here."""
         if self.closed and self._acks.unapplied():
             self.flush_acks()
-        return {**dict(self._tokens), **self._acks.held()}
+        held = {**dict(self._tokens), **self._acks.held()}
+        if self.closed and not held:
+            _closed_holding.discard(self)
+        return held
 
     def lost(self, tags: list[str]) -> None:
         for tag in tags:
@@ -341,6 +348,8 @@ class Channel(kombu_redis.Channel):
             logger.warning("Could not acknowledge %d finished job(s) yet: %s", len(self._acks.waiting), exc)
         if not self.held():  # nothing left to renew: the lease thread forgets it (it has no pool now)
             _holders.discard(self)
+        else:
+            _closed_holding.add(self)
         super().close()
 
     def _drop_silent_poll(self) -> None:
