@@ -49,7 +49,7 @@ from benchcelery.broker.acks import report as report_ack
 from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
 from benchcelery.broker.hooks import hooks
 from benchcelery.broker.qos import QoS
-from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options, retry_policy
+from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options
 from benchcelery.store.durable import execute_push
 
 logger = logging.getLogger("benchcelery.broker.delivery")
@@ -89,7 +89,8 @@ class Channel(kombu_redis.Channel):
     # Every connection of the channel (poll, pushes, acks, the lease thread's) has a read timeout:
     # kombu's default is none, and a synchronous command on a path that drops packets without
     # closing the socket then blocks the event loop for good (no TERM, no health check runs).
-    # The poll's BRPOP (1 s) is read only once its socket is readable, within this timeout.
+    # The poll's BRPOP (1 s) is read only once its socket is readable, within this timeout. Its
+    # connections keep redis-py's no-retry default (kombu and Celery reconnect themselves).
     socket_timeout = SOCKET_TIMEOUT  # type: ignore[assignment]
     socket_keepalive = True  # type: ignore[assignment]
     socket_keepalive_options = keepalive_options()  # type: ignore[assignment]
@@ -103,9 +104,6 @@ class Channel(kombu_redis.Channel):
         self.keys = Keys.from_prefix(self.global_keyprefix or "")
 
     # --- clients ---
-    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
-        return {**super()._connparams(asynchronous), "retry": retry_policy()}  # a timeout is not retried
-
     @contextmanager
     def conn_or_acquire(self, client: Any = None) -> Iterator[Any]:
         if client:

@@ -20,6 +20,7 @@ SCENARIOS = (
     "cold",
     "idle",
     "blackhole",
+    "failover-enqueue",
 )
 
 

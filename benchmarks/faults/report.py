@@ -22,6 +22,8 @@ TITLES = {
     "cold": "(i) cold shutdown (second SIGTERM) while a job runs",
     "blackhole": "(j) the only `worker-pool 2` behind a proxy that drops all traffic for {blackhole} "
     "(sockets kept open), then heals; then TERM with worker->Redis dropped",
+    "failover-enqueue": "(k) Sentinel failover (master + one sentinel SIGKILLed) while an enqueuer "
+    "(`enqueue_wait_replicas: 1`) and a `worker-pool 2` run",
 }
 
 TARGETS = {
@@ -39,6 +41,7 @@ TARGETS = {
     "retry": "the new failure record stays",
     "cold": "the job in exactly one place (its queue), no failed record",
     "blackhole": "0 lost, 0 ran twice; the same process works again; doctor shows it stuck; TERM honoured",
+    "failover-enqueue": "0 lost; 0 enqueue calls raise (they wait for the promoted master)",
 }
 
 
@@ -73,6 +76,11 @@ def _recover(name: str, r: dict[str, Any]) -> str:
             f"doctor: stuck {num(r.get('doctor_stuck_after_s'))} s into the blackhole; "
             f"resumed {num(r.get('resumed_s'))} s after the heal, all done {num(r.get('recover_s'))} s after; "
             f"TERM exit in {num(r.get('term_exit_s'))} s"
+        )
+    if name == "failover-enqueue":
+        return (
+            f"promoted {num(r.get('promoted_s'))} s after the kill; {r.get('enqueue_errors')} enqueue calls raised, "
+            f"the slowest returned after {num(r.get('slowest_enqueue_s'))} s"
         )
     if name in ("crash-always", "crash-everysec"):
         return f"resumed {num(r.get('resumed_s'))} s after the restart; all done {num(r.get('recover_s'))} s after"
@@ -116,6 +124,8 @@ def _verdict(name: str, r: dict[str, Any]) -> str:
         ok = ok and r["lost"] == 0
     elif name == "cold":
         ok = ok and r.get("one_place") == r["jobs"] and r["lost"] == 0
+    elif name == "failover-enqueue":
+        ok = ok and r["lost"] == 0 and r.get("enqueue_errors") == 0 and r.get("settled")
     elif name == "blackhole":
         ok = ok and r["lost"] == 0 and r["ran_twice"] == 0 and r.get("settled") and r.get("same_process")
         ok = ok and r.get("doctor_stuck_after_s") is not None and r.get("term_exit_s") is not None

@@ -17,6 +17,7 @@ from benchmarks.common import say
 from benchmarks.faults import report
 from benchmarks.faults.plan import Sizes, sizes
 from benchmarks.faults.scenarios.broker import sc_crash, sc_crash_reps, sc_freeze
+from benchmarks.faults.scenarios.failover import sc_failover_enqueue
 from benchmarks.faults.scenarios.idle import sc_idle
 from benchmarks.faults.scenarios.network import sc_blackhole
 from benchmarks.faults.scenarios.records import sc_poison, sc_retry
@@ -53,6 +54,8 @@ def run_one(w: World, name: str, s: Sizes) -> dict[str, Any]:
         return sc_idle(w, s.idle_s, s.latency_samples)
     if name == "blackhole":
         return sc_blackhole(w, s.blackhole_jobs, s.blackhole_s)
+    if name == "failover-enqueue":
+        return sc_failover_enqueue(w, 20.0)
     raise ValueError(name)
 
 
