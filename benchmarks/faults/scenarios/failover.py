@@ -96,6 +96,7 @@ def sc_failover_enqueue(w: World, seconds_after: float) -> dict[str, Any]:
 
         counter = f"redis://127.0.0.1:{w.counter_port}/0"
         log = w.workdir / "logs" / "failover-pool.log"
+        log.parent.mkdir(exist_ok=True)
         pool = procs.spawn(
             [str(BIN / "bench"), "worker-pool", "--num-workers", "2", "--quiet"], w.env(), bench.root, log
         )
