@@ -405,3 +405,43 @@ def test_frappe_sentinel_keys(tmp_path: Path, redis_server: RedisServer) -> None
 def edit_common_config(root: Path, **values: object) -> None:
     path = root / "sites" / "common_site_config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **values}))
+
+
+def test_enqueue_during_a_failover_waits_for_the_promoted_master(
+    tmp_path: Path, cluster: Cluster, redis_server: RedisServer, tally: redis.Redis
+) -> None:
+    import benchcelery
+    from benchcelery.errors import RedisUnavailableError
+    from tests.conftest import reset_runtime
+
+    bench = ha_bench(tmp_path / "bench", cluster, redis_server, enqueue_wait_replicas=1, enqueue_wait_timeout=1)
+    start_layout(cluster, bench)
+    try:
+        rt = benchcelery.init(site="site1.local", bench_path=str(bench.root))
+        benchcelery.enqueue("haapp.tasks.count", queue="short", n=0)
+        old_master = cluster.master_port()
+        cluster.kill(old_master)  # type: ignore[arg-type]
+        cluster.kill(cluster.sentinel_ports[0])
+        killed = time.monotonic()
+        for n in range(1, 6):  # the first waits for the promotion; none raises
+            benchcelery.enqueue("haapp.tasks.count", queue="short", n=n)
+        waited = time.monotonic() - killed
+        new_master = cluster.master_port()
+        assert new_master in cluster.data_ports[1:]
+        promoted = redis.Redis(port=new_master)
+        queued = sum(promoted.llen(key) for key in rt.keys.queue_lists("short"))
+        assert queued >= 5, f"{queued} of the 5 jobs enqueued during the failover are on the new master"
+        print(f"\nenqueue during failover: the first call returned {waited:.1f} s after the kill")
+
+        # No master left to promote: the wait is bounded and ends in one clear error.
+        bench.set_config(enqueue_failover_wait=2)
+        reset_runtime()
+        benchcelery.init(site="site1.local", bench_path=str(bench.root))
+        benchcelery.enqueue("haapp.tasks.count", queue="short", n=6)
+        cluster.kill(new_master)  # type: ignore[arg-type]
+        started = time.monotonic()
+        with pytest.raises(RedisUnavailableError, match="enqueue_failover_wait"):
+            benchcelery.enqueue("haapp.tasks.count", queue="short", n=7)
+        assert time.monotonic() - started < 30
+    finally:
+        bench.stop_all()

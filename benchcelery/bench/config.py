@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "time_zone": "UTC",
     "max_redeliveries": 3,  # a job whose worker died this often is failed, not run again
     "job_lease": 30,  # s; a taken job's lease, renewed every lease/3 s while its worker lives
+    "enqueue_failover_wait": 15,  # s; with Sentinel, how long an enqueue waits for a promoted master
     "socketio_port": 9000,
     "doctor_fail_on": "",  # what else makes `bench doctor` exit 1, e.g. "failed,dead-workers"
     "dashboard_port": 9030,  # `bench dashboard`

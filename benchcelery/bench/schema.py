@@ -186,6 +186,7 @@ SCHEMA: dict[str, Key] = {
     "redis_queue_master_password": Key(text(1000, _NO_SPACE, "a password without spaces"), secret=True),
     "enqueue_wait_replicas": Key(integer(0, 64)),
     "enqueue_wait_timeout": Key(seconds_float),
+    "enqueue_failover_wait": Key(seconds_float),
     "worker_hostname": Key(text(255, re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$"), "a host name")),
     "rq_username": Key(text(128, re.compile(r"^[A-Za-z0-9._-]+$"), "a user name")),
     "rq_password": Key(text(1000), secret=True),

@@ -61,7 +61,10 @@ class PendingAcks:
         """The commands to send ahead of the poll command; from here on they count as sent."""
         notes, self.notes = self.notes, []
         self.notes_sent = len(notes)
-        self.sent, self.waiting = self.waiting, []
+        # Acks sent with a poll whose replies were never read (its connection was dropped without
+        # a read, e.g. by kombu's check of an overdue BRPOP) go again: overwritten, their jobs
+        # would no longer be renewed and would run again once their leases lapsed.
+        self.sent, self.waiting = [*self.sent, *self.waiting], []
         return [*notes, *[self.delivery().ack_command(tag, token) for tag, token in self.sent]]
 
     def not_sent(self) -> None:

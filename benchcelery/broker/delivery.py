@@ -42,7 +42,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -236,27 +236,59 @@ class Sweeper:
 class LeaseKeeper(threading.Thread):
     """One thread per worker process: renews the leases of the jobs its channels hold and sweeps
     lapsed leases of dead workers. It runs outside Celery's event loop, so a job keeps its lease
-    during a warm shutdown too; renewals stop only when the process stops (or stalls).
+    during a warm shutdown too; renewals stop only when the process stops (or stalls), and when the
+    event loop has not turned for longer than the lease (``loop_turn``, monotonic; a loop that is
+    blocked cannot start, finish or acknowledge the jobs it holds: they go back to other workers).
 
     ``holders`` are objects (transport channels) with ``delivery``, ``held()`` -> {tag: token}
     and ``renewed(held, lost tags, started)``; a process that holds no jobs (``bench schedule``) passes none and the
-    ``delivery`` to sweep with.
+    ``delivery`` to sweep with. Losing Redis is logged once, being cut off for longer than the
+    lease once more, and contact coming back once.
     """
 
-    def __init__(self, holders: Iterable[Any], lease: int = DEFAULT_LEASE, delivery: Delivery | None = None) -> None:
+    def __init__(
+        self,
+        holders: Iterable[Any],
+        lease: int = DEFAULT_LEASE,
+        delivery: Delivery | None = None,
+        loop_turn: Callable[[], float | None] = lambda: None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> None:
         super().__init__(name="benchcelery-leases", daemon=True)
         self.holders = holders
         self.delivery = delivery
+        self.lease = lease
         self.sweeper = Sweeper(lease)
         self.interval = min(lease / 3, SWEEP_INTERVAL)
         self.stopped = threading.Event()
+        self.loop_turn = loop_turn
+        self.stopping = stopping
+        self.failing_since: float | None = None
+        self.said_cut_off = False
+        self.said_stalled = False
 
     def run(self) -> None:
         while not self.stopped.wait(self.interval):
             self.tick()
 
+    def loop_stalled(self) -> bool:
+        """Whether the event loop has not turned for longer than the lease (said once)."""
+        turned = self.loop_turn()
+        stalled = turned is not None and not self.stopping() and time.monotonic() - turned > self.lease
+        if stalled and not self.said_stalled:
+            logger.error(
+                "This worker's event loop has not turned for %.0f s (longer than job_lease, %s s): the leases of "
+                "the jobs it holds are no longer renewed, so they go back to other workers",
+                time.monotonic() - (turned or 0),
+                self.lease,
+            )
+        elif not stalled and self.said_stalled:
+            logger.warning("This worker's event loop turns again; its leases are renewed again")
+        self.said_stalled = stalled
+        return stalled
+
     def tick(self) -> None:
-        holders = list(self.holders)
+        holders = [] if self.loop_stalled() else list(self.holders)
         started = time.monotonic()
         try:  # nothing here may end the thread: a worker without it neither renews nor sweeps
             delivery = holders[0].delivery if holders else self.delivery
@@ -266,12 +298,34 @@ class LeaseKeeper(threading.Thread):
                 held = holder.held()
                 lost = holder.delivery.renew(held)
                 holder.renewed(held, lost, started)
-        except Exception as exc:  # Redis down, paused, failing over: keep trying
+        except Exception as exc:  # Redis down, paused, failing over, cut off: keep trying
             self.sweeper.lost_contact()
-            logger.warning("Could not renew job leases: %s", exc)
+            self.failed(exc)
             return
+        self.reached()
         self.sweeper.timed(started)
         self.sweeper.maybe_sweep(delivery)
+
+    def failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if self.failing_since is None:
+            self.failing_since = now
+            logger.warning("Could not renew job leases: %s (retrying every %.0f s)", exc, self.interval)
+        elif now - self.failing_since > self.lease and not self.said_cut_off:
+            self.said_cut_off = True
+            logger.error(
+                "Cut off from Redis for %.0f s, longer than job_lease (%s s): the leases of the jobs this worker "
+                "holds lapsed, so they go back to other workers (a job still running here may run twice)",
+                now - self.failing_since,
+                self.lease,
+            )
+
+    def reached(self) -> None:
+        if self.failing_since is not None:
+            logger.warning(
+                "Reached Redis again after %.0f s; job leases are renewed again", time.monotonic() - self.failing_since
+            )
+        self.failing_since, self.said_cut_off = None, False
 
 
 def decode_meta(raw: bytes | str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ neither the job engine nor Celery's worker.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import weakref
 from collections.abc import Iterator
@@ -52,6 +53,7 @@ from benchcelery.broker.delayed import Delayed, Entry
 from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
 from benchcelery.broker.hooks import hooks
 from benchcelery.broker.qos import QoS
+from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options
 from benchcelery.store.durable import execute_push
 
 logger = logging.getLogger("benchcelery.broker.delivery")
@@ -59,7 +61,14 @@ logger = logging.getLogger("benchcelery.broker.delivery")
 OWNER = ""  # the worker's name, set by `bench worker` (delivery.new_token: who holds a job)
 IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
 _holders: weakref.WeakSet[Channel] = weakref.WeakSet()
+# Closed channels that still hold jobs or unapplied acks: kept alive until those are settled (once
+# Celery replaced a lost connection nothing else refers to the old channel, and the weak set alone
+# would let its leases lapse: a finished job would then run again).
+_closed_holding: set[Channel] = set()
 _keeper: LeaseKeeper | None = None
+_loop_turn: float | None = None  # monotonic time of the event loop's last turn (None: no event loop)
+_turning: set[int] = set()  # the event loops that stamp it
+TURN_EVERY = 1.0
 
 
 def _packed(commands: list[Any]) -> list[bytes]:
@@ -86,6 +95,14 @@ class Channel(kombu_redis.Channel):
     _poll_plain = False  # ... is kombu's own BRPOP (remote-control replies, which are not jobs)
     _expect_work = False
     _idle_timeouts = 0
+    # Every connection of the channel (poll, pushes, acks, the lease thread's) has a read timeout:
+    # kombu's default is none, and a synchronous command on a path that drops packets without
+    # closing the socket then blocks the event loop for good (no TERM, no health check runs).
+    # The poll's BRPOP (1 s) is read only once its socket is readable, within this timeout. Its
+    # connections keep redis-py's no-retry default (kombu and Celery reconnect themselves).
+    socket_timeout = SOCKET_TIMEOUT  # type: ignore[assignment]
+    socket_keepalive = True  # type: ignore[assignment]
+    socket_keepalive_options = keepalive_options()  # type: ignore[assignment]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tokens: dict[str, str] = {}
@@ -321,6 +338,8 @@ class Channel(kombu_redis.Channel):
         held = {**dict(self._tokens), **self._acks.held()}
         for tag in self._lost & held.keys():
             del held[tag]
+        if self.closed and not held:
+            _closed_holding.discard(self)
         return held
 
     def renewed(self, held: dict[str, str], lost: list[str], started: float) -> None:
@@ -385,7 +404,11 @@ class Channel(kombu_redis.Channel):
             # carries this ack (_brpop_start). Anything that ends the loop flushes it (close).
             self._acks.defer(tag, token)
             return
-        report_ack(tag, self.delivery.ack(tag, token))
+        try:
+            report_ack(tag, self.delivery.ack(tag, token))
+        except self.connection_errors as exc:  # kept (and its lease renewed) until it is applied
+            logger.warning("Could not acknowledge job %s yet: %s", tag, exc)
+            self._acks.defer(tag, token)
 
     # --- retries (delayed.py): the ack of a failed job with attempts left schedules the next one ---
     def schedule_on_ack(self, tag: str, entry: Entry, seconds: float, status: str, ttl: int) -> None:
@@ -406,7 +429,10 @@ class Channel(kombu_redis.Channel):
         if self._can_defer():
             self._acks.defer_notes(commands)
             return
-        self._acks.send_notes(commands)
+        try:
+            self._acks.send_notes(commands)
+        except self.connection_errors as exc:  # metrics only: dropped rather than block the finish
+            logger.warning("Could not update job metrics: %s", exc)
 
     def _can_defer(self) -> bool:
         """Whether a next poll will carry what finishes now: called in the event loop, no poll
@@ -418,20 +444,39 @@ class Channel(kombu_redis.Channel):
         self._acks.flush(polling=self._in_poll is not None)
 
     def close(self) -> None:
+        self._drop_silent_poll()
         try:
             self.flush_acks()
         except Exception as exc:  # Redis unreachable: the lease thread keeps trying (held())
             logger.warning("Could not acknowledge %d finished job(s) yet: %s", len(self._acks.waiting), exc)
         if not self.held():  # nothing left to renew: the lease thread forgets it (it has no pool now)
             _holders.discard(self)
+        else:
+            _closed_holding.add(self)
         super().close()
+
+    def _drop_silent_poll(self) -> None:
+        """Closing reads the outstanding poll's reply first; a live Redis sends it within the BRPOP
+        timeout. One that has not come by then (plus a second) is not awaited for the full socket
+        timeout: the connection is dropped, so a TERM during a network outage is not held up."""
+        connection, sent = self._in_poll, self._brpop_sent_at
+        sock = getattr(connection, "_sock", None) if connection else None
+        if sock is None or sent is None:
+            return
+        wait = max(0.0, float(sent) + self.brpop_timeout + 1.0 - monotonic())
+        if not select.select([sock], [], [], wait)[0]:
+            logger.warning("Redis did not answer the worker's poll in time; dropping that connection")
+            connection.disconnect()
 
     def give_back(self, tag: str, front: bool = True) -> None:
         token = self._tokens.pop(tag, None)
         self._fresh.pop(tag, None)
         self._lost.discard(tag)
         if token:
-            self.delivery.restore(tag, token, front=front)
+            try:
+                self.delivery.restore(tag, token, front=front)
+            except self.connection_errors as exc:  # not renewed from now on: back by its lease
+                logger.warning("Could not put job %s back now (%s): it goes back when its lease lapses", tag, exc)
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         self.give_back(message.delivery_tag, front=not leftmost)
@@ -449,8 +494,13 @@ def _start_keeper(channel: Channel) -> None:
     global _keeper
     _holders.add(channel)
     if _keeper is None or not _keeper.is_alive():
-        _keeper = LeaseKeeper(_holders, channel.job_lease)
+        _keeper = LeaseKeeper(_holders, channel.job_lease, loop_turn=lambda: _loop_turn, stopping=hooks.shutting_down)
         _keeper.start()
+
+
+def _turned() -> None:
+    global _loop_turn
+    _loop_turn = monotonic()
 
 
 class Transport(kombu_redis.Transport):
@@ -458,3 +508,10 @@ class Transport(kombu_redis.Transport):
     # Idle workers block on the wake lists for this long between fetches (a message pushed
     # without a wake token, by hand or by another tool, waits at most this long).
     brpop_timeout = 1
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        if id(loop) not in _turning:  # once per loop (this runs again after every reconnect)
+            _turning.add(id(loop))
+            _turned()
+            loop.call_repeatedly(TURN_EVERY, _turned)

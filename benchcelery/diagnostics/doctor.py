@@ -225,6 +225,13 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
                 f"{n} failed record{'s' if n != 1 else ''} in queue {q}, which no config names "
                 f"(forged or misrouted messages): see `bench jobs list --state failed`"
             )
+    for w in workers:
+        idle = w.stuck_for(now)
+        if idle is not None:
+            problems.append(
+                f"Worker stuck: {w.name} (pid {w.pid} on {w.host}): its work loop has not turned for {idle:.0f} s "
+                "(blocked, or cut off from Redis); its jobs go back to other workers once their lease lapses"
+            )
     ha = sentinel_report(rt.settings)
     return DoctorReport(
         sites=reports,

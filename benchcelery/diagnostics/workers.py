@@ -1,4 +1,9 @@
-"""Workers as their heartbeats describe them (worker/heartbeat.py writes them): alive or gone."""
+"""Workers as their heartbeats describe them (worker/heartbeat.py writes them): alive, stuck or gone.
+
+A worker is stuck when its key still exists but its event loop (``loop_turn``) has not turned for
+STUCK_AFTER seconds: its loop is blocked, or the process cannot reach Redis (its key then expires
+TTL seconds after its last heartbeat and it shows as gone).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+STUCK_AFTER = 20.0  # s; two heartbeat intervals: a live loop turns every second
 
 if TYPE_CHECKING:
     import redis
@@ -25,6 +32,14 @@ class WorkerInfo:
     started: float | None = None
     done: int = 0
     failed: int = 0
+    loop_turn: float | None = None  # the last turn of its work loop (None: an older worker)
+
+    def stuck_for(self, now: float | None = None) -> float | None:
+        """Seconds since its work loop last turned, when that is over STUCK_AFTER; else None."""
+        if not self.alive or self.loop_turn is None:
+            return None
+        idle = (now or time.time()) - self.loop_turn
+        return idle if idle > STUCK_AFTER else None
 
 
 def read_workers(r: redis.Redis, keys: Keys) -> list[WorkerInfo]:
@@ -53,6 +68,7 @@ def read_workers(r: redis.Redis, keys: Keys) -> list[WorkerInfo]:
                 started=float(f["started"]) if f.get("started") else None,
                 done=int(f.get("done", 0)),
                 failed=int(f.get("failed", 0)),
+                loop_turn=float(f["loop_turn"]) if f.get("loop_turn") else None,
             )
         )
     return workers

@@ -170,8 +170,11 @@ def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str, tracked
     ]
     status_ttl = rt.settings.number("rq_job_failure_ttl") if tracked else 0
     wait = ha.wait_settings(rt.settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
+    client = rt.redis
     for start in range(0, len(built), BATCH):
-        transaction(rt.redis, _batch(keys, built[start : start + BATCH], status_ttl), wait)
+        commands = _batch(keys, built[start : start + BATCH], status_ttl)
+        # With Sentinel, a lost master is waited for (enqueue_failover_wait), not an error at once.
+        ha.through_failover(rt.settings, functools.partial(transaction, client, commands, wait))
 
 
 def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl: int) -> list[bytes]:
@@ -229,11 +232,12 @@ def transaction(client: redis.Redis, commands: list[bytes], wait: tuple[int, flo
     payload = b"".join(parts)
     held = _held(client.connection_pool)
     try:
-        replies, acked = _send(held.conn, payload, len(commands), bool(replicas))
+        replies, acked = _send(held.conn, payload, len(commands), timeout if replicas else None)
     except RedisConnectionError:  # not a timeout: the push may have been applied then
         if held.fresh:
             raise
-        replies, acked = _send(_held(client.connection_pool, renew=True).conn, payload, len(commands), bool(replicas))
+        conn = _held(client.connection_pool, renew=True).conn
+        replies, acked = _send(conn, payload, len(commands), timeout if replicas else None)
     if replies is None:
         raise ResponseError("transaction discarded")
     for reply in replies:
@@ -244,8 +248,8 @@ def transaction(client: redis.Redis, commands: list[bytes], wait: tuple[int, flo
     return list(replies)
 
 
-def _send(conn: Any, payload: bytes, n: int, wait: bool) -> tuple[Any, Any]:
-    """(EXEC's replies, WAIT's reply or None) of a payload sent as one write."""
+def _send(conn: Any, payload: bytes, n: int, wait: float | None) -> tuple[Any, Any]:
+    """(EXEC's replies, WAIT's reply or None) of a payload sent as one write (``wait``: WAIT's timeout)."""
     try:
         conn.send_packed_command([payload])
         conn.read_response()  # +OK of MULTI; Redis answers a whole payload in one write
@@ -257,7 +261,7 @@ def _send(conn: Any, payload: bytes, n: int, wait: bool) -> tuple[Any, Any]:
             if isinstance(reply, ResponseError):
                 raise reply
         replies = conn.read_response()
-        return replies, conn.read_response() if wait else None
+        return replies, conn.read_response(timeout=ha.wait_deadline(wait)) if wait is not None else None
     except OSError as exc:  # from the parser's own socket read, as the connection would raise it
         conn.disconnect()
         error = RedisTimeoutError if isinstance(exc, TimeoutError) else RedisConnectionError

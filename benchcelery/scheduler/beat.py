@@ -50,6 +50,7 @@ from benchcelery.scheduler.state import SiteStates
 from benchcelery.scheduler.sweeper import LeaseSweeper
 from benchcelery.scheduler.timing import heartbeat_ttl, lock_timeout, loop_interval
 from benchcelery.store import sentinel
+from benchcelery.store.connection import socket_options
 from benchcelery.util.proctitle import set_title
 
 logger = logging.getLogger("benchcelery.scheduler")
@@ -352,6 +353,7 @@ def configure(app: Any, settings: Settings) -> None:
     # RedBeat's own client only holds the lock; explicit options also silence its deprecated
     # fallback to broker_transport_options.
     app.conf.redbeat_redis_options = {
+        **socket_options(),  # read timeout and keepalive of every bench connection (store/connection.py)
         "socket_keepalive": True,
         "socket_connect_timeout": 5,
         "health_check_interval": 25,

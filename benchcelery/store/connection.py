@@ -22,6 +22,45 @@ RETRY_DELAYS = (0.1, 0.3, 0.6)  # quick retries for a Redis that is (re)starting
 # With Sentinel, a command started during a failover waits for the promoted replica (8.5 s in all).
 SENTINEL_RETRY_DELAYS = (0.5, 1.0, 1.0, 2.0, 2.0, 2.0)
 CONNECT_TIMEOUT = 2.0
+# A reply that does not come within this many seconds ends the call with a TimeoutError (and the
+# connection is dropped): a path that drops packets but keeps the socket open (a NAT or load
+# balancer that forgot the flow, a pulled cable) can then never hold a caller for good. Every
+# command the bench sends answers in milliseconds; the longest waits are an idle worker's BRPOP
+# (1 s) and an enqueue's WAIT (``enqueue_wait_timeout``, read with its own longer deadline).
+SOCKET_TIMEOUT = 10.0
+# TCP keepalive in seconds instead of the kernel's 2 hours: an idle connection whose peer is gone
+# is found dead after KEEPIDLE + KEEPCNT * KEEPINTVL = 11 s.
+KEEPIDLE, KEEPINTVL, KEEPCNT = 5, 2, 3
+
+
+def keepalive_options() -> dict[int, int]:
+    """``socket_keepalive_options`` for redis-py and kombu (the TCP_KEEP* options this OS has)."""
+    import socket
+
+    wanted = (("TCP_KEEPIDLE", KEEPIDLE), ("TCP_KEEPINTVL", KEEPINTVL), ("TCP_KEEPCNT", KEEPCNT))
+    return {getattr(socket, name): value for name, value in wanted if hasattr(socket, name)}
+
+
+def retry_policy() -> Any:
+    """redis-py's retry for the bench's clients: a dropped connection is re-made at once (then after
+    0.2 and 0.4 s); a timeout is not retried. redis-py's own default retries a timeout 10 times
+    with backoff, so a command on a path that drops packets would hang for ~2 minutes instead of
+    SOCKET_TIMEOUT seconds."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    return Retry(ExponentialBackoff(cap=0.4, base=0.1), 3, supported_errors=(redis.ConnectionError,))
+
+
+def socket_options() -> dict[str, Any]:
+    """Read timeout, connect timeout and TCP keepalive of every Redis connection the bench makes."""
+    return {
+        "socket_timeout": SOCKET_TIMEOUT,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "socket_keepalive_options": keepalive_options(),
+    }
 
 
 def broker_url(settings: Settings) -> str:
@@ -49,11 +88,13 @@ def broker_url(settings: Settings) -> str:
 
 def make_client(settings: Settings, **kwargs: object) -> redis.Redis:
     """A redis-py client for the bench's queue Redis (not yet connected); every client the bench
-    builds comes from here (or ``make_async_client``). With Sentinel it follows the current master."""
+    builds comes from here (or ``make_async_client``). With Sentinel it follows the current master.
+    Its connections have the read timeout and keepalive of ``socket_options``."""
     import redis
 
     options: dict[str, object] = {
-        "socket_connect_timeout": CONNECT_TIMEOUT,
+        **socket_options(),
+        "retry": retry_policy(),
         "health_check_interval": 25,
         **kwargs,
     }
@@ -67,7 +108,9 @@ def make_client(settings: Settings, **kwargs: object) -> redis.Redis:
 
 
 def make_async_client(settings: Settings, **kwargs: Any) -> Any:
-    """A ``redis.asyncio`` client for the bench's queue Redis (the realtime relay)."""
+    """A ``redis.asyncio`` client for the bench's queue Redis (the realtime relay), with the read
+    timeout and keepalive of ``socket_options`` (a pub/sub read given its own timeout keeps it)."""
+    kwargs = {**socket_options(), **kwargs}
     if sentinel.is_sentinel_url(settings.redis_url):
         return sentinel.async_master_client(settings, **kwargs)
     import redis.asyncio as aioredis

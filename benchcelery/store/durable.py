@@ -9,23 +9,33 @@ seconds, ran out: then a warning says the job is queued on the master only). A f
 no acknowledged job.
 
 ``WAIT`` covers the writes of its own connection only, and does nothing inside MULTI, so the push
-is sent as ``MULTI ... EXEC WAIT`` on one connection held for the purpose.
+is sent as ``MULTI ... EXEC WAIT`` on one connection held for the purpose; its reply is read with
+a deadline of ``enqueue_wait_timeout`` plus the socket read timeout.
+
+With Sentinel, a push that meets a lost master (connection refused or reset, no master known yet)
+waits for the promoted one: it is tried again every FAILOVER_RETRY seconds for up to
+``enqueue_failover_wait`` seconds, then one ``RedisUnavailableError`` says so (``failover_wait``).
+A timeout is not tried again (the push may have been applied).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from benchcelery.bench.config import DEFAULTS, Settings
-from benchcelery.errors import ValidationError
+from benchcelery.errors import RedisUnavailableError, ValidationError
 from benchcelery.store import sentinel
 
 logger = logging.getLogger("benchcelery.enqueue")
 
 WAIT_REPLICAS = "enqueue_wait_replicas"
 WAIT_TIMEOUT = "enqueue_wait_timeout"
+FAILOVER_WAIT = "enqueue_failover_wait"
+FAILOVER_RETRY = 0.5  # seconds between tries while waiting for the promoted master
+T = TypeVar("T")
 
 
 def wait_settings(conf: Mapping[str, Any]) -> tuple[int, float]:
@@ -52,6 +62,39 @@ def transport_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def failover_wait(settings: Settings) -> float:
+    """Seconds an enqueue waits for a promoted master (0 without Sentinel: it fails at once)."""
+    if not sentinel.is_sentinel_url(settings.redis_url):
+        return 0.0
+    try:
+        return max(0.0, float(settings.conf.get(FAILOVER_WAIT, DEFAULTS[FAILOVER_WAIT])))
+    except (TypeError, ValueError):
+        raise ValidationError(f"Config key {FAILOVER_WAIT} must be a number of seconds") from None
+
+
+def through_failover(settings: Settings, push: Callable[[], T]) -> T:
+    """``push()``, tried again while the master is lost (a failover), for up to ``failover_wait``
+    seconds; then RedisUnavailableError naming the URL and the cause."""
+    import redis
+
+    from benchcelery.store.connection import describe
+
+    wait = failover_wait(settings)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return push()
+        except redis.ConnectionError as exc:  # refused, reset, no master yet (not a timeout)
+            if time.monotonic() + FAILOVER_RETRY > deadline:
+                if not wait:
+                    raise
+                raise RedisUnavailableError(
+                    f"Could not enqueue: no Redis master at {settings.display_url} answered within "
+                    f"{wait:.0f} s ({FAILOVER_WAIT}): {describe(exc)}"
+                ) from None
+            time.sleep(FAILOVER_RETRY)
+
+
 def execute_push(pipe: Any, options: Mapping[str, Any] | None) -> Any:
     """Run a transaction pipeline of pushes; with ``enqueue_wait_replicas`` in ``options``, as
     ``MULTI ... EXEC WAIT`` on one connection. Returns the transaction's replies."""
@@ -68,9 +111,10 @@ def execute_push(pipe: Any, options: Mapping[str, Any] | None) -> Any:
         conn.send_packed_command(conn.pack_commands(commands))
         replies = []
         error: Exception | None = None
-        for _ in commands:  # read every reply, so the connection stays in step
-            try:
-                replies.append(conn.read_response())
+        for i, _ in enumerate(commands):  # read every reply, so the connection stays in step
+            try:  # WAIT answers after up to its timeout: the socket timeout is not its deadline
+                last = i == len(commands) - 1
+                replies.append(conn.read_response(timeout=wait_deadline(timeout)) if last else conn.read_response())
             except Exception as exc:  # a ResponseError (EXECABORT, WRONGTYPE): kept to raise after
                 if not _is_response_error(exc):
                     raise
@@ -88,6 +132,13 @@ def execute_push(pipe: Any, options: Mapping[str, Any] | None) -> Any:
         raise error
     check_replicated(int(replies[-1]), replicas, timeout)
     return results
+
+
+def wait_deadline(timeout: float) -> float:
+    """Read deadline (s) of a WAIT reply: its own timeout plus the socket read timeout."""
+    from benchcelery.store.connection import SOCKET_TIMEOUT
+
+    return timeout + SOCKET_TIMEOUT
 
 
 def check_replicated(acked: int, replicas: int, timeout: float) -> None:

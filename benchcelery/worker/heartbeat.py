@@ -3,6 +3,12 @@
 A thread in the worker's main process refreshes ``worker:<name>`` (queues, pid, host, concurrency,
 start time, jobs done/failed) and the ``workers`` index every INTERVAL seconds; the key expires
 after TTL, so a worker that died is seen as gone without any cleanup.
+
+The thread has its own connection, so a fresh heartbeat alone would not prove that the worker
+works: ``loop_turn`` is the last time the worker's event loop (which takes, starts and finishes
+jobs) ran a timer of ours, every TURN_EVERY seconds. ``doctor`` shows a worker whose loop has not
+turned for STUCK_AFTER seconds as stuck (diagnostics/workers.py), whether its loop is blocked or
+the whole process is cut off from Redis.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from benchcelery.runtime import get_runtime
 
 INTERVAL = 10.0
 TTL = 30
+TURN_EVERY = 1.0
+STOP_WAIT = 2.0
 
 logger = logging.getLogger("benchcelery.worker")
 
@@ -36,6 +44,8 @@ class Heartbeat(bootsteps.StartStopStep):
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
         self.started = time.time()
+        self.loop_turn = time.time()
+        self.reached = True  # the last heartbeat was written
 
     def start(self, worker: Any) -> None:
         self.worker = worker
@@ -47,27 +57,45 @@ class Heartbeat(bootsteps.StartStopStep):
             "concurrency": worker.concurrency,
             "started": self.started,
         }
+        hub = getattr(worker, "hub", None)
+        if hub is not None:  # no event loop (a solo pool): loop_turn is the heartbeat's own time
+            hub.call_repeatedly(TURN_EVERY, self.turned)
         self.beat()
         self.thread = threading.Thread(target=self.run, name="benchcelery-heartbeat", daemon=True)
         self.thread.start()
 
     def stop(self, worker: Any) -> None:
         self.stopped.set()
+        if not self.reached:  # Redis out of reach: the key expires by itself (no wait at shutdown)
+            return
+        # At most STOP_WAIT s: a shutdown during a network outage must not wait for a read timeout.
+        remover = threading.Thread(target=self.remove, name="benchcelery-heartbeat-stop", daemon=True)
+        remover.start()
+        remover.join(STOP_WAIT)
+
+    def remove(self) -> None:
         try:
             rt = get_runtime()
             pipe = rt.redis.pipeline()
             pipe.delete(rt.keys.worker(self.facts["name"]))
             pipe.zrem(rt.keys.workers, self.facts["name"])
             pipe.execute()
-        except Exception:
-            logger.warning("Could not remove the worker heartbeat", exc_info=True)
+        except Exception as exc:
+            logger.warning("Could not remove the worker heartbeat (it expires by itself): %s", exc)
 
     def run(self) -> None:
         while not self.stopped.wait(INTERVAL):
             try:
                 self.beat()
-            except Exception:
-                logger.warning("Heartbeat failed", exc_info=True)
+            except Exception as exc:
+                if self.reached:  # said once per outage
+                    logger.warning("Heartbeat failed: %s", exc)
+                self.reached = False
+            else:
+                self.reached = True
+
+    def turned(self) -> None:
+        self.loop_turn = time.time()
 
     def queues(self) -> str:
         """The queues consumed now (``control add_consumer`` / ``cancel_consumer`` change them)."""
@@ -77,10 +105,20 @@ class Heartbeat(bootsteps.StartStopStep):
     def beat(self) -> None:
         rt = get_runtime()
         now = time.time()
+        if getattr(self.worker, "hub", None) is None:
+            self.loop_turn = now
         self.facts["queues"] = self.queues()
         key = rt.keys.worker(self.facts["name"])
         pipe = rt.redis.pipeline()
-        pipe.hset(key, mapping={**self.facts, "last_heartbeat": now, "done": state.all_total_count[0]})
+        pipe.hset(
+            key,
+            mapping={
+                **self.facts,
+                "last_heartbeat": now,
+                "loop_turn": self.loop_turn,
+                "done": state.all_total_count[0],
+            },
+        )
         pipe.expire(key, TTL)
         pipe.zadd(rt.keys.workers, {self.facts["name"]: now})
         pipe.execute()

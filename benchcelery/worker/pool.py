@@ -11,14 +11,35 @@ per idle process on every turn of the event loop.
    in it, behind four Python calls. A turn skips that when none of those pipes is in the loop's
    reader, writer or consolidate tables (which mirror what the hub put in the poller).
 
+3. **Finished jobs leave no timer behind.** Celery arms a timer for each job's time limit
+   (``hub.call_later``) and cancels it when the job ends, but kombu's timer keeps a cancelled entry
+   in its heap until the entry's own deadline (the queue's timeout: up to hours), so the main
+   process grew with every job it ran. Once cancelled entries are half the heap (and at least
+   COMPACT_AT), the heap is rebuilt without them.
+
 What each change saves is measured in ``benchmarks/`` (RESULTS.md), not here.
 """
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 
 from celery.concurrency import asynpool, prefork
+
+COMPACT_AT = 1000  # cancelled timer entries before the heap is rebuilt without them
+
+
+def compact_timers(timer: Any) -> int:
+    """Drop cancelled entries from a kombu timer's heap, in place (its loop holds the list);
+    returns how many were dropped."""
+    queue = timer._queue
+    live = [event for event in queue if not event.entry.canceled]
+    dropped = len(queue) - len(live)
+    if dropped:
+        heapq.heapify(live)
+        queue[:] = live
+    return dropped
 
 
 class AsynPool(asynpool.AsynPool):
@@ -43,6 +64,23 @@ class AsynPool(asynpool.AsynPool):
                 schedule_writes(list(inqueues))  # skips busy processes and pipes being written
 
             self._quick_put = put
+        return result
+
+    def _create_timelimit_handlers(self, hub: Any) -> Any:
+        result = super()._create_timelimit_handlers(hub)
+        celery_cancel: Any = self.on_timeout_cancel  # type: ignore[has-type]
+        timer = hub.timer
+        cancelled = 0
+
+        def on_timeout_cancel(R: Any) -> None:
+            nonlocal cancelled
+            celery_cancel(R)
+            cancelled += 1
+            if cancelled >= COMPACT_AT and cancelled * 2 >= len(timer):
+                compact_timers(timer)
+                cancelled = 0
+
+        self.on_timeout_cancel = on_timeout_cancel
         return result
 
 

@@ -27,6 +27,10 @@ TITLES = {
     "stall-held": "(l) SIGSTOP of a `bench worker` main process past its lease while it holds a job ahead",
     "pool-retake": "(m) SIGSTOP of a `worker-pool 2` main process past its lease during its own long job; "
     "its other process takes the job again",
+    "blackhole": "(n) the only `worker-pool 2` behind a proxy that drops all traffic for {blackhole} "
+    "(sockets kept open), then heals; then TERM with worker->Redis dropped",
+    "failover-enqueue": "(o) Sentinel failover (master + one sentinel SIGKILLed) while an enqueuer "
+    "(`enqueue_wait_replicas: 1`) and a `worker-pool 2` run",
 }
 
 TARGETS = {
@@ -47,6 +51,8 @@ TARGETS = {
     "empty-restart": "scheduler goes on; new jobs 0 lost; the long job's finish not counted stale",
     "stall-held": "the held job runs once",
     "pool-retake": "the second run keeps its in-flight record; the first run's finish counted",
+    "blackhole": "0 lost, 0 ran twice; the same process works again; doctor shows it stuck; TERM honoured",
+    "failover-enqueue": "0 lost; 0 enqueue calls raise (they wait for the promoted master)",
 }
 
 
@@ -86,6 +92,17 @@ def _recover(name: str, r: dict[str, Any]) -> str:
         return (
             f"new jobs ran {num(r.get('resumed_s'), 2)} s after; schedule ticked again "
             f"{num(r.get('schedule_tick_after_restart_s'))} s after (alive {r.get('schedule_alive')})"
+        )
+    if name == "blackhole":
+        return (
+            f"doctor: stuck {num(r.get('doctor_stuck_after_s'))} s into the blackhole; "
+            f"resumed {num(r.get('resumed_s'))} s after the heal, all done {num(r.get('recover_s'))} s after; "
+            f"TERM exit in {num(r.get('term_exit_s'))} s"
+        )
+    if name == "failover-enqueue":
+        return (
+            f"promoted {num(r.get('promoted_s'))} s after the kill; {r.get('enqueue_errors')} enqueue calls raised, "
+            f"the slowest returned after {num(r.get('slowest_enqueue_s'))} s"
         )
     if name in ("crash-always", "crash-everysec"):
         return f"resumed {num(r.get('resumed_s'))} s after the restart; all done {num(r.get('recover_s'))} s after"
@@ -129,6 +146,11 @@ def _verdict(name: str, r: dict[str, Any]) -> str:
         ok = ok and r["lost"] == 0
     elif name == "cold":
         ok = ok and r.get("one_place") == r["jobs"] and r["lost"] == 0
+    elif name == "failover-enqueue":
+        ok = ok and r["lost"] == 0 and r.get("enqueue_errors") == 0 and r.get("settled")
+    elif name == "blackhole":
+        ok = ok and r["lost"] == 0 and r["ran_twice"] == 0 and r.get("settled") and r.get("same_process")
+        ok = ok and r.get("doctor_stuck_after_s") is not None and r.get("term_exit_s") is not None
     else:
         ok = ok and _verdict3(name, r)
     return "PASS" if ok else "**FAIL**"
@@ -164,6 +186,7 @@ def markdown(data: dict[str, Any]) -> str:
         "half": num(s["kill_every"] / 2),
         "long": s["long_s"],
         "freeze": f"{s['freeze_s']:.0f} s",
+        "blackhole": f"{s.get('blackhole_s', 60):.0f} s",
     }
     lines = [
         "# Reliability: the fault suite (issue 10)",

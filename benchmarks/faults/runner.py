@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,53 +18,43 @@ from benchmarks.common import say
 from benchmarks.faults import report
 from benchmarks.faults.plan import Sizes, sizes
 from benchmarks.faults.scenarios.broker import sc_crash, sc_crash_reps, sc_freeze
+from benchmarks.faults.scenarios.failover import sc_failover_enqueue
 from benchmarks.faults.scenarios.idle import sc_idle
+from benchmarks.faults.scenarios.network import sc_blackhole
 from benchmarks.faults.scenarios.records import sc_poison, sc_retry
 from benchmarks.faults.scenarios.round3 import sc_empty_restart, sc_oom, sc_pool_retake, sc_stall_held
 from benchmarks.faults.scenarios.workers import sc_cold, sc_kill, sc_long, sc_orphan
 from benchmarks.faults.world import LEASE, World, create_world
 
+# Each scenario by name: how it runs with the sizes of this run.
+SCENARIO_RUNS: dict[str, Callable[[World, Sizes], dict[str, Any]]] = {
+    "kill": lambda w, s: sc_kill(w, s.jobs, s.kill_every, s.kill_budget),
+    "kill-fast": lambda w, s: sc_kill(w, s.jobs, s.kill_every / 2, s.kill_budget),  # twice the kills
+    "orphan": lambda w, s: sc_orphan(w, s.orphan_reps),
+    "long": lambda w, s: sc_long(w, s.long_s),
+    "crash-always": lambda w, s: sc_crash_reps(w, "always", s.crash_jobs, s.crash_reps),
+    "crash-everysec": lambda w, s: sc_crash_reps(w, "everysec", s.crash_jobs, s.crash_reps),
+    "noaof": lambda w, s: sc_crash(w, None, s.crash_jobs),
+    "pause": lambda w, s: sc_freeze(w, "pause", s.freeze_jobs, s.freeze_s),
+    "stop": lambda w, s: sc_freeze(w, "stop", s.freeze_jobs, s.freeze_s),
+    "pause-long": lambda w, s: sc_freeze(w, "pause", s.freeze_jobs, LEASE + 15),
+    "poison": lambda w, s: sc_poison(w),
+    "retry": lambda w, s: sc_retry(w, s.retry_reps),
+    "cold": lambda w, s: sc_cold(w, s.cold_reps),
+    "idle": lambda w, s: sc_idle(w, s.idle_s, s.latency_samples),
+    "oom": lambda w, s: sc_oom(w, s.oom_jobs, s.oom_s),
+    "empty-restart": lambda w, s: sc_empty_restart(w, s.empty_jobs),
+    "stall-held": lambda w, s: sc_stall_held(w, s.stall_reps, s.stall_s),
+    "pool-retake": lambda w, s: sc_pool_retake(w, s.retake_job_s, s.retake_stall_s),
+    "blackhole": lambda w, s: sc_blackhole(w, s.blackhole_jobs, s.blackhole_s),
+    "failover-enqueue": lambda w, s: sc_failover_enqueue(w, 20.0),
+}
+
 
 def run_one(w: World, name: str, s: Sizes) -> dict[str, Any]:
-    if name == "kill":
-        return sc_kill(w, s.jobs, s.kill_every, s.kill_budget)
-    if name == "kill-fast":  # twice as many kills: half the period
-        return sc_kill(w, s.jobs, s.kill_every / 2, s.kill_budget)
-    if name == "orphan":
-        return sc_orphan(w, s.orphan_reps)
-    if name == "long":
-        return sc_long(w, s.long_s)
-    if name == "crash-always":
-        return sc_crash_reps(w, "always", s.crash_jobs, s.crash_reps)
-    if name == "crash-everysec":
-        return sc_crash_reps(w, "everysec", s.crash_jobs, s.crash_reps)
-    if name == "noaof":
-        return sc_crash(w, None, s.crash_jobs)
-    if name in ("pause", "stop"):
-        return sc_freeze(w, name, s.freeze_jobs, s.freeze_s)
-    if name == "pause-long":
-        return sc_freeze(w, "pause", s.freeze_jobs, LEASE + 15)
-    if name == "poison":
-        return sc_poison(w)
-    if name == "retry":
-        return sc_retry(w, s.retry_reps)
-    if name == "cold":
-        return sc_cold(w, s.cold_reps)
-    if name == "idle":
-        return sc_idle(w, s.idle_s, s.latency_samples)
-    return run_round3(w, name, s)
-
-
-def run_round3(w: World, name: str, s: Sizes) -> dict[str, Any]:
-    if name == "oom":
-        return sc_oom(w, s.oom_jobs, s.oom_s)
-    if name == "empty-restart":
-        return sc_empty_restart(w, s.empty_jobs)
-    if name == "stall-held":
-        return sc_stall_held(w, s.stall_reps, s.stall_s)
-    if name == "pool-retake":
-        return sc_pool_retake(w, s.retake_job_s, s.retake_stall_s)
-    raise ValueError(name)
+    if name not in SCENARIO_RUNS:
+        raise ValueError(name)
+    return SCENARIO_RUNS[name](w, s)
 
 
 def run(

@@ -144,11 +144,13 @@ class World:
         stop_server(self.counter_proc)
 
     # workers
-    def spawn(self, kind: str, name: str, num: int = 2) -> subprocess.Popen[bytes]:
+    def spawn(self, kind: str, name: str, num: int = 2, redis_url: str | None = None) -> subprocess.Popen[bytes]:
+        """A worker (``redis_url``: reaching the broker at that address instead, e.g. through a proxy)."""
         args = ["worker"] if kind == "worker" else ["worker-pool", "--num-workers", str(num)]
         log = self.workdir / "logs" / f"{name}.log"
         log.parent.mkdir(exist_ok=True)
-        return procs.spawn([str(BIN / "bench"), *args, "--quiet"], self.env(), self.bench.root, log)
+        env = {**self.env(), **({"BENCH_REDIS_QUEUE": redis_url} if redis_url else {})}
+        return procs.spawn([str(BIN / "bench"), *args, "--quiet"], env, self.bench.root, log)
 
     def alive(self, proc: subprocess.Popen[bytes], name: str) -> bool:
         """Whether a worker is still running; an exit we did not cause is noted in ``exits``."""
