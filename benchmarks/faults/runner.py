@@ -18,6 +18,7 @@ from benchmarks.faults import report
 from benchmarks.faults.plan import Sizes, sizes
 from benchmarks.faults.scenarios.broker import sc_crash, sc_crash_reps, sc_freeze
 from benchmarks.faults.scenarios.idle import sc_idle
+from benchmarks.faults.scenarios.lifecycle import sc_lifecycle
 from benchmarks.faults.scenarios.records import sc_poison, sc_retry
 from benchmarks.faults.scenarios.round3 import sc_empty_restart, sc_oom, sc_pool_retake, sc_stall_held
 from benchmarks.faults.scenarios.workers import sc_cold, sc_kill, sc_long, sc_orphan
@@ -63,6 +64,8 @@ def run_round3(w: World, name: str, s: Sizes) -> dict[str, Any]:
         return sc_stall_held(w, s.stall_reps, s.stall_s)
     if name == "pool-retake":
         return sc_pool_retake(w, s.retake_job_s, s.retake_stall_s)
+    if name == "lifecycle":
+        return sc_lifecycle(w, s.life_jobs, s.life_kill_every, s.life_budget, s.life_redis_kills)
     raise ValueError(name)
 
 
