@@ -7,9 +7,10 @@ import json
 
 import benchcelery
 from benchcelery.jobs import pause, scheduled
+from benchcelery.store.server import free_port
 from tests.conftest import BenchHandle, wait_until
 from tests.test_dashboard import Dashboard, Session, make_token
-from tests.test_monitoring import samples
+from tests.test_monitoring import get, samples, worker_name
 
 FLAKY = "testapp.tasks.flaky"
 SITE1 = "site1.local"
@@ -115,3 +116,34 @@ def test_metrics_export_scheduled_retrying_and_paused(bench: BenchHandle) -> Non
     assert m[f'bench_jobs_scheduled{{queue="long",site="{SITE1}"}}'] == 0
     assert m[f'bench_jobs_retrying{{queue="default",site="{SITE1}"}}'] == 0
     assert m['bench_queue_paused{queue="long"}'] == 0
+
+
+def test_flower_shows_a_retrying_job_as_retry_and_paused_jobs_as_waiting(bench: BenchHandle) -> None:
+    """What Flower can show: a failed attempt that will be retried is a RETRY task (Celery's
+    task-retried event); jobs of a paused queue count in its queue length. Jobs scheduled to run
+    later are in no queue yet, so Flower does not show them (bench metrics and the dashboard do)."""
+    auth = "admin:s3cret"
+    port = free_port()
+    bench.set_config(flower_basic_auth=auth)
+    bench.start("worker", "--events", "--queue", "default")
+    name = worker_name(bench)
+    bench.start("flower", "--port", str(port))
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: get(f"{base}/healthcheck")[0] == 200, timeout=30, what="Flower up")
+    online = lambda: json.loads(get(f"{base}/api/workers?status=1", auth)[1] or "{}").get(name)  # noqa: E731
+    wait_until(online, timeout=30, what="Flower receiving events")
+
+    rt = bench.rt()
+    job = benchcelery.enqueue(FLAKY, key="fl", fails=99, retry=benchcelery.Retry(max=3, interval=600))
+    benchcelery.enqueue_in(600, "testapp.tasks.record", key="later")
+
+    def state() -> str:
+        tasks = json.loads(get(f"{base}/api/tasks", auth)[1] or "{}")
+        return str((tasks.get(job.id) or {}).get("state") or "")
+
+    assert wait_until(lambda: state() == "RETRY" and state(), timeout=30, what="the RETRY state in Flower")
+    pause.pause(rt, "default")  # Flower lists the queues live workers consume
+    benchcelery.enqueue("testapp.tasks.record", key="held")
+    lengths = json.loads(get(f"{base}/api/queues/length", auth)[1])["active_queues"]
+    assert {q["name"]: q["messages"] for q in lengths} == {"default": 1}
+    assert "testapp.tasks.record" not in get(f"{base}/api/tasks", auth)[1]  # neither the scheduled nor the held one
