@@ -133,6 +133,7 @@ def judge(w: World, ids: list[int], due: dict[int, float], hit: set[int]) -> dic
         "lost_ids": lost,
         "ran_twice": len(twice),
         "ran_twice_ids": twice,
+        "ran_twice_not_at_kill": len(set(twice) - hit),
         "done_and_recorded": len(both),
         "starts": sum(len(v) for v in begun.values()),
         "starts_allowed": sum(allowed(plan(n)[1]) for n in ids),
