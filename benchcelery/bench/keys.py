@@ -45,6 +45,7 @@ benchcelery's own:
                                             it will be pushed
 ``<p>delayed:ids``                  hash    job id -> entry id (find, cancel, run now by job id)
 ``<p>scheduled:<queue>``            hash    site -> delayed jobs of the queue (kept with the set)
+``<p>retrying:<queue>``             hash    site -> retries waiting among them (kept with the set)
 ``<p>paused``                       set     paused queue names (the fetch script skips them)
 ``<p>workers``                      zset    worker name -> last heartbeat (epoch s)
 ``<p>worker:<name>``                hash    worker facts (queues, pid, host, ...); expires
@@ -210,6 +211,9 @@ class Keys:
 
     def scheduled_counts(self, queue: str) -> str:
         return f"{self.prefix}scheduled:{queue}"
+
+    def retrying_counts(self, queue: str) -> str:
+        return f"{self.prefix}retrying:{queue}"
 
     @property
     def paused(self) -> str:

@@ -105,7 +105,7 @@ class Delayed:
         k = self.keys
         done = self._ack_retry(
             keys=[k.unacked, k.inflight, k.leases, k.redeliveries, k.stale_acks, k.delayed, k.delayed_data,
-                  k.delayed_ids, k.scheduled_counts(entry.queue)],
+                  k.delayed_ids, k.scheduled_counts(entry.queue), k.retrying_counts(entry.queue)],
             args=[tag, token, repr(float(seconds)), entry.id, entry.encode(), entry.job_id, entry.site,
                   k.delayed_channel, entry.status_key, status, ttl or 1],
         )  # fmt: skip
@@ -117,7 +117,7 @@ class Delayed:
         while True:
             moved, nxt, now = self._promote(
                 keys=[k.delayed, k.delayed_data, k.delayed_ids],
-                args=[PROMOTE_BATCH, k.pending_counts(""), k.wake(""), k.scheduled_counts("")],
+                args=[PROMOTE_BATCH, k.pending_counts(""), k.wake(""), k.scheduled_counts(""), k.retrying_counts("")],
             )
             total += int(moved)
             if int(moved) < PROMOTE_BATCH:
@@ -126,7 +126,10 @@ class Delayed:
     def unschedule(self, entry_id: str) -> Entry | None:
         """Take one entry out; None when it was no longer delayed (moved, cancelled)."""
         k = self.keys
-        raw = self._unschedule(keys=[k.delayed, k.delayed_data, k.delayed_ids], args=[entry_id, k.scheduled_counts("")])
+        raw = self._unschedule(
+            keys=[k.delayed, k.delayed_data, k.delayed_ids],
+            args=[entry_id, k.scheduled_counts(""), k.retrying_counts("")],
+        )
         return Entry.decode(entry_id, raw) if raw else None
 
     def run_now(self, entry_id: str) -> bool:

@@ -130,3 +130,30 @@ def trigger_now(rt: Runtime, user: str, site: str, method: str) -> str:
     if result.runs and result.runs[0].error:
         return f"Run now: {method} failed for {site}: {result.runs[0].error}"
     return f"Run now: {method} {outcome} for {site}"
+
+
+# --- delayed jobs (scheduled to run later, retrying): what `bench jobs run-now` / `give-up` do ---
+def run_now(rt: Runtime, user: str, job_id: str) -> str:
+    """Move a scheduled or retrying job to its queue now (it keeps its id and attempts)."""
+    from benchcelery.jobs import scheduled
+
+    if not scheduled.run_now(rt, job_id):
+        _log(user, "run-now", job_id, "error: not delayed")
+        raise ValidationError(f"Job {job_id} is not scheduled or retrying (any more)")
+    _log(user, "run-now", job_id, "queued")
+    return f"Queued {job_id}"
+
+
+def give_up(rt: Runtime, user: str, job_id: str) -> str:
+    """Cancel a scheduled job, or give up on a retrying one (recorded as failed with its attempts)."""
+    from benchcelery.jobs import scheduled
+
+    row = scheduled.cancel(rt, job_id)
+    if row is None:
+        _log(user, "give-up", job_id, "error: not delayed")
+        raise ValidationError(f"Job {job_id} is not scheduled or retrying (any more)")
+    if row.kind == registry.RETRYING:
+        _log(user, "give-up", job_id, "recorded as failed")
+        return f"Gave up on {job_id} (recorded as failed)"
+    _log(user, "cancel-scheduled", job_id, "cancelled")
+    return f"Cancelled {job_id}"

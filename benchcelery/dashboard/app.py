@@ -104,5 +104,8 @@ def routes(web: Web) -> list[BaseRoute]:
         Route("/scheduler", page(v.scheduler_page)),
         Route("/scheduler/action", action(v.scheduler_action), methods=["POST"]),
         Route("/scheduler/trigger", action(v.trigger), methods=["POST"]),
+        Route("/delayed", page(v.delayed_view)),
+        Route("/delayed/run-now", action(v.delayed_run_now), methods=["POST"]),
+        Route("/delayed/give-up", action(v.delayed_give_up), methods=["POST"]),
         Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

@@ -35,11 +35,17 @@ class Views:
     # --- overview ---
     async def overview_page(self, request: Request) -> Response:
         ov = await run_in_threadpool(data.overview, self.rt)
-        return self.web.render(request, "overview.html", ov=ov)
+        return self.web.render(request, "overview.html", ov=ov, qstates=await self.queue_states())
 
     async def overview_partial(self, request: Request) -> Response:
         ov = await run_in_threadpool(data.overview, self.rt)
-        return self.web.render(request, "_overview.html", ov=ov)
+        return self.web.render(request, "_overview.html", ov=ov, qstates=await self.queue_states())
+
+    async def queue_states(self) -> Any:
+        """Paused queues and delayed counts, for the overview (dashboard/delayed.py)."""
+        from benchcelery.dashboard.delayed import queue_states
+
+        return await run_in_threadpool(queue_states, self.rt)
 
     async def overview_json(self, request: Request) -> Response:
         ov = await run_in_threadpool(data.overview, self.rt)
@@ -151,3 +157,32 @@ class Views:
     async def trigger(self, request: Request, form: Any, user: str) -> Response:
         site, method = str(form.get("site") or ""), str(form.get("method") or "")
         return self.web.back(request, form, await run_in_threadpool(actions.trigger_now, self.rt, user, site, method))
+
+    # --- delayed jobs (scheduled, retrying) and queue states ---
+    async def delayed_view(self, request: Request) -> Response:
+        from benchcelery.dashboard import delayed
+
+        params = request.query_params
+        state, site, queue = (str(params.get(k) or "") for k in ("state", "site", "queue"))
+        number = int_param(params, "page")
+
+        def read() -> tuple[delayed.DelayedPage, delayed.QueueStates]:
+            return delayed.delayed_page(self.rt, state, site, queue, number), delayed.queue_states(self.rt)
+
+        dp, qs = await run_in_threadpool(read)
+        return self.web.render(
+            request,
+            "delayed.html",
+            dp=dp,
+            qs=qs,
+            sites=self.rt.bench.sites(),
+            here=str(request.url.path) + ("?" + request.url.query if request.url.query else ""),
+        )
+
+    async def delayed_run_now(self, request: Request, form: Any, user: str) -> Response:
+        message = await run_in_threadpool(actions.run_now, self.rt, user, str(form.get("id") or ""))
+        return self.web.back(request, form, message)
+
+    async def delayed_give_up(self, request: Request, form: Any, user: str) -> Response:
+        message = await run_in_threadpool(actions.give_up, self.rt, user, str(form.get("id") or ""))
+        return self.web.back(request, form, message)

@@ -55,6 +55,7 @@ class BenchCollector(Collector):
         up.add_metric([], 1)
         yield up
         yield from families(figures)
+        yield from lifecycle_families(figures)
         took = GaugeMetricFamily("bench_scrape_duration_seconds", "Time this scrape took to read the figures")
         took.add_metric([], time.perf_counter() - started)
         yield took
@@ -167,6 +168,29 @@ def families(fig: Figures) -> Iterator[Any]:
         buckets = [("+Inf" if b == float("inf") else repr(b), n) for b, n in d.buckets]
         hist.add_metric([d.method, d.queue], buckets, d.total_seconds)
     yield hist
+
+
+def lifecycle_families(fig: Figures) -> Iterator[Any]:
+    """Delayed jobs (run later, retrying) per site and queue, and whether each queue is paused."""
+    sq = ["site", "queue"]
+    scheduled = GaugeMetricFamily(
+        "bench_jobs_scheduled", "Jobs waiting to run later (enqueue_in / enqueue_at), not yet due or moved", labels=sq
+    )
+    retrying = GaugeMetricFamily(
+        "bench_jobs_retrying", "Failed jobs waiting for their next attempt (automatic retries)", labels=sq
+    )
+    paused = GaugeMetricFamily(
+        "bench_queue_paused", "1 while the queue is paused (bench queue pause)", labels=["queue"]
+    )
+    every_site = set(fig.scheduler.site_states)
+    for q in fig.queues:
+        if not q.configured:
+            continue
+        for site in sorted(every_site | set(q.scheduled) | set(q.retrying)):
+            scheduled.add_metric([site, q.queue], q.scheduled.get(site, 0))
+            retrying.add_metric([site, q.queue], q.retrying.get(site, 0))
+        paused.add_metric([q.queue], 1 if q.paused else 0)
+    yield from (scheduled, retrying, paused)
 
 
 def make_registry(rt: Runtime) -> CollectorRegistry:

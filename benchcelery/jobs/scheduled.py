@@ -121,6 +121,23 @@ def counts(rt: Runtime, queues: Iterable[str]) -> dict[str, dict[str, int]]:
     return out
 
 
+def by_kind(rt: Runtime, queues: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Per queue: its delayed jobs split into ``scheduled`` (run later) and ``retrying`` (waiting for
+    their next attempt), from the counters (one pipeline; O(queues x sites), not O(delayed jobs))."""
+    names = list(queues)
+    pipe = rt.redis.pipeline(transaction=False)
+    for queue in names:
+        pipe.hvals(rt.keys.scheduled_counts(queue))
+        pipe.hvals(rt.keys.retrying_counts(queue))
+    found = pipe.execute()
+    out: dict[str, dict[str, int]] = {}
+    for i, queue in enumerate(names):
+        delayed = sum(max(0, int(v)) for v in found[2 * i])
+        retrying = min(delayed, sum(max(0, int(v)) for v in found[2 * i + 1]))
+        out[queue] = {"scheduled": delayed - retrying, "retrying": retrying}
+    return out
+
+
 def purge(rt: Runtime, sites: list[str] | None, queues: Iterable[str]) -> int:
     """Cancel every delayed job of ``sites`` (None = all) in ``queues`` (retries are dropped, not
     recorded as failed); returns how many."""

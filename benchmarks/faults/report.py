@@ -31,6 +31,9 @@ TITLES = {
     "(sockets kept open), then heals; then TERM with worker->Redis dropped",
     "failover-enqueue": "(o) Sentinel failover (master + one sentinel SIGKILLed) while an enqueuer "
     "(`enqueue_wait_replicas: 1`) and a `worker-pool 2` run",
+    "lifecycle": "(p) jobs with retries (some fail their first 1-3 attempts, `Retry(max=2, interval=2)`) and "
+    "delays (`enqueue_in` 1-8 s); `worker-pool 2` SIGKILLed every {life_period} s, Redis (`appendfsync always`) "
+    "SIGKILLed and restarted",
 }
 
 TARGETS = {
@@ -53,6 +56,8 @@ TARGETS = {
     "pool-retake": "the second run keeps its in-flight record; the first run's finish counted",
     "blackhole": "0 lost, 0 ran twice; the same process works again; doctor shows it stuck; TERM honoured",
     "failover-enqueue": "0 lost; 0 enqueue calls raise (they wait for the promoted master)",
+    "lifecycle": "each job done or failed after 3 attempts; 0 lost; starts <= allowed (+1 if a kill hit it); "
+    "none early by > 1 s",
 }
 
 
@@ -104,6 +109,16 @@ def _recover(name: str, r: dict[str, Any]) -> str:
             f"promoted {num(r.get('promoted_s'))} s after the kill; {r.get('enqueue_errors')} enqueue calls raised, "
             f"the slowest returned after {num(r.get('slowest_enqueue_s'))} s"
         )
+    if name == "lifecycle":
+        late = r.get("delayed_start_late_s") or {}
+        return (
+            f"all done {num(r.get('recover_s'))} s after the last of {r.get('kills')} worker and "
+            f"{r.get('redis_kills')} Redis kills; {r.get('done')} done, {r.get('failed_after_attempts')} failed "
+            f"after their attempts; starts {r.get('starts')} of {r.get('starts_allowed')} allowed "
+            f"({r.get('one_extra_start')} one extra, {r.get('over_allowed_by_2_or_more')} more); early "
+            f"{r.get('early')}, retry gaps short {r.get('retry_gap_short')}; delayed jobs started "
+            f"{num(late.get('median'), 2)} s (median), {num(late.get('max'), 2)} s (max) after due"
+        )
     if name in ("crash-always", "crash-everysec"):
         return f"resumed {num(r.get('resumed_s'))} s after the restart; all done {num(r.get('recover_s'))} s after"
     return "-"
@@ -119,6 +134,8 @@ def _ran_twice(name: str, r: dict[str, Any]) -> str:
     if name in ("kill", "kill-fast"):
         held, outside = r.get("held_at_kills"), r.get("ran_twice_not_held")
         return f"{r.get('ran_twice')} (held at kills: {held}; outside those: {outside})"
+    if name == "lifecycle":
+        return f"{r.get('ran_twice')} (outside jobs held or running at kills: {r.get('ran_twice_not_at_kill')})"
     return num(r.get("ran_twice"))
 
 
@@ -175,6 +192,19 @@ def _verdict3(name: str, r: dict[str, Any]) -> bool:
         return bool(r["lost"] == 0 and r.get("held_ran_twice") == 0 and r.get("held_at_stops"))
     if name == "pool-retake":
         return bool(r["lost"] == 0 and r.get("retaken") and r.get("second_run_samples_without_record") == 0)
+    if name == "lifecycle":
+        return bool(
+            r.get("settled")
+            and r["lost"] == 0
+            and r.get("ran_twice_not_at_kill") == 0
+            and r.get("done_and_recorded") == 0
+            and r.get("over_allowed_by_2_or_more") == 0
+            and r.get("extra_start_not_at_kill") == 0
+            and r.get("unexpected_outcome_not_at_kill") == 0
+            and r.get("record_attempts_wrong") == 0
+            and r.get("early") == 0
+            and r.get("retry_gap_short") == 0
+        )
     return True
 
 
@@ -187,6 +217,7 @@ def markdown(data: dict[str, Any]) -> str:
         "long": s["long_s"],
         "freeze": f"{s['freeze_s']:.0f} s",
         "blackhole": f"{s.get('blackhole_s', 60):.0f} s",
+        "life_period": num(s.get("life_kill_every")),
     }
     lines = [
         "# Reliability: the fault suite (issue 10)",
@@ -273,6 +304,17 @@ METHOD = """## Method
   `worker-pool 2`; a `bench worker --queue short` only sweeps; the pool's main process is
   SIGSTOPped 40 s; while the second run goes on after the first one finished, `inflight` and
   `leases` are sampled every 0.5 s.
+- (n) Job n of `bcfault.tasks.flaky` fails its first `n % 4` starts (counted on the counter Redis,
+  so a start cut short by a kill counts as a failing one) with `Retry(max=2, interval=2)`: a
+  quarter fail for good after 3 attempts; two thirds are enqueued with `enqueue_in(1 + n % 8)`, the
+  others with `enqueue_many`. Each start is appended to the counter's `at:<n>`. A `worker-pool 2`
+  is SIGKILLed every few seconds and restarted; on every third cycle the broker
+  (`appendfsync always`) is SIGKILLed under the live pool and restarted 1 s later. The kills stop
+  when nothing waits in a queue or in the delayed set; one `bench worker` then runs the rest.
+  *Allowed starts* are `min(fails, 2) + 1`; one more is allowed only for a job held or running when
+  a worker was killed (so is a second successful run: a job that finished just before a kill whose
+  ack the kill lost runs again, as in (a)). *Early*: a first start more than 1 s before the due time `enqueue_in`
+  returned; *retry gap short*: two starts less than `interval - 1` s apart.
 - Numbers are from one run on a shared 2-core machine: times vary with the load (the lease
   timings themselves are Redis's clock and do not).
 """

@@ -21,6 +21,7 @@ from benchmarks.faults.scenarios.broker import sc_crash, sc_crash_reps, sc_freez
 from benchmarks.faults.scenarios.failover import sc_failover_enqueue
 from benchmarks.faults.scenarios.idle import sc_idle
 from benchmarks.faults.scenarios.network import sc_blackhole
+from benchmarks.faults.scenarios.lifecycle import sc_lifecycle
 from benchmarks.faults.scenarios.records import sc_poison, sc_retry
 from benchmarks.faults.scenarios.round3 import sc_empty_restart, sc_oom, sc_pool_retake, sc_stall_held
 from benchmarks.faults.scenarios.workers import sc_cold, sc_kill, sc_long, sc_orphan
@@ -48,6 +49,7 @@ SCENARIO_RUNS: dict[str, Callable[[World, Sizes], dict[str, Any]]] = {
     "pool-retake": lambda w, s: sc_pool_retake(w, s.retake_job_s, s.retake_stall_s),
     "blackhole": lambda w, s: sc_blackhole(w, s.blackhole_jobs, s.blackhole_s),
     "failover-enqueue": lambda w, s: sc_failover_enqueue(w, 20.0),
+    "lifecycle": lambda w, s: sc_lifecycle(w, s.life_jobs, s.life_kill_every, s.life_budget, s.life_redis_kills),
 }
 
 

@@ -27,6 +27,7 @@ FAIL_LATE = f"{APP}.tasks.fail_late"
 TICK = f"{APP}.tasks.tick"
 ECHO = f"{APP}.tasks.echo"
 STAMP = f"{APP}.tasks.stamp"
+FLAKY = f"{APP}.tasks.flaky"
 COUNTER_ENV = "BENCHMARK_FAULTS_COUNTER_URL"
 BENCH_ID = "fl"
 SITE = "f1.local"
@@ -84,6 +85,19 @@ def echo(**kwargs):
 
 def stamp(n, ms=0):
     _r().hset("stamps", n, repr(time.time()))
+
+
+def flaky(n, fails=0, ms=0):
+    """Fails its first `fails` starts (counted here, so a start cut short by a kill counts too)."""
+    r = _r()
+    attempt, _, _ = r.pipeline().hincrby("starts", n, 1).rpush(f"at:{{n}}", repr(time.time())).hset(
+        "running", n, os.getpid()
+    ).execute()
+    time.sleep(ms / 1000)
+    if attempt <= fails:
+        r.hdel("running", n)
+        raise RuntimeError(f"job {{n}} fails its first {{fails}} attempts (this is start {{attempt}})")
+    r.pipeline().incr("count").sadd("ran", n).hincrby("runs", n, 1).hdel("running", n).execute()
 '''
 
 

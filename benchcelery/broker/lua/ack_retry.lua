@@ -9,10 +9,12 @@
 --   <p>delayed:data         hash    entry id -> JSON entry (promote.lua), message with its attempts
 --   <p>delayed:ids          hash    job id -> entry id
 --   <p>scheduled:<queue>    hash    site -> delayed jobs (incremented here)
+--   <p>retrying:<queue>     hash    site -> retries waiting among them (incremented here)
 --   <p>delayed:due          chan    the new due time is published (movers wake for it)
 --
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] stale_acks,
---   KEYS[6] delayed, KEYS[7] delayed:data, KEYS[8] delayed:ids, KEYS[9] scheduled:<queue>
+--   KEYS[6] delayed, KEYS[7] delayed:data, KEYS[8] delayed:ids, KEYS[9] scheduled:<queue>,
+--   KEYS[10] retrying:<queue>
 -- ARGV[1] delivery tag, ARGV[2] owner token, ARGV[3] delay (s), ARGV[4] entry id, ARGV[5] entry
 --   JSON, ARGV[6] job id, ARGV[7] site, ARGV[8] channel, ARGV[9] status key ('' = untracked),
 --   ARGV[10] status, ARGV[11] status expiry (s)
@@ -30,6 +32,7 @@ redis.call('ZADD', KEYS[6], due, ARGV[4])
 redis.call('HSET', KEYS[7], ARGV[4], ARGV[5])
 redis.call('HSET', KEYS[8], ARGV[6], ARGV[4])
 redis.call('HINCRBY', KEYS[9], ARGV[7], 1)
+redis.call('HINCRBY', KEYS[10], ARGV[7], 1)
 if ARGV[9] ~= '' then redis.call('SET', ARGV[9], ARGV[10], 'EX', ARGV[11]) end
 redis.call('PUBLISH', ARGV[8], tostring(due))
 return 1

@@ -10,12 +10,13 @@
 --   <p>delayed:ids          hash    job id -> entry id
 --   <p>pending:<queue>      hash    site -> waiting jobs (incremented here, as a push does)
 --   <p>scheduled:<queue>    hash    site -> delayed jobs (decremented here)
+--   <p>retrying:<queue>     hash    site -> retries waiting among them (decremented for a retry)
 --   <p>wake:<queue>         list    wake tokens for idle workers (at most 64 per queue and call)
 --   the entry's list: the message is pushed on it exactly as enqueue would have pushed it (LPUSH)
 --
 -- KEYS[1] delayed, KEYS[2] delayed:data, KEYS[3] delayed:ids
 -- ARGV[1] batch size, ARGV[2] pending prefix (<p>pending:), ARGV[3] wake prefix (<p>wake:),
---   ARGV[4] scheduled prefix (<p>scheduled:)
+--   ARGV[4] scheduled prefix (<p>scheduled:), ARGV[5] retrying prefix (<p>retrying:)
 -- Returns {jobs moved, the earliest due time left (string) or false, Redis's now (string)}.
 --#include _now
 
@@ -31,6 +32,7 @@ for _, id in ipairs(ids) do
     redis.call('LPUSH', e[1], e[6])
     redis.call('HINCRBY', ARGV[2] .. e[2], e[3], 1)
     redis.call('HINCRBY', ARGV[4] .. e[2], e[3], -1)
+    if e[5] == 'retry' and ARGV[5] then redis.call('HINCRBY', ARGV[5] .. e[2], e[3], -1) end
     if redis.call('HGET', KEYS[3], e[4]) == id then redis.call('HDEL', KEYS[3], e[4]) end
     if e[7] ~= '' and redis.call('EXISTS', e[7]) == 1 then redis.call('SET', e[7], 'queued', 'KEEPTTL') end
     wakes[e[2]] = (wakes[e[2]] or 0) + 1
