@@ -145,5 +145,5 @@ def test_flower_shows_a_retrying_job_as_retry_and_paused_jobs_as_waiting(bench: 
     pause.pause(rt, "default")  # Flower lists the queues live workers consume
     benchcelery.enqueue("testapp.tasks.record", key="held")
     lengths = json.loads(get(f"{base}/api/queues/length", auth)[1])["active_queues"]
-    assert {q["name"]: q["messages"] for q in lengths} == {"default": 1}
+    assert {q["name"]: q["messages"] for q in lengths}["default"] == 1  # the paused queue's job, waiting
     assert "testapp.tasks.record" not in get(f"{base}/api/tasks", auth)[1]  # neither the scheduled nor the held one

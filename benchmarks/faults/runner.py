@@ -20,8 +20,8 @@ from benchmarks.faults.plan import Sizes, sizes
 from benchmarks.faults.scenarios.broker import sc_crash, sc_crash_reps, sc_freeze
 from benchmarks.faults.scenarios.failover import sc_failover_enqueue
 from benchmarks.faults.scenarios.idle import sc_idle
-from benchmarks.faults.scenarios.network import sc_blackhole
 from benchmarks.faults.scenarios.lifecycle import sc_lifecycle
+from benchmarks.faults.scenarios.network import sc_blackhole
 from benchmarks.faults.scenarios.records import sc_poison, sc_retry
 from benchmarks.faults.scenarios.round3 import sc_empty_restart, sc_oom, sc_pool_retake, sc_stall_held
 from benchmarks.faults.scenarios.workers import sc_cold, sc_kill, sc_long, sc_orphan
