@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import selectors
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -35,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from benchcelery.bench.layout import Bench
+from benchcelery.deploy.console import Console
 from benchcelery.deploy.procfile import die_with_parent, direct_command, log_name, parse_procfile, process_env
 from benchcelery.deploy.startlock import Started, StartLock, is_alive
 from benchcelery.errors import BenchError
@@ -68,52 +67,6 @@ class _Stream:
     pending: bytes = b""
 
 
-class _Console:
-    """stdout that never raises: a closed pipe (``| head``) or a hung-up terminal marks it closed."""
-
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
-        self.closed = False
-
-    def write(self, text: str) -> int:
-        if not self.closed:
-            try:
-                self.stream.write(text)
-            except (OSError, ValueError):
-                self.closed = True
-        return len(text)
-
-    def flush(self) -> None:
-        if not self.closed:
-            try:
-                self.stream.flush()
-            except (OSError, ValueError):
-                self.closed = True
-
-    def isatty(self) -> bool:
-        try:
-            return self.stream.isatty()
-        except (OSError, ValueError):
-            return False
-
-    def gone(self) -> bool:
-        """Has the reader of stdout gone away (checked without writing)?"""
-        if self.closed:
-            return True
-        try:
-            fd = self.stream.fileno()
-            mode = os.fstat(fd).st_mode
-        except (OSError, ValueError, AttributeError):
-            return False
-        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) or stat.S_ISSOCK(mode)):
-            return False
-        poller = select.poll()
-        poller.register(fd, 0)
-        if any(ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL) for _, ev in poller.poll(0)):
-            self.closed = True
-        return self.closed
-
-
 class ProcfileRunner:
     """Runs the Procfile's processes with ordered start and stop (see the module doc). One process,
     no helper processes: children's output is read here and printed with honcho's printer."""
@@ -134,7 +87,7 @@ class ProcfileRunner:
         self.bench = bench
         self.redis_port = redis_port
         self.stop_timeout = stop_timeout
-        self.console = _Console(output or sys.stdout)
+        self.console = Console(output or sys.stdout)
         self.printer = Printer(self.console, colour=colour, prefix=prefix)  # type: ignore[arg-type]
         self.printer.width = max([6, *(len(n) for n, _ in processes)])
         colours = get_colours()
