@@ -2,6 +2,9 @@
 
 ``python -m benchmarks faults [--quick]``: the fault suite (benchmarks/faults/, RELIABILITY.md).
 
+``python -m benchmarks field [--quick]``: against huey, taskiq, saq, dramatiq, arq, Celery and rq
+(benchmarks/field.py, FIELD.md); ``run --only field`` does the same.
+
 Starts a private Redis on a free port, builds a bench (and a 500-site bench for the scheduler) in
 a temporary directory, runs the measurements of issue 7 interleaved across systems and writes
 ``benchmarks/RESULTS.md`` + ``benchmarks/results.json`` (a ``--quick`` run writes
@@ -88,6 +91,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _only_field(argv: list[str]) -> bool:
+    """``run --only field`` (or ``--only=field``) is the field comparison on its own."""
+    return any(a == "--only=field" or (a == "--only" and argv[i + 1 : i + 2] == ["field"]) for i, a in enumerate(argv))
+
+
+def _without_only(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for a in argv:
+        if skip or a == "--only=field":
+            skip = False
+            continue
+        if a == "--only":
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,8 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, help="repetitions (default 3; --quick 1)")
     p.add_argument("--output-dir", default=str(OUT_DIR), help="where to write the results (default: benchmarks/)")
     p.add_argument("--keep", action="store_true", help="keep the temporary benches and worker logs")
+    sub.add_parser("field", help="against huey, taskiq, saq, dramatiq, arq (see field --help)", add_help=False)
     sub.add_parser("faults", help="run the fault suite and write RELIABILITY.md (see faults --help)", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"] and _only_field(argv):
+        argv = ["field", *_without_only(argv[1:])]
+    if argv[:1] == ["field"]:
+        from benchmarks import field
+
+        return field.main(argv[1:])
     if argv[:1] == ["faults"]:
         from benchmarks import faults
 
