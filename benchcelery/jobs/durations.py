@@ -2,8 +2,10 @@
 
 Per queue a hash ``durations:<queue>`` (keys.py): ``<method>\\x1f<i>`` counts the jobs whose run
 time fell in bucket ``i`` (not cumulative; ``i = len(BUCKETS)`` is +Inf) and ``<method>\\x1fsum`` the
-seconds they took, ``<method>\x1flast`` when it was last written. A job adds three commands and an
-EXPIRE of the hash (``durations_ttl``) to a pipeline its worker sends anyway.
+seconds they took, ``<method>\x1flast`` when it was last written; ``<method>\x1fw<i>`` and
+``<method>\x1fwsum`` the same for the time the job waited in its queue (enqueue -> start), when its
+message says when it was enqueued. A job adds these commands and an EXPIRE of the hash
+(``durations_ttl``) to a pipeline its worker sends anyway.
 
 Bounded: a method that is not of an installed app or the allowlist (a forged or refused message)
 is counted under the one label ``[refused]``, so forged names cannot add series; a method not
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
 SEP = "\x1f"
 SUM = "sum"
+WAIT = "w"  # prefix of the wait-time fields (``<method>\x1fw<i>``, ``<method>\x1fwsum``)
 LAST = "last"
 REFUSED = "[refused]"
 DEFAULT_TTL = 7 * 24 * 3600
@@ -75,7 +78,20 @@ def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = Non
     pipe.hincrby(key, f"{method}{SEP}{bisect.bisect_left(BUCKETS, seconds)}", 1)
     pipe.hincrbyfloat(key, f"{method}{SEP}{SUM}", round(seconds, 6))
     pipe.hset(key, f"{method}{SEP}{LAST}", int(at))
+    wait = _wait(meta)
+    if wait is not None:  # the wait-time histogram (enqueue -> start): fields w<i> and wsum
+        pipe.hincrby(key, f"{method}{SEP}{WAIT}{bisect.bisect_left(BUCKETS, wait)}", 1)
+        pipe.hincrbyfloat(key, f"{method}{SEP}{WAIT}{SUM}", round(wait, 6))
     pipe.expire(key, ttl())
+
+
+def _wait(meta: dict[str, Any]) -> float | None:
+    """Seconds from the job's enqueue to its start, when both are known."""
+    try:
+        enqueued, started = meta.get("enqueued_at"), meta.get("started_at")
+        return max(0.0, float(started) - float(enqueued)) if enqueued and started else None
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def record(r: Any, keys: Keys, meta: dict[str, Any]) -> None:

@@ -1,0 +1,88 @@
+"""Job history (jobs/history.py, diagnostics/history.py): counters and histograms written by real
+workers match the jobs run, every key expires, the rollup, the dashboard's shared stream, and
+`bench jobs top`."""
+
+from __future__ import annotations
+
+import time
+
+from benchcelery.diagnostics import history as read
+from benchcelery.jobs import history
+from tests.conftest import BenchHandle, burst
+
+
+def _run_jobs(bench: BenchHandle) -> None:
+    for i in range(5):
+        bench.enqueue("testapp.tasks.noop", site="site1.local", queue="short")
+    for i in range(3):
+        bench.enqueue("testapp.tasks.sleep_then_record", site="site2.local", key=f"s{i}", seconds=0.3)
+    bench.enqueue("testapp.tasks.fail", site="site2.local", queue="short")
+    burst(bench, "--queue", "short,default")
+
+
+def test_counters_and_histograms_match_the_jobs_a_worker_ran(bench: BenchHandle) -> None:
+    history.configure(None)
+    _run_jobs(bench)
+    keys = bench.rt().keys
+    r = bench.redis
+    minutes = read.last_minutes(r, keys, minutes=10)
+    total = {name: sum(m.as_dict()[name] for m in minutes) for name in ("enqueued", "started", "done", "failed")}
+    assert total == {"enqueued": 9, "started": 9, "done": 8, "failed": 1}
+    site2 = read.last_minutes(r, keys, minutes=10, site="site2.local")
+    assert sum(m.counts[history.DONE] for m in site2) == 3
+    assert sum(m.counts[history.FAILED] for m in site2) == 1
+    assert sum(sum(m.wait) for m in minutes) == 9  # every job's wait time counted once
+
+    stats = {(s.queue, s.method): s for s in read.method_stats(r, keys, "hour")}
+    noop = stats[("short", "testapp.tasks.noop")]
+    assert (noop.count, noop.failed) == (5, 0)
+    slow = stats[("default", "testapp.tasks.sleep_then_record")]
+    assert slow.count == 3 and slow.max is not None and slow.max >= 0.3
+    assert slow.p95 is not None and 0.25 <= slow.p95 <= slow.max  # the 0.25-0.5 s bucket
+    failing = stats[("short", "testapp.tasks.fail")]
+    assert (failing.count, failing.failed, failing.failure_rate) == (1, 1, 1.0)
+    only_site1 = read.method_stats(r, keys, "day", site="site1.local")
+    assert [(s.method, s.count) for s in only_site1] == [("testapp.tasks.noop", 5)]
+
+    # Bounded: every history key expires, within the configured retention.
+    names = list(r.scan_iter(match=f"{keys.prefix}hist:*"))
+    assert names
+    for name in names:
+        ttl = r.ttl(name)
+        limit = history.MARKER_TTL if b":rolled:" in name else 25 * 3600 + 60
+        assert 0 < ttl <= limit, (name, ttl)
+
+
+def test_a_finished_hour_is_rolled_up_once_into_the_daily_keys(bench: BenchHandle) -> None:
+    history.configure(None)
+    keys = bench.rt().keys
+    r = bench.redis
+    past = time.time() - 2 * 3600  # a job two hours ago, counted as the worker would
+    meta = {"site": "site1.local", "queue": "short", "method": "testapp.tasks.noop"}
+    commands = history.finished(keys, {**meta, "started_at": past - 1, "enqueued_at": past - 3}, False, now=past)
+    commands += history.simple(keys, history.ENQUEUED, "site1.local", "short", 1, now=past - 3)
+    pipe = r.pipeline(transaction=False)
+    for command in commands:
+        pipe.execute_command(*command)
+    pipe.execute()
+    hour = int(past) // 3600
+    assert hour in history.roll_pending(r, keys)
+    assert hour not in history.roll_pending(r, keys)  # once
+    counts = dict(read.hourly(r, keys, hours=3))[hour]
+    assert (counts["enqueued"], counts["started"], counts["done"]) == (1, 1, 1)
+    month = {(s.queue, s.method): s for s in read.method_stats(r, keys, "month")}
+    assert month[("short", "testapp.tasks.noop")].count == 1  # from the daily key, counted once
+    daily = keys.hist_methods_daily(hour // 24)
+    assert 0 < r.ttl(daily) <= 31 * 86400 + 60
+
+
+def test_history_off_writes_nothing(bench: BenchHandle) -> None:
+    history.configure(history.Retention(enabled=False))
+    try:
+        keys = bench.rt().keys
+        assert history.finished(keys, {"site": "s", "queue": "q", "started_at": time.time()}, False) == []
+        assert history.simple(keys, history.ENQUEUED, "s", "q") == []
+    finally:
+        history.configure(None)
+
+
