@@ -86,3 +86,17 @@ def test_history_off_writes_nothing(bench: BenchHandle) -> None:
         history.configure(None)
 
 
+
+
+def test_metrics_export_the_same_histograms_as_the_dashboard(bench: BenchHandle) -> None:
+    from tests.test_monitoring import samples
+
+    history.configure(None)
+    _run_jobs(bench)
+    m = samples(bench.run("metrics", "--once").stdout)
+    keys = bench.rt().keys
+    stats = {(s.queue, s.method): s for s in read.method_stats(bench.redis, keys, "hour")}
+    for (queue, method), row in stats.items():
+        labels = f'method="{method}",queue="{queue}"'
+        assert m[f"bench_job_duration_seconds_count{{{labels}}}"] == row.count
+        assert m[f"bench_job_wait_seconds_count{{{labels}}}"] == sum(row.wait) == row.count

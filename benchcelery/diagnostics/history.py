@@ -197,9 +197,9 @@ def method_stats(
     for members in replies[len(hashes) :]:
         for member, score in members:
             parts = _text(member).split(SEP)
-            row = stats.get((parts[0], parts[1])) if len(parts) == 3 else None
-            if row and (not site or parts[2] == site):
-                row.max = max(row.max or 0.0, float(score))
+            top = stats.get((parts[0], parts[1])) if len(parts) == 3 else None
+            if top and (not site or parts[2] == site):
+                top.max = max(top.max or 0.0, float(score))
     return sorted(stats.values(), key=lambda s: (-s.count, s.queue, s.method))
 
 
