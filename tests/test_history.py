@@ -12,7 +12,7 @@ from tests.conftest import BenchHandle, burst
 
 
 def _run_jobs(bench: BenchHandle) -> None:
-    for i in range(5):
+    for _ in range(5):
         bench.enqueue("testapp.tasks.noop", site="site1.local", queue="short")
     for i in range(3):
         bench.enqueue("testapp.tasks.sleep_then_record", site="site2.local", key=f"s{i}", seconds=0.3)
@@ -84,8 +84,6 @@ def test_history_off_writes_nothing(bench: BenchHandle) -> None:
         assert history.simple(keys, history.ENQUEUED, "s", "q") == []
     finally:
         history.configure(None)
-
-
 
 
 def test_metrics_export_the_same_histograms_as_the_dashboard(bench: BenchHandle) -> None:
