@@ -4,11 +4,15 @@ workers match the jobs run, every key expires, the rollup, the dashboard's share
 
 from __future__ import annotations
 
+import http.client
+import json
+import threading
 import time
+import urllib.parse
 
 from benchcelery.diagnostics import history as read
 from benchcelery.jobs import history
-from tests.conftest import BenchHandle, burst
+from tests.conftest import BenchHandle, burst, wait_until
 
 
 def _run_jobs(bench: BenchHandle) -> None:
@@ -98,3 +102,57 @@ def test_metrics_export_the_same_histograms_as_the_dashboard(bench: BenchHandle)
         labels = f'method="{method}",queue="{queue}"'
         assert m[f"bench_job_duration_seconds_count{{{labels}}}"] == row.count
         assert m[f"bench_job_wait_seconds_count{{{labels}}}"] == sum(row.wait) == row.count
+
+
+def _sse_client(url: str, cookie: str, frames: list[str], stop: threading.Event) -> None:
+    """Read ``url``'s server-sent events until ``stop``; each event's data goes to ``frames``."""
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    conn.request("GET", f"{parsed.path}?{parsed.query}", headers={"Cookie": cookie, "Accept": "text/event-stream"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.getheader("Content-Type", "").startswith("text/event-stream")
+    while not stop.is_set():
+        line = resp.readline().decode()
+        if line.startswith("data: "):
+            frames.append(line[6:])
+        if not line:
+            break
+    conn.close()
+
+
+def test_the_stream_reads_redis_at_most_once_a_second_for_every_browser(bench: BenchHandle) -> None:
+    from tests.test_dashboard import Dashboard, Session, make_token
+
+    history.configure(None)
+    _run_jobs(bench)
+    token = make_token(bench)
+    dash = Dashboard(bench)
+    session = Session(dash)
+    session.login(token)
+    jar = next(h.cookiejar for h in session.opener.handlers if hasattr(h, "cookiejar"))
+    cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+    stop = threading.Event()
+    frames: list[list[str]] = [[] for _ in range(6)]
+    urls = [f"{dash.url}/stream?"] * 5 + [f"{dash.url}/stream?site=site2.local"]
+    threads = [
+        threading.Thread(target=_sse_client, args=(u, cookie, f, stop), daemon=True)
+        for u, f in zip(urls, frames, strict=True)
+    ]
+    began = time.monotonic()
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: all(len(f) >= 4 for f in frames), 30, what="four frames on every stream")
+    except AssertionError:
+        raise AssertionError(f"{[len(f) for f in frames]}\n{dash.log()}") from None
+    status, body, _ = session.request("/api/stream")
+    elapsed = time.monotonic() - began
+    stats = json.loads(body)
+    stop.set()
+    assert status == 200 and stats["streams"] == 6
+    assert stats["reads"] <= elapsed + 1, (stats, elapsed)  # one shared read per second, not one per stream
+    first = json.loads(frames[0][-1])
+    assert (first["done"], first["failed"]) == (8, 1)  # the jobs the test ran, in the last hour
+    assert 'data-chart="throughput"' in first["throughput"] and 'data-done="8"' in first["throughput"]
+    site2 = json.loads(frames[5][-1])
+    assert (site2["done"], site2["failed"]) == (3, 1)
