@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import select
 import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 from benchcelery.diagnostics import history as read
 from benchcelery.jobs import history
@@ -156,3 +159,144 @@ def test_the_stream_reads_redis_at_most_once_a_second_for_every_browser(bench: B
     assert 'data-chart="throughput"' in first["throughput"] and 'data-done="8"' in first["throughput"]
     site2 = json.loads(frames[5][-1])
     assert (site2["done"], site2["failed"]) == (3, 1)
+
+
+def test_charts_in_a_real_browser_show_the_jobs_run(bench: BenchHandle) -> None:
+    """The overview's chart shows the jobs the test ran and follows new ones over its stream
+    (no reload); Metrics and the site page show them per method and per site; on a phone's
+    width nothing overflows. ``BENCH_SCREENSHOTS=docs`` saves the pictures there."""
+    from selenium.webdriver.common.by import By
+
+    from tests.test_dashboard import Dashboard, _browser, make_token
+
+    history.configure(None)
+    _run_jobs(bench)
+    token = make_token(bench)
+    dash = Dashboard(bench)
+    shots = os.environ.get("BENCH_SCREENSHOTS")
+    driver = _browser()
+    try:
+
+        def chart(name: str, attr: str) -> int:
+            script = "var c = document.querySelector(arguments[0]); return c && c.getAttribute(arguments[1])"
+            value = wait_until(lambda: driver.execute_script(script, f'svg[data-chart="{name}"]', f"data-{attr}"), 15)
+            return int(value)
+
+        def shoot(name: str) -> None:
+            if shots:
+                driver.save_screenshot(str(Path(shots) / name))
+
+        driver.get(dash.url + "/")
+        wait_until(lambda: driver.find_elements(By.ID, "token"), 15)[0].send_keys(token)
+        driver.find_element(By.ID, "login").click()
+        assert (chart("throughput", "done"), chart("throughput", "failed")) == (8, 1)
+        assert chart("wait", "minutes") >= 1
+
+        # Live: two more jobs show up through the stream, on the same page.
+        driver.execute_script("window.__same_page = true")
+        for _ in range(2):
+            bench.enqueue("testapp.tasks.noop", site="site1.local", queue="short")
+        burst(bench, "--queue", "short")
+        wait_until(lambda: chart("throughput", "done") == 10, 20, interval=0.2, what="the chart to follow the stream")
+        assert driver.execute_script("return window.__same_page") is True
+        shoot("dashboard-charts.png")
+
+        # Metrics: per method, sortable, filterable, with a histogram.
+        driver.get(dash.url + "/metrics")
+        row = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, 'tr[data-method="testapp.tasks.noop"]'), 15)[0]
+        assert row.get_attribute("data-count") == "7"
+        fail_row = driver.find_element(By.CSS_SELECTOR, 'tr[data-method="testapp.tasks.fail"]')
+        assert (fail_row.get_attribute("data-count"), fail_row.get_attribute("data-failed")) == ("1", "1")
+        assert chart("histogram", "count") == 7  # the first row (most jobs) is shown
+        driver.find_element(By.ID, "sort-p95").click()
+        first = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "#methods tbody tr"), 15)[0]
+        assert first.get_attribute("data-method") == "testapp.tasks.sleep_then_record"  # slowest first
+        driver.get(dash.url + "/metrics?site=site2.local&window=day")
+        methods = {r.get_attribute("data-method") for r in driver.find_elements(By.CSS_SELECTOR, "#methods tbody tr")}
+        assert methods == {"testapp.tasks.sleep_then_record", "testapp.tasks.fail"}
+        shoot("dashboard-metrics.png")
+
+        # A site's page: its own charts.
+        driver.get(dash.url + "/site?site=site2.local")
+        assert (chart("throughput", "done"), chart("throughput", "failed")) == (3, 1)
+        assert chart("hourly", "done") == 3
+        shoot("dashboard-site.png")
+
+        # A phone: the charts fit the screen.
+        driver.set_window_size(390, 844)
+        driver.get(dash.url + "/")
+        chart("throughput", "done")
+        widths = driver.execute_script(
+            "return [document.documentElement.clientWidth,"
+            " Math.max.apply(null, Array.from(document.querySelectorAll('svg.chart')).map(function (s) {"
+            " return s.getBoundingClientRect().right; }))]"
+        )
+        assert widths[1] <= widths[0], widths
+        shoot("dashboard-charts-phone.png")
+    finally:
+        driver.quit()
+
+
+def test_jobs_top_once_prints_one_frame_at_80_columns(bench: BenchHandle) -> None:
+    from click.testing import CliRunner
+
+    from benchcelery.cli import cli
+
+    history.configure(None)
+    _run_jobs(bench)
+    for _ in range(3):
+        bench.enqueue("testapp.tasks.noop", site="site2.local", queue="long")
+    result = CliRunner().invoke(cli, ["--bench", str(bench.root), "jobs", "top", "--once"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    row = next(line.split() for line in lines if line.startswith("site2.local") and " long " in line)
+    assert row[2:5] == ["3", "0", "0"]  # waiting, running, failed
+    failed = next(line.split() for line in lines if line.startswith("site2.local") and " short " in line)
+    assert failed[2:5] == ["0", "0", "1"]
+    assert "no live worker" in result.output
+    assert "(8 in 15 min)" in result.output and "(1)" in result.output  # done / failed per minute
+
+
+def test_jobs_top_refreshes_in_a_terminal_and_q_quits(bench: BenchHandle) -> None:
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import termios
+
+    from tests.conftest import BENCH_BIN
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 80, 0, 0))
+    proc = subprocess.Popen(
+        [BENCH_BIN, "jobs", "top"],
+        cwd=bench.root,
+        env={**bench.env(), "TERM": "xterm"},
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    seen = bytearray()
+
+    def read_until(text: bytes) -> bool:
+        while select.select([master], [], [], 0.2)[0]:
+            try:
+                seen.extend(os.read(master, 65536))
+            except OSError:
+                break
+        return text in seen
+
+    try:
+        wait_until(lambda: read_until(b"WAITING"), 30, what="the first frame")
+        seen.clear()
+        bench.enqueue("testapp.tasks.noop", site="site1.local", queue="long")
+        wait_until(lambda: read_until(b"site1.local"), 15, what="a later frame with the new job")
+        os.write(master, b"q")
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)

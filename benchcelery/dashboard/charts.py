@@ -18,7 +18,7 @@ from markupsafe import Markup
 from benchcelery.jobs.durations import BUCKETS
 
 W, H = 480, 190
-LEFT, RIGHT, TOP, BOTTOM = 40, 8, 10, 26
+LEFT, RIGHT, TOP, BOTTOM = 48, 8, 12, 28
 DONE, FAILED, P50, P95 = "#2f9e56", "#d23c3c", "#2f5fd0", "#c77800"
 
 
@@ -60,7 +60,7 @@ def _frame(name: str, title: str, body: list[str], attrs: dict[str, Any], y_labe
             f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e3e6ec" stroke-width="1"/>'
         )
         parts.append(
-            f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="12" fill="#6b7385">{label}</text>'
+            f'<text x="{LEFT - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="15" fill="#6b7385">{label}</text>'
         )
     parts += body
     parts.append("</svg>")
@@ -77,7 +77,7 @@ def _x_labels(stamps: Sequence[int], x_of: Any, every: int, fmt: Any) -> list[st
         if i % every == 0 or i == len(stamps) - 1:
             anchor = "end" if i == len(stamps) - 1 else ("start" if i == 0 else "middle")
             out.append(
-                f'<text x="{x_of(i):.1f}" y="{H - 8}" text-anchor="{anchor}" font-size="12" fill="#6b7385">'
+                f'<text x="{x_of(i):.1f}" y="{H - 8}" text-anchor="{anchor}" font-size="15" fill="#6b7385">'
                 f"{html.escape(fmt(stamp))}</text>"
             )
     return out
@@ -137,8 +137,8 @@ def wait_lines(rows: Sequence[dict[str, Any]], title: str = "Wait time (enqueue 
             x, y = point.split(",")
             body.append(f'<circle cx="{x}" cy="{y}" r="3" fill="{colour}"/>')
     body += _x_labels([r["minute"] for r in rows], x_of, 15, _clock)
-    body.append(f'<text x="{W - RIGHT}" y="{TOP + 12}" text-anchor="end" font-size="12" fill="{P95}">p95</text>')
-    body.append(f'<text x="{W - RIGHT - 30}" y="{TOP + 12}" text-anchor="end" font-size="12" fill="{P50}">p50</text>')
+    body.append(f'<text x="{W - RIGHT}" y="{TOP + 14}" text-anchor="end" font-size="15" fill="{P95}">p95</text>')
+    body.append(f'<text x="{W - RIGHT - 36}" y="{TOP + 14}" text-anchor="end" font-size="15" fill="{P50}">p50</text>')
     started = [r for r in rows if r["wait_p95"] is not None]
     attrs = {"minutes": len(started), "p95": round(max([r["wait_p95"] for r in started] or [0]), 4)}
     labels = [(0, "0"), (0.5, seconds_text(top / 2)), (1, seconds_text(top))]
@@ -178,5 +178,5 @@ def histogram(counts: Sequence[int], title: str = "Run time") -> Markup:
 def hourly_bars(rows: Sequence[tuple[int, dict[str, int]]], title: str) -> Markup:
     """``throughput`` over hours (``rows``: epoch hour -> counts)."""
     minute_rows = [{"minute": h * 60, "done": c["done"], "failed": c["failed"]} for h, c in rows]
-    chart = throughput(minute_rows, title)
+    chart = str(throughput(minute_rows, title))  # str: Markup.replace would escape its arguments
     return Markup(chart.replace('data-chart="throughput"', 'data-chart="hourly"', 1))
