@@ -40,10 +40,13 @@ benchcelery's own:
                                             (orphans recovered; kept by the delivery path)
 ``<p>durations:<queue>``            hash    ``<method>\x1f<bucket>`` -> jobs whose run time fell in
                                             that histogram bucket, ``<method>\x1fsum`` -> total
-                                            seconds (written by workers, read by ``bench metrics``)
+                                            seconds; ``w<bucket>`` / ``wms`` the same for wait time
+                                            (written by workers, read by ``bench metrics``)
 ``<p>hist:m:<hour>``                hash    ``<minute>\x1f<site>\x1f<queue>\x1f<kind>`` -> jobs enqueued (e),
                                             started (s), done (d), failed (f), retried (r) in that
-                                            minute (epoch minutes; one key per epoch hour; expires)
+                                            minute, started and done (x) / failed (y) in it, and
+                                            w<bucket>: jobs that started after that wait (epoch
+                                            minutes; one key per epoch hour; expires)
 ``<p>hist:h:<day>``                 hash    the same per epoch hour, one key per epoch day (rolled up
                                             from the minute keys; expires after ``history_hours_ttl``)
 ``<p>hist:j:<hour>``                hash    ``<queue>\x1f<method>\x1f<site>\x1f<d|w><bucket>`` -> jobs

@@ -297,7 +297,7 @@ def duration_figures(
     r: redis.Redis, keys: Keys, queues: list[str], now: float | None = None, ttl: int | None = None
 ) -> list[DurationFigures]:
     """Duration histograms per (method, queue); series not written for ``ttl`` seconds are left out."""
-    from benchcelery.jobs.durations import DEFAULT_TTL, LAST, SEP, SUM, WAIT
+    from benchcelery.jobs.durations import DEFAULT_TTL, LAST, SEP, SUM, WAIT, WAIT_MS
 
     cutoff = (time.time() if now is None else now) - (ttl or DEFAULT_TTL)
 
@@ -313,10 +313,10 @@ def duration_figures(
         for method, slots in sorted(per_method.items()):
             if slots.get(LAST, cutoff) < cutoff:  # not written for ttl seconds (no LAST: older writer)
                 continue
-            wait = _cumulative(slots, WAIT) if any(k.startswith(WAIT) for k in slots) else []
+            wait = _cumulative(slots, WAIT) if WAIT_MS in slots else []
             out.append(
                 DurationFigures(
-                    method, q, _cumulative(slots, ""), slots.get(SUM, 0.0), wait, slots.get(WAIT + SUM, 0.0)
+                    method, q, _cumulative(slots, ""), slots.get(SUM, 0.0), wait, slots.get(WAIT_MS, 0.0) / 1000
                 )
             )
     return out
@@ -336,14 +336,17 @@ def _cumulative(slots: dict[str, float], prefix: str) -> list[tuple[float, int]]
 def minute_figures(r: redis.Redis, keys: Keys, now: float | None = None) -> list[tuple[str, str, str, int]]:
     """(site, queue, outcome, jobs) of the last complete minute, from the job history."""
     from benchcelery.diagnostics.history import NAMES, SEP, live
+    from benchcelery.jobs.history import expand
 
     raw, current = live(r, keys, now, minutes=2)
     out: dict[tuple[str, str, str], int] = {}
     for fields in raw:
         for name, value in fields.items():
             parts = name.decode(errors="replace").split(SEP)
-            if len(parts) == 4 and parts[0] == str(current - 1) and parts[3] in NAMES:
-                out[(parts[1], parts[2], NAMES[parts[3]])] = int(value)
+            if len(parts) == 4 and parts[0] == str(current - 1):
+                for kind in expand(parts[3]):
+                    key = (parts[1], parts[2], NAMES[kind])
+                    out[key] = out.get(key, 0) + int(value)
     return [(*k, n) for k, n in sorted(out.items())]
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from benchcelery.bench.keys import Keys
 from benchcelery.jobs.durations import BUCKETS
-from benchcelery.jobs.history import DONE, ENQUEUED, FAILED, KINDS, RETRIED, RUN, SEP, STARTED, WAIT
+from benchcelery.jobs.history import DONE, ENQUEUED, FAILED, KINDS, RETRIED, RUN, SEP, STARTED, WAIT, expand
 
 WINDOWS = {"hour": 3600, "day": 86400, "month": 30 * 86400}
 N_BUCKETS = len(BUCKETS) + 1  # the last is +Inf
@@ -85,8 +85,9 @@ def minutes_of(
                 if row is None:
                     continue
                 kind = parts[3]
-                if kind in row.counts:
-                    row.counts[kind] += int(value)
+                if expand(kind):
+                    for counter in expand(kind):
+                        row.counts[counter] += int(value)
                 elif kind.startswith(WAIT) and kind[1:].isdigit() and int(kind[1:]) < N_BUCKETS:
                     row.wait[int(kind[1:])] += int(value)
             except ValueError:
@@ -248,11 +249,12 @@ def _sum_into(
 ) -> None:
     for name, value in fields.items():
         parts = _text(name).split(SEP)
-        if len(parts) != 4 or parts[3] not in KINDS or (site and parts[1] != site) or (queue and parts[2] != queue):
+        if len(parts) != 4 or not expand(parts[3]) or (site and parts[1] != site) or (queue and parts[2] != queue):
             continue
         hour = to_hour(int(parts[0])) if parts[0].isdigit() else None
         if hour in out:
-            out[hour][parts[3]] += int(value)
+            for kind in expand(parts[3]):
+                out[hour][kind] += int(value)
 
 
 def footprint(r: Any, keys: Keys) -> dict[str, int]:

@@ -28,6 +28,18 @@ if TYPE_CHECKING:
 SEP = "\x1f"
 ENQUEUED, STARTED, DONE, FAILED, RETRIED = "e", "s", "d", "f", "r"
 KINDS = (ENQUEUED, STARTED, DONE, FAILED, RETRIED)
+# A job that started and ended in the same minute (most do) is one field: started + done (x) or
+# started + failed (y), one command instead of two.
+COMBINED = {"x": (STARTED, DONE), "y": (STARTED, FAILED)}
+
+
+def expand(kind: str) -> tuple[str, ...]:
+    """The counters a field's kind adds to (none for an unknown kind or a wait bucket)."""
+    if kind in KINDS:
+        return (kind,)
+    return COMBINED.get(kind, ())
+
+
 RUN, WAIT = "d", "w"  # method histogram fields: run time, wait time (+ the bucket index)
 ROLL_AFTER = 300  # s after an hour ends before it is rolled up (late acks of that hour land first)
 MARKER_TTL = 3 * 24 * 3600
@@ -43,6 +55,7 @@ class Retention:
 
 _retention: Retention | None = None
 _expired: dict[str, float] = {}  # key -> when this process last sent its EXPIREAT
+_longest: dict[tuple[str, str], float] = {}  # (zset, series) -> the longest run this process sent there
 _next_roll = 0.0
 
 
@@ -67,6 +80,7 @@ def configure(value: Retention | None) -> None:
     global _retention
     _retention = value
     _expired.clear()
+    _longest.clear()
 
 
 def bucket(seconds: float) -> int:
@@ -121,8 +135,11 @@ def finished(keys: Keys, meta: dict[str, Any], failed: bool, now: float | None =
     except (TypeError, ValueError, OverflowError):
         return []
     commands: list[tuple[Any, ...]] = []
-    count(commands, keys, STARTED, site, queue, started, now=at)
-    count(commands, keys, FAILED if failed else DONE, site, queue, at, now=at)
+    if int(started) // 60 == int(at) // 60:
+        count(commands, keys, "y" if failed else "x", site, queue, at, now=at)
+    else:
+        count(commands, keys, STARTED, site, queue, started, now=at)
+        count(commands, keys, FAILED if failed else DONE, site, queue, at, now=at)
     hour = int(at) // 3600
     key, top = keys.hist_methods(hour), keys.hist_max(hour)
     series = f"{queue}{SEP}{method}{SEP}{site}"
@@ -137,7 +154,11 @@ def finished(keys: Keys, meta: dict[str, Any], failed: bool, now: float | None =
         )
     if failed:
         commands.append(("HINCRBY", key, f"{series}{SEP}{FAILED}", 1))
-    commands.append(("ZADD", top, "GT", round(run, 6), series))
+    if run > _longest.get((top, series), -1.0):  # ZADD GT keeps the largest of every process's
+        if len(_longest) > 4096:
+            _longest.clear()
+        _longest[(top, series)] = run
+        commands.append(("ZADD", top, "GT", round(run, 6), series))
     ret = retention()
     _expire_at(commands, key, (hour + 1) * 3600 + ret.minutes, at)
     _expire_at(commands, top, (hour + 1) * 3600 + ret.minutes, at)
@@ -194,8 +215,8 @@ def roll_hour(r: Any, keys: Keys, hour: int) -> None:
     sums: dict[str, int] = {}
     for field, value in minutes.items():
         parts = _text(field).split(SEP)
-        if len(parts) == 4 and parts[3] in KINDS:
-            name = SEP.join([str(hour), *parts[1:]])
+        for kind in expand(parts[3]) if len(parts) == 4 else ():
+            name = SEP.join([str(hour), parts[1], parts[2], kind])
             sums[name] = sums.get(name, 0) + int(value)
     pipe = r.pipeline(transaction=False)
     for name, n in sums.items():
