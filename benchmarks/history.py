@@ -4,9 +4,10 @@ On the benchmarks' private Redis and 20-site bench (benchmarks/env.py), writes b
 
 1. Redis CPU per job with the history on and off: ``redis_cost.measure`` (enqueue one by one, drain
    with one ``bench worker``), the two interleaved ``--reps`` times, medians reported.
-2. The marginal Redis CPU of the history's commands alone: N jobs' commands (jobs/history.py, as a
-   worker builds them, spread over 10 sites, 3 queues, 20 methods) each sent in one pipeline with a
-   PING (they ride in a write the worker sends anyway), against the PINGs alone.
+2. The marginal Redis CPU of the history's commands alone: N jobs' commands (durations.py and
+   jobs/history.py, as a worker builds them, spread over 10 sites, 3 queues, 20 methods), each job's
+   with a PING, 50 jobs per pipeline (they ride in a write the worker sends anyway), against what a
+   job wrote before the history (commit aea8573's duration histogram).
 3. Memory: one site's history for a busy day (every minute of the last 24 hours has jobs in all
    three queues, 20 methods), then rolled up: MEMORY USAGE of the keys, per site per day.
 4. The dashboard: 100,000 waiting jobs over 10 sites, one `bench dashboard`, 10 server-sent-event
@@ -53,25 +54,54 @@ def cost_on_off(world: envmod.Env, n: int, reps: int) -> dict[str, dict[str, Any
     return {mode: redis_cost.median_of(rs) for mode, rs in runs.items()}
 
 
-def _commands(keys: Any, i: int, now: float) -> list[tuple[Any, ...]]:
-    from benchcelery.jobs import history
+class _Collect:
+    """Collects durations.observe's pipeline calls as raw commands (as the worker's request does)."""
 
-    site, queue = envmod.site_name(i % SITES), QUEUES[i % 3]
-    meta = {
-        "site": site,
-        "queue": queue,
+    def __init__(self) -> None:
+        self.list: list[tuple[Any, ...]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args: self.list.append((name.upper(), *args))
+
+
+def _meta(i: int, now: float) -> dict[str, Any]:
+    return {
+        "site": envmod.site_name(i % SITES),
+        "queue": QUEUES[i % 3],
         "method": f"bcbench.tasks.m{i % METHODS}",
         "enqueued_at": now - 0.05 - (i % 7) * 0.1,
         "started_at": now - 0.002 * (i % 50),
     }
-    return history.finished(keys, meta, failed=i % 50 == 0, now=now)
+
+
+def _before(keys: Any, i: int, now: float) -> list[tuple[Any, ...]]:
+    """What a finished job wrote before the history (commit aea8573's durations.observe)."""
+    meta = _meta(i, now)
+    key, method, run = keys.durations(meta["queue"]), meta["method"], now - meta["started_at"]
+    bucket = sum(1 for b in (0.01, 0.05, 0.1, 0.25, 0.5) if run > b)
+    return [
+        ("HINCRBY", key, f"{method}\x1f{bucket}", 1),
+        ("HINCRBYFLOAT", key, f"{method}\x1fsum", repr(round(run, 6))),
+        ("HSET", key, f"{method}\x1flast", int(now)),
+        ("EXPIRE", key, 7 * 86400),
+    ]
+
+
+def _commands(keys: Any, i: int, now: float) -> list[tuple[Any, ...]]:
+    """What a finished job writes now: its duration and wait buckets, and its history."""
+    from benchcelery.jobs import durations, history
+
+    meta = _meta(i, now)
+    collect = _Collect()
+    durations.observe(collect, keys, meta, now=now, waits=True)
+    return collect.list + history.finished(keys, meta, failed=i % 50 == 0, now=now)
 
 
 def marginal_cpu(world: envmod.Env, n: int, reps: int = 5, batch: int = 50) -> dict[str, float]:
     """µs of Redis CPU per job for the history's worker-side commands, and the enqueue's HINCRBY:
     ``batch`` jobs per pipeline, each a PING plus its commands (what rides with one write costs
-    its parsing and running, not another read or write), against the PINGs alone; the three
-    interleaved ``reps`` times, the median difference."""
+    its parsing and running, not another read or write), against the commands a job wrote
+    before (the enqueue's against PINGs alone); interleaved ``reps`` times, the median difference."""
     from benchcelery.bench.keys import Keys
     from benchcelery.jobs import history
 
@@ -100,10 +130,12 @@ def marginal_cpu(world: envmod.Env, n: int, reps: int = 5, batch: int = 50) -> d
     worker_diffs, enqueue_diffs, bases = [], [], []
     for _ in range(reps):
         base = run(lambda i: [])
-        worker_diffs.append(run(lambda i: _commands(keys, i, now)) - base)
+        before = run(lambda i: _before(keys, i, now))
+        worker_diffs.append(run(lambda i: _commands(keys, i, now)) - before)
         enqueue_diffs.append(run(enqueue) - base)
         bases.append(base)
-    commands = len(_commands(keys, 1, now + 120))  # without the once-a-minute EXPIREATs
+    _commands(keys, 1, now)  # the once-a-minute writes of this (key, method) are out of the way
+    commands = len(_commands(keys, 1, now)) - len(_before(keys, 1, now))
     r.flushall()
     return {
         "ping": statistics.median(bases),
@@ -285,12 +317,15 @@ def markdown(
             "",
             f"The whole-run CPU figures move by more than the history's share from run to run (ranges: on "
             f"{redis_cost._range(on)}, off {redis_cost._range(off)} jobs/s per core), so its cost is measured "
-            "on its own too: each job's history commands sent in one pipeline with a PING (as they ride "
-            "with the worker's ack write), against the PINGs alone, "
-            f"{marginal['commands']:.0f} commands per job (plus an EXPIREAT per key and process once a minute), "
+            "on its own too, each job's commands sent in a pipeline with a PING (as they ride with the "
+            "worker's ack write): what a finished job writes now (duration and wait buckets, history) against "
+            "what it wrote before (commit aea8573's duration histogram), and the enqueue's HINCRBY against the "
+            f"PINGs alone; {marginal['commands']:+.0f} commands per job (plus an EXPIREAT per key and process "
+            "once a minute), "
             f"{args.marginal_n:,} jobs, 50 per pipeline, 5 interleaved runs, the median difference:",
             "",
-            f"- worker side (started, done/failed, wait bucket, run and wait histograms, longest run): "
+            f"- worker side (started and done/failed, wait bucket, run and wait histograms, wait buckets of "
+            f"`bench metrics`, a new longest run): "
             f"**{marginal['worker']:.1f} µs** per job (runs: {marginal['worker_range'][0]:.1f} to "
             f"{marginal['worker_range'][1]:.1f})",
             f"- enqueue side (one HINCRBY in the push's MULTI): **{marginal['enqueue']:.1f} µs** per job",
@@ -328,7 +363,16 @@ def markdown(
     )
 
 
+def _synthetic_methods() -> None:
+    """The benchmark's method names are made up (no app has them): count them under their own
+    names, as installed methods are, not all under ``[refused]``."""
+    from benchcelery.jobs import durations, history
+
+    durations.label = history.label = str  # type: ignore[assignment]
+
+
 def main(argv: list[str]) -> int:
+    _synthetic_methods()
     parser = argparse.ArgumentParser(prog="python -m benchmarks.history")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--n", type=int, default=3000)

@@ -63,8 +63,9 @@ def ttl() -> int:
         return DEFAULT_TTL
 
 
-def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = None) -> None:
-    """Add one finished job (``meta`` has ``method``, ``queue``, ``started_at``) to ``pipe``.
+def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = None, waits: bool = False) -> None:
+    """Add one finished job (``meta`` has ``method``, ``queue``, ``started_at``) to ``pipe``; with
+    ``waits`` (the job history is on) its wait time too, when ``meta`` has ``enqueued_at``.
 
     Adds commands only; the caller executes the pipeline with its own bookkeeping.
     """
@@ -80,7 +81,7 @@ def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = Non
     method = label(meta.get("method"))
     pipe.hincrby(key, f"{method}{SEP}{bisect.bisect_left(BUCKETS, seconds)}", 1)
     pipe.hincrbyfloat(key, f"{method}{SEP}{SUM}", round(seconds, 6))
-    wait = _wait(meta)
+    wait = _wait(meta) if waits else None
     if wait is not None:  # the wait-time histogram (enqueue -> start): fields w<i> and wms
         pipe.hincrby(key, f"{method}{SEP}{WAIT}{bisect.bisect_left(BUCKETS, wait)}", 1)
         pipe.hincrby(key, f"{method}{SEP}{WAIT_MS}", round(wait * 1000))
@@ -94,12 +95,7 @@ def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = Non
 
 
 def _wait(meta: dict[str, Any]) -> float | None:
-    """Seconds from the job's enqueue to its start, when both are known (and the job history,
-    which the wait-time histogram is part of, is on)."""
-    from benchcelery.jobs import history
-
-    if not history.retention().enabled:
-        return None
+    """Seconds from the job's enqueue to its start, when both are known."""
     try:
         enqueued, started = meta.get("enqueued_at"), meta.get("started_at")
         return max(0.0, float(started) - float(enqueued)) if enqueued and started else None

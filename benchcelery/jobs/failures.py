@@ -77,7 +77,7 @@ def record_malformed(queue: str, raw: bytes | str, reason: str, tag: str) -> Non
 def _count_failure(rt: Any, meta: dict[str, Any]) -> None:
     """Count the failure in the duration histogram and the history, in one round trip."""
     pipe = rt.redis.pipeline(transaction=False)
-    durations.observe(pipe, rt.keys, meta)
+    durations.observe(pipe, rt.keys, meta, waits=history.retention().enabled)
     for command in history.finished(rt.keys, meta, failed=True):
         pipe.execute_command(*command)
     pipe.execute(raise_on_error=False)

@@ -111,7 +111,7 @@ class JobRequest(Request):
         try:
             rt = get_runtime()
             commands = _Commands()
-            durations.observe(commands, rt.keys, meta, now=now)
+            durations.observe(commands, rt.keys, meta, now=now, waits=history.retention().enabled)
             commands.list += history.finished(rt.keys, meta, failed=False, now=now)
             self._note(rt, commands.list)
             if history.due(now):
