@@ -257,6 +257,15 @@ def test_jobs_top_once_prints_one_frame_at_80_columns(bench: BenchHandle) -> Non
     assert "no live worker" in result.output
     assert "(8 in 15 min)" in result.output and "(1)" in result.output  # done / failed per minute
 
+    # A worker and its current job, with how long it has run.
+    bench.start("worker", "--queue", "short")
+    bench.enqueue("testapp.tasks.wait_for_flag", site="site1.local", queue="short", key="top", flag="go")
+    bench.wait_results("top", 1)
+    result = CliRunner().invoke(cli, ["--bench", str(bench.root), "jobs", "top", "--once"])
+    worker = next(line for line in result.output.splitlines() if "wait_for_flag" in line)
+    assert " short " in worker and worker.split()[-1].endswith("s") and len(worker) <= 80
+    bench.redis.set("test:go", 1)
+
 
 def test_jobs_top_refreshes_in_a_terminal_and_q_quits(bench: BenchHandle) -> None:
     import fcntl

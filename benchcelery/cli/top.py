@@ -23,6 +23,12 @@ from benchcelery.diagnostics.top import TopFrame, snapshot
 SPARK = "·▁▂▃▄▅▆▇█"
 MAX_ROWS = 12  # (site, queue) rows shown; the rest are summed in one line
 MAX_WORKERS = 8
+JOB_WIDTH = 30
+
+
+def tail(text: str, width: int) -> str:
+    """``text`` cut from the left (a method's own name is at its end)."""
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
 
 
 def age(seconds: float | None) -> str:
@@ -86,14 +92,14 @@ def render(frame: TopFrame) -> Any:
     t = frame.totals
     queues.add_row(Text("all", "bold"), "", str(t.waiting), str(t.running), str(t.failed), age(t.oldest))
     workers = Table(expand=False, box=None, pad_edge=False, header_style="bold")
-    workers.add_column("WORKER", no_wrap=True, max_width=28, overflow="ellipsis")
-    workers.add_column("QUEUES", no_wrap=True, max_width=16, overflow="ellipsis")
-    workers.add_column("CURRENT JOB", no_wrap=True, max_width=24, overflow="ellipsis")
+    workers.add_column("WORKER", no_wrap=True, max_width=24, overflow="ellipsis")
+    workers.add_column("QUEUES", no_wrap=True, max_width=14, overflow="ellipsis")
+    workers.add_column("CURRENT JOB", no_wrap=True, max_width=JOB_WIDTH, overflow="ellipsis")
     workers.add_column("AGE", justify="right", no_wrap=True)
     for w in frame.workers[:MAX_WORKERS]:
         job, running = w.jobs[0] if w.jobs else ("idle", None)
         more = f" +{len(w.jobs) - 1}" if len(w.jobs) > 1 else ""
-        workers.add_row(w.name, ",".join(w.queues), job + more, age(running))
+        workers.add_row(w.name, ",".join(w.queues), tail(job, JOB_WIDTH - len(more)) + more, age(running))
     if not frame.workers:
         workers.add_row(Text("no live worker", "red"), "", "", "")
     return Group(head, Text(""), queues, Text(""), workers, Text(""), rate)
