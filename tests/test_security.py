@@ -571,7 +571,7 @@ def test_embedded_chain_and_callbacks_are_never_published(bench: BenchHandle) ->
 
 def _unreadable_elements(rt: Any) -> list[str]:
     out = [
-        json.dumps(set_body(valid_message(rt, key="deep"), f'[[], {{"a": {nested(200_000)}}}, {{}}]')),
+        json.dumps(set_body(valid_message(rt, key="deep"), f"[[], {{\"a\": {nested(200_000)}}}, {{}}]")),
         nested(200_000),
     ]
     for i, (name, value) in enumerate((("enqueued_at", "abc"), ("enqueued_at", 1e308), ("method", ["x"]))):
