@@ -38,6 +38,7 @@ OWN = ("info", "config")  # the harness's own reads and resets of the server (wi
 # (label, probe enqueue method, worker name); the worker runs what the enqueue put in.
 CASES = [
     ("benchcelery", "bench_enqueue", "bench worker"),
+    ("benchcelery (history off)", "bench_enqueue", "bench worker"),
     ("benchcelery (enqueue_many)", "bench_enqueue_many", "bench worker"),
     ("benchcelery worker-pool 2", "bench_enqueue", "bench worker-pool 2"),
     ("rq", "rq_enqueue", "rq worker (fork)"),
@@ -65,6 +66,16 @@ def reset(r: Any) -> float:
 
 
 def measure(world: env.Env, label: str, method: str, worker_name: str, n: int) -> dict[str, Any]:
+    """One run; a label with "history off" runs with ``history_enabled: false`` (jobs/history.py)."""
+    off = "history off" in label
+    world.bench.update_config({"history_enabled": not off})
+    try:
+        return _measure(world, label, method, worker_name, n)
+    finally:
+        world.bench.update_config({"history_enabled": True})
+
+
+def _measure(world: env.Env, label: str, method: str, worker_name: str, n: int) -> dict[str, Any]:
     r = world.redis
     world.flush()
     cpu0 = reset(r)

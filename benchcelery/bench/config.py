@@ -47,6 +47,11 @@ DEFAULTS: dict[str, Any] = {
     "enqueue_wait_timeout": 1.0,
     "dashboard_trusted_proxies": [],  # addresses whose X-Forwarded-Proto the dashboard believes
     "durations_ttl": 7 * 24 * 3600,  # s; a method's duration series not written for this long is dropped
+    # Job history (dashboard charts, `bench jobs top`): counters per minute kept this long (s), per
+    # hour that long; False writes none.
+    "history_enabled": True,
+    "history_minutes_ttl": 24 * 3600,
+    "history_hours_ttl": 30 * 24 * 3600,
     # Monitoring: `bench worker --events` by default; `bench metrics` and `bench flower` addresses.
     "worker_send_task_events": False,
     "metrics_port": 9808,

@@ -53,7 +53,22 @@ benchcelery's own:
                                             (orphans recovered; kept by the delivery path)
 ``<p>durations:<queue>``            hash    ``<method>\x1f<bucket>`` -> jobs whose run time fell in
                                             that histogram bucket, ``<method>\x1fsum`` -> total
-                                            seconds (written by workers, read by ``bench metrics``)
+                                            seconds; ``w<bucket>`` / ``wms`` the same for wait time
+                                            (written by workers, read by ``bench metrics``)
+``<p>hist:m:<hour>``                hash    ``<minute>\x1f<site>\x1f<queue>\x1f<kind>`` -> jobs enqueued (e),
+                                            started (s), done (d), failed (f), retried (r) in that
+                                            minute, started and done (x) / failed (y) in it, and
+                                            w<bucket>: jobs that started after that wait (epoch
+                                            minutes; one key per epoch hour; expires)
+``<p>hist:h:<day>``                 hash    the same per epoch hour, one key per epoch day (rolled up
+                                            from the minute keys; expires after ``history_hours_ttl``)
+``<p>hist:j:<hour>``                hash    ``<queue>\x1f<method>\x1f<site>\x1f<d|w><bucket>`` -> jobs
+                                            whose run (d) / wait (w) time fell in that bucket, ``f``
+                                            -> failures; one key per epoch hour (expires)
+``<p>hist:jd:<day>``                hash    the same per epoch day (rolled up; 30 days)
+``<p>hist:x:<hour>``                zset    ``<queue>\x1f<method>\x1f<site>`` -> longest run (s) that hour
+``<p>hist:xd:<day>``                zset    the same per epoch day (rolled up)
+``<p>hist:rolled:<hour>``           string  set by the one process that rolled that hour up
 ``<p>dashboard:session:<id>``      string  JSON of one dashboard login session (user, CSRF
                                             token, secret fingerprint); expires with the login
 ``<p>scheduler:heartbeat``          string  JSON of the active scheduler's last tick; expires
@@ -221,6 +236,28 @@ class Keys:
 
     def durations(self, queue: str) -> str:
         return f"{self.prefix}durations:{queue}"
+
+    # --- history (jobs/history.py): counters per minute/hour, method histograms per hour/day ---
+    def hist_minutes(self, hour: int) -> str:
+        return f"{self.prefix}hist:m:{hour}"
+
+    def hist_hours(self, day: int) -> str:
+        return f"{self.prefix}hist:h:{day}"
+
+    def hist_methods(self, hour: int) -> str:
+        return f"{self.prefix}hist:j:{hour}"
+
+    def hist_methods_daily(self, day: int) -> str:
+        return f"{self.prefix}hist:jd:{day}"
+
+    def hist_max(self, hour: int) -> str:
+        return f"{self.prefix}hist:x:{hour}"
+
+    def hist_max_daily(self, day: int) -> str:
+        return f"{self.prefix}hist:xd:{day}"
+
+    def hist_rolled(self, hour: int) -> str:
+        return f"{self.prefix}hist:rolled:{hour}"
 
     def dashboard_session(self, session_id: str) -> str:
         return f"{self.prefix}dashboard:session:{session_id}"

@@ -240,6 +240,9 @@ SCHEMA: dict[str, Key] = {
     "dashboard_token_max_age": Key(integer(1, 10 * MAX_SECONDS)),
     "dashboard_trusted_proxies": Key(list_of(text(100), "proxy addresses")),
     "durations_ttl": Key(integer(60, 10 * MAX_SECONDS)),
+    "history_enabled": Key(boolean),
+    "history_minutes_ttl": Key(integer(3600, 10 * MAX_SECONDS)),
+    "history_hours_ttl": Key(integer(86400, 10 * MAX_SECONDS)),
     "flower_allowed_hosts": Key(list_of(text(300), "host names")),
 }
 

@@ -74,6 +74,10 @@ HELP: dict[str, tuple[str, list[str]]] = {
         "Run failed jobs again with their arguments",
         ["bench jobs retry 3f2a9c1e", "bench --site all jobs retry --all --queue short"],
     ),
+    "jobs top": (
+        "Live view of queues, workers, throughput",
+        ["bench jobs top", "bench jobs top --once  # one frame, for scripts"],
+    ),
     "jobs show": ("Show one job: state, kwargs, traceback", ["bench jobs show 3f2a9c1e", "bench jobs show ID -f json"]),
     "metrics": (
         "Prometheus exporter: queues, workers, scheduler",

@@ -252,4 +252,7 @@ def _when(value: Any) -> str:
 
 
 def register(cli: click.Group) -> None:
+    from benchcelery.cli.top import top_cmd
+
+    jobs_group.add_command(top_cmd)
     cli.add_command(jobs_group)

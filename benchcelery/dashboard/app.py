@@ -5,7 +5,8 @@ refused in read-only mode, logged with the user, and redirected back with a one-
 Bulk actions render a confirmation page first. Redis work runs in Starlette's thread pool.
 
 Modules: ``web`` (shared helpers and the page/action guards), ``login`` (login, logout, health),
-``views`` (pages and actions), ``data`` (what pages show), ``actions`` (what buttons do).
+``views`` (pages and actions), ``history_views`` (charts, Metrics, site pages, the live stream),
+``data`` (what pages show), ``actions`` (what buttons do).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from benchcelery.dashboard import auth
+from benchcelery.dashboard.history_views import HistoryViews
 from benchcelery.dashboard.login import LoginViews
 from benchcelery.dashboard.sessions import SessionMiddleware
 from benchcelery.dashboard.views import Views
@@ -83,14 +85,18 @@ def create_app(rt: Runtime, options: DashboardOptions | None = None) -> Starlett
 def routes(web: Web) -> list[BaseRoute]:
     """Every URL: GET pages need a session (``page``); POST actions also a CSRF token and write access
     (``action``); login, logout and health are reachable without a session."""
-    entry, v = LoginViews(web), Views(web)
+    entry, v, h = LoginViews(web), Views(web), HistoryViews(web)
     page, action = web.page, web.action
     return [
         Route("/login", entry.login_page, methods=["GET"]),
         Route("/login", entry.login, methods=["POST"]),
         Route("/logout", entry.logout, methods=["POST"]),
         Route("/health", entry.health),
-        Route("/", page(v.overview_page)),
+        Route("/", page(h.overview_page)),
+        Route("/stream", page(h.stream)),
+        Route("/api/stream", page(h.stream_stats)),
+        Route("/metrics", page(h.metrics_page)),
+        Route("/site", page(h.site_page)),
         Route("/partial/overview", page(v.overview_partial)),
         Route("/api/overview", page(v.overview_json)),
         Route("/failed", page(v.failed_page)),

@@ -164,10 +164,28 @@ def families(fig: Figures) -> Iterator[Any]:
     hist = HistogramMetricFamily(
         "bench_job_duration_seconds", "Run time of jobs, per method and queue", labels=["method", "queue"]
     )
+    wait = HistogramMetricFamily(
+        "bench_job_wait_seconds",
+        "Time jobs waited in their queue (enqueue to start), per method and queue",
+        labels=["method", "queue"],
+    )
     for d in fig.durations:
-        buckets = [("+Inf" if b == float("inf") else repr(b), n) for b, n in d.buckets]
-        hist.add_metric([d.method, d.queue], buckets, d.total_seconds)
-    yield hist
+        hist.add_metric([d.method, d.queue], _buckets(d.buckets), d.total_seconds)
+        if d.wait_buckets:
+            wait.add_metric([d.method, d.queue], _buckets(d.wait_buckets), d.wait_seconds)
+    yield from (hist, wait)
+    minute = GaugeMetricFamily(
+        "bench_jobs_last_minute",
+        "Jobs of the last complete minute per site, queue and outcome (enqueued, started, done, failed, retried)",
+        labels=["site", "queue", "outcome"],
+    )
+    for site, queue, outcome, n in fig.per_minute:
+        minute.add_metric([site, queue, outcome], n)
+    yield minute
+
+
+def _buckets(cumulative: list[tuple[float, int]]) -> list[tuple[str, int]]:
+    return [("+Inf" if b == float("inf") else repr(b), n) for b, n in cumulative]
 
 
 def lifecycle_families(fig: Figures) -> Iterator[Any]:

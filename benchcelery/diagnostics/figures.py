@@ -144,6 +144,8 @@ class DurationFigures:
     queue: str
     buckets: list[tuple[float, int]]  # (upper bound, jobs that ran at most that long); last is +Inf
     total_seconds: float
+    wait_buckets: list[tuple[float, int]] = field(default_factory=list)  # ... that waited at most that long
+    wait_seconds: float = 0.0
 
     @property
     def count(self) -> int:
@@ -157,6 +159,7 @@ class Figures:
     workers: list[WorkerInfo]
     scheduler: SchedulerFigures
     durations: list[DurationFigures]
+    per_minute: list[tuple[str, str, str, int]] = field(default_factory=list)  # (site, queue, outcome, jobs)
 
 
 # --- pieces (each usable alone) ---
@@ -322,7 +325,7 @@ def duration_figures(
     r: redis.Redis, keys: Keys, queues: list[str], now: float | None = None, ttl: int | None = None
 ) -> list[DurationFigures]:
     """Duration histograms per (method, queue); series not written for ``ttl`` seconds are left out."""
-    from benchcelery.jobs.durations import BUCKETS, DEFAULT_TTL, LAST, SEP, SUM
+    from benchcelery.jobs.durations import DEFAULT_TTL, LAST, SEP, SUM, WAIT, WAIT_MS
 
     cutoff = (time.time() if now is None else now) - (ttl or DEFAULT_TTL)
 
@@ -338,12 +341,41 @@ def duration_figures(
         for method, slots in sorted(per_method.items()):
             if slots.get(LAST, cutoff) < cutoff:  # not written for ttl seconds (no LAST: older writer)
                 continue
-            running, buckets = 0, []
-            for i, bound in enumerate((*BUCKETS, float("inf"))):
-                running += int(slots.get(str(i), 0))
-                buckets.append((bound, running))
-            out.append(DurationFigures(method, q, buckets, slots.get(SUM, 0.0)))
+            wait = _cumulative(slots, WAIT) if WAIT_MS in slots else []
+            out.append(
+                DurationFigures(
+                    method, q, _cumulative(slots, ""), slots.get(SUM, 0.0), wait, slots.get(WAIT_MS, 0.0) / 1000
+                )
+            )
     return out
+
+
+def _cumulative(slots: dict[str, float], prefix: str) -> list[tuple[float, int]]:
+    """Prometheus' cumulative buckets from the per-bucket counts ``<prefix><i>``."""
+    from benchcelery.jobs.durations import BUCKETS
+
+    running, buckets = 0, []
+    for i, bound in enumerate((*BUCKETS, float("inf"))):
+        running += int(slots.get(f"{prefix}{i}", 0))
+        buckets.append((bound, running))
+    return buckets
+
+
+def minute_figures(r: redis.Redis, keys: Keys, now: float | None = None) -> list[tuple[str, str, str, int]]:
+    """(site, queue, outcome, jobs) of the last complete minute, from the job history."""
+    from benchcelery.diagnostics.history import NAMES, SEP, live
+    from benchcelery.jobs.history import expand
+
+    raw, current = live(r, keys, now, minutes=2)
+    out: dict[tuple[str, str, str], int] = {}
+    for fields in raw:
+        for name, value in fields.items():
+            parts = name.decode(errors="replace").split(SEP)
+            if len(parts) == 4 and parts[0] == str(current - 1):
+                for kind in expand(parts[3]):
+                    key = (parts[1], parts[2], NAMES[kind])
+                    out[key] = out.get(key, 0) + int(value)
+    return [(*k, n) for k, n in sorted(out.items())]
 
 
 def read_figures(rt: Runtime, window: int = SITE_WINDOW) -> Figures:
@@ -358,4 +390,5 @@ def read_figures(rt: Runtime, window: int = SITE_WINDOW) -> Figures:
         workers=workers,
         scheduler=scheduler_figures(rt, rt.bench.sites()),
         durations=duration_figures(rt.redis, rt.keys, [q.queue for q in queues], now, ttl),
+        per_minute=minute_figures(rt.redis, rt.keys, now),
     )

@@ -4,7 +4,8 @@
 Going through ``apply_async`` costs ~500 µs of client CPU per job (router, producer, kombu's
 publish, ``saferepr``, a Redis client per call); building the same envelope here costs ~15 µs.
 A push is one MULTI: one LPUSH per list, one HINCRBY per (queue, site) for the pending counters
-and wake tokens for idle workers (as transport.py's ``_put`` does), and the "queued" status key of
+(and one for the history's enqueued count, history.py), wake tokens for idle workers (as
+transport.py's ``_put`` does), and the "queued" status key of
 jobs enqueued with an explicit id, so a single ``enqueue`` is one Redis round trip. The envelope
 is Celery's protocol 2 exactly as kombu's Redis transport stores it (tests compare it field by
 field with one made by ``apply_async`` given the same options). Nothing here imports Celery, and
@@ -20,6 +21,7 @@ import json
 import os
 import socket
 import threading
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +30,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from benchcelery.errors import ValidationError
+from benchcelery.jobs import history
 from benchcelery.jobs.registry import QUEUED
 from benchcelery.store import durable as ha
 
@@ -191,8 +194,10 @@ def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl:
     for key, batch in messages.items():
         commands.append(_pack(("LPUSH", key, *batch)))  # LPUSH k m1 m2 ...: m1 is taken first, as with one LPUSH each
     per_queue: dict[str, int] = {}
+    now = time.time()
     for (queue, site), n in counts.items():
         commands.append(_packed("HINCRBY", keys.pending_counts(queue), site, n))
+        commands += [_pack(c) for c in history.simple(keys, history.ENQUEUED, site, queue, n, now)]
         per_queue[queue] = per_queue.get(queue, 0) + n
     for queue, n in per_queue.items():
         # Enough tokens to wake every idle worker; busy ones keep fetching until it is empty.

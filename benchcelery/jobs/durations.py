@@ -2,8 +2,11 @@
 
 Per queue a hash ``durations:<queue>`` (keys.py): ``<method>\\x1f<i>`` counts the jobs whose run
 time fell in bucket ``i`` (not cumulative; ``i = len(BUCKETS)`` is +Inf) and ``<method>\\x1fsum`` the
-seconds they took, ``<method>\x1flast`` when it was last written. A job adds three commands and an
-EXPIRE of the hash (``durations_ttl``) to a pipeline its worker sends anyway.
+seconds they took, ``<method>\x1flast`` when it was last written; ``<method>\x1fw<i>`` and
+``<method>\x1fwms`` (milliseconds) the same for the time the job waited in its queue (enqueue ->
+start), when its message says when it was enqueued. A job adds these commands to a pipeline its
+worker sends anyway; ``last`` and the hash's EXPIRE (``durations_ttl``) at most once a minute per
+process and method.
 
 Bounded: a method that is not of an installed app or the allowlist (a forged or refused message)
 is counted under the one label ``[refused]``, so forged names cannot add series; a method not
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
 BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0)
 SEP = "\x1f"
 SUM = "sum"
+WAIT = "w"  # prefix of the wait-time fields (``<method>\x1fw<i>``)
+WAIT_MS = "wms"  # total wait of the method's jobs, in milliseconds (an integer: HINCRBY, not HINCRBYFLOAT)
+_touched: dict[tuple[str, str], float] = {}  # (hash, method) -> when this process last wrote LAST
 LAST = "last"
 REFUSED = "[refused]"
 DEFAULT_TTL = 7 * 24 * 3600
@@ -57,8 +63,9 @@ def ttl() -> int:
         return DEFAULT_TTL
 
 
-def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = None) -> None:
-    """Add one finished job (``meta`` has ``method``, ``queue``, ``started_at``) to ``pipe``.
+def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = None, waits: bool = False) -> None:
+    """Add one finished job (``meta`` has ``method``, ``queue``, ``started_at``) to ``pipe``; with
+    ``waits`` (the job history is on) its wait time too, when ``meta`` has ``enqueued_at``.
 
     Adds commands only; the caller executes the pipeline with its own bookkeeping.
     """
@@ -74,8 +81,26 @@ def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = Non
     method = label(meta.get("method"))
     pipe.hincrby(key, f"{method}{SEP}{bisect.bisect_left(BUCKETS, seconds)}", 1)
     pipe.hincrbyfloat(key, f"{method}{SEP}{SUM}", round(seconds, 6))
-    pipe.hset(key, f"{method}{SEP}{LAST}", int(at))
-    pipe.expire(key, ttl())
+    wait = _wait(meta) if waits else None
+    if wait is not None:  # the wait-time histogram (enqueue -> start): fields w<i> and wms
+        pipe.hincrby(key, f"{method}{SEP}{WAIT}{bisect.bisect_left(BUCKETS, wait)}", 1)
+        pipe.hincrby(key, f"{method}{SEP}{WAIT_MS}", round(wait * 1000))
+    # When it was last written and the hash's expiry: once a minute per process is precise enough.
+    if at - _touched.get((key, method), 0.0) >= 60:
+        if len(_touched) > 1024:
+            _touched.clear()
+        _touched[(key, method)] = at
+        pipe.hset(key, f"{method}{SEP}{LAST}", int(at))
+        pipe.expire(key, ttl())
+
+
+def _wait(meta: dict[str, Any]) -> float | None:
+    """Seconds from the job's enqueue to its start, when both are known."""
+    try:
+        enqueued, started = meta.get("enqueued_at"), meta.get("started_at")
+        return max(0.0, float(started) - float(enqueued)) if enqueued and started else None
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def record(r: Any, keys: Keys, meta: dict[str, Any]) -> None:

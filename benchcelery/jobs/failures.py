@@ -19,7 +19,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from celery.exceptions import TimeLimitExceeded
 
 from benchcelery.bench.keys import UNKNOWN_SITE
-from benchcelery.jobs import durations, registry, safe
+from benchcelery.jobs import durations, history, registry, safe
 from benchcelery.runtime import get_runtime
 
 logger = logging.getLogger("benchcelery.job")
@@ -77,6 +77,15 @@ def record_malformed(queue: str, raw: bytes | str, reason: str, tag: str) -> Non
         meta.update(job_id=job_id, site=info["site"], method=info["method"])
         kwargs = info["kwargs"]
     record(meta, kwargs, ValueError(reason), None, raw=text[:RAW_CAP])
+
+
+def _count_failure(rt: Any, meta: dict[str, Any]) -> None:
+    """Count the failure in the duration histogram and the history, in one round trip."""
+    pipe = rt.redis.pipeline(transaction=False)
+    durations.observe(pipe, rt.keys, meta, waits=history.retention().enabled)
+    for command in history.finished(rt.keys, meta, failed=True):
+        pipe.execute_command(*command)
+    pipe.execute(raise_on_error=False)
 
 
 def cap_text(text: str, cap: int) -> str:
@@ -159,7 +168,7 @@ def record(
             name = meta.get("worker")
             if name:
                 rt.redis.hincrby(rt.keys.worker(name), "failed", 1)
-            durations.record(rt.redis, rt.keys, meta)  # failed runs count in the duration histogram too
+            _count_failure(rt, meta)  # failed runs count in the duration histogram and the history too
         except redis.RedisError as err:
             logger.warning("Could not count the failure of job %s: %s", meta.get("job_id"), err)
         notify_finished(meta, rec["exception"])

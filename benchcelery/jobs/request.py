@@ -17,7 +17,7 @@ from celery.exceptions import TimeLimitExceeded
 from celery.worker import state
 from celery.worker.request import Request
 
-from benchcelery.jobs import durations
+from benchcelery.jobs import durations, history
 from benchcelery.jobs.failures import record
 from benchcelery.jobs.retry import attempts_of
 from benchcelery.jobs.retrying import RetryScheduled, schedule_retry
@@ -129,24 +129,49 @@ class JobRequest(Request):
         super().send_event(type, **fields)
 
     def _observe(self, runtime: float) -> None:
-        """Count the job in the duration histogram (bench metrics): queued on the transport channel,
-        which sends it with the job's ack (transport.Channel.note), else written now."""
+        """Count the job in the duration histogram (bench metrics) and the history (dashboard
+        charts): queued on the transport channel, which sends it with the job's ack
+        (transport.Channel.note), else written now."""
+        now = time.time()
         meta = {
             "method": self._request_dict.get("method") or self.task_name,
             "queue": (self.delivery_info or {}).get("routing_key") or "default",
-            "started_at": time.time() - (runtime or 0.0),
+            "site": self._request_dict.get("site"),
+            "enqueued_at": self._request_dict.get("enqueued_at"),
+            "started_at": now - (runtime or 0.0),
         }
         try:
             rt = get_runtime()
-            note = getattr(getattr(self.message, "channel", None), "note", None)
-            if note is None:
-                durations.record(rt.redis, rt.keys, meta)
-            else:
-                commands = _Commands()
-                durations.observe(commands, rt.keys, meta)
-                note(commands.list)
+            commands = _Commands()
+            durations.observe(commands, rt.keys, meta, now=now, waits=history.retention().enabled)
+            commands.list += history.finished(rt.keys, meta, failed=False, now=now)
+            self._note(rt, commands.list)
+            if history.due(now):
+                history.roll_pending(rt.redis, rt.keys, now)
         except Exception:  # metrics must never fail a job
             logger.warning("Could not count the duration of job %s", self.id, exc_info=True)
+
+    def _note(self, rt: Any, commands: list[tuple[Any, ...]]) -> None:
+        """Send ``commands`` with the job's ack (the channel's next poll), else now."""
+        note = getattr(getattr(self.message, "channel", None), "note", None)
+        if note is None:
+            pipe = rt.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            pipe.execute(raise_on_error=False)
+        else:
+            note(commands)
+
+    def _count_retry(self) -> None:
+        """Count a job run again after its pool process died (history)."""
+        try:
+            rt = get_runtime()
+            queue = (self.delivery_info or {}).get("routing_key") or "default"
+            commands = history.simple(rt.keys, history.RETRIED, str(self._request_dict.get("site") or "?"), queue)
+            if commands:
+                self._note(rt, commands)
+        except Exception:
+            logger.warning("Could not count the retry of job %s", self.id, exc_info=True)
 
     def on_timeout(self, soft: bool, timeout: float) -> None:
         super().on_timeout(soft, timeout)
@@ -163,8 +188,11 @@ class JobRequest(Request):
         if isinstance(exc, RetryScheduled):
             schedule_retry(self, exc, lambda error: self._record(error, None))  # then Celery acks: that schedules it
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
-        if isinstance(exc, WorkerLostError) and self._context.retries >= (self.task.max_retries or 0):
-            self._record(exc, exc_info.traceback)
+        if isinstance(exc, WorkerLostError):
+            if self._context.retries >= (self.task.max_retries or 0):
+                self._record(exc, exc_info.traceback)
+            else:
+                self._count_retry()
 
     def _record(self, exc: BaseException, tb: str | None) -> None:
         meta = job_meta(self._context)
