@@ -22,8 +22,8 @@ def load(name: str) -> str:
         start += 1
     out: list[str] = []
     for line in lines[start:]:
-        if line.startswith(_INCLUDE):
-            out.append(load(line[len(_INCLUDE) :].strip()))
+        if line.lstrip().startswith(_INCLUDE):  # indented inside a block too
+            out.append(load(line.lstrip()[len(_INCLUDE) :].strip()))
         else:
             out.append(line)
     return "".join(out)
@@ -34,3 +34,4 @@ ACK = load("ack")
 RESTORE = load("restore")
 RENEW = load("renew")
 RECOVER = load("recover")
+ADOPT = load("adopt")

@@ -325,7 +325,7 @@ def job_page(rt: Runtime, site: str, queue: str, state: str, page: int) -> JobPa
     total = inspect.count_pending(r, keys, [queue]).get(queue, {}).get(site, 0)
     page = min(page, max(1, -(-total // PAGE_SIZE)))  # past the end: the last page
     start = (page - 1) * PAGE_SIZE
-    lists = keys.queue_lists(queue)
+    lists = inspect.waiting_lists(r, keys, queue, site)
     pipe = r.pipeline(transaction=False)
     for key in lists:
         pipe.llen(key)

@@ -8,9 +8,12 @@
 --   <p>leases         zset    delivery tag -> lease expiry
 --   <p>redeliveries   hash    delivery tag -> times its lease lapsed
 --   <p>stale_acks     string  finishes reported by a worker whose lease had lapsed
+--   <p>running:<queue> hash   site -> running jobs of a capped site (decremented here)
+--   <p>wake:<queue>   list    a token when a capped site's job finished (its next may start)
 --
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] stale_acks
--- ARGV[1] delivery tag, ARGV[2] owner token
+-- ARGV[1] delivery tag, ARGV[2] owner token, ARGV[3] running prefix (<p>running:),
+--   ARGV[4] wake prefix (<p>wake:)
 -- Returns 1 when done, -1 when the token no longer owns the job (stale_acks incremented).
 
 local raw = redis.call('HGET', KEYS[2], ARGV[1])
@@ -18,5 +21,7 @@ if not raw then redis.call('INCR', KEYS[5]) return -1 end
 local meta = cjson.decode(raw)
 if meta[1] ~= ARGV[2] then redis.call('INCR', KEYS[5]) return -1 end
 --#include _forget
+local RUNNING, WAKE = ARGV[3], ARGV[4]
+--#include _uncount
 redis.call('HDEL', KEYS[4], ARGV[1])
 return 1

@@ -10,16 +10,20 @@
 --   <p>pending:<queue>      hash    site -> waiting jobs (incremented here)
 --   <p>wake:<queue>         list    one token pushed per job put back
 --   <p>recovered:<queue>    hash    site -> jobs put back after their worker died (incremented here)
+--   <p>sites:<queue>        zset    the job's site rejoins the turns (ZADD NX 0: served next)
+--   <p>running:<queue>      hash    site -> running jobs of a capped site (decremented here)
 --   the job's source list (from inflight): the message is pushed back on its front (RPUSH)
 --
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries
 -- ARGV[1] batch size, ARGV[2] pending-counts prefix (<p>pending:), ARGV[3] wake prefix
---   (<p>wake:), ARGV[4] recovered prefix (<p>recovered:)
+--   (<p>wake:), ARGV[4] recovered prefix (<p>recovered:), ARGV[5] sites prefix
+--   (<p>sites:), ARGV[6] running prefix (<p>running:)
 -- Returns the delivery tags put back (at most ARGV[1]; the caller repeats while the batch is full).
 --#include _now
 
 local tags = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {}
+local RUNNING, WAKE = ARGV[6], ARGV[3]
 for _, tag in ipairs(tags) do
   local item = redis.call('HGET', KEYS[1], tag)
   local raw = redis.call('HGET', KEYS[2], tag)
@@ -33,6 +37,8 @@ for _, tag in ipairs(tags) do
     redis.call('LPUSH', ARGV[3] .. meta[5], '')
     redis.call('HINCRBY', KEYS[4], tag, 1)
     redis.call('HINCRBY', ARGV[4] .. meta[5], meta[4], 1)
+    redis.call('ZADD', ARGV[5] .. meta[5], 'NX', 0, meta[4])
+    --#include _uncount
     table.insert(out, tag)
   end
 end
