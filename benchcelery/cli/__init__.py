@@ -23,6 +23,7 @@ OPTIONAL_FAMILIES = (
     "dashboard",
     "monitor",
     "execute",
+    "site_queue",  # bench --site S queue pause|resume (merged with cli/queue.py by the integrator)
     "version",
     "production",
 )

@@ -33,6 +33,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     """Run a worker in this process until it stops; returns its exit code (0 after a burst)."""
     from benchcelery.worker.burst import Burst
     from benchcelery.worker.events import install_control_answers
+    from benchcelery.worker.fairness import SitePolicy
     from benchcelery.worker.heartbeat import Heartbeat
     from benchcelery.worker.lookahead import Lookahead
 
@@ -46,6 +47,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     app.steps["consumer"].add(Burst)
     app.steps["consumer"].add(Lookahead)
     app.steps["worker"].add(Heartbeat)
+    app.steps["worker"].add(SitePolicy)  # weights, caps, rate limits (jobs/fairness.py)
     install_control_answers()
     kind = "worker-pool" if opts.concurrency > 1 else "worker"
     title = f"bench {kind} --queue {','.join(opts.queues)} [{rt.bench.root}]"

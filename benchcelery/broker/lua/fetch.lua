@@ -35,8 +35,10 @@ local nq = #ARGV - 3
 local SEP = '\6\22'
 local STEPS = {'', SEP .. '3', SEP .. '6', SEP .. '9'}
 local SCAN = 16
+local LOOK = 8  -- jobs of one site looked at past those a rate limit holds back
 local nowms = now * 1000
 local wait = nil
+local take, describe
 
 local function pop(base)
   for s = 1, 4 do
@@ -56,8 +58,10 @@ local function rate_wait(site, method)
     if interval then
       local key = P .. 'rate:' .. names[i]
       local tat = tonumber(redis.call('GET', key)) or 0
-      if tat - nowms > interval then
-        longest = math.max(longest, tat - nowms - interval)
+      -- a start may come a tenth of an interval early (catching up a late poll), no more: over any
+      -- span the starts stay within one of span / interval
+      if tat - nowms > interval / 10 then
+        longest = math.max(longest, tat - nowms - interval / 10)
       else
         table.insert(due, {key, math.max(tat, nowms) + interval, interval})
       end
@@ -70,7 +74,7 @@ local function rate_wait(site, method)
   return 0
 end
 
-local function describe(item)
+function describe(item)
   local tag, site, method = nil, nil, nil
   local ok, msg = pcall(cjson.decode, item)
   if ok and type(msg) == 'table' then
@@ -84,6 +88,25 @@ local function describe(item)
     end
   end
   return tag, method
+end
+
+-- the site's next job that no rate limit holds back (looking at most LOOK deep); the jobs held back
+-- go back where they were, in their order. Returns item, its list, its tag, whether any was held.
+function take(site, sbase)
+  local held = {}
+  local item, list, tag, method
+  for _ = 1, LOOK do
+    item, list = pop(sbase)
+    if not item then break end
+    tag, method = describe(item)
+    local ms = method and rate_wait(site, method) or 0
+    if ms == 0 then break end
+    wait = math.min(wait or ms, ms)
+    table.insert(held, {list, item})
+    item = nil
+  end
+  for h = #held, 1, -1 do redis.call('RPUSH', held[h][1], held[h][2]) end
+  return item, list, tag, #held > 0
 end
 
 for q = 1, nq do
@@ -101,41 +124,36 @@ for q = 1, nq do
       local cap = tonumber(policy[2])
       if not policy[1] and not (cap and (tonumber(redis.call('HGET', running, site)) or 0) >= cap) then
         local sbase = P .. 'q:' .. queue .. ':' .. site
-        local item, list = pop(sbase)
+        local item, list, tag, held = take(site, sbase)
         if not item then
-          redis.call('ZREM', ring, site)  -- nothing waits: it rejoins with its next job
-          removed = removed + 1
-        else
-          local tag, method = describe(item)
-          local held = method and rate_wait(site, method) or 0
-          if held > 0 then
-            redis.call('RPUSH', list, item)  -- back at its place: it waits, no worker holds it
-            wait = math.min(wait or held, held)
-          else
-            if not tag or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
-            redis.call('HSET', KEYS[1], tag, item)
-            redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, queue, cap and 1 or 0}))
-            redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
-            local left = redis.call('HINCRBY', pending, site, -1)
-            if cap then redis.call('HINCRBY', running, site, 1) end
-            if #batch > 2 or offset > 0 then  -- other sites wait: this one's turn is spent
-              local clock = tonumber(redis.call('HGET', fair, 'clock')) or 0
-              local start = math.max(tonumber(batch[i + 1]), clock)
-              redis.call('ZADD', ring, 'XX', start + 1 / (tonumber(policy[3]) or 1), site)
-              if start > clock then redis.call('HSET', fair, 'clock', start) end
-            end
-            if left <= 0 then  -- the counter says empty: check the lists, repair the counter
-              local n = 0
-              for s = 1, 4 do n = n + redis.call('LLEN', sbase .. STEPS[s]) end
-              if n == 0 then
-                redis.call('ZREM', ring, site)
-                redis.call('HDEL', pending, site)
-              else
-                redis.call('HSET', pending, site, n)
-              end
-            end
-            return {queue, tag, item, redis.call('HGET', KEYS[4], tag) or 0}
+          if not held then
+            redis.call('ZREM', ring, site)  -- nothing waits: it rejoins with its next job
+            removed = removed + 1
           end
+        else
+          if not tag or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
+          redis.call('HSET', KEYS[1], tag, item)
+          redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, queue, cap and 1 or 0}))
+          redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
+          local left = redis.call('HINCRBY', pending, site, -1)
+          if cap then redis.call('HINCRBY', running, site, 1) end
+          if #batch > 2 or offset > 0 then  -- other sites wait: this one's turn is spent
+            local clock = tonumber(redis.call('HGET', fair, 'clock')) or 0
+            local start = math.max(tonumber(batch[i + 1]), clock)
+            redis.call('ZADD', ring, 'XX', start + 1 / (tonumber(policy[3]) or 1), site)
+            if start > clock then redis.call('HSET', fair, 'clock', start) end
+          end
+          if left <= 0 then  -- the counter says empty: check the lists, repair the counter
+            local n = 0
+            for s = 1, 4 do n = n + redis.call('LLEN', sbase .. STEPS[s]) end
+            if n == 0 then
+              redis.call('ZREM', ring, site)
+              redis.call('HDEL', pending, site)
+            else
+              redis.call('HSET', pending, site, n)
+            end
+          end
+          return {queue, tag, item, redis.call('HGET', KEYS[4], tag) or 0}
         end
       end
     end
