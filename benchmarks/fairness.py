@@ -232,7 +232,7 @@ def pending(workdir: Path, jobs: int = 100000, n_sites: int = 1000) -> dict[str,
         for _ in range(3):
             t = time.perf_counter()
             out = subprocess.run(
-                [str(BIN / "bench"), "show-pending-jobs"],
+                [str(BIN / "bench"), "--site", "all", "show-pending-jobs"],
                 cwd=rg.bench.root,
                 env=rg.env(),
                 capture_output=True,
