@@ -154,9 +154,9 @@ def count_pending(
     width = 2 + len(PRIORITY_STEPS)
     plan: list[tuple[str, list[str], dict[str, int], int]] = []
     for i, q in enumerate(queues):
-        ring, raw, *legacy = head[i * width : (i + 1) * width]
+        ring, raw, *kombu_lengths = head[i * width : (i + 1) * width]
         counters = {_text(k): int(v) for k, v in raw.items()}
-        plan.append((q, sorted({_text(x) for x in ring} | set(counters)), counters, sum(legacy)))
+        plan.append((q, sorted({_text(x) for x in ring} | set(counters)), counters, sum(kombu_lengths)))
 
     def site_lengths(pipe: Any) -> None:
         for name, names, _, _ in plan:
