@@ -38,8 +38,8 @@ def fill(r: redis.Redis, delayed: Delayed, n: int, due: float, start: int = 0) -
         pipe = r.pipeline(transaction=False)
         script = r.register_script(delayed._delay.script)
         for i in range(base, min(base + 1000, start + n)):
-            entry = Entry(f"b{i}", keys.site_list("default", "site1.local", 3), "default", "site1.local", f"site1.local::b{i}",
-                          LATER, f'{{"x": {i}}}')  # fmt: skip
+            entry = Entry(f"b{i}", keys.site_list("default", "site1.local", 3), "default", "site1.local",
+                          f"site1.local::b{i}", LATER, f'{{"x": {i}}}')  # fmt: skip
             script(keys=[keys.delayed, keys.delayed_data, keys.delayed_ids, keys.scheduled_counts("default")],
                    args=[entry.id, entry.encode(), entry.job_id, entry.site, repr(due), "0", keys.delayed_channel,
                          "", "", 1], client=pipe)  # fmt: skip
