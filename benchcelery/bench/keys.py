@@ -37,8 +37,8 @@ benchcelery's own:
 ``<p>wake:<queue>``                 list    one token per push; idle workers block on it (BRPOP)
                                             and then take a job with the fetch script
 ``<p>inflight``                     hash    delivery tag -> JSON [owner token, list, taken at,
-                                            site, queue, message tag] of each taken job
-                                            (see delivery.py)
+                                            site, queue, message tag, 1 if counted in
+                                            running:<queue>] of each taken job (delivery.py)
 ``<p>leases``                       zset    delivery tag -> lease expiry (epoch s); renewed by
                                             the live worker, recovered by anyone once lapsed
 ``<p>redeliveries``                 hash    message tag -> times its lease lapsed (poison guard)

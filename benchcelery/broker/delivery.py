@@ -3,11 +3,12 @@
 Every step that moves a job is one Lua script, so no crash (of a worker, of its pool process, of
 Redis with ``appendfsync always``) can leave a job in two places or in none:
 
-- **fetch** pops the next message (the worker's queue order; within a queue the sites with waiting
-  jobs in turn, by weight, skipping paused sites, sites at their cap and jobs held back by a rate
-  limit; within a site its priority buckets) and parks it in flight in the same script:
-  ``unacked`` (the message exactly as it waited), ``inflight``
-  (owner token, source list, time taken, site, queue), ``leases`` (expiry) and the per-site
+- **fetch** pops the next message (the worker's queue order, skipping queues paused for the whole
+  bench; within a queue the sites with waiting jobs in turn, by weight, skipping paused sites, sites
+  at their cap and jobs held back by a rate limit; within a site its priority buckets) and parks it
+  in flight in the same script: ``unacked`` (the message exactly as it waited), ``inflight``
+  (owner token, source list, time taken, site, queue, the message's own tag, whether it counts
+  against its site's cap), ``leases`` (expiry) and the per-site
   pending counter (and the site's running counter when it has a cap). There is no moment at which a
   popped message is held only by a client. When only rate-limited jobs wait, fetch returns how long
   until one may start, and the worker fetches again then (the jobs stay where they wait).

@@ -29,7 +29,7 @@ if meta[1] ~= ARGV[2] then redis.call('INCR', KEYS[5]) return -1 end
 --#include _forget
 local RUNNING, WAKE = ARGV[12], ARGV[13]
 --#include _uncount
-redis.call('HDEL', KEYS[4], ARGV[1])
+redis.call('HDEL', KEYS[4], meta[6] or ARGV[1])  -- lapses are counted under the message's tag
 local due = now + tonumber(ARGV[3])
 redis.call('ZADD', KEYS[6], due, ARGV[4])
 redis.call('HSET', KEYS[7], ARGV[4], ARGV[5])
