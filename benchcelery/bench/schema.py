@@ -176,10 +176,20 @@ def queue_max_running(value: Any) -> str | None:
     return None
 
 
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
+
+
+def parse_rate(value: Any) -> float:
+    """``"10/s"`` -> ms between two starts (100.0). ValidationError when it is not ``<n>/<s|m|h>``."""
+    found = _RATE.match(value) if isinstance(value, str) else None
+    if not found or float(found.group(1)) <= 0:
+        raise ValidationError(f"rate limit {value!r} is not like 10/s, 30/m or 100/h")
+    return _RATE_UNITS[found.group(2)] * 1000 / float(found.group(1))
+
+
 def rate_limits(value: Any) -> str | None:
     """``{method: "<n>/<s|m|h>"}`` (jobs/fairness.py)."""
-    from benchcelery.jobs.fairness import parse_rate
-
     if not isinstance(value, dict):
         return 'must be an object like {"myapp.api.sync": "10/s"}'
     for method, rate in value.items():

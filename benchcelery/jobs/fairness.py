@@ -17,10 +17,10 @@ Workers write these at start and every POLICY_INTERVAL seconds (``sync_policy``)
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from benchcelery.bench.schema import parse_rate  # the rate syntax lives with the config checks
 from benchcelery.errors import ValidationError
 
 if TYPE_CHECKING:
@@ -32,17 +32,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("benchcelery.jobs.fairness")
 
 POLICY_INTERVAL = 10.0  # s between two syncs of a worker
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
 FIELD_SEP = "\x1f"  # <site>\x1f<method>: a site's own limit of a method
-
-
-def parse_rate(value: Any) -> float:
-    """``"10/s"`` -> ms between two starts (100.0). ValidationError when it is not ``<n>/<s|m|h>``."""
-    found = _RATE.match(value) if isinstance(value, str) else None
-    if not found or float(found.group(1)) <= 0:
-        raise ValidationError(f"rate limit {value!r} is not like 10/s, 30/m or 100/h")
-    return _UNITS[found.group(2)] * 1000 / float(found.group(1))
 
 
 def _weight(value: Any) -> float | None:
