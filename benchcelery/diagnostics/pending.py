@@ -72,7 +72,7 @@ class PendingReport:
         }
 
 
-_OMIT = ("paused", "paused_sites")  # shown in JSON only when set
+_OMIT = ("paused_sites",)  # shown in JSON only when set
 
 
 def _sum(per_site: dict[str, int], sites: list[str] | None) -> int:
