@@ -38,8 +38,8 @@ def fill(r: redis.Redis, delayed: Delayed, n: int, due: float, start: int = 0) -
         pipe = r.pipeline(transaction=False)
         script = r.register_script(delayed._delay.script)
         for i in range(base, min(base + 1000, start + n)):
-            entry = Entry(f"b{i}", keys.queue_list("default", 3), "default", "site1.local", f"site1.local::b{i}",
-                          LATER, f'{{"x": {i}}}')  # fmt: skip
+            entry = Entry(f"b{i}", keys.site_list("default", "site1.local", 3), "default", "site1.local",
+                          f"site1.local::b{i}", LATER, f'{{"x": {i}}}')  # fmt: skip
             script(keys=[keys.delayed, keys.delayed_data, keys.delayed_ids, keys.scheduled_counts("default")],
                    args=[entry.id, entry.encode(), entry.job_id, entry.site, repr(due), "0", keys.delayed_channel,
                          "", "", 1], client=pipe)  # fmt: skip
@@ -57,8 +57,8 @@ def move_cost(r: redis.Redis, delayed: Delayed, n: int) -> list[dict[str, Any]]:
         stats = r.info("commandstats")
         calls = sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_config", "cmdstat_info"))
         out.append({"delayed": n, "due": due_count, "moved": moved, "ms": wall * 1000, "commands": calls})
-        r.delete(delayed.keys.queue_list("default", 3), delayed.keys.pending_counts("default"),
-                 delayed.keys.wake("default"))  # fmt: skip
+        r.delete(delayed.keys.site_list("default", "site1.local", 3), delayed.keys.pending_counts("default"),
+                 delayed.keys.wake("default"), delayed.keys.sites("default"))  # fmt: skip
     return out
 
 

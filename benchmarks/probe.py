@@ -99,8 +99,10 @@ def _bench_enqueue(_payload: int) -> tuple[Call, After]:
             bc.enqueue(name)
 
     def after() -> dict[str, Any]:
-        queue_lists = rt.keys.queue_lists(apps.QUEUE)
-        message = next((m for m in (rt.redis.lindex(k, 0) for k in queue_lists) if m), b"")
+        from benchcelery.jobs.inspect import waiting_lists
+
+        lists = waiting_lists(rt.redis, rt.keys, apps.QUEUE)  # the site's lists (and kombu's)
+        message = next((m for m in (rt.redis.lindex(k, 0) for k in lists) if m), b"")
         return {"message_bytes": len(message)}
 
     return call, after

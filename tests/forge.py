@@ -27,8 +27,10 @@ def set_body(message: dict, body: Any) -> dict:
 
 
 def push(r: redis.Redis, keys: Any, queue: str, element: bytes | str) -> None:
-    """LPUSH an element on the queue's normal-priority list, with the counter and wake token our
-    own push adds (the site the fetch script will subtract it from: the headers' site, else '?')."""
+    """LPUSH an element on kombu's normal-priority list of the queue, as another tool holding the
+    credentials would, with the counter and wake token our own push adds (the site the fetch script
+    will subtract it from: the headers' site, else '?'). Workers move it to its site's list
+    (adopt.lua) before they take it, as they do with any message pushed there."""
     site = "?"
     try:
         named = json.loads(element)["headers"]["site"]

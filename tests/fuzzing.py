@@ -17,6 +17,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from benchcelery.jobs.inspect import waiting_lists
 from tests.forge import nested, push, set_body, valid_message
 
 HEADERS = [
@@ -136,7 +137,8 @@ def settle(bench: Any, rt: Any, worker: Any, since: float, before_ran: int, dead
     while time.monotonic() < end:
         if worker.poll() is not None:
             return "worker exited"
-        waiting = sum(r.llen(k) for k in keys.queue_lists("default")) + r.hlen(keys.unacked)
+        # kombu's list (where push() puts it), the site's list once a worker moved it, or in flight
+        waiting = sum(r.llen(k) for k in waiting_lists(r, keys, "default")) + r.hlen(keys.unacked)
         if not waiting:
             if r.llen("test:fuzz") > before_ran:
                 return "ran"
@@ -158,7 +160,7 @@ def try_element(bench: Any, rt: Any, worker: Any, invoke: Any, session: Any, ele
     tally.tried += 1
     push(r, keys, "short", element)
     tally.errors += read_everything(invoke, session, element_id(element))
-    r.delete(*keys.queue_lists("short"), keys.pending_counts("short"))
+    r.delete(*waiting_lists(r, keys, "short"), keys.pending_counts("short"), keys.sites("short"))
     since, before = time.time() - 0.001, r.llen("test:fuzz")
     push(r, keys, "default", element)
     outcome = settle(bench, rt, worker, since, before)

@@ -487,11 +487,13 @@ def test_enqueue_writes_what_apply_async_writes(bench: BenchHandle) -> None:
     options = {"queue": "long", "timeout": 60, "event": "daily", "at_front": True, "job_id": "same"}
     prepared = _prepare(rt, "site1.local", "testapp.tasks.record", kwargs=kwargs, **options)  # type: ignore[arg-type]
     rt.app.tasks["benchcelery.execute_job"].apply_async(**prepared.options)
-    (raw,) = [m for k in rt.keys.queue_lists("long") for m in bench.redis.lrange(k, 0, -1)]
-    bench.redis.delete(*rt.keys.queue_lists("long"), rt.keys.pending_counts("long"))
+    site_lists = rt.keys.site_lists("long", "site1.local")  # apply_async (our transport) pushes there too
+    (raw,) = [m for k in site_lists for m in bench.redis.lrange(k, 0, -1)]
+    bench.redis.delete(*site_lists, rt.keys.pending_counts("long"), rt.keys.sites("long"))
     job = benchcelery.enqueue("testapp.tasks.record", **options, **kwargs)  # type: ignore[arg-type]
-    assert bench.redis.llen(rt.keys.queue_list("long", 0)) == 1  # at_front: priority 0's list
-    (stored,) = bench.redis.lrange(rt.keys.queue_list("long", 0), 0, -1)
+    front = rt.keys.site_list("long", "site1.local", 0)
+    assert bench.redis.llen(front) == 1  # at_front: priority 0's list of the site
+    (stored,) = bench.redis.lrange(front, 0, -1)
     # the status key of a job with an id, and the pending counter, went in the same push
     assert bench.redis.get(rt.keys.job_status(job.id)) == b"queued"
     assert 0 < bench.redis.ttl(rt.keys.job_status(job.id)) <= rt.settings.number("rq_job_failure_ttl")
@@ -508,7 +510,7 @@ def test_enqueue_writes_what_apply_async_writes(bench: BenchHandle) -> None:
     assert built == real
     # kwargsrepr (what Flower shows) is cut to Celery's 1,024 characters
     benchcelery.enqueue("testapp.tasks.record", queue="short", key="long", value="x" * 5000)
-    (stored,) = bench.redis.lrange(rt.keys.queue_list("short", 3), 0, -1)
+    (stored,) = bench.redis.lrange(rt.keys.site_list("short", "site1.local", 3), 0, -1)
     shown = json.loads(stored)["headers"]["kwargsrepr"]
     assert len(shown) == 1024 and shown.startswith("{'key': 'long', 'value': 'xxx") and shown.endswith("...")
 
@@ -552,7 +554,7 @@ def test_enqueue_survives_a_dropped_connection(bench: BenchHandle) -> None:
     benchcelery.enqueue("testapp.tasks.noop")
     assert bench.redis.client_kill_filter(_type="normal", skipme=True) >= 1
     benchcelery.enqueue("testapp.tasks.noop")
-    assert sum(bench.redis.llen(k) for k in rt.keys.queue_lists("default")) == 2
+    assert sum(bench.redis.llen(k) for k in rt.keys.site_lists("default", "site1.local")) == 2
     assert pending_total(bench) == 2
 
 

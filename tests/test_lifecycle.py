@@ -166,7 +166,10 @@ def test_three_movers_racing_move_each_job_exactly_once(bench: BenchHandle) -> N
         t.start()
     for t in threads:
         t.join()
-    items = bench.redis.lrange(rt.keys.queue_list("default", 3), 0, -1)
+    # entries naming kombu's one-list layout (as an earlier version wrote them) land in the site's list
+    items = bench.redis.lrange(rt.keys.site_list("default", "site1.local", 3), 0, -1)
+    assert not bench.redis.llen(rt.keys.queue_list("default", 3))
+    assert bench.redis.zscore(rt.keys.sites("default"), "site1.local") is not None  # its turn comes
     assert sum(moved) == total
     assert sorted(items) == sorted(f"m{i}".encode() for i in range(total))  # each once, none lost
     assert int(bench.redis.hget(rt.keys.pending_counts("default"), "site1.local")) == total
@@ -249,4 +252,5 @@ def test_bench_schedule_moves_due_jobs_when_no_worker_runs(bench: BenchHandle) -
     benchcelery.enqueue_in(1, "testapp.tasks.record", key="sched", value=1)
     wait_until(lambda: not bench.redis.zcard(rt.keys.delayed), timeout=30, what="the job moved by bench schedule")
     assert bench.redis.hget(rt.keys.pending_counts("default"), "site1.local") == b"1"
-    assert bench.redis.llen(rt.keys.queue_list("default", 3)) == 1
+    assert bench.redis.llen(rt.keys.site_list("default", "site1.local", 3)) == 1
+    assert bench.redis.zscore(rt.keys.sites("default"), "site1.local") is not None

@@ -99,4 +99,5 @@ def test_acks_of_a_poll_whose_replies_never_came_go_with_the_next_poll(bench: Be
     acks.defer("tag-2", "token-2")
     assert set(acks.held()) == {"tag-1", "tag-2"}
     resent = acks.ride()
-    assert [command[-2] for command in resent] == ["tag-1", "tag-2"]
+    # EVALSHA sha numkeys key... tag token prefix...: the first argument after the keys is the tag
+    assert [command[3 + int(command[2])] for command in resent] == ["tag-1", "tag-2"]

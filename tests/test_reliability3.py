@@ -47,8 +47,11 @@ def fill(r: redis.Redis) -> None:
 
 
 def push(r: redis.Redis, keys: Keys, tag: str) -> None:
+    """A message on site s1's front list, its site in the turns (as enqueue pushes)."""
     message = {"properties": {"delivery_tag": tag}, "headers": {"site": "s1"}, "body": "e30="}
-    r.lpush(keys.queue_lists("default")[0], json.dumps(message))
+    r.pipeline().lpush(keys.site_lists("default", "s1")[0], json.dumps(message)).zadd(
+        keys.sites("default"), {"s1": 0}, nx=True
+    ).execute()
 
 
 def test_out_of_memory_refuses_fetch_and_recovery_whole_and_runs_renew_ack_and_records(
@@ -58,6 +61,8 @@ def test_out_of_memory_refuses_fetch_and_recovery_whole_and_runs_renew_ack_and_r
     d = Delivery(r, keys, lease=30)
     for tag in ("a", "b", "c"):
         push(r, keys, tag)
+    other = {"properties": {"delivery_tag": "d"}, "headers": {"site": "s2"}, "body": "e30="}
+    r.lpush(keys.queue_lists("default")[0], json.dumps(other))  # another tool's push, not yet adopted
     token_a, token_b = new_token("w"), new_token("w")
     a, b = d.fetch(["default"], token_a), d.fetch(["default"], token_b)
     assert a is not None and b is not None
@@ -68,7 +73,11 @@ def test_out_of_memory_refuses_fetch_and_recovery_whole_and_runs_renew_ack_and_r
         d.fetch(["default"], new_token("w"))
     with pytest.raises(redis.ResponseError, match="maxmemory"):
         d.recover()
-    # Refused before anything moved: c still waits, b still in flight (back once memory frees).
+    with pytest.raises(redis.ResponseError, match="maxmemory"):
+        d.adopt(["default"])
+    # Refused before anything moved: c still waits, b still in flight (back once memory frees), d
+    # still in kombu's list (a script cut after its LPOP would have lost it).
+    assert r.llen(keys.site_lists("default", "s1")[0]) == 1
     assert r.llen(keys.queue_lists("default")[0]) == 1
     assert r.hlen(keys.inflight) == 2 and r.hexists(keys.unacked, b.tag)
 
@@ -89,6 +98,7 @@ def test_out_of_memory_refuses_fetch_and_recovery_whole_and_runs_renew_ack_and_r
     r.config_set("maxmemory", 0)  # memory frees: the lapsed job goes back, the queue drains
     assert d.recover() == [b.tag]
     assert {d.fetch(["default"], new_token("w")).tag for _ in range(2)} >= {"c"}  # type: ignore[union-attr]
+    assert d.adopt(["default"]) == 1 and d.fetch(["default"], new_token("w")).tag == "d"  # type: ignore[union-attr]
 
 
 def test_a_re_taken_job_gets_a_fresh_tag_and_late_acks_are_counted(small_redis: redis.Redis) -> None:

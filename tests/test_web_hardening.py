@@ -171,7 +171,7 @@ def test_failed_pages_read_only_their_records_and_deep_job_pages_are_direct(benc
     assert page.total == 120 and len(page.jobs) == data.PAGE_SIZE and calls == [data.PAGE_SIZE]
     assert all("traceback" not in j.extra for j in page.jobs)
 
-    key = rt.keys.queue_list("default", 3)
+    key = rt.keys.site_list("default", "site1.local", 3)  # the site's own list, where enqueue pushes
     template = valid_message(rt, "testapp.tasks.noop")
     msgs = []
     for i in range(300):
@@ -179,6 +179,7 @@ def test_failed_pages_read_only_their_records_and_deep_job_pages_are_direct(benc
         msgs.append(json.dumps(template))
     rt.redis.lpush(key, *msgs)
     rt.redis.hset(rt.keys.pending_counts("default"), "site1.local", 300)
+    rt.redis.zadd(rt.keys.sites("default"), {"site1.local": 0})
     last = data.job_page(rt, "site1.local", "default", "queued", 99_999_999)
     assert last.page == 6 and [j.id for j in last.jobs][:1] == ["site1.local::q250"]
 

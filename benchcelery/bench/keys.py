@@ -17,13 +17,28 @@ kombu (Celery's broker transport), with ``global_keyprefix = <prefix>``:
 benchcelery's own:
 
 ==================================  ======  ===============================================
+``<p>q:<queue>:<site>``              list    waiting messages of one site, bucket 0 (at_front); the
+                                            ``<p>q:<queue>:<site>\\x06\\x16<n>`` lists hold bucket n.
+                                            kombu's own lists above only receive messages pushed by
+                                            other tools (and a bench upgraded from the one-list
+                                            layout): workers move them here (adopt.lua)
+``<p>sites:<queue>``                zset    site -> virtual time: the sites with waiting jobs, taken
+                                            in turn by fetch.lua (lowest first; +1/weight per turn)
+``<p>fair:<queue>``                 hash    ``clock`` (virtual time of the last turn), ``w:<site>``
+                                            weight, ``c:<site>`` most running at once, ``p:<site>``
+                                            paused (written by jobs/fairness.py, jobs/site_pause.py)
+``<p>running:<queue>``              hash    site -> running jobs of a site with a cap (fetch adds,
+                                            ack/restore/recover subtract)
+``<p>rates``                        hash    ``<method>`` or ``<site>\\x1f<method>`` -> ms between two
+                                            starts (rate_limits; jobs/fairness.py)
+``<p>rate:<name>``                  string  the rate limit's next free start (GCRA, ms; expires)
 ``<p>pending:<queue>``              hash    site -> number of waiting jobs (all buckets); kept
                                             by our transport with every push/take/restore
 ``<p>wake:<queue>``                 list    one token per push; idle workers block on it (BRPOP)
                                             and then take a job with the fetch script
 ``<p>inflight``                     hash    delivery tag -> JSON [owner token, list, taken at,
-                                            site, queue, message tag] of each taken job
-                                            (see delivery.py)
+                                            site, queue, message tag, 1 if counted in
+                                            running:<queue>] of each taken job (delivery.py)
 ``<p>leases``                       zset    delivery tag -> lease expiry (epoch s); renewed by
                                             the live worker, recovered by anyone once lapsed
 ``<p>redeliveries``                 hash    message tag -> times its lease lapsed (poison guard)
@@ -129,7 +144,9 @@ class Keys:
 
     # --- kombu (already prefixed by kombu itself; these are the raw Redis names) ---
     def queue_lists(self, queue: str) -> list[str]:
-        """Every Redis list holding waiting messages of ``queue``, in the order BRPOP serves them."""
+        """kombu's lists of ``queue`` (one per priority bucket, in the order they are served). Jobs
+        wait in per-site lists (``site_lists``); these hold only messages pushed by other tools or
+        left by the one-list layout, until a worker moves them (adopt.lua)."""
         p = self.prefix
         return [f"{p}{queue}" if step == 0 else f"{p}{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
 
@@ -137,6 +154,34 @@ class Keys:
         """The list a message of ``priority`` waits in (kombu's bucket: the largest step <= priority)."""
         step = _BUCKET[max(0, min(priority, 9))]
         return f"{self.prefix}{queue}" if step == 0 else f"{self.prefix}{queue}{PRIORITY_SEP}{step}"
+
+    # --- sites sharing a queue (fetch.lua takes them in turn) ---
+    def site_lists(self, queue: str, site: str) -> list[str]:
+        """The lists holding ``site``'s waiting messages of ``queue``, in the order they are served."""
+        base = f"{self.prefix}q:{queue}:{site}"
+        return [base if step == 0 else f"{base}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS]
+
+    def site_list(self, queue: str, site: str, priority: int) -> str:
+        """The list a message of ``site`` and ``priority`` waits in."""
+        step = _BUCKET[max(0, min(priority, 9))]
+        base = f"{self.prefix}q:{queue}:{site}"
+        return base if step == 0 else f"{base}{PRIORITY_SEP}{step}"
+
+    def sites(self, queue: str) -> str:
+        return f"{self.prefix}sites:{queue}"
+
+    def fair(self, queue: str) -> str:
+        return f"{self.prefix}fair:{queue}"
+
+    def running(self, queue: str) -> str:
+        return f"{self.prefix}running:{queue}"
+
+    @property
+    def rates(self) -> str:
+        return f"{self.prefix}rates"
+
+    def rate(self, name: str) -> str:
+        return f"{self.prefix}rate:{name}"
 
     @property
     def unacked(self) -> str:

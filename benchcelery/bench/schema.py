@@ -156,6 +156,53 @@ def retry_policy(value: Any) -> str | None:
     return f"must be a number of retries or an object with {', '.join(sorted(fields))}"
 
 
+def queue_weight(value: Any) -> str | None:
+    """A site's share of turns on its queues (jobs/fairness.py)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1000:
+        return "must be a number above 0 (at most 1000; 2 = twice the turns of a site with 1)"
+    return None
+
+
+def queue_max_running(value: Any) -> str | None:
+    """``{queue: most running jobs of the site}`` (jobs/fairness.py)."""
+    if not isinstance(value, dict):
+        return 'must be an object like {"default": 2}'
+    for queue, cap in value.items():
+        problem = queue_name_problem(queue)
+        if problem:
+            return problem
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 0 <= cap <= 100_000:
+            return f"{queue} must be a whole number from 0 to 100000"
+    return None
+
+
+_RATE_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([smh])\s*$")
+
+
+def parse_rate(value: Any) -> float:
+    """``"10/s"`` -> ms between two starts (100.0). ValidationError when it is not ``<n>/<s|m|h>``."""
+    found = _RATE.match(value) if isinstance(value, str) else None
+    if not found or float(found.group(1)) <= 0:
+        raise ValidationError(f"rate limit {value!r} is not like 10/s, 30/m or 100/h")
+    return _RATE_UNITS[found.group(2)] * 1000 / float(found.group(1))
+
+
+def rate_limits(value: Any) -> str | None:
+    """``{method: "<n>/<s|m|h>"}`` (jobs/fairness.py)."""
+    if not isinstance(value, dict):
+        return 'must be an object like {"myapp.api.sync": "10/s"}'
+    for method, rate in value.items():
+        problem = method_path(method)
+        if problem:
+            return f"{_clip(method)!r} {problem}"
+        try:
+            parse_rate(rate)
+        except ValidationError:
+            return f"{method} must be a rate like 10/s, 30/m or 100/h"
+    return None
+
+
 WORKER_KEYS: dict[str, Check] = {
     "retry": retry_policy,
     "timeout": integer(1, MAX_SECONDS),
@@ -198,6 +245,10 @@ SCHEMA: dict[str, Key] = {
     "rq_results_ttl": Key(integer(1, MAX_SECONDS)),
     "job_lease": Key(integer(3, 3600)),
     "max_redeliveries": Key(integer(0, 1000)),
+    # Sites sharing a queue (jobs/fairness.py): weight and caps in a site's config, rate limits in either.
+    "queue_weight": Key(queue_weight),
+    "queue_max_running": Key(queue_max_running),
+    "rate_limits": Key(rate_limits),
     "scheduler_interval": Key(integer(1, 7 * 24 * 3600)),
     "scheduler_tick_interval": Key(integer(1, 3600)),
     "scheduler_lock_timeout": Key(integer(1, 3600)),

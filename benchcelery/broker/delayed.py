@@ -107,7 +107,7 @@ class Delayed:
             keys=[k.unacked, k.inflight, k.leases, k.redeliveries, k.stale_acks, k.delayed, k.delayed_data,
                   k.delayed_ids, k.scheduled_counts(entry.queue), k.retrying_counts(entry.queue)],
             args=[tag, token, repr(float(seconds)), entry.id, entry.encode(), entry.job_id, entry.site,
-                  k.delayed_channel, entry.status_key, status, ttl or 1],
+                  k.delayed_channel, entry.status_key, status, ttl or 1, k.running(""), k.wake("")],
         )  # fmt: skip
         return int(done) == 1
 
@@ -117,7 +117,15 @@ class Delayed:
         while True:
             moved, nxt, now = self._promote(
                 keys=[k.delayed, k.delayed_data, k.delayed_ids],
-                args=[PROMOTE_BATCH, k.pending_counts(""), k.wake(""), k.scheduled_counts(""), k.retrying_counts("")],
+                args=[
+                    PROMOTE_BATCH,
+                    k.pending_counts(""),
+                    k.wake(""),
+                    k.scheduled_counts(""),
+                    k.retrying_counts(""),
+                    k.prefix,
+                    k.sites(""),
+                ],
             )
             total += int(moved)
             if int(moved) < PROMOTE_BATCH:

@@ -3,13 +3,22 @@
 Every step that moves a job is one Lua script, so no crash (of a worker, of its pool process, of
 Redis with ``appendfsync always``) can leave a job in two places or in none:
 
-- **fetch** pops the next message (priority buckets first, then the worker's queue order) and parks
-  it in flight in the same script: ``unacked`` (the message exactly as it waited), ``inflight``
-  (owner token, source list, time taken, site, queue), ``leases`` (expiry) and the per-site
-  pending counter. There is no moment at which a popped message is held only by a client.
+- **fetch** pops the next message (the worker's queue order, skipping queues paused for the whole
+  bench; within a queue the sites with waiting jobs in turn, by weight, skipping paused sites, sites
+  at their cap and jobs held back by a rate limit; within a site its priority buckets) and parks it
+  in flight in the same script: ``unacked`` (the message exactly as it waited), ``inflight``
+  (owner token, source list, time taken, site, queue, the message's own tag, whether it counts
+  against its site's cap), ``leases`` (expiry) and the per-site
+  pending counter (and the site's running counter when it has a cap). There is no moment at which a
+  popped message is held only by a client. When only rate-limited jobs wait, fetch returns how long
+  until one may start, and the worker fetches again then (the jobs stay where they wait).
+- **adopt** moves messages from kombu's per-queue lists (another tool's pushes, or a bench upgraded
+  from the one-list layout) into their sites' lists, one element at a time inside the script.
 - **renew**: the live worker extends the lease of every job it holds, every ``lease / 3`` seconds,
   for as long as it holds it, whatever the job's timeout.
-- **ack** / **restore** act only while the caller's owner token is still the job's owner. A worker
+- **ack** / **restore** (and recover) put a job back in its site's list and its site back in the
+  turns, and stop counting it against its site's cap. They act only while the caller's owner
+  token is still the job's owner. A worker
   that was stalled past its lease (its job recovered and perhaps taken by another worker) cannot
   remove or re-queue the new holder's job: its late finish is counted in ``stale_acks`` and
   logged, and the job's message stays with its new holder. A finish of a take Redis has no
@@ -47,7 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from benchcelery.bench.keys import Keys
-from benchcelery.broker.scripts import ACK, FETCH, RECOVER, RENEW, RESTORE
+from benchcelery.broker.scripts import ACK, ADOPT, FETCH, RECOVER, RENEW, RESTORE
 
 if TYPE_CHECKING:
     import redis
@@ -58,6 +67,7 @@ DEFAULT_LEASE = 30  # seconds; config ``job_lease``
 SWEEP_INTERVAL = 5.0  # seconds between recovery sweeps of one process
 RECOVER_BATCH = 200
 ACKED, STALE, UNKNOWN = 1, -1, -2  # replies of the ack script
+ADOPT_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -82,10 +92,13 @@ class Delivery:
         self._restore = client.register_script(RESTORE)
         self._renew = client.register_script(RENEW)
         self._recover = client.register_script(RECOVER)
+        self._adopt = client.register_script(ADOPT)
         self._fixed = [keys.unacked, keys.inflight, keys.leases, keys.redeliveries]
         self._loaded = False
         self._prefixes = [keys.pending_counts(""), keys.wake("")]
+        self._site_prefixes = [keys.sites(""), keys.running("")]
         self._fetch_keys: dict[tuple[str, ...], list[str]] = {}
+        self.retry_in: float | None = None  # after a fetch that took nothing: s until a rate-limited job may start
 
     def fetch_command(self, queues: Sequence[str], token: str) -> list[Any]:
         """EVALSHA arguments of a fetch, for a caller that sends it itself (the worker's poll
@@ -95,23 +108,26 @@ class Delivery:
             self._loaded = True
         keys = self._fetch_keys.get(tuple(queues))
         if keys is None:  # once per queue order (a worker polls for every job)
-            keys = list(self._fixed)
+            keys = [*self._fixed, self.keys.rates]
             for q in queues:
-                keys += [self.keys.pending_counts(q), self.keys.wake(q), *self.keys.queue_lists(q)]
+                k = self.keys
+                keys += [k.pending_counts(q), k.wake(q), k.sites(q), k.fair(q), k.running(q)]
             keys.append(self.keys.paused)  # bench queue pause: fetch skips the paused queues
             self._fetch_keys[tuple(queues)] = keys
-        return [self._fetch.sha, len(keys), *keys, token, self.lease, *queues]
+        return [self._fetch.sha, len(keys), *keys, token, self.lease, self.keys.prefix, *queues]
 
     def fetch(self, queues: Sequence[str], token: str) -> Taken | None:
-        """Take the next job of ``queues`` (in that order, priority buckets first) for ``token``."""
+        """Take the next job of ``queues`` (in that order; sites in turn) for ``token``."""
         if not queues:
             return None
         _sha, n, *rest = self.fetch_command(queues, token)
-        return self.taken(self._fetch(keys=rest[:n], args=rest[n:]))
+        reply = self._fetch(keys=rest[:n], args=rest[n:])
+        self.retry_in = reply / 1000 if isinstance(reply, int) and reply > 0 else None
+        return self.taken(reply)
 
     @staticmethod
     def taken(reply: Any) -> Taken | None:
-        if not reply:
+        if not reply or isinstance(reply, int):  # an int: ms until a rate-limited job may start
             return None
         queue, tag, raw, lapses = reply
         return Taken(_text(queue), _text(tag), raw, int(lapses))
@@ -120,7 +136,7 @@ class Delivery:
         """The command of ``ack``, for a caller that sends it itself (with the worker's next poll) and
         passes the reply to ``acked`` (a NoScriptError reply: call ``ack``, which loads the script)."""
         keys = [*self._fixed, self.keys.stale_acks, self.keys.lost_acks]
-        return ["EVALSHA", self._ack.sha, len(keys), *keys, tag, token]
+        return ["EVALSHA", self._ack.sha, len(keys), *keys, tag, token, *self._ack_prefixes]
 
     @staticmethod
     def acked(reply: Any) -> int:
@@ -131,7 +147,11 @@ class Delivery:
     def ack(self, tag: str, token: str) -> int:
         """Forget a finished job: ACKED, STALE or UNKNOWN (see ``acked``)."""
         keys = [*self._fixed, self.keys.stale_acks, self.keys.lost_acks]
-        return int(self._ack(keys=keys, args=[tag, token]))
+        return int(self._ack(keys=keys, args=[tag, token, *self._ack_prefixes]))
+
+    @property
+    def _ack_prefixes(self) -> list[str]:
+        return [self.keys.running(""), self.keys.wake("")]
 
     def owns(self, tag: str, token: str) -> bool:
         """Whether ``token`` still owns the job, with its lease renewed now (a renewal of that one job)."""
@@ -139,7 +159,8 @@ class Delivery:
 
     def restore(self, tag: str, token: str, front: bool = True) -> bool:
         """Put a job back in its queue (front: taken next); False when ``token`` no longer owns it."""
-        done = self._restore(keys=self._fixed[:3], args=[tag, token, int(front), *self._prefixes])
+        args = [tag, token, int(front), *self._prefixes, *self._site_prefixes]
+        done = self._restore(keys=self._fixed[:3], args=args)
         return int(done) == 1
 
     def renew(self, held: dict[str, str]) -> list[str]:
@@ -155,10 +176,24 @@ class Delivery:
         """Put every job whose lease lapsed back in its queue; returns their delivery tags."""
         out: list[str] = []
         while True:
-            tags = self._recover(keys=self._fixed, args=[RECOVER_BATCH, *self._prefixes, self.keys.recovered("")])
+            args = [RECOVER_BATCH, *self._prefixes, self.keys.recovered(""), *self._site_prefixes]
+            tags = self._recover(keys=self._fixed, args=args)
             out += [_text(t) for t in tags]
             if len(tags) < RECOVER_BATCH:
                 return out
+
+    def adopt(self, queues: Iterable[str]) -> int:
+        """Move the messages waiting in kombu's lists of ``queues`` into their sites' lists (see
+        adopt.lua); returns how many moved."""
+        moved = 0
+        for q in queues:
+            keys = [*self.keys.queue_lists(q), self.keys.sites(q), self.keys.wake(q)]
+            while True:
+                n = int(self._adopt(keys=keys, args=[self.keys.prefix, q, ADOPT_BATCH]))
+                moved += n
+                if n < ADOPT_BATCH:
+                    break
+        return moved
 
 
 def _text(value: Any) -> str:

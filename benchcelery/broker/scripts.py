@@ -9,7 +9,7 @@ A script whose file starts with a ``#!lua`` line (Redis 7 script flags) is sent 
 first. The flags decide what Redis does when it is out of memory (``maxmemory`` reached under
 ``noeviction``): a script without flags is refused only at its first command that may grow memory,
 after the reads and deletes before it ran, so such a script would be cut in half; ``#!lua`` alone
-refuses the whole script before it runs (fetch, recover: they take or move jobs), and
+refuses the whole script before it runs (fetch, recover, adopt, promote: they take or move jobs), and
 ``#!lua flags=allow-oom`` always runs it (renew, ack, restore: they keep or free memory, and
 refusing them would put live jobs back or keep finished ones in flight).
 """
@@ -31,8 +31,8 @@ def load(name: str) -> str:
         start += 1
     out: list[str] = []
     for line in lines[start:]:
-        if line.startswith(_INCLUDE):
-            out.append(load(line[len(_INCLUDE) :].strip()))
+        if line.lstrip().startswith(_INCLUDE):  # indented inside a block too
+            out.append(load(line.lstrip()[len(_INCLUDE) :].strip()))
         else:
             out.append(line)
     return shebang + "".join(out)
@@ -43,6 +43,8 @@ ACK = load("ack")
 RESTORE = load("restore")
 RENEW = load("renew")
 RECOVER = load("recover")
+# Messages pushed on kombu's one-list layout move to their sites' lists (delivery.py).
+ADOPT = load("adopt")
 # Jobs that run later and retries (delayed.py).
 PROMOTE = load("promote")
 ACK_RETRY = load("ack_retry")

@@ -15,6 +15,13 @@
 4. **Per-site pending counters**: every push adds one to ``pending:<queue>`` (field = the job's
    site) in the same MULTI, fetch subtracts one, restore and recovery add it back, so
    ``show-pending-jobs`` answers from a hash (jobs/inspect.py checks them against LLEN).
+5. **Sites take turns** (fetch.lua): a push goes to its site's list (``q:<queue>:<site>``) and
+   marks the site in ``sites:<queue>`` in the same MULTI; kombu's own per-queue lists receive
+   nothing from us. What other tools push there (plain kombu, a bench upgraded from the one-list
+   layout) is moved to the sites' lists when a worker starts consuming the queue and at every idle
+   fetch (adopt.lua). ``_size`` (queue_declare's message count) and ``_purge`` (``celery purge``)
+   count and delete both layouts. Flower reads LLEN of kombu's lists itself: it shows 0 waiting
+   for our queues (bench show-pending-jobs, the dashboard and ``bench metrics`` count them).
 
 Every element a queue can hold that is not a valid message (not JSON, not an object, missing
 fields, a body that does not decode) is recorded in the failed-job registry with its raw text and
@@ -103,6 +110,7 @@ class Channel(kombu_redis.Channel):
     socket_timeout = SOCKET_TIMEOUT  # type: ignore[assignment]
     socket_keepalive = True  # type: ignore[assignment]
     socket_keepalive_options = keepalive_options()  # type: ignore[assignment]
+    _retry_in: float | None = None  # s until a rate-limited job may start (fetch.lua's reply)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tokens: dict[str, str] = {}
@@ -145,29 +153,71 @@ class Channel(kombu_redis.Channel):
     def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
         if queue.endswith(".pidbox"):  # remote-control replies: not jobs, not counted
             return super()._put(queue, message, **kwargs)
-        key = self._q_for_pri(queue, self._get_message_priority(message, reverse=False))
         counts, site = self.counts_key(queue), envelope.site(message)
-        # kombu's client prefixes LPUSH keys itself (not HINCRBY's): the wake list by its bare name.
-        wake = self.keys.wake(queue).removeprefix(self.global_keyprefix or "")
+        # kombu's client prefixes LPUSH/ZADD keys itself (not HINCRBY's): those by their bare names.
+        bare = self.global_keyprefix or ""
+        key = self.keys.site_list(queue, site, self._get_message_priority(message, reverse=False)).removeprefix(bare)
+        wake, ring = self.keys.wake(queue).removeprefix(bare), self.keys.sites(queue).removeprefix(bare)
         batch = kwargs.pop("_publish_batch", None)
         if batch is not None:
             batch.add("lpush", key, dumps(message))
             batch.add("hincrby", counts, site, 1)
+            batch.add("zadd", ring, {site: 0}, nx=True)
             batch.add("lpush", wake, "")
             return
         with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            pipe.lpush(key, dumps(message)).hincrby(counts, site, 1).lpush(wake, "")
+            pipe.lpush(key, dumps(message)).hincrby(counts, site, 1).zadd(ring, {site: 0}, nx=True).lpush(wake, "")
             execute_push(pipe, self.connection.client.transport_options)  # WAIT for replicas when configured (ha.py)
+
+    def _site_lists(self, queue: str) -> list[str]:
+        """Every site list of ``queue`` that may hold messages (full names: the unprefixed client)."""
+        r = self.delivery.r
+        sites = {_str(s) for s in r.zrange(self.keys.sites(queue), 0, -1)} | {
+            _str(s) for s in r.hkeys(self.counts_key(queue))
+        }
+        return [key for site in sorted(sites) for key in self.keys.site_lists(queue, site)]
+
+    def _size(self, queue: str) -> int:
+        """Messages waiting in ``queue``: kombu's lists and every site's."""
+        if queue.endswith(".pidbox"):
+            return int(super()._size(queue))
+        r = self.delivery.r
+        with r.pipeline(transaction=False) as pipe:
+            for key in [*self.keys.queue_lists(queue), *self._site_lists(queue)]:
+                pipe.llen(key)
+            return sum(pipe.execute())
 
     def _purge(self, queue: str) -> int:
         size = super()._purge(queue)
-        self.delivery.r.delete(self.counts_key(queue), self.keys.wake(queue))  # full names: unprefixed client
+        if queue.endswith(".pidbox"):
+            return int(size)
+        r = self.delivery.r  # full names: unprefixed client
+        lists = self._site_lists(queue)
+        with r.pipeline(transaction=True) as pipe:
+            for key in lists:
+                pipe.llen(key)
+            pipe.delete(*lists, self.counts_key(queue), self.keys.wake(queue), self.keys.sites(queue))
+            size += sum(pipe.execute()[:-1])
         return int(size)
 
     # --- consuming ---
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         _start_keeper(self)
+        if not queue.endswith(".pidbox"):
+            self._adopt([queue])
         return super().basic_consume(queue, *args, **kwargs)
+
+    def _adopt(self, queues: list[str]) -> int:
+        """Move what waits in kombu's lists of ``queues`` into the sites' lists (adopt.lua); returns
+        how many moved (0 also when Redis refused, e.g. out of memory: they wait and move later)."""
+        try:
+            moved = self.delivery.adopt(queues)
+        except self.ResponseError as exc:
+            logger.warning("Could not move waiting jobs to their sites' lists: %s", exc)
+            return 0
+        if moved:
+            logger.info("Moved %d waiting job(s) from kombu's one-list layout to their sites' lists", moved)
+        return moved
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         self._poll_plain = all(q.endswith(".pidbox") for q in self.active_queues)
@@ -191,11 +241,10 @@ class Channel(kombu_redis.Channel):
             # the BRPOP for up to its timeout with the whole event loop stopped).
             self.flush_acks()
             self._poll_fetch = False
-            command = [
-                "BRPOP",
-                *(self.keys.wake(q) for q in queues),
-                self.brpop_timeout if timeout is None else timeout,
-            ]
+            wait = self.brpop_timeout if timeout is None else timeout
+            if self._retry_in is not None:  # a rate-limited job may start then: fetch again
+                wait = max(0.01, min(wait, self._retry_in))
+            command = ["BRPOP", *(self.keys.wake(q) for q in queues), wait]
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         if self._acks.to_send():  # the acks of the jobs that just finished ride with the fetch
@@ -227,6 +276,7 @@ class Channel(kombu_redis.Channel):
                 self._poll_fetch, reply = False, None
             if self._poll_fetch:
                 taken = self.delivery.taken(reply)
+                self._retry_in = _retry_in(reply)
                 token = self._fetch_token
                 if taken is not None and self._closing:  # the worker stops: not ours to run
                     self.delivery.restore(taken.tag, token)
@@ -237,6 +287,12 @@ class Channel(kombu_redis.Channel):
                 token = new_token(OWNER)
                 try:
                     taken = self.delivery.fetch(self._fetch_queues, token)
+                    self._retry_in = self.delivery.retry_in
+                    # Nothing in the sites' lists: another tool's pushes (their wake tokens woke us)
+                    # or the one-list layout may wait in kombu's lists; move them and fetch again.
+                    if taken is None and self._retry_in is None and self._adopt(self._fetch_queues):
+                        taken = self.delivery.fetch(self._fetch_queues, token)
+                        self._retry_in = self.delivery.retry_in
                 except self.ResponseError as exc:
                     logger.warning("Could not take a job: %s", exc)
                     taken = None
@@ -261,6 +317,8 @@ class Channel(kombu_redis.Channel):
         every push of ours leaves a token, so only a message pushed by another tool (by hand, plain
         kombu) waits that long, and an idle worker mostly waits in BRPOP instead of running the
         fetch script after every timeout."""
+        if self._retry_in is not None:  # the timeout was the rate limit's wait: fetch now
+            return False
         self._idle_timeouts += 1
         return self._idle_timeouts % IDLE_FETCH_EVERY != 0
 
@@ -480,6 +538,15 @@ class Channel(kombu_redis.Channel):
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         self.give_back(message.delivery_tag, front=not leftmost)
+
+
+def _retry_in(reply: Any) -> float | None:
+    """Seconds until a rate-limited job may start, from a fetch reply (an int of ms), else None."""
+    return reply / 1000 if isinstance(reply, int) and not isinstance(reply, bool) and reply > 0 else None
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _in_main_thread() -> bool:

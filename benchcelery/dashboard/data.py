@@ -27,6 +27,7 @@ from benchcelery.diagnostics.oldest import OldestAge, oldest_ages
 from benchcelery.diagnostics.workers import WorkerInfo, read_workers
 from benchcelery.jobs import inspect, registry
 from benchcelery.jobs.model import Job
+from benchcelery.jobs.site_pause import paused_sites
 from benchcelery.runtime import Runtime
 
 # Health of a queue cell, from the age of its oldest waiting job (s) and whether a live worker serves it.
@@ -46,6 +47,7 @@ class Cell:
     failed: int = 0
     oldest: OldestAge | None = None
     health: str = "idle"  # idle / ok / warn / bad
+    paused: bool = False  # this site's jobs on this queue are paused (jobs/site_pause.py)
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Overview:
                         "failed": c.failed,
                         "oldest_age": c.oldest.seconds if c.oldest else None,
                         "health": c.health,
+                        "paused": c.paused,
                     }
                     for site in ["", *self.sites]
                     for c in [self.cell(site, q)]
@@ -115,6 +118,7 @@ def overview(rt: Runtime, with_scheduler: bool = True) -> Overview:
     started_counts = inspect.started_counts(r, keys)
     failed = registry.failed_counts(r, keys, queues)
     ages = oldest_ages(r, keys, queues, pending)
+    paused = paused_sites(r, keys, queues)
     workers = read_workers(r, keys)
     served = {q for w in workers if w.alive for q in w.queues}
     cells: dict[tuple[str, str], Cell] = {}
@@ -127,6 +131,7 @@ def overview(rt: Runtime, with_scheduler: bool = True) -> Overview:
                 started=started.get(site, 0),
                 failed=failed.get(q, {}).get(site, 0),
                 oldest=ages.get(q, {}).get(site),
+                paused=site in paused.get(q, {}),
             )
             cell.health = health(cell.pending, cell.oldest, q in served)
             cells[(site, q)] = cell
@@ -325,7 +330,7 @@ def job_page(rt: Runtime, site: str, queue: str, state: str, page: int) -> JobPa
     total = inspect.count_pending(r, keys, [queue]).get(queue, {}).get(site, 0)
     page = min(page, max(1, -(-total // PAGE_SIZE)))  # past the end: the last page
     start = (page - 1) * PAGE_SIZE
-    lists = keys.queue_lists(queue)
+    lists = inspect.waiting_lists(r, keys, queue, site)
     pipe = r.pipeline(transaction=False)
     for key in lists:
         pipe.llen(key)

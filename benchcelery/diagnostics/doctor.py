@@ -18,6 +18,7 @@ from benchcelery.diagnostics.sentinel import SentinelHealth, sentinel_health
 from benchcelery.diagnostics.sentinel import render_text as render_sentinel
 from benchcelery.diagnostics.workers import WorkerInfo, ago, read_workers
 from benchcelery.jobs import inspect, registry
+from benchcelery.jobs.site_pause import paused_sites
 
 if TYPE_CHECKING:
     import redis
@@ -42,6 +43,7 @@ class SiteHealth:
     orphaned: list[dict[str, Any]] = field(default_factory=list)
     recovered: int = 0  # jobs put back in their queue after their worker died (since ever)
     oldest_age: dict[str, float | None] = field(default_factory=dict)  # queue -> oldest waiting job's age (s)
+    paused: list[str] = field(default_factory=list)  # queues on which this site's jobs are paused
 
 
 @dataclass
@@ -175,6 +177,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
     lastruns = {k.decode(): float(v) for k, v in r.hgetall(keys.scheduler_lastrun).items()}
     started_jobs = inspect.started_jobs(r, keys)
     hard_limits = {q.name: q.hard_limit for q in rt.settings.queues.values()}
+    paused = paused_sites(r, keys, queues)
 
     problems: list[str] = [redis_info.out_of_memory] if redis_info.out_of_memory else []
     reports = []
@@ -199,6 +202,7 @@ def doctor_report(rt: Runtime, sites: list[str], check_db: bool = True) -> Docto
             orphaned=orphaned,
             recovered=sum(figures[q].recovered.get(site, 0) for q in queues),
             oldest_age={q: figures[q].oldest_age(site) if figures[q].pending.get(site) else None for q in queues},
+            paused=[q for q in queues if site in paused.get(q, {})],
         )
         reports.append(health)
         for q, n in health.pending.items():
@@ -281,7 +285,10 @@ def render_text(report: DoctorReport) -> str:
             age = s.oldest_age.get(q)
             oldest = f" (oldest waiting {age:.0f} s)" if n and age is not None else ""
             paused = " (paused)" if q in report.paused else ""
-            lines.append(f"  - {q}{paused}: {n} pending{oldest}" + (f", {running} running" if running else ""))
+            held = f" (paused: bench --site {s.site} queue resume {q})" if q in s.paused else ""
+            lines.append(
+                f"  - {q}{paused}: {n} pending{oldest}" + (f", {running} running" if running else "") + held
+            )
         lines += ["", f"Failed jobs: {s.failed}"]
         if s.recovered:
             lines.append(f"Recovered jobs (their worker died): {s.recovered}")

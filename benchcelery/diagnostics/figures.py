@@ -10,6 +10,7 @@ the right, producers push at the left, so ``LINDEX -1`` is the oldest of a list)
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -173,7 +174,8 @@ def oldest_waiting(
     The queue's figure is exact (the right end of each priority list). A site's figure is the oldest
     of its jobs among the ``window`` oldest messages of each list (a list is read from its oldest end
     until every site with waiting jobs was seen); a site none of whose jobs is among them is left out.
-    One script call; reads O(sites) messages per list in the common case, ``window`` at most.
+    One script call over kombu's per-queue lists (messages not yet moved to their site's lists);
+    each site's own lists add their oldest message each (one pipelined LINDEX per list, exact).
     """
     queues = list(pending)
     if not queues:
@@ -190,7 +192,36 @@ def oldest_waiting(
         texts = [x.decode() if isinstance(x, bytes) else str(x) for x in row]
         oldest = float(texts[0]) if texts and texts[0] else None
         out[q] = (oldest, {texts[i]: float(texts[i + 1]) for i in range(1, len(texts) - 1, 2)})
+    _add_site_oldest(r, keys, pending, out)
     return out
+
+
+_ENQUEUED_AT = re.compile(rb'"enqueued_at":\s*([-0-9.eE+]+)')
+
+
+def _add_site_oldest(
+    r: redis.Redis,
+    keys: Keys,
+    pending: dict[str, dict[str, int]],
+    out: dict[str, tuple[float | None, dict[str, float]]],
+) -> None:
+    """Fold the oldest message of each site's own lists (their right ends) into ``out``."""
+    pipe = r.pipeline(transaction=False)
+    wanted = [(q, site) for q, per_site in pending.items() for site, n in per_site.items() if n > 0]
+    for q, site in wanted:
+        for key in keys.site_lists(q, site):
+            pipe.lindex(key, -1)
+    items = iter(pipe.execute() if wanted else [])
+    for q, site in wanted:
+        oldest, sites = out[q]
+        for item in [next(items) for _ in keys.site_lists(q, site)]:
+            found = _ENQUEUED_AT.search(item) if item else None
+            at = float(found.group(1)) if found else None
+            if at is None:
+                continue
+            sites[site] = min(at, sites.get(site, at))
+            oldest = at if oldest is None else min(oldest, at)
+        out[q] = (oldest, sites)
 
 
 def stuck_jobs(started: list[Job], hard_limits: dict[str, int], now: float) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchcelery.diagnostics.figures import QueueFigures, queue_figures
 from benchcelery.jobs import inspect
+from benchcelery.jobs.site_pause import paused_sites
 
 if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
@@ -36,6 +37,7 @@ class QueueCounts:
     sites: dict[str, SiteCounts] | None = None  # --site all: per-site breakdown
     scheduled: int = 0  # delayed: run later, or a retry's next attempt (jobs/later.py)
     paused: bool = False  # bench queue pause
+    paused_sites: list[str] = field(default_factory=list)  # selected sites whose jobs on it are paused
 
 
 @dataclass
@@ -60,11 +62,17 @@ class PendingReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "sites": self.sites,
-            "queues": [{k: v for k, v in asdict(q).items() if k != "sites" or v is not None} for q in self.queues],
+            "queues": [
+                {k: v for k, v in asdict(q).items() if not ((k == "sites" and v is None) or (k in _OMIT and not v))}
+                for q in self.queues
+            ],
             "total": {"pending": self.total_pending, "failed": self.total_failed, "processing": self.total_started},
             **({"jobs": self.jobs} if self.jobs else {}),
             **({"running": self.running} if self.running else {}),
         }
+
+
+_OMIT = ("paused_sites",)  # shown in JSON only when set
 
 
 def _sum(per_site: dict[str, int], sites: list[str] | None) -> int:
@@ -82,6 +90,7 @@ def pending_report(rt: Runtime, sites: list[str] | None, verbose: bool = False) 
     """Counts for ``sites`` (None = every job of the bench, whatever its site, with a per-site breakdown)."""
     queues = list(rt.settings.queues)
     report = PendingReport(sites=sites, queues=[])
+    paused = paused_sites(rt.redis, rt.keys, queues)
     for fig in queue_figures(rt):
         counts = QueueCounts(
             name=fig.queue,
@@ -89,6 +98,7 @@ def pending_report(rt: Runtime, sites: list[str] | None, verbose: bool = False) 
             failed=_sum(fig.failed, sites),
             started=_sum(fig.started, sites),
             oldest_age=fig.oldest_age() if sites is None else _oldest(fig, sites),
+            paused_sites=sorted(s for s in paused.get(fig.queue, {}) if sites is None or s in sites),
         )
         if sites is None:
             counts.sites = {
@@ -195,6 +205,7 @@ def render_text(report: PendingReport) -> str:
         ]
         if q.scheduled:  # run later, or waiting for a retry
             lines.append(f"  - scheduled: {q.scheduled}")
+        lines += [f"  - paused: {site} (bench --site {site} queue resume {q.name})" for site in q.paused_sites]
         lines += _site_rows(q)
         lines += _job_lines(running.get(q.name, []), waiting.get(q.name, []))
         lines.append("")

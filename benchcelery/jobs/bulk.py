@@ -3,13 +3,14 @@
 
 Going through ``apply_async`` costs ~500 µs of client CPU per job (router, producer, kombu's
 publish, ``saferepr``, a Redis client per call); building the same envelope here costs ~15 µs.
-A push is one MULTI: one LPUSH per list, one HINCRBY per (queue, site) for the pending counters
-(and one for the history's enqueued count, history.py), wake tokens for idle workers (as
-transport.py's ``_put`` does), and the "queued" status key of
-jobs enqueued with an explicit id, so a single ``enqueue`` is one Redis round trip. The envelope
-is Celery's protocol 2 exactly as kombu's Redis transport stores it (tests compare it field by
-field with one made by ``apply_async`` given the same options). Nothing here imports Celery, and
-kombu only when the job's arguments need its JSON encoder, so ``bench enqueue`` stays a light command.
+A push is one MULTI: one LPUSH per list (each site has its own lists in a queue), one HINCRBY per
+(queue, site) for the pending counters, a ZADD NX marking the site as one with waiting jobs (so
+workers give it its turn, fetch.lua) and wake tokens for idle workers (as transport.py's ``_put``
+does), and the "queued" status key of jobs enqueued with an explicit id, so a single ``enqueue``
+is one Redis round trip (with the history's enqueued count, history.py). The envelope is Celery's protocol 2 exactly as kombu's Redis transport
+stores it (tests compare it field by field with one made by ``apply_async`` given the same
+options). Nothing here imports Celery, and kombu only when the job's arguments need its JSON
+encoder, so ``bench enqueue`` stays a light command.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str, tracked
     origin, reply_to = sender()
     keys = rt.keys
     built = [
-        (keys.queue_list(o["queue"], o["priority"]), o, envelope(o, task_name, origin, reply_to)) for o in all_options
+        (keys.site_list(o["queue"], o["headers"]["site"], o["priority"]), o, envelope(o, task_name, origin, reply_to))
+        for o in all_options
     ]
     status_ttl = rt.settings.number("rq_job_failure_ttl") if tracked else 0
     wait = ha.wait_settings(rt.settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
@@ -198,6 +200,7 @@ def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl:
     for (queue, site), n in counts.items():
         commands.append(_packed("HINCRBY", keys.pending_counts(queue), site, n))
         commands += [_pack(c) for c in history.simple(keys, history.ENQUEUED, site, queue, n, now)]
+        commands.append(_packed("ZADD", keys.sites(queue), "NX", 0, site))  # its turn comes (fetch.lua)
         per_queue[queue] = per_queue.get(queue, 0) + n
     for queue, n in per_queue.items():
         # Enough tokens to wake every idle worker; busy ones keep fetching until it is empty.

@@ -1,9 +1,11 @@
 """Reading jobs straight from Redis without disturbing workers: counts, listings, lookups.
 
-Waiting messages are kombu's JSON envelopes in the queue lists (see keys.py); a job's site is the
-part of its id before ``::`` and the id is the first ``"id": "`` in the envelope (Celery's header
-order), so scripts can match a site without decoding JSON. Counts come from the per-site counters
-our transport keeps (see transport.py), checked against the lists' lengths.
+Waiting messages are kombu's JSON envelopes in each site's lists of a queue (``q:<queue>:<site>``,
+see keys.py), and, until a worker moves them, in kombu's per-queue lists (another tool's pushes, a
+bench upgraded from the one-list layout). A job's site is the part of its id before ``::`` and the
+id is the first ``"id": "`` in the envelope (Celery's header order), so scripts can match a site
+without decoding JSON. Counts are the sites' lists' lengths (the per-site counters our transport
+keeps name the sites, and are repaired when they disagree).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from benchcelery.bench.keys import PRIORITY_STEPS
 from benchcelery.broker.delivery import decode_meta
 from benchcelery.errors import BenchError
 from benchcelery.jobs import registry, safe
@@ -24,11 +27,10 @@ if TYPE_CHECKING:
     from benchcelery.runtime import Runtime
 
 
-# Exact re-count of one queue: KEYS[1] = its pending-count hash, KEYS[2..] = its lists. Tallies
-# every message by site, rewrites the hash, returns it flat (site, n, site, n, ...). Atomic.
+# Exact count of lists by site: KEYS = the lists. Returns it flat (site, n, site, n, ...).
 _RECOUNT = """
 local counts = {}
-for k = 2, #KEYS do
+for k = 1, #KEYS do
   local len = redis.call('LLEN', KEYS[k])
   for start = 0, len - 1, 2000 do
     local items = redis.call('LRANGE', KEYS[k], start, start + 1999)
@@ -38,10 +40,8 @@ for k = 2, #KEYS do
     end
   end
 end
-redis.call('DEL', KEYS[1])
 local out = {}
 for site, n in pairs(counts) do
-  redis.call('HSET', KEYS[1], site, n)
   table.insert(out, site); table.insert(out, n)
 end
 return out
@@ -117,39 +117,94 @@ def snapshot(r: redis.Redis, reads: Any) -> list[Any]:
     return list(pipe.execute())
 
 
+def site_names(r: redis.Redis, keys: Keys, queue: str) -> list[str]:
+    """The sites that may have jobs waiting in ``queue``: those taking turns and those counted."""
+    pipe = r.pipeline(transaction=False)
+    pipe.zrange(keys.sites(queue), 0, -1).hkeys(keys.pending_counts(queue))
+    ring, counted = pipe.execute()
+    return sorted({_text(s) for s in ring} | {_text(s) for s in counted})
+
+
+def waiting_lists(r: redis.Redis, keys: Keys, queue: str, site: str | None = None) -> list[str]:
+    """Every list that may hold waiting messages of ``queue`` (of ``site`` only, when given; kombu's
+    per-queue lists are included either way: messages not yet moved to their site's lists)."""
+    sites = [site] if site is not None else site_names(r, keys, queue)
+    return [*keys.queue_lists(queue), *(key for s in sites for key in keys.site_lists(queue, s))]
+
+
 def count_pending(
     r: redis.Redis, keys: Keys, queues: Iterable[str], site: str | None = None
 ) -> dict[str, dict[str, int]]:
     """queue -> site -> number of waiting jobs (all priority buckets).
 
-    Answered from the per-site counters the transport keeps (O(sites)); when their sum disagrees
-    with the lists' lengths (a producer that bypassed them, or a worker caught between taking a
-    message and parking it), the queue is re-counted exactly and the counters repaired.
+    The length of each site's lists (one pipelined LLEN per list); the per-site counters the
+    transport keeps are repaired where they disagree. Messages still in kombu's per-queue lists
+    (not yet moved by a worker) are tallied by site with an exact re-count of those lists.
     ``site`` is accepted for symmetry; every site's count costs the same.
     """
     queues = list(queues)
 
-    def reads(pipe: Any) -> None:
+    def heads(pipe: Any) -> None:
         for q in queues:
-            pipe.hgetall(keys.pending_counts(q))
+            pipe.zrange(keys.sites(q), 0, -1).hgetall(keys.pending_counts(q))
             for key in keys.queue_lists(q):
                 pipe.llen(key)
 
-    replies = snapshot(r, reads)
-    width = 1 + len(keys.queue_lists("x"))
-    out: dict[str, dict[str, int]] = {}
-    recount = r.register_script(_RECOUNT)
+    head = snapshot(r, heads)
+    width = 2 + len(PRIORITY_STEPS)
+    plan: list[tuple[str, list[str], dict[str, int], int]] = []
     for i, q in enumerate(queues):
-        raw, *lengths = replies[i * width : (i + 1) * width]
-        counts = {k.decode(): int(v) for k, v in raw.items() if int(v)}
-        if sum(counts.values()) != sum(lengths) or any(v < 0 for v in counts.values()):
-            flat = recount(keys=[keys.pending_counts(q), *keys.queue_lists(q)])
-            counts = {
-                (n.decode() if isinstance(n, bytes) else str(n)): int(c)
-                for n, c in zip(flat[::2], flat[1::2], strict=True)
-            }
-        out[q] = counts
+        ring, raw, *kombu_lengths = head[i * width : (i + 1) * width]
+        counters = {_text(k): int(v) for k, v in raw.items()}
+        plan.append((q, sorted({_text(x) for x in ring} | set(counters)), counters, sum(kombu_lengths)))
+
+    def site_lengths(pipe: Any) -> None:
+        for name, names, _, _ in plan:
+            for s in names:
+                for key in keys.site_lists(name, s):
+                    pipe.llen(key)
+
+    lengths = iter(snapshot(r, site_lengths))
+    out: dict[str, dict[str, int]] = {}
+    for q, sites, counters, legacy in plan:
+        counts = {s: sum(next(lengths) for _ in PRIORITY_STEPS) for s in sites}
+        extra = _recount(r, keys, q) if legacy else {}
+        for s, n in extra.items():
+            counts[s] = counts.get(s, 0) + n
+        wrong = {s: n for s, n in counts.items() if counters.get(s, 0) != n}
+        if wrong:
+            _repair(r, keys.pending_counts(q), wrong)
+        out[q] = {s: n for s, n in counts.items() if n}
     return out
+
+
+def _repair(r: redis.Redis, key: str, wrong: dict[str, int]) -> None:
+    """Set the counters that disagree with the lists (a site with none waiting loses its field).
+    Out of memory (maxmemory, noeviction) Redis refuses the writes: the counts shown are right all
+    the same, and the next look repairs them."""
+    import redis
+
+    pipe = r.pipeline(transaction=False)
+    for s, n in wrong.items():
+        if n:
+            pipe.hset(key, s, n)
+        else:
+            pipe.hdel(key, s)
+    try:
+        pipe.execute()
+    except redis.ResponseError as exc:
+        if "maxmemory" not in str(exc):
+            raise
+
+
+def _recount(r: redis.Redis, keys: Keys, queue: str) -> dict[str, int]:
+    """site -> messages waiting in kombu's per-queue lists of ``queue``."""
+    flat = r.register_script(_RECOUNT)(keys=keys.queue_lists(queue))
+    return {_text(n): int(c) for n, c in zip(flat[::2], flat[1::2], strict=True)}
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def decode_message(raw: bytes) -> dict[str, Any]:
@@ -163,10 +218,12 @@ def _unreadable(tag: str, raw: bytes) -> dict[str, Any]:
 
 
 def iter_pending(r: redis.Redis, keys: Keys, queue: str, site: str | None = None, chunk: int = 1000) -> Iterator[Job]:
-    """Waiting jobs of a queue in the order workers will take them (next first)."""
+    """Waiting jobs of a queue: those not yet moved to their site's lists first, then each site's
+    in the order workers take them (next first). ``position`` counts from the first of those lists:
+    with ``site``, the job's place among the site's waiting jobs."""
     position = 0
     needle = f'"id": "{site}::'.encode() if site else b""  # other sites' messages are skipped undecoded
-    for key in keys.queue_lists(queue):
+    for key in waiting_lists(r, keys, queue, site):
         length = r.llen(key)
         end = length - 1
         while end >= 0:
@@ -245,8 +302,9 @@ def started_counts(r: redis.Redis, keys: Keys) -> dict[str, dict[str, int]]:
 
 
 def find_pending(r: redis.Redis, keys: Keys, queues: Iterable[str], job_id: str) -> Job | None:
+    site = job_id.split("::", 1)[0] if "::" in job_id else None
     for queue in queues:
-        lists = keys.queue_lists(queue)
+        lists = waiting_lists(r, keys, queue, site)
         found = r.eval(_FIND, len(lists), *lists, f'"id": "{job_id}"')
         if found:
             return _queued(decode_message(found[1]), queue, found[1], lists[int(found[0]) - 1], None)
@@ -322,10 +380,11 @@ def resolve_prefix(rt: Runtime, prefix: str) -> str | None:
     found = {job.id for job in started_jobs(r, keys) if job.id.startswith(prefix)}
     found |= {job_id for _, _, job_id in registry.failed_entries(r, keys, queues) if job_id.startswith(prefix)}
     escaped = json.dumps(prefix)[1:-1]
+    site = prefix.split("::", 1)[0] if "::" in prefix else None
     for queue in queues:
         if len(found) >= MAX_MATCHES:
             break
-        lists = keys.queue_lists(queue)
+        lists = waiting_lists(r, keys, queue, site)
         ids = r.eval(_FIND_PREFIX, len(lists), *lists, f'"id": "{escaped}', escaped, MAX_MATCHES)
         found |= {json.loads(b'"' + raw + b'"') for raw in ids}
     if prefix in found:

@@ -66,7 +66,7 @@ def _later(method: str | Callable[..., Any], at: float | None, seconds: float, k
     o = prepared.options
     entry = Entry(
         id=json.loads(message)["properties"]["delivery_tag"],
-        list=rt.keys.queue_list(o["queue"], o["priority"]),
+        list=rt.keys.site_list(o["queue"], site, o["priority"]),
         queue=o["queue"],
         site=site,
         job_id=job.id,

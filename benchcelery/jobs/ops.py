@@ -96,7 +96,13 @@ def purge_jobs(
     script = r.register_script(_PURGE)
     removed: list[str] = []
     for q in queue_list:
-        for key in keys.queue_lists(q):
+        # one site's lists when only some sites are purged; every list of the queue otherwise
+        lists = (
+            [k for s in sites for k in inspect.waiting_lists(r, keys, q, s)]
+            if sites is not None
+            else inspect.waiting_lists(r, keys, q)
+        )
+        for key in dict.fromkeys(lists):
             if r.llen(key):
                 tomb = f"purged:{secrets.token_hex(8)}"
                 found = script(keys=[key, keys.pending_counts(q)], args=[tomb, needle, *site_needles])

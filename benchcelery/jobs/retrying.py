@@ -10,7 +10,7 @@ from typing import Any
 
 from celery.exceptions import Retry as CeleryRetry
 
-from benchcelery.bench.keys import NORMAL_PRIORITY
+from benchcelery.bench.keys import NORMAL_PRIORITY, UNKNOWN_SITE
 from benchcelery.broker.delayed import RETRY, Entry
 from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import uuid4_text
@@ -43,11 +43,12 @@ def retry_entry(raw: dict[str, Any], attempt: dict[str, Any]) -> Entry:
     priority = properties.get("priority")
     tag = uuid4_text()
     job_id = str(headers.get("id") or "")
+    site = str(headers.get("site") or UNKNOWN_SITE)
     return Entry(
         id=tag,
-        list=keys.queue_list(queue, priority if isinstance(priority, int) else NORMAL_PRIORITY),
+        list=keys.site_list(queue, site, priority if isinstance(priority, int) else NORMAL_PRIORITY),
         queue=queue,
-        site=str(headers.get("site") or "?"),
+        site=site,
         job_id=job_id,
         kind=RETRY,
         message=next_message(raw, attempt, tag),

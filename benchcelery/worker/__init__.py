@@ -34,6 +34,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     """Run a worker in this process until it stops; returns its exit code (0 after a burst)."""
     from benchcelery.worker.burst import Burst
     from benchcelery.worker.events import install_control_answers
+    from benchcelery.worker.fairness import SitePolicy
     from benchcelery.worker.heartbeat import Heartbeat
     from benchcelery.worker.lookahead import Lookahead
     from benchcelery.worker.promoter import Promote
@@ -49,6 +50,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     app.steps["consumer"].add(Lookahead)
     app.steps["worker"].add(Heartbeat)
     app.steps["worker"].add(Promote)  # delayed jobs and retries move to their queues (broker/delayed.py)
+    app.steps["worker"].add(SitePolicy)  # weights, caps, rate limits (jobs/fairness.py)
     install_control_answers()
     _nice_pool_processes(rt)
     kind = "worker-pool" if opts.concurrency > 1 else "worker"

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 
 from celery.worker import state
 
+from benchcelery.jobs.inspect import waiting_lists
 from benchcelery.runtime import get_runtime
 from benchcelery.worker.periodic import Periodic
 
@@ -60,12 +61,12 @@ def _expects_work(c: Any) -> bool:
 
 
 def _waiting(queues: Iterable[str]) -> int:
-    """Messages waiting in these queues (every priority list), in one round trip."""
+    """Messages waiting in these queues (every site's lists and kombu's), in two round trips."""
     rt = get_runtime()
+    lists = [key for queue in queues for key in waiting_lists(rt.redis, rt.keys, queue)]
     pipe = rt.redis.pipeline(transaction=False)
-    for queue in queues:
-        for key in rt.keys.queue_lists(queue):
-            pipe.llen(key)
+    for key in lists:
+        pipe.llen(key)
     return sum(pipe.execute())
 
 

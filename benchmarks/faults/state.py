@@ -12,6 +12,7 @@ from typing import Any
 import redis
 
 from benchcelery.bench.keys import UNKNOWN_SITE
+from benchcelery.jobs.inspect import waiting_lists
 from benchmarks.faults.world import QUEUE, RUN, SITE, World
 
 
@@ -44,7 +45,7 @@ def msg_n(raw: bytes | str) -> Any:
 def waiting(w: World) -> list[bytes]:
     out: list[bytes] = []
     for q in ("short", QUEUE, "long"):
-        for key in w.keys.queue_lists(q):
+        for key in waiting_lists(w.b, w.keys, q):  # each site's lists and kombu's
             out += w.b.lrange(key, 0, -1)
     return out
 

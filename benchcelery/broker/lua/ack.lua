@@ -9,15 +9,18 @@
 -- Key schema (<p> = the bench prefix; names in bench/keys.py):
 --   <p>unacked        hash    delivery tag -> message
 --   <p>inflight       hash    delivery tag -> JSON [owner token, source list, taken at, site, queue,
---                             message tag]
+--                             message tag, 1 if counted in running:<queue> else 0]
 --   <p>leases         zset    delivery tag -> lease expiry
 --   <p>redeliveries   hash    message tag -> times its lease lapsed
 --   <p>stale_acks     string  finishes reported by a worker whose lease had lapsed
 --   <p>lost_acks      string  finishes of takes Redis had no record of
+--   <p>running:<queue> hash   site -> running jobs of a capped site (decremented here)
+--   <p>wake:<queue>   list    a token when a capped site's job finished (its next may start)
 --
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] stale_acks,
 --   KEYS[6] lost_acks
--- ARGV[1] delivery tag, ARGV[2] owner token
+-- ARGV[1] delivery tag, ARGV[2] owner token, ARGV[3] running prefix (<p>running:),
+--   ARGV[4] wake prefix (<p>wake:)
 -- Returns 1 when done, -1 when the token no longer owns the job (stale_acks incremented), -2 when
 -- Redis has no record of it (lost_acks incremented).
 
@@ -30,5 +33,7 @@ end
 local meta = cjson.decode(raw)
 if meta[1] ~= ARGV[2] then redis.call('INCR', KEYS[5]) return -1 end
 --#include _forget
+local RUNNING, WAKE = ARGV[3], ARGV[4]
+--#include _uncount
 redis.call('HDEL', KEYS[4], meta[6] or ARGV[1])
 return 1

@@ -11,13 +11,16 @@
 --   <p>scheduled:<queue>    hash    site -> delayed jobs (incremented here)
 --   <p>retrying:<queue>     hash    site -> retries waiting among them (incremented here)
 --   <p>delayed:due          chan    the new due time is published (movers wake for it)
+--   <p>running:<queue>      hash    site -> running jobs of a capped site (decremented here)
+--   <p>wake:<queue>         list    a token when a capped site's job finished (its next may start)
 --
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] stale_acks,
 --   KEYS[6] delayed, KEYS[7] delayed:data, KEYS[8] delayed:ids, KEYS[9] scheduled:<queue>,
 --   KEYS[10] retrying:<queue>
 -- ARGV[1] delivery tag, ARGV[2] owner token, ARGV[3] delay (s), ARGV[4] entry id, ARGV[5] entry
 --   JSON, ARGV[6] job id, ARGV[7] site, ARGV[8] channel, ARGV[9] status key ('' = untracked),
---   ARGV[10] status, ARGV[11] status expiry (s)
+--   ARGV[10] status, ARGV[11] status expiry (s), ARGV[12] running prefix (<p>running:), ARGV[13]
+--   wake prefix (<p>wake:)
 -- Returns 1 when done, -1 when the token no longer owns the job (stale_acks incremented).
 --#include _now
 
@@ -26,7 +29,9 @@ if not raw then redis.call('INCR', KEYS[5]) return -1 end
 local meta = cjson.decode(raw)
 if meta[1] ~= ARGV[2] then redis.call('INCR', KEYS[5]) return -1 end
 --#include _forget
-redis.call('HDEL', KEYS[4], ARGV[1])
+local RUNNING, WAKE = ARGV[12], ARGV[13]
+--#include _uncount
+redis.call('HDEL', KEYS[4], meta[6] or ARGV[1])  -- lapses are counted under the message's tag
 local due = now + tonumber(ARGV[3])
 redis.call('ZADD', KEYS[6], due, ARGV[4])
 redis.call('HSET', KEYS[7], ARGV[4], ARGV[5])

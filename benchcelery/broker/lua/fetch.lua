@@ -1,66 +1,180 @@
 #!lua
 -- fetch: take the next job of the given queues and park it in flight, in one step (no moment at
--- which a popped message is held only by a client).
+-- which a popped message is held only by a client). The sites of a queue take turns.
 --
 -- Key schema (<p> = the bench prefix, bc:<bench_id>:; names in bench/keys.py):
 --   <p>unacked            hash    delivery tag -> the message exactly as it waited
---   <p>inflight           hash    delivery tag -> JSON [owner token, source list, taken at, site, queue,
---                                 message tag]
+--   <p>inflight           hash    delivery tag -> JSON [owner token, source list, taken at, site,
+--                                 queue, message tag, 1 if counted in running:<queue> else 0]
 --   <p>leases             zset    delivery tag -> lease expiry (epoch s, Redis's clock)
 --   <p>redeliveries       hash    message tag -> times its lease lapsed before
+--   <p>rates              hash    <method> / <site>\x1f<method> -> ms between two starts
+--   <p>rate:<name>        string  next free start of a rate limit (GCRA, ms), written here
 --   <p>pending:<queue>    hash    site -> waiting jobs of the queue (decremented here)
---   <p>wake:<queue>       list    wake tokens of idle workers (cleared here when the queue is empty)
---   <p><queue>, <p><queue>\x06\x16<n>   lists   waiting messages, one per priority bucket
+--   <p>wake:<queue>       list    wake tokens of idle workers (cleared here when nothing was taken)
+--   <p>sites:<queue>      zset    site -> virtual time; the sites with waiting jobs
+--   <p>fair:<queue>       hash    clock, w:<site> weight, c:<site> cap, p:<site> paused
+--   <p>running:<queue>    hash    site -> running jobs of a capped site (incremented here)
+--   <p>q:<queue>:<site>[\x06\x16<n>]   lists   a site's waiting messages, one per priority bucket
+--   <p>paused             set     paused queue names (bench queue pause)
 --
--- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, then for each queue
---   (in ARGV's order): pending:<queue>, wake:<queue>, its lists in the order they are served;
---   last, <p>paused (set of paused queue names).
--- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3..] queue names.
+-- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] rates, then for
+--   each queue (in ARGV's order): pending, wake, sites, fair, running; last, <p>paused.
+-- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3] the bench prefix, ARGV[4..] queue names.
 --
--- Priority buckets come first (bucket s of every queue, then bucket s + 1), then the queues'
--- order. The job keeps its message's delivery tag unless that is missing, already in flight, or
--- the job was put back after its lease lapsed (its first run may still be going on a stalled
--- worker, perhaps in this very process): then the owner token is its delivery tag, a fresh
--- identity no other run's ack can match. Lapses are counted under the message's own tag.
+-- Queues in ARGV's order; within a queue, the site with the lowest virtual time that is not paused,
+-- not at its cap and whose next job is not held back by a rate limit; within the site, priority
+-- buckets in order (at_front first). A turn adds 1/weight to the site's virtual time (a site new to
+-- the ring starts at 0 and is served next, then continues from the queue's clock). A paused queue
+-- (bench queue pause: its name is in <p>paused, the last key) is skipped whole: its jobs wait,
+-- still counted, and its wake tokens are cleared.
+-- The job keeps its message's delivery tag unless that is missing, already in flight, or the job
+-- was put back after its lease lapsed (its first run may still be going on a stalled worker,
+-- perhaps in this very process): then the owner token is its delivery tag, a fresh identity no
+-- other run's ack can match. Lapses are counted under the message's own tag.
 -- Under maxmemory (noeviction) Redis refuses the whole script before it runs (#!lua, no
 -- allow-oom): nothing is taken that could not be parked.
--- Returns false when every queue is empty, else {queue, delivery tag, message, earlier lapses}.
+-- Returns {queue, delivery tag, message, earlier lapses}; else the ms until a rate limit lets a
+-- waiting job start (an integer), or false.
 --#include _now
 
--- Paused queues (bench queue pause): the last key is <p>paused, the set of paused queue names;
--- a paused queue is skipped (its jobs wait, still counted) and its wake tokens are cleared.
+local P = ARGV[3]
+local nq = #ARGV - 3
+local SEP = '\6\22'
+local STEPS = {'', SEP .. '3', SEP .. '6', SEP .. '9'}
+local SCAN = 16
+local LOOK = 8  -- jobs of one site looked at past those a rate limit holds back
+local nowms = now * 1000
+local wait = nil
+-- the last key is <p>paused, the set of paused queue names
 local paused = {}
 for _, name in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do paused[name] = true end
+local take, describe
 
-local nq = #ARGV - 2
-local steps = (#KEYS - 5) / nq - 2
-for s = 1, steps do
-  for q = 1, nq do
-    local base = 4 + (q - 1) * (steps + 2)
-    local list = KEYS[base + 2 + s]
-    local item = (not paused[ARGV[2 + q]]) and redis.call('RPOP', list)
-    if item then
-      local tag, site = nil, '?'
-      local ok, msg = pcall(cjson.decode, item)
-      if ok and type(msg) == 'table' then
-        if type(msg['properties']) == 'table' and type(msg['properties']['delivery_tag']) == 'string' then
-          tag = msg['properties']['delivery_tag']
-        end
-        if type(msg['headers']) == 'table' and type(msg['headers']['site']) == 'string' then
-          site = msg['headers']['site']
-        end
+local function pop(base)
+  for s = 1, 4 do
+    local item = redis.call('RPOP', base .. STEPS[s])
+    if item then return item, base .. STEPS[s] end
+  end
+  return nil, nil
+end
+
+-- ms until `method` of `site` may start (0: it may, and the start is counted)
+local function rate_wait(site, method)
+  local names = {method, site .. '\31' .. method}
+  local intervals = redis.call('HMGET', KEYS[5], names[1], names[2])
+  local longest, due = 0, {}
+  for i = 1, 2 do
+    local interval = tonumber(intervals[i])
+    if interval then
+      local key = P .. 'rate:' .. names[i]
+      local tat = tonumber(redis.call('GET', key)) or 0
+      -- a start may come a tenth of an interval early (catching up a late poll), no more: over any
+      -- span the starts stay within one of span / interval
+      if tat - nowms > interval / 10 then
+        longest = math.max(longest, tat - nowms - interval / 10)
+      else
+        table.insert(due, {key, math.max(tat, nowms) + interval, interval})
       end
-      local lapses = 0
-      if tag then lapses = tonumber(redis.call('HGET', KEYS[4], tag) or 0) end
-      local own = tag or ARGV[1]
-      if not tag or lapses > 0 or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
-      redis.call('HSET', KEYS[1], tag, item)
-      redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, ARGV[2 + q], own}))
-      redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
-      redis.call('HINCRBY', KEYS[base + 1], site, -1)
-      return {ARGV[2 + q], tag, item, lapses}
     end
   end
+  if longest > 0 then return longest end
+  for _, d in ipairs(due) do
+    redis.call('SET', d[1], string.format('%.3f', d[2]), 'PX', math.ceil(2 * d[3] + 1000))
+  end
+  return 0
 end
-for q = 1, nq do redis.call('DEL', KEYS[4 + (q - 1) * (steps + 2) + 2]) end
+
+function describe(item)
+  local tag, site, method = nil, nil, nil
+  local ok, msg = pcall(cjson.decode, item)
+  if ok and type(msg) == 'table' then
+    if type(msg['properties']) == 'table' and type(msg['properties']['delivery_tag']) == 'string' then
+      tag = msg['properties']['delivery_tag']
+    end
+    local h = msg['headers']
+    if type(h) == 'table' then
+      if type(h['method']) == 'string' then method = h['method']
+      elseif type(h['shadow']) == 'string' then method = h['shadow'] end
+    end
+  end
+  return tag, method
+end
+
+-- the site's next job that no rate limit holds back (looking at most LOOK deep); the jobs held back
+-- go back where they were, in their order. Returns item, its list, its tag, whether any was held.
+function take(site, sbase)
+  local held = {}
+  local item, list, tag, method
+  for _ = 1, LOOK do
+    item, list = pop(sbase)
+    if not item then break end
+    tag, method = describe(item)
+    local ms = method and rate_wait(site, method) or 0
+    if ms == 0 then break end
+    wait = math.min(wait or ms, ms)
+    table.insert(held, {list, item})
+    item = nil
+  end
+  for h = #held, 1, -1 do redis.call('RPUSH', held[h][1], held[h][2]) end
+  return item, list, tag, #held > 0
+end
+
+for q = 1, nq do
+  local queue = ARGV[3 + q]
+  local base = 5 + (q - 1) * 5
+  local pending, ring, fair, running = KEYS[base + 1], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5]
+  local offset = 0
+  while not paused[queue] do
+    local batch = redis.call('ZRANGE', ring, offset, offset + SCAN - 1, 'WITHSCORES')
+    if #batch == 0 then break end
+    local removed = 0
+    for i = 1, #batch, 2 do
+      local site = batch[i]
+      local policy = redis.call('HMGET', fair, 'p:' .. site, 'c:' .. site, 'w:' .. site)
+      local cap = tonumber(policy[2])
+      if not policy[1] and not (cap and (tonumber(redis.call('HGET', running, site)) or 0) >= cap) then
+        local sbase = P .. 'q:' .. queue .. ':' .. site
+        local item, list, tag, held = take(site, sbase)
+        if not item then
+          if not held then
+            redis.call('ZREM', ring, site)  -- nothing waits: it rejoins with its next job
+            removed = removed + 1
+          end
+        else
+          local lapses = 0
+          if tag then lapses = tonumber(redis.call('HGET', KEYS[4], tag) or 0) end
+          local own = tag or ARGV[1]
+          if not tag or lapses > 0 or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
+          redis.call('HSET', KEYS[1], tag, item)
+          redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, queue, own, cap and 1 or 0}))
+          redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
+          local left = redis.call('HINCRBY', pending, site, -1)
+          if cap then redis.call('HINCRBY', running, site, 1) end
+          if #batch > 2 or offset > 0 then  -- other sites wait: this one's turn is spent
+            local clock = tonumber(redis.call('HGET', fair, 'clock')) or 0
+            local start = math.max(tonumber(batch[i + 1]), clock)
+            redis.call('ZADD', ring, 'XX', start + 1 / (tonumber(policy[3]) or 1), site)
+            if start > clock then redis.call('HSET', fair, 'clock', start) end
+          end
+          if left <= 0 then  -- the counter says empty: check the lists, repair the counter
+            local n = 0
+            for s = 1, 4 do n = n + redis.call('LLEN', sbase .. STEPS[s]) end
+            if n == 0 then
+              redis.call('ZREM', ring, site)
+              redis.call('HDEL', pending, site)
+            else
+              redis.call('HSET', pending, site, n)
+            end
+          end
+          return {queue, tag, item, lapses}
+        end
+      end
+    end
+    if #batch < 2 * SCAN then break end
+    offset = offset + SCAN - removed
+  end
+  redis.call('DEL', KEYS[base + 2])
+end
+if wait then return math.max(1, math.ceil(wait)) end
 return false

@@ -5,24 +5,28 @@
 -- Key schema (<p> = the bench prefix; names in bench/keys.py):
 --   <p>unacked              hash    delivery tag -> message (removed here)
 --   <p>inflight             hash    delivery tag -> JSON [owner token, source list, taken at, site, queue,
---                                   message tag]
+--                                   message tag, 1 if counted in running:<queue> else 0]
 --   <p>leases               zset    delivery tag -> lease expiry; the lapsed ones are taken here
 --   <p>redeliveries         hash    message tag -> times its lease lapsed (incremented here;
 --                                   max_redeliveries fails a job whose workers keep dying)
 --   <p>pending:<queue>      hash    site -> waiting jobs (incremented here)
 --   <p>wake:<queue>         list    one token pushed per job put back
 --   <p>recovered:<queue>    hash    site -> jobs put back after their worker died (incremented here)
+--   <p>sites:<queue>        zset    the job's site rejoins the turns (ZADD NX 0: served next)
+--   <p>running:<queue>      hash    site -> running jobs of a capped site (decremented here)
 --   the job's source list (from inflight): the message is pushed back on its front (RPUSH)
 --
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries
 -- ARGV[1] batch size, ARGV[2] pending-counts prefix (<p>pending:), ARGV[3] wake prefix
---   (<p>wake:), ARGV[4] recovered prefix (<p>recovered:)
+--   (<p>wake:), ARGV[4] recovered prefix (<p>recovered:), ARGV[5] sites prefix
+--   (<p>sites:), ARGV[6] running prefix (<p>running:)
 -- Refused as a whole under maxmemory (noeviction), before it moves anything (#!lua, no allow-oom).
 -- Returns the delivery tags put back (at most ARGV[1]; the caller repeats while the batch is full).
 --#include _now
 
 local tags = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local out = {}
+local RUNNING, WAKE = ARGV[6], ARGV[3]
 for _, tag in ipairs(tags) do
   local item = redis.call('HGET', KEYS[1], tag)
   local raw = redis.call('HGET', KEYS[2], tag)
@@ -36,6 +40,8 @@ for _, tag in ipairs(tags) do
     redis.call('LPUSH', ARGV[3] .. meta[5], '')
     redis.call('HINCRBY', KEYS[4], meta[6] or tag, 1)
     redis.call('HINCRBY', ARGV[4] .. meta[5], meta[4], 1)
+    redis.call('ZADD', ARGV[5] .. meta[5], 'NX', 0, meta[4])
+    --#include _uncount
     table.insert(out, tag)
   end
 end

@@ -17,7 +17,7 @@ from benchmarks.faults.world import BROKEN_SITE, ECHO, FAIL, QUEUE, SITE, World
 def _template(w: World, n: int, method: str = ECHO, site: str = SITE) -> dict[str, Any]:
     """A real message of ``method(n=n)``, taken out of its queue (no worker is running)."""
     enqueue(w, [n], site=site, method=method)
-    key = w.keys.queue_list(QUEUE, 3)
+    key = w.keys.site_list(QUEUE, site, 3)  # enqueue pushes on the site's own list
     raw = w.b.rpop(key)
     assert raw is not None
     w.b.hincrby(w.keys.pending_counts(QUEUE), site, -1)
@@ -55,7 +55,7 @@ def sc_poison(w: World) -> dict[str, Any]:
     config = w.bench.site_config_file(BROKEN_SITE)
     saved = config.read_text()
     config.write_text("{ this is not JSON")
-    key = w.keys.queue_list(QUEUE, 3)
+    key = w.keys.queue_list(QUEUE, 3)  # kombu's list, as another tool would push: workers adopt it
     try:
         for _, raw in junk:
             site = msg_site(raw)
