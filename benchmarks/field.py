@@ -1,6 +1,7 @@
 """``python -m benchmarks field [--quick] [--reps N] [--only NAMES]``: benchcelery against the field.
 
-Every Python job queue on Redis that the ``bench`` extra installs (huey, taskiq list and stream
+Every Python job queue on Redis that the ``bench`` extra installs (plus ``pip install --no-deps
+taskiq-redis``: its pin of redis-py is below ours, and it runs on ours) (huey, taskiq list and stream
 brokers, saq, dramatiq, arq, plain Celery, rq), each with the same no-op job (one ``INCR`` of a
 counter on the same Redis), on one private Redis, repetitions interleaved across configurations:
 
