@@ -1,16 +1,16 @@
 """Celery messages built directly, and the one place that pushes them (``enqueue`` and
 ``enqueue_many`` both come here).
 
-Going through ``apply_async`` costs ~500 µs of client CPU per job (router, producer, kombu's
-publish, ``saferepr``, a Redis client per call); building the same envelope here costs ~15 µs.
+Going through ``apply_async`` costs far more client CPU per job (router, producer, kombu's
+publish, ``saferepr``, a Redis client per call) than building the same envelope here.
 A push is one MULTI: one LPUSH per list (each site has its own lists in a queue), one HINCRBY per
-(queue, site) for the pending counters, a ZADD NX marking the site as one with waiting jobs (so
-workers give it its turn, fetch.lua) and wake tokens for idle workers (as transport.py's ``_put``
-does), and the "queued" status key of jobs enqueued with an explicit id, so a single ``enqueue``
-is one Redis round trip (with the history's enqueued count, history.py). The envelope is Celery's protocol 2 exactly as kombu's Redis transport
-stores it (tests compare it field by field with one made by ``apply_async`` given the same
-options). Nothing here imports Celery, and kombu only when the job's arguments need its JSON
-encoder, so ``bench enqueue`` stays a light command.
+(queue, site) for the pending counters and one for the history's enqueued count (history.py), a
+ZADD NX marking the site as one with waiting jobs (so workers give it its turn, fetch.lua), wake
+tokens for idle workers (as transport.py's ``_put`` does), and the "queued" status key of jobs
+enqueued with an explicit id, so a single ``enqueue`` is one Redis round trip. The envelope is
+Celery's protocol 2 exactly as kombu's Redis transport stores it (tests compare it field by field
+with one made by ``apply_async`` given the same options). Nothing here imports Celery, and kombu
+only when the job's arguments need its JSON encoder, so ``bench enqueue`` stays a light command.
 """
 
 from __future__ import annotations
