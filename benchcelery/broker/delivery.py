@@ -323,10 +323,13 @@ class LeaseKeeper(threading.Thread):
         return stalled
 
     def tick(self) -> None:
-        holders = [] if self.loop_stalled() else list(self.holders)
+        every = list(self.holders)
+        # A stalled loop's jobs are not renewed (they go back to other workers), but the sweep goes
+        # on: it is what brings back the jobs of workers that died meanwhile.
+        holders = [] if self.loop_stalled() else every
         started = time.monotonic()
         try:  # nothing here may end the thread: a worker without it neither renews nor sweeps
-            delivery = holders[0].delivery if holders else self.delivery
+            delivery = every[0].delivery if every else self.delivery
             if delivery is None:
                 return
             for holder in holders:
