@@ -70,7 +70,7 @@ def test_dashboard_lists_delayed_jobs_and_acts_on_them(bench: BenchHandle) -> No
 
     status, _, _ = session.request("/delayed/run-now", {"id": later_id, "csrf": csrf, "next": "/delayed"})
     assert status == 303 and f"Queued {later_id}" in session.request("/delayed")[1]
-    assert bench.redis.llen(bench.rt().keys.queue_list("default", 3)) == 1
+    assert bench.redis.llen(bench.rt().keys.site_list("default", "site1.local", 3)) == 1
     session.request("/delayed/run-now", {"id": later_id, "csrf": csrf, "next": "/delayed"})
     assert "is not scheduled or retrying" in session.request("/delayed")[1]  # an error is a flash message
     wait_until(lambda: f"user=alice action=give-up target={retry_id}" in dash.log(), 10, what="the action log")

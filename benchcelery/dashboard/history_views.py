@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from benchcelery.dashboard import charts, data, stream
+from benchcelery.dashboard.delayed import queue_states
 from benchcelery.dashboard.web import Web
 from benchcelery.diagnostics import history
 from benchcelery.errors import ValidationError
@@ -46,7 +47,7 @@ class HistoryViews:
 
     def _overview_tables(self) -> str:
         ov = data.overview(self.rt)
-        return str(self.web.templates.get_template("_overview.html").render(ov=ov))
+        return str(self.web.templates.get_template("_overview.html").render(ov=ov, qstates=queue_states(self.rt)))
 
     def _filters(self, params: Any) -> tuple[str, str]:
         site, queue = str(params.get("site") or ""), str(params.get("queue") or "")
@@ -64,7 +65,8 @@ class HistoryViews:
     async def overview_page(self, request: Request) -> Response:
         """The overview with its live charts; its stream replaces charts and tables as they change."""
         ov = await run_in_threadpool(data.overview, self.rt)
-        return self.web.render(request, "overview.html", ov=ov, live=await self.live_charts())
+        qstates = await run_in_threadpool(queue_states, self.rt)
+        return self.web.render(request, "overview.html", ov=ov, qstates=qstates, live=await self.live_charts())
 
     async def metrics_page(self, request: Request) -> Response:
         """Per (queue, method): count, failure rate, p50/p95/max run time, a run-time histogram."""

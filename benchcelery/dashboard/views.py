@@ -33,10 +33,6 @@ class Views:
         self.rt = web.rt
 
     # --- overview ---
-    async def overview_page(self, request: Request) -> Response:
-        ov = await run_in_threadpool(data.overview, self.rt)
-        return self.web.render(request, "overview.html", ov=ov, qstates=await self.queue_states())
-
     async def overview_partial(self, request: Request) -> Response:
         ov = await run_in_threadpool(data.overview, self.rt)
         return self.web.render(request, "_overview.html", ov=ov, qstates=await self.queue_states())

@@ -73,12 +73,40 @@ def install_guard(hosts: list[str]) -> None:
     Flower.find_handler = guarded  # type: ignore[method-assign]
 
 
+def install_queue_lengths(pending_key: Any) -> None:
+    """Flower's queue lengths from the bench's counters. Flower counts kombu's own lists (LLEN of
+    a queue's name and priority suffixes); a bench keeps each site's jobs in lists of their own
+    (sites take turns, fetch.lua) and counts them per site in ``pending:<queue>``. A queue's
+    length is that count plus whatever still waits in kombu's lists (pushed by another tool, not
+    yet moved to its site's list)."""
+    from flower.utils.broker import RedisBase
+
+    kombu_lengths = RedisBase.queues
+
+    async def queues(self: Any, names: Any) -> list[dict[str, Any]]:
+        names = list(names)
+        async with self.redis.pipeline() as pipeline:
+            for name in names:
+                pipeline.hvals(pending_key(name))
+            counts = await pipeline.execute()
+        listed = await kombu_lengths(self, names)  # closes the client, as Flower expects
+        return [
+            {"name": row["name"], "messages": row["messages"] + sum(max(0, int(v)) for v in vals)}
+            for row, vals in zip(listed, counts, strict=True)
+        ]
+
+    RedisBase.queues = queues  # type: ignore[method-assign]
+
+
 def main() -> None:
     """``python -m benchcelery.diagnostics.flower -A benchcelery.app flower ...``: Celery's command
     line with the Host guard installed first."""
     from celery.__main__ import main as celery_main
 
     install_guard([h for h in os.environ.get(HOSTS_ENV, "").split(",") if h])
+    from benchcelery.runtime import get_runtime
+
+    install_queue_lengths(get_runtime().keys.pending_counts)
     sys.argv = ["celery", *sys.argv[1:]]
     celery_main()
 
