@@ -5,7 +5,10 @@ Fills the ``default`` queue in batches (so Redis never holds more than a few bat
 RSS at the first sample (after WARMUP jobs), at the end and at its highest, and the growth per
 1,000 jobs. A main process whose memory grows with the number of jobs it ran shows here.
 
-    python -m benchmarks.memory_soak --jobs 100000 [--out file.json]
+    python -m benchmarks.memory_soak --jobs 100000 [--timeout 7200] [--out file.json]
+
+``--timeout`` sets the ``default`` queue's time limit (``workers.default.timeout``): each job arms a
+timer of that length, so a long limit keeps cancelled timers for hours unless they are released.
 """
 
 from __future__ import annotations
@@ -75,9 +78,12 @@ def soak(jobs: int, e: env.Env) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50_000)
+    parser.add_argument("--timeout", type=int, help="the default queue's time limit, seconds")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     e = env.create()
+    if args.timeout:
+        e.bench.update_config({"workers": {"default": {"timeout": args.timeout}}})
     try:
         result = soak(args.jobs, e)
     finally:
