@@ -394,13 +394,19 @@ class Channel(kombu_redis.Channel):
         """What the lease thread renews: running jobs and finished ones whose ack has not been
         applied yet, except those a renewal found lost. On a closed channel (its connection was
         lost) those acks are retried here."""
-        if (self._closing or self.closed) and self._acks.unapplied():  # no poll carries them any more
-            self.flush_acks()
+        if (self._closing or self.closed) and self._acks.unapplied():
+            # No poll carries them any more, and none is read: those sent with the last poll whose
+            # replies never came (its connection dropped) go again too.
+            self._acks.flush(polling=False)
+        held = self._holding()
+        if (self._closing or self.closed) and not held:
+            _closed_holding.discard(self)
+        return held
+
+    def _holding(self) -> dict[str, str]:
         held = {**dict(self._tokens), **self._acks.held()}
         for tag in self._lost & held.keys():
             del held[tag]
-        if (self._closing or self.closed) and not held:
-            _closed_holding.discard(self)
         return held
 
     def renewed(self, held: dict[str, str], lost: list[str], started: float) -> None:
@@ -519,11 +525,13 @@ class Channel(kombu_redis.Channel):
                 pass
             except Exception as exc:
                 logger.warning("Could not read the worker's last poll on close: %s", exc)
+            finally:
+                self._in_poll = None  # type: ignore[assignment]
         try:
             self.flush_acks()
         except Exception as exc:  # Redis unreachable: the lease thread keeps trying (held())
             logger.warning("Could not acknowledge %d finished job(s) yet: %s", len(self._acks.waiting), exc)
-        if not self.held():  # nothing left to renew: the lease thread forgets it (it has no pool now)
+        if not self._holding():  # nothing left to renew: the lease thread forgets it (it has no pool now)
             _holders.discard(self)
         else:
             _closed_holding.add(self)
