@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from typing import Any
 
 import redis
@@ -203,6 +204,40 @@ def test_a_worker_survives_redis_being_killed_and_restarted(bench: BenchHandle, 
         wait_until(lambda: mine.sismember("test:tally", "paused"), timeout=60, what="a job after a pause")
         assert worker.poll() is None, bench.output(worker)
         assert "Unrecoverable error" not in bench.output(worker)
+    finally:
+        stop_server(server)
+
+
+def test_after_a_redis_restart_the_worker_still_renews_and_sweeps(bench: BenchHandle, tmp_path: Any) -> None:
+    """The event loop's turn stamp is registered again with the new connection (Celery cancels the
+    old connection's timer entries): otherwise, a lease after the reconnect, the lease thread took
+    the loop for stalled and neither renewed nor swept, and a take whose ack the crash lost stayed
+    in flight for good."""
+    port = free_port()
+    server = start_server(port, tmp_path)
+    try:
+        bench.set_config(redis_queue=f"redis://127.0.0.1:{port}", job_lease=LEASE)
+        mine = redis.Redis(port=port)
+        worker = bench.start("worker", "--queue", "short")
+        bench.enqueue("testapp.tasks.tally", queue="short", run_id="before")
+        wait_until(lambda: mine.sismember("test:tally", "before"), what="a job before the crash")
+        server.kill()
+        server.wait(10)
+        server = start_server(port, tmp_path)
+        bench.enqueue("testapp.tasks.tally", queue="short", run_id="after")
+        wait_until(lambda: mine.sismember("test:tally", "after"), timeout=60, what="a job after the restart")
+        time.sleep(LEASE + 3)  # longer than a lease since the reconnect
+        # a take nobody renews (as when Redis lost its ack): the worker's sweeper puts it back, it runs
+        rt = bench.rt()
+        from benchcelery.broker.delivery import Delivery
+
+        bench.enqueue("testapp.tasks.tally", queue="short", run_id="orphan")
+        taken = Delivery(mine, rt.keys, LEASE).fetch(["short"], "gone|1")
+        assert taken is not None
+        wait_until(lambda: mine.sismember("test:tally", "orphan"), timeout=30, what="the orphan recovered and run")
+        output = bench.output(worker)
+        assert "event loop has not turned" not in output, output
+        assert worker.poll() is None, output
     finally:
         stop_server(server)
 

@@ -232,7 +232,9 @@ class Sweeper:
 
     After Redis was unreachable, paused or stopped, live workers need one renewal period to extend
     the leases that lapsed meanwhile; sweeping before that would re-queue jobs that are still
-    running. A call that took longer than SLOW seconds counts as lost contact.
+    running. The period counts from the first call that succeeded after contact was lost (not from
+    the last failure: a pause can end long after this process's last failed call). A call that
+    took longer than SLOW seconds counts as lost contact until it returned.
     """
 
     SLOW = 2.0
@@ -241,20 +243,23 @@ class Sweeper:
         self.grace = lease / 3 + self.SLOW
         self.steady_since = time.monotonic()
         self.last_sweep = 0.0
+        self.cut = False  # a call failed, and none succeeded since
 
     def lost_contact(self) -> None:
+        self.cut = True
         self.steady_since = time.monotonic()
 
     def timed(self, started: float) -> None:
-        """Note how long a Redis call that began at ``started`` (monotonic) took."""
-        if time.monotonic() - started > self.SLOW:
-            self.lost_contact()
+        """Note that a Redis call that began at ``started`` (monotonic) succeeded, and how long it took."""
+        if self.cut or time.monotonic() - started > self.SLOW:
+            self.steady_since = time.monotonic()  # contact is back (or was slow) only now
+        self.cut = False
 
     def maybe_sweep(self, delivery: Delivery) -> list[str]:
         """Recover lapsed leases if it is time and safe; never raises for Redis errors."""
         now = time.monotonic()
-        if now - self.last_sweep < SWEEP_INTERVAL or now - self.steady_since < self.grace:
-            return []
+        if self.cut or now - self.last_sweep < SWEEP_INTERVAL or now - self.steady_since < self.grace:
+            return []  # (cut: no call succeeded since contact was lost; the grace has not begun)
         self.last_sweep = now
         try:
             tags = delivery.recover()
@@ -262,6 +267,8 @@ class Sweeper:
             self.lost_contact()
             logger.warning("Could not recover lapsed job leases: %s", exc)
             return []
+        if self.cut:  # the recover call reported lost contact itself (scheduler/sweeper.py)
+            return tags
         self.timed(now)
         if tags:
             logger.warning("Put %d job(s) back in their queue: their worker stopped renewing their lease", len(tags))
@@ -299,17 +306,30 @@ class LeaseKeeper(threading.Thread):
         self.loop_turn = loop_turn
         self.stopping = stopping
         self.failing_since: float | None = None
+        self.back_at = 0.0  # monotonic time Redis was reached again after an outage
         self.said_cut_off = False
         self.said_stalled = False
 
     def run(self) -> None:
-        while not self.stopped.wait(self.interval):
+        # While Redis cannot be reached, try every RETRY seconds: leases that lapsed during the
+        # outage are renewed as soon as it ends, before any sweeper's grace after it runs out.
+        while not self.stopped.wait(self.interval if self.failing_since is None else min(self.interval, self.RETRY)):
             self.tick()
 
+    RETRY = 1.0
+
     def loop_stalled(self) -> bool:
-        """Whether the event loop has not turned for longer than the lease (said once)."""
+        """Whether the event loop has not turned for longer than the lease (said once). Not judged
+        while Redis cannot be reached, and counted from when it was reached again: a loop that
+        waited on Redis (read timeouts, Celery's reconnect) is not blocked, and gets a lease to
+        turn again; meanwhile its jobs, and its finished jobs' acks, keep their leases."""
         turned = self.loop_turn()
-        stalled = turned is not None and not self.stopping() and time.monotonic() - turned > self.lease
+        stalled = (
+            turned is not None
+            and not self.stopping()
+            and self.failing_since is None
+            and time.monotonic() - max(turned, self.back_at) > self.lease
+        )
         if stalled and not self.said_stalled:
             logger.error(
                 "This worker's event loop has not turned for %.0f s (longer than job_lease, %s s): the leases of "
@@ -348,7 +368,8 @@ class LeaseKeeper(threading.Thread):
         now = time.monotonic()
         if self.failing_since is None:
             self.failing_since = now
-            logger.warning("Could not renew job leases: %s (retrying every %.0f s)", exc, self.interval)
+            retry = min(self.interval, self.RETRY)
+            logger.warning("Could not renew job leases: %s (retrying every %.0f s)", exc, retry)
         elif now - self.failing_since > self.lease and not self.said_cut_off:
             self.said_cut_off = True
             logger.error(
@@ -360,6 +381,7 @@ class LeaseKeeper(threading.Thread):
 
     def reached(self) -> None:
         if self.failing_since is not None:
+            self.back_at = time.monotonic()
             logger.warning(
                 "Reached Redis again after %.0f s; job leases are renewed again", time.monotonic() - self.failing_since
             )

@@ -74,7 +74,10 @@ _holders: weakref.WeakSet[Channel] = weakref.WeakSet()
 _closed_holding: set[Channel] = set()
 _keeper: LeaseKeeper | None = None
 _loop_turn: float | None = None  # monotonic time of the event loop's last turn (None: no event loop)
-_turning: set[int] = set()  # the event loops that stamp it
+# The stamping timer entry of each event loop. It is registered while the consumer connects, so
+# Celery cancels it with the connection's other entries when that connection is lost
+# (celery.worker.loops.asynloop); it is registered again by the reconnect's register_with_event_loop.
+_turning: dict[int, Any] = {}
 TURN_EVERY = 1.0
 
 
@@ -391,13 +394,19 @@ class Channel(kombu_redis.Channel):
         """What the lease thread renews: running jobs and finished ones whose ack has not been
         applied yet, except those a renewal found lost. On a closed channel (its connection was
         lost) those acks are retried here."""
-        if self.closed and self._acks.unapplied():
-            self.flush_acks()
+        if (self._closing or self.closed) and self._acks.unapplied():
+            # No poll carries them any more, and none is read: those sent with the last poll whose
+            # replies never came (its connection dropped) go again too.
+            self._acks.flush(polling=False)
+        held = self._holding()
+        if (self._closing or self.closed) and not held:
+            _closed_holding.discard(self)
+        return held
+
+    def _holding(self) -> dict[str, str]:
         held = {**dict(self._tokens), **self._acks.held()}
         for tag in self._lost & held.keys():
             del held[tag]
-        if self.closed and not held:
-            _closed_holding.discard(self)
         return held
 
     def renewed(self, held: dict[str, str], lost: list[str], started: float) -> None:
@@ -502,12 +511,27 @@ class Channel(kombu_redis.Channel):
         self._acks.flush(polling=self._in_poll is not None)
 
     def close(self) -> None:
+        self._closing = True
         self._drop_silent_poll()
+        if self._in_poll:
+            # Read the outstanding poll here, not in kombu's close: a connection error there (a
+            # connection kombu dropped as stale, Redis gone) ended close before ``closed`` was set,
+            # and a channel not closed never flushed the acks it still held (held()): renewed for
+            # good (never settled), or run again once their leases lapsed. Acks whose replies are
+            # not read wait again (read_replies) and are flushed below or by the lease thread.
+            try:
+                self._brpop_read()
+            except kombu_redis.Empty:
+                pass
+            except Exception as exc:
+                logger.warning("Could not read the worker's last poll on close: %s", exc)
+            finally:
+                self._in_poll = None  # type: ignore[assignment]
         try:
             self.flush_acks()
         except Exception as exc:  # Redis unreachable: the lease thread keeps trying (held())
             logger.warning("Could not acknowledge %d finished job(s) yet: %s", len(self._acks.waiting), exc)
-        if not self.held():  # nothing left to renew: the lease thread forgets it (it has no pool now)
+        if not self._holding():  # nothing left to renew: the lease thread forgets it (it has no pool now)
             _holders.discard(self)
         else:
             _closed_holding.add(self)
@@ -578,7 +602,11 @@ class Transport(kombu_redis.Transport):
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         super().register_with_event_loop(connection, loop)
-        if id(loop) not in _turning:  # once per loop (this runs again after every reconnect)
-            _turning.add(id(loop))
-            _turned()
-            loop.call_repeatedly(TURN_EVERY, _turned)
+        # Again after every reconnect: Celery cancelled the entry of the lost connection, and a loop
+        # that stamps no more would look stalled to the lease thread 30 s later, which would then
+        # stop renewing every job of this worker (they would run again elsewhere).
+        previous = _turning.pop(id(loop), None)
+        if previous is not None:  # still live (not cancelled): one entry per loop, not one per connect
+            previous.cancel()
+        _turned()
+        _turning[id(loop)] = loop.call_repeatedly(TURN_EVERY, _turned)

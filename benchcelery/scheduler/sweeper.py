@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import redis
 
@@ -57,7 +58,19 @@ class LeaseSweeper:
 
     def _run(self) -> None:
         while not self.stopped.wait(self.interval):
+            if self.sweeper.cut:  # contact lost: the grace before sweeping runs from a call that succeeds
+                self.probe()
             self.sweeper.maybe_sweep(self)  # type: ignore[arg-type]  # only ``recover`` is used
+
+    def probe(self) -> None:
+        """A PING: tells the sweeper whether (and since when) Redis is reachable again."""
+        started = time.monotonic()
+        try:
+            self.delivery.r.ping()
+        except redis.RedisError:
+            self.sweeper.lost_contact()
+        else:
+            self.sweeper.timed(started)
 
     def recover(self) -> list[str]:
         """``Delivery.recover``, with an unreachable Redis logged once per outage (then [])."""
