@@ -231,10 +231,11 @@ def test_after_a_redis_restart_the_worker_still_renews_and_sweeps(bench: BenchHa
         rt = bench.rt()
         from benchcelery.broker.delivery import Delivery
 
-        bench.enqueue("testapp.tasks.tally", queue="short", run_id="orphan")
-        taken = Delivery(mine, rt.keys, LEASE).fetch(["short"], "gone|1")
+        # (on a queue this worker does not consume, so it cannot take the job before the dead taker)
+        bench.enqueue("testapp.tasks.tally", queue="long", run_id="orphan")
+        taken = Delivery(mine, rt.keys, LEASE).fetch(["long"], "gone|1")
         assert taken is not None
-        wait_until(lambda: mine.sismember("test:tally", "orphan"), timeout=30, what="the orphan recovered and run")
+        wait_until(lambda: mine.hget(rt.keys.recovered("long"), "site1.local"), timeout=30, what="the orphan recovered")
         output = bench.output(worker)
         assert "event loop has not turned" not in output, output
         assert worker.poll() is None, output

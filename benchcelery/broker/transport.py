@@ -48,8 +48,7 @@ from typing import Any
 import redis
 from hiredis import pack_command
 from kombu.transport import redis as kombu_redis
-from kombu.utils.encoding import bytes_to_str
-from kombu.utils.json import dumps, loads
+from kombu.utils.json import dumps
 
 from benchcelery.bench.config import DEFAULTS
 from benchcelery.bench.keys import Keys
@@ -59,6 +58,8 @@ from benchcelery.broker.acks import report as report_ack
 from benchcelery.broker.delayed import Delayed, Entry
 from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
 from benchcelery.broker.hooks import hooks
+from benchcelery.broker.intake import Intake
+from benchcelery.broker.ownership import Ownership
 from benchcelery.broker.qos import QoS
 from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options
 from benchcelery.store.durable import execute_push
@@ -89,7 +90,7 @@ def _packed(commands: list[Any]) -> list[bytes]:
     return [b"".join([pack_command(tuple(command)) for command in commands])]
 
 
-class Channel(kombu_redis.Channel):
+class Channel(Intake, Ownership, kombu_redis.Channel):
     QoS = QoS
     job_lease = DEFAULT_LEASE
     max_redeliveries = DEFAULTS["max_redeliveries"]
@@ -351,44 +352,6 @@ class Channel(kombu_redis.Channel):
             self._count_crash(taken)
             raise
 
-    def _count_crash(self, taken: Taken) -> None:
-        """Count a failed delivery under the message's own tag, where fetch reads its lapses (a job
-        taken again after a lapse runs under a fresh delivery tag)."""
-        tag = taken.tag
-        try:
-            own = loads(bytes_to_str(taken.raw))["properties"]["delivery_tag"]
-            tag = own if isinstance(own, str) else tag
-        except Exception:  # a message that decodes at all had its tag checked by envelope.check
-            pass
-        try:
-            self.delivery.r.hincrby(self.keys.redeliveries, tag, 1)
-        except Exception as exc:  # the lease lapses instead, and recovery counts it
-            logger.warning("Could not count the failed delivery of job %s: %s", tag, exc)
-
-    def _envelope(self, taken: Taken, token: str) -> dict[str, Any] | None:
-        """The message, ready for kombu, owned by ``token``; None (recorded and removed) if invalid,
-        or if its workers died (or failed on it) more than ``max_redeliveries`` times."""
-        if taken.lapses > int(self.max_redeliveries):
-            reason = f"Not run again: its worker died {taken.lapses} times while it held the job"
-            hooks.record_malformed(taken.queue, taken.raw, reason, taken.tag)
-            self.delivery.ack(taken.tag, token)
-            return None
-        try:
-            message = loads(bytes_to_str(taken.raw))
-            envelope.check(message, loads)
-        except Exception as exc:  # anything that fails decoding or checking: not a valid message
-            _record_malformed(taken, exc)
-            self.delivery.ack(taken.tag, token)
-            return None
-        properties = message["properties"]
-        properties["delivery_tag"] = taken.tag
-        info = properties.setdefault("delivery_info", {})
-        info["redelivered"] = taken.lapses  # the job engine fails a job whose workers keep dying
-        info["routing_key"] = taken.queue  # where it waited, whatever the element claims
-        self._tokens[taken.tag] = token
-        self._fresh[taken.tag] = monotonic() + self.job_lease / 2
-        return message
-
     # --- finishing (called by QoS; fenced by the owner token) ---
     def held(self) -> dict[str, str]:
         """What the lease thread renews: running jobs and finished ones whose ack has not been
@@ -402,60 +365,6 @@ class Channel(kombu_redis.Channel):
         if (self._closing or self.closed) and not held:
             _closed_holding.discard(self)
         return held
-
-    def _holding(self) -> dict[str, str]:
-        held = {**dict(self._tokens), **self._acks.held()}
-        for tag in self._lost & held.keys():
-            del held[tag]
-        return held
-
-    def renewed(self, held: dict[str, str], lost: list[str], started: float) -> None:
-        """The lease thread renewed ``held`` in a call that began at ``started`` (monotonic):
-        those not ``lost`` are surely ours for half a lease from then."""
-        until = started + self.job_lease / 2
-        for tag in held.keys() - set(lost):
-            if tag in self._tokens:
-                self._fresh[tag] = until
-        self.lost(lost)
-
-    def lost(self, tags: list[str]) -> None:
-        for tag in tags:
-            if self._tokens.get(tag) and tag not in self._lost:
-                self._lost.add(tag)
-                logger.error(
-                    "The lease of job %s lapsed while this worker held it (the worker was stalled or cut off "
-                    "from Redis): it was put back in its queue; if it has not started here it will not",
-                    tag,
-                )
-
-    def may_start(self, tag: str) -> bool:
-        """Whether a job this channel holds may start now: its lease is surely still ours (taken
-        or renewed less than half a lease ago), or a renewal of it now says so. A job that is no
-        longer ours (a worker stalled, or cut off from Redis, while it held the job ahead) is
-        forgotten here, without an ack: its new holder runs it, or its lease brings it back."""
-        token = self._tokens.get(tag)
-        if token and tag not in self._lost:
-            if monotonic() < self._fresh.get(tag, 0.0):
-                return True
-            try:
-                if self.delivery.owns(tag, token):
-                    self._fresh[tag] = monotonic() + self.job_lease / 2
-                    return True
-            except Exception as exc:  # Redis unreachable: unknown, so not started; the lease decides
-                logger.warning("Could not check the lease of job %s before starting it: %s", tag, exc)
-        logger.error(
-            "Job %s was not started: its lease lapsed while this worker held it (stalled or cut off from "
-            "Redis); it was, or will be, put back in its queue and runs once elsewhere",
-            tag,
-        )
-        self.drop(tag)
-        return False
-
-    def drop(self, tag: str) -> None:
-        """Forget a job without acknowledging it (it is not ours anymore)."""
-        self._tokens.pop(tag, None)
-        self._fresh.pop(tag, None)
-        self._lost.discard(tag)
 
     def finish(self, tag: str) -> None:
         token = self._tokens.pop(tag, None)
@@ -575,10 +484,6 @@ def _str(value: Any) -> str:
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
-
-
-def _record_malformed(taken: Taken, exc: Exception) -> None:
-    hooks.record_malformed(taken.queue, taken.raw, f"Malformed message: {type(exc).__name__}: {exc}", taken.tag)
 
 
 def _start_keeper(channel: Channel) -> None:
