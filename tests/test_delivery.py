@@ -360,7 +360,7 @@ def test_the_poll_write_is_packed_as_redis_py_packs_it() -> None:
 
     from benchcelery.bench.keys import Keys
     from benchcelery.broker.delivery import Delivery
-    from benchcelery.broker.transport import _packed
+    from benchcelery.broker.poll import _packed
 
     delivery = Delivery(redis.Redis(), Keys.from_prefix("bc:t:"))  # no connection: it only builds commands
     commands = [

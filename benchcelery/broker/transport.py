@@ -7,31 +7,36 @@
    message whose lease lapsed is put back by any live worker or ``bench schedule``. This replaces
    kombu's visibility timeout (which re-delivers live jobs once it passes, and recovers jobs of
    dead workers only after it passes).
-2. **No polling when idle, one round trip per job when busy.** An idle worker blocks on the
-   queues' ``wake`` lists (every push adds a token); once a fetch found a job, the next poll is the
-   fetch script itself, sent on the poll connection, until a fetch finds nothing; the acks of the
-   jobs that finished meanwhile ride in the same write (acks.py).
+2. **No polling when idle, one round trip per job when busy** (poll.py). An idle worker blocks on
+   the queues' ``wake`` lists (every push adds a token); once a fetch found a job, the next poll is
+   the fetch script itself, sent on the poll connection, until a fetch finds nothing; the acks of
+   the jobs that finished meanwhile ride in the same write (acks.py).
 3. **One redis-py client per channel** (stock kombu builds one per operation).
 4. **Per-site pending counters**: every push adds one to ``pending:<queue>`` (field = the job's
    site) in the same MULTI, fetch subtracts one, restore and recovery add it back, so
    ``show-pending-jobs`` answers from a hash (jobs/inspect.py checks them against LLEN).
-5. **Sites take turns** (fetch.lua): a push goes to its site's list (``q:<queue>:<site>``) and
-   marks the site in ``sites:<queue>`` in the same MULTI; kombu's own per-queue lists receive
-   nothing from us. What other tools push there (plain kombu, a bench upgraded from the one-list
-   layout) is moved to the sites' lists when a worker starts consuming the queue and at every idle
-   fetch (adopt.lua). ``_size`` (queue_declare's message count) and ``_purge`` (``celery purge``)
-   count and delete both layouts. Flower reads LLEN of kombu's lists itself: it shows 0 waiting
-   for our queues (bench show-pending-jobs, the dashboard and ``bench metrics`` count them).
+5. **Sites take turns** (fetch.lua; the lists: sitelists.py): a push goes to its site's list
+   (``q:<queue>:<site>``) and marks the site in ``sites:<queue>`` in the same MULTI; kombu's own
+   per-queue lists receive nothing from us. What other tools push there (plain kombu, a bench
+   upgraded from the one-list layout) is moved to the sites' lists when a worker starts consuming
+   the queue and at every idle fetch (adopt.lua). ``_size`` (queue_declare's message count) and
+   ``_purge`` (``celery purge``) count and delete both layouts. Flower reads LLEN of kombu's lists
+   itself: it shows 0 waiting for our queues (bench show-pending-jobs, the dashboard and ``bench
+   metrics`` count them).
 
 Every element a queue can hold that is not a valid message (not JSON, not an object, missing
 fields, a body that does not decode) is recorded in the failed-job registry with its raw text and
-removed; it never reaches Celery, so it can never stop a worker. A message a worker fails on anyway
-(an exception while kombu or Celery take it) counts as a redelivery, like a lapsed lease; past
-``max_redeliveries`` it is recorded as failed at its next fetch instead of being handed out again.
+removed (intake.py); it never reaches Celery, so it can never stop a worker. A message a worker
+fails on anyway (an exception while kombu or Celery take it) counts as a redelivery, like a lapsed
+lease; past ``max_redeliveries`` it is recorded as failed at its next fetch instead of being handed
+out again.
 
 What the transport needs from the layers above it (recording a malformed message, the worker's
 running jobs and whether it is stopping) it gets through ``hooks.py``; this package imports
-neither the job engine nor Celery's worker.
+neither the job engine nor Celery's worker. The channel's parts are mixins, each in its module:
+the site lists (sitelists.py), the poll (poll.py), the intake (intake.py) and the hold on taken jobs
+(ownership.py); this module keeps the clients, the finishing of jobs (acks, retries, give-backs,
+close) and the lease thread.
 """
 
 from __future__ import annotations
@@ -46,28 +51,25 @@ from time import monotonic
 from typing import Any
 
 import redis
-from hiredis import pack_command
 from kombu.transport import redis as kombu_redis
-from kombu.utils.json import dumps
 
 from benchcelery.bench.config import DEFAULTS
 from benchcelery.bench.keys import Keys
-from benchcelery.broker import envelope
 from benchcelery.broker.acks import PendingAcks
 from benchcelery.broker.acks import report as report_ack
 from benchcelery.broker.delayed import Delayed, Entry
-from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Taken, new_token
+from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, new_token
 from benchcelery.broker.hooks import hooks
 from benchcelery.broker.intake import Intake
 from benchcelery.broker.ownership import Ownership
+from benchcelery.broker.poll import Poll
 from benchcelery.broker.qos import QoS
+from benchcelery.broker.sitelists import SiteLists
 from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options
-from benchcelery.store.durable import execute_push
 
 logger = logging.getLogger("benchcelery.broker.delivery")
 
 OWNER = ""  # the worker's name, set by `bench worker` (delivery.new_token: who holds a job)
-IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
 _holders: weakref.WeakSet[Channel] = weakref.WeakSet()
 # Closed channels that still hold jobs or unapplied acks: kept alive until those are settled (once
 # Celery replaced a lost connection nothing else refers to the old channel, and the weak set alone
@@ -82,15 +84,7 @@ _turning: dict[int, Any] = {}
 TURN_EVERY = 1.0
 
 
-def _packed(commands: list[Any]) -> list[bytes]:
-    """``commands`` in Redis's protocol, in one buffer for ``send_packed_command``: the bytes
-    redis-py's ``pack_commands`` makes (its packer is hiredis's ``pack_command`` too), without its
-    per-argument Python work on the write a busy worker sends for every job (acks, metrics and
-    the next fetch)."""
-    return [b"".join([pack_command(tuple(command)) for command in commands])]
-
-
-class Channel(Intake, Ownership, kombu_redis.Channel):
+class Channel(Intake, Ownership, SiteLists, Poll, kombu_redis.Channel):
     QoS = QoS
     job_lease = DEFAULT_LEASE
     max_redeliveries = DEFAULTS["max_redeliveries"]
@@ -102,10 +96,6 @@ class Channel(Intake, Ownership, kombu_redis.Channel):
     _shared_client: Any = None
     _delivery: Delivery | None = None
     _delivery_pool: Any = None
-    _poll_fetch = False  # the outstanding poll command is the fetch script (not BRPOP)
-    _poll_plain = False  # ... is kombu's own BRPOP (remote-control replies, which are not jobs)
-    _expect_work = False
-    _idle_timeouts = 0
     # Every connection of the channel (poll, pushes, acks, the lease thread's) has a read timeout:
     # kombu's default is none, and a synchronous command on a path that drops packets without
     # closing the socket then blocks the event loop for good (no TERM, no health check runs).
@@ -114,7 +104,6 @@ class Channel(Intake, Ownership, kombu_redis.Channel):
     socket_timeout = SOCKET_TIMEOUT  # type: ignore[assignment]
     socket_keepalive = True  # type: ignore[assignment]
     socket_keepalive_options = keepalive_options()  # type: ignore[assignment]
-    _retry_in: float | None = None  # s until a rate-limited job may start (fetch.lua's reply)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._tokens: dict[str, str] = {}
@@ -150,207 +139,12 @@ class Channel(Intake, Ownership, kombu_redis.Channel):
             self._delivery_pool = pool
         return self._delivery
 
-    def counts_key(self, queue: str) -> str:
-        return self.keys.pending_counts(queue)
+    def _new_token(self) -> str:
+        return new_token(OWNER)
 
-    # --- producing ---
-    def _put(self, queue: str, message: Any, **kwargs: Any) -> None:
-        if queue.endswith(".pidbox"):  # remote-control replies: not jobs, not counted
-            return super()._put(queue, message, **kwargs)
-        counts, site = self.counts_key(queue), envelope.site(message)
-        # kombu's client prefixes LPUSH/ZADD keys itself (not HINCRBY's): those by their bare names.
-        bare = self.global_keyprefix or ""
-        key = self.keys.site_list(queue, site, self._get_message_priority(message, reverse=False)).removeprefix(bare)
-        wake, ring = self.keys.wake(queue).removeprefix(bare), self.keys.sites(queue).removeprefix(bare)
-        batch = kwargs.pop("_publish_batch", None)
-        if batch is not None:
-            batch.add("lpush", key, dumps(message))
-            batch.add("hincrby", counts, site, 1)
-            batch.add("zadd", ring, {site: 0}, nx=True)
-            batch.add("lpush", wake, "")
-            return
-        with self.conn_or_acquire() as client, client.pipeline() as pipe:
-            pipe.lpush(key, dumps(message)).hincrby(counts, site, 1).zadd(ring, {site: 0}, nx=True).lpush(wake, "")
-            execute_push(pipe, self.connection.client.transport_options)  # WAIT for replicas when configured (ha.py)
-
-    def _site_lists(self, queue: str) -> list[str]:
-        """Every site list of ``queue`` that may hold messages (full names: the unprefixed client)."""
-        r = self.delivery.r
-        sites = {_str(s) for s in r.zrange(self.keys.sites(queue), 0, -1)} | {
-            _str(s) for s in r.hkeys(self.counts_key(queue))
-        }
-        return [key for site in sorted(sites) for key in self.keys.site_lists(queue, site)]
-
-    def _size(self, queue: str) -> int:
-        """Messages waiting in ``queue``: kombu's lists and every site's."""
-        if queue.endswith(".pidbox"):
-            return int(super()._size(queue))
-        r = self.delivery.r
-        with r.pipeline(transaction=False) as pipe:
-            for key in [*self.keys.queue_lists(queue), *self._site_lists(queue)]:
-                pipe.llen(key)
-            return sum(pipe.execute())
-
-    def _purge(self, queue: str) -> int:
-        size = super()._purge(queue)
-        if queue.endswith(".pidbox"):
-            return int(size)
-        r = self.delivery.r  # full names: unprefixed client
-        lists = self._site_lists(queue)
-        with r.pipeline(transaction=True) as pipe:
-            for key in lists:
-                pipe.llen(key)
-            pipe.delete(*lists, self.counts_key(queue), self.keys.wake(queue), self.keys.sites(queue))
-            size += sum(pipe.execute()[:-1])
-        return int(size)
-
-    # --- consuming ---
     def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
         _start_keeper(self)
-        if not queue.endswith(".pidbox"):
-            self._adopt([queue])
-        return super().basic_consume(queue, *args, **kwargs)
-
-    def _adopt(self, queues: list[str]) -> int:
-        """Move what waits in kombu's lists of ``queues`` into the sites' lists (adopt.lua); returns
-        how many moved (0 also when Redis refused, e.g. out of memory: they wait and move later)."""
-        try:
-            moved = self.delivery.adopt(queues)
-        except self.ResponseError as exc:
-            logger.warning("Could not move waiting jobs to their sites' lists: %s", exc)
-            return 0
-        if moved:
-            logger.info("Moved %d waiting job(s) from kombu's one-list layout to their sites' lists", moved)
-        return moved
-
-    def _brpop_start(self, timeout: float | None = None) -> None:
-        self._poll_plain = all(q.endswith(".pidbox") for q in self.active_queues)
-        if self._poll_plain:  # `celery inspect`/`control` replies: read and drop, as kombu does
-            self.flush_acks()
-            return super()._brpop_start(timeout)
-        queues = self._queue_cycle.consume(len(self.active_queues))
-        if not queues:
-            self.flush_acks()
-            return
-        self._fetch_queues = list(queues)
-        connection = self.client.connection
-        if self._expect_work:
-            self._fetch_token = new_token(OWNER)
-            script = self.delivery.fetch_command(self._fetch_queues, self._fetch_token)
-            self._poll_fetch = True
-            command = ["EVALSHA", *script]
-        else:
-            # Idle from here on: what waits is applied now, not carried by a blocking BRPOP (whose
-            # socket would turn readable with the acks' replies, and _brpop_read would then wait in
-            # the BRPOP for up to its timeout with the whole event loop stopped).
-            self.flush_acks()
-            self._poll_fetch = False
-            wait = self.brpop_timeout if timeout is None else timeout
-            if self._retry_in is not None:  # a rate-limited job may start then: fetch again
-                wait = max(0.01, min(wait, self._retry_in))
-            command = ["BRPOP", *(self.keys.wake(q) for q in queues), wait]
-        self._in_poll = connection
-        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
-        if self._acks.to_send():  # the acks of the jobs that just finished ride with the fetch
-            riders = self._acks.ride()
-            try:
-                connection.send_packed_command(_packed([*riders, command]))
-            except BaseException:  # not sent: the acks wait for the next poll (or the lease thread)
-                self._acks.not_sent()
-                raise
-        else:
-            connection.send_packed_command(_packed([command]))
-
-    def _brpop_read(self, **options: Any) -> bool:
-        if self._poll_plain:
-            return bool(super()._brpop_read(**options))
-        taken: Taken | None = None
-        try:
-            connection = self.client.connection
-            self._acks.read_replies(self.client, connection, **options)
-            try:
-                reply = self.client.parse_response(connection, "EVALSHA" if self._poll_fetch else "BRPOP", **options)
-            except self.connection_errors:
-                connection.disconnect()
-                raise
-            except redis.exceptions.NoScriptError:  # Redis restarted and lost its scripts
-                self._poll_fetch, reply = False, None
-            except self.ResponseError as exc:  # e.g. OOM under noeviction: wait, then try again
-                logger.warning("Could not take a job: %s", exc)
-                self._poll_fetch, reply = False, None
-            if self._poll_fetch:
-                taken = self.delivery.taken(reply)
-                self._retry_in = _retry_in(reply)
-                token = self._fetch_token
-                if taken is not None and self._closing:  # the worker stops: not ours to run
-                    self.delivery.restore(taken.tag, token)
-                    taken = None
-            elif self._closing or (reply is None and self._skip_idle_fetch()):
-                taken = None
-            else:  # woken by a push (or every IDLE_FETCH_EVERY timeouts): take a job, if any
-                token = new_token(OWNER)
-                try:
-                    taken = self.delivery.fetch(self._fetch_queues, token)
-                    self._retry_in = self.delivery.retry_in
-                    # Nothing in the sites' lists: another tool's pushes (their wake tokens woke us)
-                    # or the one-list layout may wait in kombu's lists; move them and fetch again.
-                    if taken is None and self._retry_in is None and self._adopt(self._fetch_queues):
-                        taken = self.delivery.fetch(self._fetch_queues, token)
-                        self._retry_in = self.delivery.retry_in
-                except self.ResponseError as exc:
-                    logger.warning("Could not take a job: %s", exc)
-                    taken = None
-        finally:
-            self._in_poll = None  # type: ignore[assignment]
-            self._poll_fetch = False
-            self._flush_brpop_reauth()
-        self._expect_work = taken is not None
-        if taken is None:
-            raise kombu_redis.Empty()
-        self._queue_cycle.rotate(taken.queue)
-        self._deliver_taken(taken, token)
-        return True
-
-    def expects_work(self) -> bool:
-        """Whether the last fetch took a job: the next poll is a fetch again (burst.py counts that as
-        not idle). False once a fetch found every queue empty, and on a new channel."""
-        return self._expect_work
-
-    def _skip_idle_fetch(self) -> bool:
-        """After a BRPOP that timed out (no wake token), fetch only every IDLE_FETCH_EVERY times:
-        every push of ours leaves a token, so only a message pushed by another tool (by hand, plain
-        kombu) waits that long, and an idle worker mostly waits in BRPOP instead of running the
-        fetch script after every timeout."""
-        if self._retry_in is not None:  # the timeout was the rate limit's wait: fetch now
-            return False
-        self._idle_timeouts += 1
-        return self._idle_timeouts % IDLE_FETCH_EVERY != 0
-
-    def _get(self, queue: str, timeout: Any = None) -> Any:
-        """basic_get: the same atomic take as consuming."""
-        token = new_token(OWNER)
-        taken = self.delivery.fetch([queue], token)
-        if taken is None:
-            raise kombu_redis.Empty()
-        message = self._envelope(taken, token)
-        if message is None:
-            raise kombu_redis.Empty()
-        return message
-
-    def _deliver_taken(self, taken: Taken, token: str) -> None:
-        message = self._envelope(taken, token)
-        if message is None:
-            return
-        try:
-            self.connection._deliver(message, taken.queue)
-        except self.connection_errors:
-            raise
-        except Exception:
-            # Whatever in kombu or Celery failed on this message ends the worker (Celery's
-            # "Unrecoverable error", which gives the message back): count it against the message
-            # as a lapsed lease would be, so it is failed, not handed out again, past the limit.
-            self._count_crash(taken)
-            raise
+        return super().basic_consume(queue, *args, **kwargs)  # SiteLists: adopts kombu's lists first
 
     # --- finishing (called by QoS; fenced by the owner token) ---
     def held(self) -> dict[str, str]:
@@ -471,15 +265,6 @@ class Channel(Intake, Ownership, kombu_redis.Channel):
 
     def _restore(self, message: Any, leftmost: bool = False) -> None:
         self.give_back(message.delivery_tag, front=not leftmost)
-
-
-def _retry_in(reply: Any) -> float | None:
-    """Seconds until a rate-limited job may start, from a fetch reply (an int of ms), else None."""
-    return reply / 1000 if isinstance(reply, int) and not isinstance(reply, bool) and reply > 0 else None
-
-
-def _str(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _in_main_thread() -> bool:

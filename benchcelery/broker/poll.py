@@ -1,0 +1,193 @@
+"""The transport channel's poll: no polling when idle, one round trip per job when busy. An idle
+worker blocks on the queues' ``wake`` lists (every push adds a token) and fetches when woken (or
+every IDLE_FETCH_EVERY timeouts, for what other tools pushed without a token); once a fetch found
+a job, the next poll is the fetch script itself, sent on the poll connection, until a fetch finds
+nothing. The acks of the jobs that finished meanwhile ride in the same write (acks.py). A taken
+job goes through the intake (intake.py) before kombu sees it. Mixed into ``transport.Channel``."""
+
+from __future__ import annotations
+
+import logging
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+import redis
+from hiredis import pack_command
+from kombu.transport import redis as kombu_redis
+
+if TYPE_CHECKING:
+    from benchcelery.bench.keys import Keys
+    from benchcelery.broker.acks import PendingAcks
+    from benchcelery.broker.delivery import Delivery, Taken
+
+    _Base = kombu_redis.Channel
+else:
+    _Base = object
+
+logger = logging.getLogger("benchcelery.broker.delivery")
+
+IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
+
+
+def _packed(commands: list[Any]) -> list[bytes]:
+    """``commands`` in Redis's protocol, in one buffer for ``send_packed_command``: the bytes
+    redis-py's ``pack_commands`` makes (its packer is hiredis's ``pack_command`` too), without its
+    per-argument Python work on the write a busy worker sends for every job (acks, metrics and
+    the next fetch)."""
+    return [b"".join([pack_command(tuple(command)) for command in commands])]
+
+
+class Poll(_Base):
+    _poll_fetch = False  # the outstanding poll command is the fetch script (not BRPOP)
+    _poll_plain = False  # ... is kombu's own BRPOP (remote-control replies, which are not jobs)
+    _expect_work = False
+    _idle_timeouts = 0
+    _retry_in: float | None = None  # s until a rate-limited job may start (fetch.lua's reply)
+
+    if TYPE_CHECKING:  # the channel's own (transport.Channel) and its other mixins'
+        keys: Keys
+        _acks: PendingAcks
+        _fetch_queues: list[str]
+        _fetch_token: str
+
+        @property
+        def delivery(self) -> Delivery: ...
+        def _new_token(self) -> str: ...
+        def flush_acks(self) -> None: ...
+        def _adopt(self, queues: list[str]) -> int: ...
+        def _envelope(self, taken: Taken, token: str) -> dict[str, Any] | None: ...
+        def _count_crash(self, taken: Taken) -> None: ...
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        self._poll_plain = all(q.endswith(".pidbox") for q in self.active_queues)
+        if self._poll_plain:  # `celery inspect`/`control` replies: read and drop, as kombu does
+            self.flush_acks()
+            return super()._brpop_start(timeout)
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            self.flush_acks()
+            return
+        self._fetch_queues = list(queues)
+        connection = self.client.connection
+        if self._expect_work:
+            self._fetch_token = self._new_token()
+            script = self.delivery.fetch_command(self._fetch_queues, self._fetch_token)
+            self._poll_fetch = True
+            command = ["EVALSHA", *script]
+        else:
+            # Idle from here on: what waits is applied now, not carried by a blocking BRPOP (whose
+            # socket would turn readable with the acks' replies, and _brpop_read would then wait in
+            # the BRPOP for up to its timeout with the whole event loop stopped).
+            self.flush_acks()
+            self._poll_fetch = False
+            wait = self.brpop_timeout if timeout is None else timeout
+            if self._retry_in is not None:  # a rate-limited job may start then: fetch again
+                wait = max(0.01, min(wait, self._retry_in))
+            command = ["BRPOP", *(self.keys.wake(q) for q in queues), wait]
+        self._in_poll = connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        if self._acks.to_send():  # the acks of the jobs that just finished ride with the fetch
+            riders = self._acks.ride()
+            try:
+                connection.send_packed_command(_packed([*riders, command]))
+            except BaseException:  # not sent: the acks wait for the next poll (or the lease thread)
+                self._acks.not_sent()
+                raise
+        else:
+            connection.send_packed_command(_packed([command]))
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if self._poll_plain:
+            return bool(super()._brpop_read(**options))
+        taken: Taken | None = None
+        try:
+            connection = self.client.connection
+            self._acks.read_replies(self.client, connection, **options)
+            try:
+                reply = self.client.parse_response(connection, "EVALSHA" if self._poll_fetch else "BRPOP", **options)
+            except self.connection_errors:
+                connection.disconnect()
+                raise
+            except redis.exceptions.NoScriptError:  # Redis restarted and lost its scripts
+                self._poll_fetch, reply = False, None
+            except self.ResponseError as exc:  # e.g. OOM under noeviction: wait, then try again
+                logger.warning("Could not take a job: %s", exc)
+                self._poll_fetch, reply = False, None
+            if self._poll_fetch:
+                taken = self.delivery.taken(reply)
+                self._retry_in = _retry_in(reply)
+                token = self._fetch_token
+                if taken is not None and self._closing:  # the worker stops: not ours to run
+                    self.delivery.restore(taken.tag, token)
+                    taken = None
+            elif self._closing or (reply is None and self._skip_idle_fetch()):
+                taken = None
+            else:  # woken by a push (or every IDLE_FETCH_EVERY timeouts): take a job, if any
+                token = self._new_token()
+                try:
+                    taken = self.delivery.fetch(self._fetch_queues, token)
+                    self._retry_in = self.delivery.retry_in
+                    # Nothing in the sites' lists: another tool's pushes (their wake tokens woke us)
+                    # or the one-list layout may wait in kombu's lists; move them and fetch again.
+                    if taken is None and self._retry_in is None and self._adopt(self._fetch_queues):
+                        taken = self.delivery.fetch(self._fetch_queues, token)
+                        self._retry_in = self.delivery.retry_in
+                except self.ResponseError as exc:
+                    logger.warning("Could not take a job: %s", exc)
+                    taken = None
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            self._poll_fetch = False
+            self._flush_brpop_reauth()
+        self._expect_work = taken is not None
+        if taken is None:
+            raise kombu_redis.Empty()
+        self._queue_cycle.rotate(taken.queue)
+        self._deliver_taken(taken, token)
+        return True
+
+    def expects_work(self) -> bool:
+        """Whether the last fetch took a job: the next poll is a fetch again (burst.py counts that as
+        not idle). False once a fetch found every queue empty, and on a new channel."""
+        return self._expect_work
+
+    def _skip_idle_fetch(self) -> bool:
+        """After a BRPOP that timed out (no wake token), fetch only every IDLE_FETCH_EVERY times:
+        every push of ours leaves a token, so only a message pushed by another tool (by hand, plain
+        kombu) waits that long, and an idle worker mostly waits in BRPOP instead of running the
+        fetch script after every timeout."""
+        if self._retry_in is not None:  # the timeout was the rate limit's wait: fetch now
+            return False
+        self._idle_timeouts += 1
+        return self._idle_timeouts % IDLE_FETCH_EVERY != 0
+
+    def _get(self, queue: str, timeout: Any = None) -> Any:
+        """basic_get: the same atomic take as consuming."""
+        token = self._new_token()
+        taken = self.delivery.fetch([queue], token)
+        if taken is None:
+            raise kombu_redis.Empty()
+        message = self._envelope(taken, token)
+        if message is None:
+            raise kombu_redis.Empty()
+        return message
+
+    def _deliver_taken(self, taken: Taken, token: str) -> None:
+        message = self._envelope(taken, token)
+        if message is None:
+            return
+        try:
+            self.connection._deliver(message, taken.queue)
+        except self.connection_errors:
+            raise
+        except Exception:
+            # Whatever in kombu or Celery failed on this message ends the worker (Celery's
+            # "Unrecoverable error", which gives the message back): count it against the message
+            # as a lapsed lease would be, so it is failed, not handed out again, past the limit.
+            self._count_crash(taken)
+            raise
+
+
+def _retry_in(reply: Any) -> float | None:
+    """Seconds until a rate-limited job may start, from a fetch reply (an int of ms), else None."""
+    return reply / 1000 if isinstance(reply, int) and not isinstance(reply, bool) and reply > 0 else None
