@@ -5,7 +5,7 @@ Builds the benchmark world (private Redis on a free port, a 20-site bench), fill
 clock: the CPU time of Redis's main thread (INFO cpu) over a batch of scrapes, divided by their
 number (it includes reading requests and writing replies: all the time Redis was busy for them).
 Three fills: sites taking turns in batches of 25 and of 500 jobs, and site after site (the worst
-case for the per-site oldest-age window, figures.SITE_WINDOW). Prints a JSON summary; writes nothing.
+case for the per-site oldest-age window, oldest.SITE_WINDOW). Prints a JSON summary; writes nothing.
 """
 
 from __future__ import annotations

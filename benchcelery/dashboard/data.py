@@ -2,7 +2,7 @@
 
 - counts: ``inspect.count_pending`` / ``started_counts`` and ``registry.failed_counts`` — the
   functions behind ``show-pending-jobs`` — taken once and split by site;
-- oldest waiting job: ``diagnostics.oldest`` (over ``figures.oldest_waiting``, as metrics and doctor);
+- oldest waiting job: ``diagnostics.oldest`` (``oldest_ages`` over ``oldest_waiting``, as metrics and doctor);
 - workers: ``diagnostics.workers.read_workers``; running jobs: ``inspect.started_jobs``;
 - scheduler: ``scheduler.status.scheduler_status`` per site;
 - failed jobs: the ids and scores of the registries (``failed:<queue>``, configured or not), then
