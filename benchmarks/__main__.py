@@ -34,7 +34,21 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from benchmarks import commands, common, drain, enqueue, env, machine, memory, procs, report, scheduler, workers
+    from benchmarks import (
+        commands,
+        common,
+        drain,
+        enqueue,
+        env,
+        machine,
+        memory,
+        procs,
+        report,
+        scheduler,
+        tables,
+        targets,
+        workers,
+    )
 
     only = [x.strip() for x in args.only.split(",")] if args.only else list(MEASUREMENTS)
     unknown = set(only) - set(MEASUREMENTS)
@@ -85,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
     stem = "results-quick" if plan.quick or args.only or args.workers else "results"
     md, js = report.write(data, Path(args.output_dir), stem)
     common.say(f"wrote {md} and {js}")
-    for target in report.targets(data):
+    for target in targets.targets(data):
         verdict = "-" if target.value is None else ("PASS" if target.check(target.value) else "MISS")
-        common.say(f"  {verdict:4}  {target.name}: {report.num(target.value)} (target {target.target})")
+        common.say(f"  {verdict:4}  {target.name}: {tables.num(target.value)} (target {target.target})")
     return 0
 
 
