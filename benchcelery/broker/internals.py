@@ -85,33 +85,34 @@ def _names(owner: str, names: str, used_in: str, kind: str = CLASS) -> list[Inte
 
 _REDIS_CHANNEL = "kombu.transport.redis:Channel"
 _TRANSPORT = "broker/transport.py"
+_POLL = "broker/poll.py"
+_SITE_LISTS = "broker/sitelists.py"
+_QOS = "broker/qos.py"
 
 
 INTERNALS: list[Internal] = [
-    # --- kombu: the Redis transport (broker/transport.py, broker/sentinel_transport.py) ---
+    # --- kombu: the Redis transport (broker/transport.py and its mixins, qos.py, sentinel_transport.py) ---
     *_names(
         "kombu.transport.redis:QoS",
         "append ack reject restore_unacked restore_visible",
-        f"{_TRANSPORT} QoS (overrides)",
+        f"{_QOS} QoS (overrides)",
     ),
-    Internal("kombu.transport.redis:QoS", "_delivered", f"{_TRANSPORT} QoS.restore_unacked"),
-    *_names("kombu.transport.virtual:QoS", "append ack", f"{_TRANSPORT} QoS (called past kombu's Redis QoS)"),
-    *_names(
-        _REDIS_CHANNEL,
-        "conn_or_acquire _put _purge basic_consume _brpop_start _brpop_read _get close _restore",
-        f"{_TRANSPORT} Channel (overrides)",
-    ),
+    Internal("kombu.transport.redis:QoS", "_delivered", f"{_QOS} QoS.restore_unacked"),
+    *_names("kombu.transport.virtual:QoS", "append ack", f"{_QOS} QoS (called past kombu's Redis QoS)"),
+    *_names(_REDIS_CHANNEL, "conn_or_acquire basic_consume close _restore", f"{_TRANSPORT} Channel (overrides)"),
+    *_names(_REDIS_CHANNEL, "_put _size _purge basic_consume", f"{_SITE_LISTS} SiteLists (overrides)"),
+    *_names(_REDIS_CHANNEL, "_brpop_start _brpop_read _get", f"{_POLL} Poll (overrides)"),
     *_names(
         _REDIS_CHANNEL,
         "_pool _create_client _q_for_pri _get_message_priority _in_poll _brpop_sent_at _closing "
         "_flush_brpop_reauth from_transport_options",
-        f"{_TRANSPORT} Channel",
+        f"{_TRANSPORT} Channel, {_POLL}, {_SITE_LISTS}",
     ),
-    Internal(_REDIS_CHANNEL, "_queue_cycle", f"{_TRANSPORT} Channel._brpop_start/_brpop_read", SELF),
-    Internal(_REDIS_CHANNEL, "ResponseError", f"{_TRANSPORT} Channel._brpop_read", SELF),
+    Internal(_REDIS_CHANNEL, "_queue_cycle", f"{_POLL} Poll._brpop_start/_brpop_read", SELF),
+    Internal(_REDIS_CHANNEL, "ResponseError", f"{_POLL} Poll._brpop_read, {_SITE_LISTS} SiteLists._adopt", SELF),
     Internal("kombu.transport.redis:SentinelChannel", "_get_pool", "broker/sentinel_transport.py (override)"),
-    Internal("kombu.transport.redis:Transport", "_deliver", f"{_TRANSPORT} Channel._deliver_taken"),
-    Internal("kombu.transport.redis", "Empty", f"{_TRANSPORT} Channel._brpop_read/_get"),
+    Internal("kombu.transport.redis:Transport", "_deliver", f"{_POLL} Poll._deliver_taken"),
+    Internal("kombu.transport.redis", "Empty", f"{_POLL} Poll._brpop_read/_get"),
     Internal("kombu.transport", "_transport_cache", "broker/celery_app.py register_transport"),
     Internal("kombu.transport", "TRANSPORT_ALIASES", "broker/celery_app.py register_transport"),
     *_names(
@@ -195,11 +196,11 @@ INTERNALS: list[Internal] = [
     Internal("redbeat.schedulers:RedBeatConfig", "schedule_key", "scheduler/schedules.py Entry.save", SELF),
     Internal("redbeat.decoder:RedBeatJSONEncoder", "default", "scheduler/schedules.py Encoder (override)"),
     Internal("redbeat.decoder:RedBeatJSONDecoder", "dict_to_object", "scheduler/schedules.py Decoder (override)"),
-    # --- redis-py: raw pipelines (store/durable.py, jobs/bulk.py, broker/transport.py) ---
+    # --- redis-py: raw pipelines (store/durable.py, jobs/bulk.py, broker/poll.py) ---
     Internal("redis.client:Pipeline", "command_stack", "store/durable.py execute_push", SELF),
     Internal("redis.connection:Connection", "_parser", "jobs/bulk.py _send", SELF),
     Internal("redis.connection:DefaultParser", "read_response", "jobs/bulk.py _send (conn._parser)"),
-    Internal("redis.client:Redis", "parse_response", f"{_TRANSPORT} Channel._brpop_read"),
+    Internal("redis.client:Redis", "parse_response", f"{_POLL} Poll._brpop_read"),
 ]
 
 
