@@ -5,6 +5,8 @@ worker`` and ``bench schedule`` with one line naming it and the versions install
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from importlib.metadata import version
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from benchcelery.broker import internals
-from benchcelery.broker.internals import CLASS, ITEM, SELF, Internal
+from benchcelery.broker.internals import CLASS, ITEM, SCHEDULER, SELF, WORKER, Internal
 from tests.conftest import BenchHandle
 
 MISSING = Internal("kombu.transport.redis:Channel", "_no_such_attribute", "tests", SELF)
@@ -46,6 +48,72 @@ def test_each_kind_of_check_notices_a_missing_name(internal: Internal, named: st
     [problem] = internals.check([internal])
     assert problem.startswith("benchcelery needs ") and named in problem
     assert "missing in " in problem and "\n" not in problem
+
+
+class _Assigning:
+    """Every way a function can set an instance attribute, and two that do not set one on self."""
+
+    def __init__(self, other: Any) -> None:
+        self.plain = 1
+        self.first, self.in_tuple = 1, 2
+        value = self.chained = 3
+        self.annotated: int = value
+        self.__mangled = 5
+        other.not_on_self = 6
+        self.from_another = self.plain
+
+    def later(self) -> None:
+        def nested() -> None:
+            self.in_closure = 7
+
+        nested()
+        print(self.only_read)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("name", "assigned"),
+    [
+        ("plain", True),
+        ("in_tuple", True),
+        ("chained", True),
+        ("annotated", True),
+        ("__mangled", True),
+        ("in_closure", True),
+        ("from_another", True),
+        ("not_on_self", False),
+        ("only_read", False),
+    ],
+)
+def test_an_instance_attribute_counts_only_where_self_is_assigned_it(name: str, assigned: bool) -> None:
+    internal = Internal("tests.test_internals:_Assigning", name, "tests", SELF)
+    assert (internals.check([internal]) == []) is assigned
+
+
+def test_the_worker_checks_every_name_but_the_schedulers_own() -> None:
+    worker_side = Internal("kombu.transport.redis:Channel", "_no_such", "broker/transport.py", CLASS)
+    scheduler_side = Internal("redbeat.schedulers:RedBeatScheduler", "_no_such", "scheduler/beat.py", CLASS)
+    [problem] = internals.check([worker_side, scheduler_side], WORKER)
+    assert "kombu.transport.redis.Channel._no_such" in problem
+    assert len(internals.check([worker_side, scheduler_side], SCHEDULER)) == 2
+    assert {i.module for i in internals.INTERNALS if i.scheduler_only} == {
+        "celery.apps.beat",
+        "celery.schedules",
+        "redbeat.decoder",
+        "redbeat.schedulers",
+    }
+
+
+def test_the_workers_check_imports_nothing_a_worker_does_not() -> None:
+    """The scheduler's libraries (celery beat, RedBeat and what they import) stay out of a worker."""
+    code = (
+        "import sys; from benchcelery.broker import internals as i; "
+        "assert i.check(process=i.WORKER) == []; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('redbeat', 'tenacity', 'tornado') "
+        "or m in ('celery.beat', 'celery.apps.beat', 'celery.schedules')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
 
 
 def _missing_one(monkeypatch: pytest.MonkeyPatch) -> None:

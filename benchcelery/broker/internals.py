@@ -4,17 +4,21 @@ Our subclasses override private methods and read private attributes of these lib
 transport's poll, the prefork pool's writer, the event heartbeat, the raw replies of a pipeline).
 None of that fails loudly when a release renames it: an override of a method that no longer exists
 is never called, and ``getattr(obj, name, default)`` quietly returns the default. So ``bench
-worker`` and ``bench schedule`` check every name listed here before they start (``require``) and
-stop with one line naming the first missing one and the versions installed;
-``tests/test_internals.py`` runs the same check.
+schedule`` checks every name listed here before it starts (``require``), and ``bench worker`` and
+``worker-pool`` every name but the scheduler's own (celery beat, RedBeat: ``used_in`` under
+``scheduler/``; a worker never imports those modules, and importing them cost it ~15 ms at each
+start); they stop with one line naming the first missing one and the versions installed.
+``tests/test_internals.py`` checks the whole list.
 
 How a name is checked (``Internal.kind``):
 
 - ``CLASS``: ``hasattr`` on the owner (a class or a module): methods, properties, class attributes,
   ``__slots__`` and cached properties.
-- ``SELF``: an instance attribute that exists only once an instance is set up. The source of the
-  owner or one of its bases must assign ``self.<name>`` (``inspect.getsource`` over the MRO).
-  Building an instance instead would need a broker connection, a pool of processes or an app.
+- ``SELF``: an instance attribute that exists only once an instance is set up. A function of the
+  owner or of one of its bases must assign ``self.<name>`` (read from their compiled code: a
+  ``STORE_ATTR <name>`` on ``self``, in the function or a function nested in it; reading their
+  source instead tokenised some 300 functions, ~80 ms of every start). Building an instance
+  instead would need a broker connection, a pool of processes or an app.
 - ``ITEM``: the owner's attribute is a container that must hold ``item`` (a bootstep named by a
   string, a remote-control command we wrap).
 
@@ -23,20 +27,22 @@ Names with a public equivalent are not listed: the code uses the public one.
 
 from __future__ import annotations
 
+import dis
 import functools
 import importlib
 import inspect
 import json
-import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
+from types import CodeType
 from typing import Any
 
 from benchcelery.errors import BenchError
 
 CLASS, SELF, ITEM = "class", "self", "item"
+WORKER, SCHEDULER = "worker", "schedule"  # the processes that check at start (require)
 
 # Top-level module -> (distribution, the name shown in the error line).
 PACKAGES = {
@@ -67,6 +73,11 @@ class Internal:
     def module(self) -> str:
         return self.owner.partition(":")[0]
 
+    @property
+    def scheduler_only(self) -> bool:
+        """Relied on by the scheduler alone (celery beat, RedBeat): a worker never imports it."""
+        return self.used_in.startswith("scheduler/")
+
 
 def _names(owner: str, names: str, used_in: str, kind: str = CLASS) -> list[Internal]:
     return [Internal(owner, name, used_in, kind) for name in names.split()]
@@ -74,33 +85,34 @@ def _names(owner: str, names: str, used_in: str, kind: str = CLASS) -> list[Inte
 
 _REDIS_CHANNEL = "kombu.transport.redis:Channel"
 _TRANSPORT = "broker/transport.py"
+_POLL = "broker/poll.py"
+_SITE_LISTS = "broker/sitelists.py"
+_QOS = "broker/qos.py"
 
 
 INTERNALS: list[Internal] = [
-    # --- kombu: the Redis transport (broker/transport.py, broker/sentinel_transport.py) ---
+    # --- kombu: the Redis transport (broker/transport.py and its mixins, qos.py, sentinel_transport.py) ---
     *_names(
         "kombu.transport.redis:QoS",
         "append ack reject restore_unacked restore_visible",
-        f"{_TRANSPORT} QoS (overrides)",
+        f"{_QOS} QoS (overrides)",
     ),
-    Internal("kombu.transport.redis:QoS", "_delivered", f"{_TRANSPORT} QoS.restore_unacked"),
-    *_names("kombu.transport.virtual:QoS", "append ack", f"{_TRANSPORT} QoS (called past kombu's Redis QoS)"),
-    *_names(
-        _REDIS_CHANNEL,
-        "conn_or_acquire _put _purge basic_consume _brpop_start _brpop_read _get close _restore",
-        f"{_TRANSPORT} Channel (overrides)",
-    ),
+    Internal("kombu.transport.redis:QoS", "_delivered", f"{_QOS} QoS.restore_unacked"),
+    *_names("kombu.transport.virtual:QoS", "append ack", f"{_QOS} QoS (called past kombu's Redis QoS)"),
+    *_names(_REDIS_CHANNEL, "conn_or_acquire basic_consume close _restore", f"{_TRANSPORT} Channel (overrides)"),
+    *_names(_REDIS_CHANNEL, "_put _size _purge basic_consume", f"{_SITE_LISTS} SiteLists (overrides)"),
+    *_names(_REDIS_CHANNEL, "_brpop_start _brpop_read _get", f"{_POLL} Poll (overrides)"),
     *_names(
         _REDIS_CHANNEL,
         "_pool _create_client _q_for_pri _get_message_priority _in_poll _brpop_sent_at _closing "
         "_flush_brpop_reauth from_transport_options",
-        f"{_TRANSPORT} Channel",
+        f"{_TRANSPORT} Channel, {_POLL}, {_SITE_LISTS}",
     ),
-    Internal(_REDIS_CHANNEL, "_queue_cycle", f"{_TRANSPORT} Channel._brpop_start/_brpop_read", SELF),
-    Internal(_REDIS_CHANNEL, "ResponseError", f"{_TRANSPORT} Channel._brpop_read", SELF),
+    Internal(_REDIS_CHANNEL, "_queue_cycle", f"{_POLL} Poll._brpop_start/_brpop_read", SELF),
+    Internal(_REDIS_CHANNEL, "ResponseError", f"{_POLL} Poll._brpop_read, {_SITE_LISTS} SiteLists._adopt", SELF),
     Internal("kombu.transport.redis:SentinelChannel", "_get_pool", "broker/sentinel_transport.py (override)"),
-    Internal("kombu.transport.redis:Transport", "_deliver", f"{_TRANSPORT} Channel._deliver_taken"),
-    Internal("kombu.transport.redis", "Empty", f"{_TRANSPORT} Channel._brpop_read/_get"),
+    Internal("kombu.transport.redis:Transport", "_deliver", f"{_POLL} Poll._deliver_taken"),
+    Internal("kombu.transport.redis", "Empty", f"{_POLL} Poll._brpop_read/_get"),
     Internal("kombu.transport", "_transport_cache", "broker/celery_app.py register_transport"),
     Internal("kombu.transport", "TRANSPORT_ALIASES", "broker/celery_app.py register_transport"),
     *_names(
@@ -184,11 +196,11 @@ INTERNALS: list[Internal] = [
     Internal("redbeat.schedulers:RedBeatConfig", "schedule_key", "scheduler/schedules.py Entry.save", SELF),
     Internal("redbeat.decoder:RedBeatJSONEncoder", "default", "scheduler/schedules.py Encoder (override)"),
     Internal("redbeat.decoder:RedBeatJSONDecoder", "dict_to_object", "scheduler/schedules.py Decoder (override)"),
-    # --- redis-py: raw pipelines (store/durable.py, jobs/bulk.py, broker/transport.py) ---
+    # --- redis-py: raw pipelines (store/durable.py, jobs/bulk.py, broker/poll.py) ---
     Internal("redis.client:Pipeline", "command_stack", "store/durable.py execute_push", SELF),
     Internal("redis.connection:Connection", "_parser", "jobs/bulk.py _send", SELF),
     Internal("redis.connection:DefaultParser", "read_response", "jobs/bulk.py _send (conn._parser)"),
-    Internal("redis.client:Redis", "parse_response", f"{_TRANSPORT} Channel._brpop_read"),
+    Internal("redis.client:Redis", "parse_response", f"{_POLL} Poll._brpop_read"),
 ]
 
 
@@ -202,29 +214,80 @@ def _resolve(owner: str) -> Any:
 
 
 def _assigns(cls: type, name: str) -> bool:
-    """Whether the source of ``cls`` or of one of its bases assigns ``self.<name>`` (alone or in a
-    tuple of self attributes, with or without an annotation)."""
-    attr = r"self\.\w+"
-    pattern = re.compile(
-        rf"^\s*(?:{attr}\s*,\s*)*self\.{re.escape(name)}\b(?:\s*,\s*{attr})*\s*(?::[^=\n]*)?=(?!=)", re.MULTILINE
+    """Whether a function of ``cls`` or of one of its bases assigns ``self.<name>`` (alone, in a
+    tuple of targets, with or without an annotation; also in a function nested in it)."""
+    return any(
+        _stores(code, _mangled(klass, name))
+        for klass in inspect.getmro(cls)
+        if klass.__module__ != "builtins"
+        for code in _codes(klass)
     )
-    return any(pattern.search(_source(klass)) for klass in inspect.getmro(cls) if klass.__module__ != "builtins")
+
+
+def _mangled(klass: type, name: str) -> str:
+    """``name`` as the compiler stores it in the functions of ``klass`` (``self.__x`` is ``_K__x``)."""
+    if name.startswith("__") and not name.endswith("__") and klass.__name__.strip("_"):
+        return f"_{klass.__name__.lstrip('_')}{name}"
+    return name
 
 
 @functools.cache
-def _source(klass: type) -> str:
-    """The sources of the functions ``klass`` defines (methods, properties, static and class
-    methods): where ``self.<name>`` is assigned. Function by function, as whole-class lookup parses
-    the whole module and fails for Celery's bootsteps (their metaclass renames ``__qualname__``)."""
-    parts = []
+def _codes(klass: type) -> tuple[CodeType, ...]:
+    """The code of the functions ``klass`` defines (methods, properties, static and class methods,
+    unwrapped from decorators) and of the functions nested in them."""
+    found: list[CodeType] = []
     for value in vars(klass).values():
         function = getattr(value, "__func__", None) or getattr(value, "fget", None) or value
+        if hasattr(function, "__wrapped__"):
+            function = inspect.unwrap(function)
         if inspect.isfunction(function):
-            try:
-                parts.append(inspect.getsource(function))
-            except (OSError, TypeError):
-                continue
-    return "\n".join(parts)
+            found += _nested(function.__code__)
+    return tuple(found)
+
+
+def _nested(code: CodeType) -> Iterator[CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            yield from _nested(const)
+
+
+_STORE_ATTR = dis.opmap["STORE_ATTR"]
+_EXTENDED_ARG = dis.opmap["EXTENDED_ARG"]
+_CACHE = dis.opmap.get("CACHE", -1)
+# Loads of one local or free variable; from Python 3.13 also paired loads (the low 4 bits of the
+# argument are the second variable, the one loaded last).
+_LOAD_ONE = {dis.opmap[n] for n in ("LOAD_FAST", "LOAD_FAST_CHECK", "LOAD_FAST_BORROW", "LOAD_DEREF") if n in dis.opmap}
+_LOAD_PAIR = {dis.opmap[n] for n in ("LOAD_FAST_LOAD_FAST", "LOAD_FAST_BORROW_LOAD_FAST_BORROW") if n in dis.opmap}
+
+
+def _stores(code: CodeType, name: str) -> bool:
+    """Whether ``code`` stores attribute ``name`` on ``self``."""
+    return name in code.co_names and name in _stored_on_self(code)  # not mentioned: nothing to read
+
+
+@functools.cache
+def _stored_on_self(code: CodeType) -> frozenset[str]:
+    """The attributes ``code`` stores on ``self``: a STORE_ATTR right after the load of ``self``.
+    Read from the raw instructions (two bytes each, inline caches as CACHE units): what
+    ``dis.get_instructions`` gives, at a tenth of its cost on the large ``__init__`` methods."""
+    raw, names = code.co_code, code.co_names
+    # The variables LOAD_FAST/LOAD_DEREF index: locals, then cells that are not locals, then frees.
+    local = (*code.co_varnames, *(c for c in code.co_cellvars if c not in code.co_varnames), *code.co_freevars)
+    stored: set[str] = set()
+    extended, load = 0, -1  # load: the variable the previous instruction loaded (-1: not a load)
+    for offset in range(0, len(raw), 2):
+        op, arg = raw[offset], raw[offset + 1] | extended
+        if op == _EXTENDED_ARG:
+            extended = arg << 8
+            continue
+        extended = 0
+        if op == _CACHE:
+            continue
+        if op == _STORE_ATTR and 0 <= load < len(local) and local[load] == "self":
+            stored.add(names[arg])
+        load = arg if op in _LOAD_ONE else arg & 15 if op in _LOAD_PAIR else -1
+    return frozenset(stored)
 
 
 def _present(internal: Internal) -> bool:
@@ -280,11 +343,14 @@ def _redbeat_meta_form() -> bool:
     )
 
 
-def check(internals: Iterable[Internal] | None = None) -> list[str]:
-    """One line per private name that is missing from the installed libraries (empty: all there)."""
+def check(internals: Iterable[Internal] | None = None, process: str = SCHEDULER) -> list[str]:
+    """One line per private name that is missing from the installed libraries (empty: all there).
+    ``process``: SCHEDULER checks the whole list (the default), WORKER all but the scheduler's own."""
     listed = INTERNALS if internals is None else internals
+    if process == WORKER:
+        listed = [i for i in listed if not i.scheduler_only]
     missing = [(i.label, i.module.split(".")[0]) for i in listed if not _present(i)]
-    if not _redbeat_meta_form():
+    if process != WORKER and not _redbeat_meta_form():
         missing.append(("RedBeat's meta JSON datetime form (scheduler/schedules.py)", "redbeat"))
     installed = versions() if missing else {}
     return [_line(what, top, installed) for what, top in missing]
@@ -294,10 +360,11 @@ class InternalsChanged(BenchError):
     """An installed Celery/kombu/billiard/RedBeat/redis-py lacks a private name benchcelery relies on."""
 
 
-def require() -> None:
-    """Start-up check of ``bench worker`` and ``bench schedule``: raise InternalsChanged (one line,
-    exit 1) naming the first missing name when any is missing."""
-    problems = check()
+def require(process: str) -> None:
+    """Start-up check of ``bench worker``/``worker-pool`` (WORKER) and ``bench schedule``
+    (SCHEDULER): raise InternalsChanged (one line, exit 1) naming the first missing name when any
+    is missing."""
+    problems = check(process=process)
     if problems:
         more = f" [and {len(problems) - 1} more]" if len(problems) > 1 else ""
         raise InternalsChanged(problems[0] + more)

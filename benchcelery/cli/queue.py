@@ -40,24 +40,19 @@ def _queue(obj: CliContext, queue: str) -> str:
     return name
 
 
+# What each outcome says: the whole bench's (done, not done), then one site's (done, not done).
+_SAID = {
+    "pause": ("Paused queue {queue}", "Queue {queue} was paused already", "Paused", "Already paused:"),
+    "resume": ("Resumed queue {queue}", "Queue {queue} was not paused", "Resumed", "Not paused:"),
+}
+
+
 @queue_group.command("pause")
 @click.argument("queue")
 @pass_ctx
 def pause_cmd(obj: CliContext, queue: str) -> None:
     """Stop every worker taking QUEUE's jobs (persisted in Redis); with --site, that site's only."""
-    site = _one_site(obj)
-    rt = obj.runtime()
-    if site is None:
-        from benchcelery.jobs.pause import pause
-
-        done = pause(rt, queue)
-        click.echo(f"Paused queue {queue}" if done else f"Queue {queue} was paused already")
-        return
-    from benchcelery.jobs.site_pause import pause_site
-
-    name = _queue(obj, queue)
-    done = pause_site(rt.redis, rt.keys, site, name)
-    click.echo(f"{'Paused' if done else 'Already paused:'} {site}'s jobs on queue {name}")
+    _pause_or_resume(obj, queue, "pause")
 
 
 @queue_group.command("resume")
@@ -65,21 +60,24 @@ def pause_cmd(obj: CliContext, queue: str) -> None:
 @pass_ctx
 def resume_cmd(obj: CliContext, queue: str) -> None:
     """Let workers take QUEUE's jobs again; with --site, that site's (a bench-wide pause still holds)."""
+    _pause_or_resume(obj, queue, "resume")
+
+
+def _pause_or_resume(obj: CliContext, queue: str, action: str) -> None:
+    from benchcelery.jobs import pause as whole
+    from benchcelery.jobs import site_pause
+
+    bench_done, bench_not, site_done, site_not = _SAID[action]
     site = _one_site(obj)
     rt = obj.runtime()
     if site is None:
-        from benchcelery.jobs.pause import resume
-
-        done = resume(rt, queue)
-        click.echo(f"Resumed queue {queue}" if done else f"Queue {queue} was not paused")
+        done = (whole.pause if action == "pause" else whole.resume)(rt, queue)
+        click.echo((bench_done if done else bench_not).format(queue=queue))
         return
-    from benchcelery.jobs.pause import paused
-    from benchcelery.jobs.site_pause import resume_site
-
     name = _queue(obj, queue)
-    done = resume_site(rt.redis, rt.keys, site, name)
-    click.echo(f"{'Resumed' if done else 'Not paused:'} {site}'s jobs on queue {name}")
-    if name in paused(rt):
+    done = (site_pause.pause_site if action == "pause" else site_pause.resume_site)(rt.redis, rt.keys, site, name)
+    click.echo(f"{site_done if done else site_not} {site}'s jobs on queue {name}")
+    if action == "resume" and name in whole.paused(rt):
         click.echo(f"Queue {name} is paused for the whole bench: its jobs wait until `bench queue resume {name}`")
 
 

@@ -19,6 +19,7 @@ import click
 
 from benchcelery.cli.base import CliContext, pass_ctx
 from benchcelery.diagnostics.top import TopFrame, snapshot
+from benchcelery.util.text import age
 
 SPARK = "·▁▂▃▄▅▆▇█"
 MAX_ROWS = 12  # (site, queue) rows shown; the rest are summed in one line
@@ -29,19 +30,6 @@ JOB_WIDTH = 30
 def tail(text: str, width: int) -> str:
     """``text`` cut from the left (a method's own name is at its end)."""
     return text if len(text) <= width else "…" + text[-(width - 1) :]
-
-
-def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(max(0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
 
 
 def spark(values: list[int]) -> str:
@@ -85,12 +73,14 @@ def render(frame: TopFrame) -> Any:
             str(row.waiting),
             str(row.running),
             Text(str(row.failed), "red" if row.failed else ""),
-            age(row.oldest),
+            age(row.oldest, minute_seconds=True),
         )
     if len(frame.rows) > MAX_ROWS:
         queues.add_row(f"... {len(frame.rows) - MAX_ROWS} more", "", "", "", "", "")
     t = frame.totals
-    queues.add_row(Text("all", "bold"), "", str(t.waiting), str(t.running), str(t.failed), age(t.oldest))
+    queues.add_row(
+        Text("all", "bold"), "", str(t.waiting), str(t.running), str(t.failed), age(t.oldest, minute_seconds=True)
+    )
     workers = Table(expand=False, box=None, pad_edge=False, header_style="bold")
     workers.add_column("WORKER", no_wrap=True, max_width=24, overflow="ellipsis")
     workers.add_column("QUEUES", no_wrap=True, max_width=14, overflow="ellipsis")
@@ -99,7 +89,9 @@ def render(frame: TopFrame) -> Any:
     for w in frame.workers[:MAX_WORKERS]:
         job, running = w.jobs[0] if w.jobs else ("idle", None)
         more = f" +{len(w.jobs) - 1}" if len(w.jobs) > 1 else ""
-        workers.add_row(w.name, ",".join(w.queues), tail(job, JOB_WIDTH - len(more)) + more, age(running))
+        workers.add_row(
+            w.name, ",".join(w.queues), tail(job, JOB_WIDTH - len(more)) + more, age(running, minute_seconds=True)
+        )
     if not frame.workers:
         workers.add_row(Text("no live worker", "red"), "", "", "")
     return Group(head, Text(""), queues, Text(""), workers, Text(""), rate)

@@ -83,11 +83,11 @@ def _run(
     rq_username: str | None,
     rq_password: str | None,
 ) -> None:
-    from benchcelery.broker.internals import require
+    from benchcelery.broker.internals import WORKER, require
     from benchcelery.worker import WorkerOptions, run_worker
     from benchcelery.worker import reload as reloading
 
-    require()  # the private names of Celery/kombu/billiard/redis-py it relies on (one line, exit 1)
+    require(WORKER)  # the private names of Celery/kombu/billiard/redis-py it relies on (one line, exit 1)
     queues = queues_option(obj, queue)
     if obj.site_option:
         obj.sites()  # accepted as in the guide (a worker serves every site), but the site must exist

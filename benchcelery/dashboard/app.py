@@ -30,6 +30,7 @@ from benchcelery.dashboard.views import Views
 from benchcelery.dashboard.web import Web
 from benchcelery.errors import BenchError
 from benchcelery.runtime import Runtime
+from benchcelery.util.text import age
 
 HERE = Path(__file__).parent
 
@@ -38,20 +39,6 @@ HERE = Path(__file__).parent
 class DashboardOptions:
     read_only: bool = False
     refresh_seconds: int = 5
-
-
-def age(seconds: float | None) -> str:
-    """'42s', '3m', '2h5m', '3d'."""
-    if seconds is None:
-        return "-"
-    s = int(max(0, seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    return f"{s // 86400}d{(s % 86400) // 3600}h"
 
 
 def since(ts: float | None) -> str:

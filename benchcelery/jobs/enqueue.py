@@ -23,6 +23,7 @@ from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import kwargs_repr, push, uuid4_text
 from benchcelery.jobs.methods import method_name, resolve
 from benchcelery.jobs.model import Job
+from benchcelery.jobs.retry import RetrySpec
 from benchcelery.jobs.retry import header as retry_policy_header
 from benchcelery.runtime import Runtime, get_runtime
 
@@ -51,14 +52,14 @@ def enqueue(
     job_id: str | None = None,
     deduplicate: bool = False,
     at_front_when_starved: bool = False,
-    retry: Any = None,
+    retry: RetrySpec = None,
     **kwargs: Any,
 ) -> Job | Any | None:
     """Enqueue ``method(**kwargs)`` for the current site (``benchcelery.init(site=...)``), with
     Frappe's ``frappe.enqueue`` signature (v15 and develop).
 
-    ``retry``: retries after a failure (a number, or ``Retry(max, interval, ...)``; jobs/retry.py);
-    None = the queue's default (``workers.<queue>.retry``).
+    ``retry``: retries after a failure (a number, ``Retry(max, interval, ...)`` or a dict of its
+    fields; jobs/retry.py); None = the queue's default (``workers.<queue>.retry``).
     Returns the Job; the method's result when run inline (``now=True`` or ``is_async=False``);
     None when ``deduplicate`` found the same ``job_id`` queued or running, and when
     ``enqueue_after_commit`` holds the job until the enclosing job succeeds (outside a job it is
@@ -238,7 +239,7 @@ def _prepare(
     job_id: str | None = None,
     on_success: str | Callable[..., Any] | None = None,
     on_failure: str | Callable[..., Any] | None = None,
-    retry: Any = None,
+    retry: RetrySpec = None,
     kwargs: dict[str, Any],
 ) -> _Prepared:
     """Validate one job and build its ``apply_async`` options; raises ValidationError."""

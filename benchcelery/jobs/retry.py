@@ -97,6 +97,11 @@ class Retry:
         return not self.retry_on or bool(names & set(self.retry_on))
 
 
+# What ``enqueue(retry=...)`` accepts: a number of retries, a Retry, a dict of Retry's fields (as a
+# header or a queue's config holds them), or None (the queue's default).
+RetrySpec = int | Retry | dict[str, Any] | None
+
+
 def policy(value: Any, what: str = "retry") -> Retry | None:
     """A Retry from what ``enqueue(retry=...)``, a header or a queue's config holds (an int = max
     retries, a dict = Retry's fields); raises ValidationError for anything else."""

@@ -4,6 +4,8 @@ whoever can write to the queue, so its control characters are rendered visibly, 
 An escape such as ``\\x1b]0;title\\x07`` would otherwise retitle, clear or rewrite the operator's
 terminal, and OSC sequences survive ``| less -R`` and many log viewers. JSON output needs none of
 this: ``json.dumps`` escapes control characters already.
+
+Also ``age``: a duration as ``bench top`` and the dashboard show it.
 """
 
 from __future__ import annotations
@@ -46,3 +48,17 @@ def filter_handlers(logger: logging.Logger) -> None:
     for handler in logger.handlers:
         if not any(isinstance(f, VisibleLogFilter) for f in handler.filters):
             handler.addFilter(VisibleLogFilter())
+
+
+def age(seconds: float | None, minute_seconds: bool = False) -> str:
+    """'42s', '3m' ('3m05s' with ``minute_seconds``), '2h05m', '3d4h'; '-' for None."""
+    if seconds is None:
+        return "-"
+    s = int(max(0, seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s" if minute_seconds else f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    return f"{s // 86400}d{(s % 86400) // 3600}h"

@@ -30,6 +30,7 @@ from benchcelery.jobs import enqueue as _jobs
 from benchcelery.jobs.later import enqueue_at, enqueue_in
 from benchcelery.jobs.model import Job
 from benchcelery.jobs.retry import RetryBackgroundJobError
+from benchcelery.jobs.retry import RetrySpec as _RetrySpec
 from benchcelery.jobs.rqjob import RQJob
 
 from ._clients import cache_client as _cache_client
@@ -88,7 +89,7 @@ def enqueue(
     job_id: str | None = None,
     deduplicate: bool = False,
     at_front_when_starved: bool = False,
-    retry: int | None = None,
+    retry: _RetrySpec = None,
     **kwargs: Any,
 ) -> Any:
     """Frappe's ``frappe.enqueue`` (benchcelery.jobs.enqueue.enqueue); a job comes back as an RQJob."""
