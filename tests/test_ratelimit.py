@@ -116,3 +116,22 @@ def test_the_decorator_marks_the_function_and_checks_the_rate() -> None:
         rate_limit("often")
     with pytest.raises(ValidationError):
         rate_limit("1/s")(print)  # type: ignore[arg-type]
+
+
+def test_a_config_sync_keeps_declarations_and_drops_what_config_no_longer_says(bench: BenchHandle) -> None:
+    from benchcelery.jobs.fairness import sync_policy
+
+    rt = bench.rt()
+    bench.enqueue(RECORD, site=S1, key="x")  # imports testapp.tasks here: its decorators ran
+    rates = rt.keys.rates
+    bench.redis.hset(rates, mapping={"gone.tasks.old": "100.000", RATE_DECLARED + "otherapp.tasks.x": "50.000"})
+    bench.set_config(rate_limits={RECORD: "2/s"})
+    problems = sync_policy(bench.redis, rt.keys, rt.bench, ["default"])
+    assert problems == []
+    assert bench.redis.hgetall(rates) == {
+        RECORD.encode(): b"500.000",  # the config's
+        (RATE_DECLARED + "otherapp.tasks.x").encode(): b"50.000",  # another process's declaration stays
+        (RATE_DECLARED + LIMITED).encode(): b"200.000",  # this process's, from its imported module
+        (RATE_DECLARED + HOURLY).encode(): b"3600000.000",
+        (RATE_DECLARED + PER_SITE).encode(): b"s3600000.000",
+    }

@@ -89,9 +89,10 @@ def rate_limit(rate: str, per_site: bool = False) -> Callable[[F], F]:
             raise ValidationError(f"rate_limit applies to a job function, not {type(fn).__name__}")
         setattr(fn, ATTR, limit)
         name = f"{fn.__module__}.{fn.__qualname__}"
-        with _lock:
-            declared[name] = limit
-            unpublished[name] = limit
+        if "<" not in name:  # a nested function is no job method (jobs/methods.py method_name)
+            with _lock:
+                declared[name] = limit
+                unpublished[name] = limit
         return fn
 
     return mark
