@@ -8,6 +8,9 @@ Public API::
     benchcelery.get_job_status(job.short_id)    # queued / started / finished / failed / None
     benchcelery.enqueue_in(600, "myapp.tasks.remind", retry=benchcelery.Retry(max=3, interval=[10, 60]))
 
+    @benchcelery.rate_limit("10/s")   # in an app: at most 10 starts a second, bench-wide (jobs/ratelimit.py)
+    def sync(doc): ...
+
 Inside a job, ``benchcelery.local.site`` / ``.conf`` / ``.user`` / ``.job`` describe its context.
 """
 
@@ -33,6 +36,7 @@ __all__ = [
     "is_job_enqueued",
     "local",
     "publish_realtime",
+    "rate_limit",
 ]
 
 
@@ -51,6 +55,10 @@ def __getattr__(name: str) -> Any:
         from benchcelery.jobs import retry
 
         return getattr(retry, name)
+    if name == "rate_limit":
+        from benchcelery.jobs.ratelimit import rate_limit
+
+        return rate_limit
     if name == "publish_realtime":
         from benchcelery.realtime import publish_realtime
 

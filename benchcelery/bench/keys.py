@@ -30,7 +30,10 @@ benchcelery's own:
 ``<p>running:<queue>``              hash    site -> running jobs of a site with a cap (fetch adds,
                                             ack/restore/recover subtract)
 ``<p>rates``                        hash    ``<method>`` or ``<site>\\x1f<method>`` -> ms between two
-                                            starts (rate_limits; jobs/fairness.py)
+                                            starts (rate_limits in config; jobs/fairness.py);
+                                            ``\\x1e<method>`` -> ``<ms>`` (whole bench) or
+                                            ``s<ms>`` (each site): the app's ``rate_limit``
+                                            decorator (jobs/ratelimit.py), which config overrides
 ``<p>rate:<name>``                  string  the rate limit's next free start (GCRA, ms; expires)
 ``<p>pending:<queue>``              hash    site -> number of waiting jobs (all buckets); kept
                                             by our transport with every push/take/restore
@@ -130,6 +133,8 @@ REALTIME_CHANNEL = "events"  # Frappe's global channel; benchcelery publishes on
 BENCH_ID_ALPHABET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 EXECUTE_JOB = "benchcelery.execute_job"  # the Celery task every job's message names
 UNKNOWN_SITE = "?"  # the site recorded for a message that names none (pending counts, failures)
+RATE_SITE_SEP = "\x1f"  # rates field <site>\x1f<method>: a site's own limit of a method (config)
+RATE_DECLARED = "\x1e"  # rates field \x1e<method>: the limit an app's decorator declares
 
 
 @dataclass(frozen=True)

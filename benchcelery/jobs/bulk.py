@@ -31,7 +31,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from benchcelery.errors import ValidationError
-from benchcelery.jobs import history
+from benchcelery.jobs import history, ratelimit
 from benchcelery.jobs.registry import QUEUED
 from benchcelery.store import durable as ha
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import redis
 
     from benchcelery.bench.keys import Keys
+    from benchcelery.jobs.ratelimit import RateLimit
     from benchcelery.runtime import Runtime
 
 BATCH = 1000
@@ -160,10 +161,18 @@ def _number(value: Any) -> str:
     return float.__repr__(value) if isinstance(value, float) else int.__repr__(value)
 
 
-def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str, tracked: bool = False) -> None:
+def push(
+    rt: Runtime,
+    all_options: list[dict[str, Any]],
+    task_name: str,
+    tracked: bool = False,
+    rates: dict[str, RateLimit | None] | None = None,
+) -> None:
     """Build every envelope (so bad arguments write nothing), then push them in batches of BATCH;
     each batch is one MULTI: the messages, the per-site pending counters, wake tokens and, with
     ``tracked``, each job's "queued" status key (jobs enqueued with an explicit id, not claimed before).
+    ``rates``: method -> its ``rate_limit`` decorator's limit (or None), written with the first
+    batch so fetch.lua knows the limit before it can take the jobs (jobs/ratelimit.py).
 
     This is the only producer-side write of messages (transport.py's ``_put`` writes the same
     MULTI for messages Celery itself publishes)."""
@@ -176,10 +185,15 @@ def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str, tracked
     status_ttl = rt.settings.number("rq_job_failure_ttl") if tracked else 0
     wait = ha.wait_settings(rt.settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
     client = rt.redis
+    declared = [_pack(command) for command in ratelimit.commands(keys.rates, rates or {})]
     for start in range(0, len(built), BATCH):
         commands = _batch(keys, built[start : start + BATCH], status_ttl)
+        if start == 0:
+            commands = declared + commands
         # With Sentinel, a lost master is waited for (enqueue_failover_wait), not an error at once.
         ha.through_failover(rt.settings, functools.partial(transaction, client, commands, wait))
+    if rates:
+        ratelimit.written(keys.rates, rates)
 
 
 def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl: int) -> list[bytes]:

@@ -23,6 +23,7 @@ from benchcelery.jobs import registry
 from benchcelery.jobs.bulk import kwargs_repr, push, uuid4_text
 from benchcelery.jobs.methods import method_name, resolve
 from benchcelery.jobs.model import Job
+from benchcelery.jobs.ratelimit import RateLimit, limit_of
 from benchcelery.jobs.retry import RetrySpec
 from benchcelery.jobs.retry import header as retry_policy_header
 from benchcelery.runtime import Runtime, get_runtime
@@ -34,6 +35,12 @@ logger = logging.getLogger("benchcelery.enqueue")
 class _Prepared:
     job: Job
     options: dict[str, Any]
+    limit: RateLimit | None = None  # the method's rate_limit decorator (jobs/ratelimit.py)
+
+
+def _rates(prepared: Iterable[_Prepared]) -> dict[str, RateLimit | None]:
+    """method -> its decorator's limit, for the push that carries the jobs (jobs/bulk.py)."""
+    return {p.job.method: p.limit for p in prepared}
 
 
 def enqueue(
@@ -114,13 +121,13 @@ def _starved(rt: Runtime, queue: str) -> bool:
 def _publish(rt: Runtime, prepared: _Prepared, job_id: str | None, deduplicate: bool) -> Job | None:
     if not deduplicate:
         # One round trip: the message, its pending counter and (with a job_id) its status key.
-        push(rt, [prepared.options], EXECUTE_JOB, tracked=bool(job_id))
+        push(rt, [prepared.options], EXECUTE_JOB, tracked=bool(job_id), rates=_rates([prepared]))
         return prepared.job
     if not _claim(rt, [prepared.job.id], deduplicate)[0]:
         logger.info("Not queueing job %s because it is in queue already", prepared.job.id)
         return None
     try:
-        push(rt, [prepared.options], EXECUTE_JOB)
+        push(rt, [prepared.options], EXECUTE_JOB, rates=_rates([prepared]))
     except BaseException:
         rt.redis.delete(rt.keys.job_status(prepared.job.id))
         raise
@@ -176,7 +183,7 @@ def enqueue_many(jobs: Iterable[dict[str, Any]]) -> list[Job]:
                 kwargs=kwargs,
             )
         )
-    push(rt, [p.options for p in prepared], EXECUTE_JOB)
+    push(rt, [p.options for p in prepared], EXECUTE_JOB, rates=_rates(prepared))
     return [p.job for p in prepared]
 
 
@@ -195,7 +202,7 @@ def enqueue_unique_many(items: list[dict[str, Any]]) -> list[Job | None]:
     claimed = _claim(rt, [p.job.id for p in prepared], deduplicate=True)
     to_push = [p for p, ok in zip(prepared, claimed, strict=True) if ok]
     try:
-        push(rt, [p.options for p in to_push], EXECUTE_JOB)
+        push(rt, [p.options for p in to_push], EXECUTE_JOB, rates=_rates(to_push))
     except BaseException:
         rt.redis.delete(*[rt.keys.job_status(p.job.id) for p in to_push] or ["-"])
         raise
@@ -246,7 +253,7 @@ def _prepare(
     spec = rt.settings.validate_queue(queue)
     check_kwargs(kwargs)
     name = method_name(method)
-    resolve(name, rt.apps(), rt.allowed_methods())
+    limit = limit_of(resolve(name, rt.apps(), rt.allowed_methods()))
     callbacks = {}
     for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
         if cb is not None:
@@ -297,7 +304,7 @@ def _prepare(
         "soft_time_limit": seconds,
         "time_limit": seconds + HARD_LIMIT_GRACE,
     }
-    return _Prepared(job, options)
+    return _Prepared(job, options, limit)
 
 
 def job_timeout(timeout: Any, default: int) -> int:

@@ -26,7 +26,7 @@ from benchcelery.broker.celery_app import WORKER_LOST_RETRIES
 from benchcelery.broker.hooks import hooks as transport_hooks
 from benchcelery.context import local
 from benchcelery.errors import BenchError
-from benchcelery.jobs import registry, retry
+from benchcelery.jobs import ratelimit, registry, retry
 from benchcelery.jobs.callbacks import run_callback
 from benchcelery.jobs.failures import RECORD_WAIT, describe_exception, notify_finished, record, record_malformed
 from benchcelery.jobs.hooks import call_hook, job_hooks
@@ -91,6 +91,8 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
     except JobRefused as exc:
         record(meta, {"args": list(args), **kwargs} if args else kwargs, exc, tb=None)
         raise
+    if ratelimit.unpublished:  # this process imported rate-limited functions (jobs/ratelimit.py)
+        _publish_limits(rt)
     r = rt.redis
     keys = rt.keys
     if meta["tracked"]:
@@ -140,6 +142,15 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
                 callback()
         finally:
             local.reset()
+
+
+def _publish_limits(rt: Any) -> None:
+    """Write the rate limits of decorated functions this process just imported, so the next fetch
+    holds them even for jobs enqueued by code older than the decorator; never raises."""
+    try:
+        ratelimit.publish_new(rt.redis, rt.keys)
+    except Exception as exc:  # the job runs; the next job of this process tries again
+        logger.warning("Could not write the rate limits of imported job functions: %s", exc)
 
 
 def _retry_decision(rt: Any, meta: dict[str, Any], exc: Exception) -> Any:

@@ -8,10 +8,12 @@ where the fetch script reads them (broker/lua/fetch.lua).
 - ``rate_limits``, e.g. ``{"myapp.api.sync": "10/s"}`` (units ``/s``, ``/m``, ``/h``): in
   ``common_site_config.json`` one limit per method for the whole bench; in a site's
   ``site_config.json`` a limit of that site's jobs of the method. A job held back by a limit stays
-  where it waits; workers take other jobs meanwhile and fetch again when it may start.
+  where it waits; workers take other jobs meanwhile and fetch again when it may start. An app may
+  declare a method's limit with ``@benchcelery.rate_limit`` (jobs/ratelimit.py); config wins.
 
 Workers write these at start and every POLICY_INTERVAL seconds (``sync_policy``); a site's pause
-(jobs/site_pause.py) is operator state in the same hash and is never touched here.
+(jobs/site_pause.py) is operator state in the same hash and is never touched here, nor are the
+decorators' declarations in the ``rates`` hash other than those of functions this process imported.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from benchcelery.bench.keys import RATE_DECLARED, RATE_SITE_SEP
 from benchcelery.bench.schema import parse_rate  # the rate syntax lives with the config checks
 from benchcelery.errors import ValidationError
+from benchcelery.jobs.ratelimit import declared_fields
 
 if TYPE_CHECKING:
     import redis
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("benchcelery.jobs.fairness")
 
 POLICY_INTERVAL = 10.0  # s between two syncs of a worker
-FIELD_SEP = "\x1f"  # <site>\x1f<method>: a site's own limit of a method
+FIELD_SEP = RATE_SITE_SEP  # <site>\x1f<method>: a site's own limit of a method
 
 
 def _weight(value: Any) -> float | None:
@@ -88,26 +92,36 @@ def _rates(value: Any, prefix: str, out: dict[str, str], problems: list[str], wh
 
 
 def sync_policy(r: redis.Redis, keys: Keys, bench: Bench, queues: Iterable[str]) -> list[str]:
-    """Write weights, caps and rate limits to Redis (one MULTI); returns the config problems skipped."""
+    """Write weights, caps and rate limits to Redis (one MULTI), with the rate limits declared by
+    decorated functions this process imported; returns the config problems skipped."""
     queues = list(queues)
     per_queue, rates, problems = desired(bench, queues)
     pipe = r.pipeline(transaction=False)
     for q in queues:
         pipe.hkeys(keys.fair(q))
-    current = pipe.execute()
+    pipe.hkeys(keys.rates)
+    *current, rate_fields = pipe.execute()
     pipe = r.pipeline(transaction=True)
     for q, fields in zip(queues, current, strict=True):
-        names = {f.decode() if isinstance(f, bytes) else str(f) for f in fields}
+        names = {_text(f) for f in fields}
         stale = [f for f in names if f.startswith(("w:", "c:")) and f not in per_queue[q]]
         if stale:
             pipe.hdel(keys.fair(q), *stale)
         if per_queue[q]:
             pipe.hset(keys.fair(q), mapping=per_queue[q])  # type: ignore[arg-type]
-    pipe.delete(keys.rates)
+    # config fields no longer in the config go; decorators' fields (\x1e...) are not config's
+    stale_rates = [f for f in map(_text, rate_fields) if not f.startswith(RATE_DECLARED) and f not in rates]
+    if stale_rates:
+        pipe.hdel(keys.rates, *stale_rates)
+    rates.update(declared_fields())
     if rates:
         pipe.hset(keys.rates, mapping=rates)  # type: ignore[arg-type]
     pipe.execute()
     return problems
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def policy(r: redis.Redis, keys: Keys, queues: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -16,7 +16,7 @@ from typing import Any
 from benchcelery.bench.keys import EXECUTE_JOB
 from benchcelery.broker.delayed import LATER, Delayed, Entry
 from benchcelery.errors import ValidationError
-from benchcelery.jobs import registry
+from benchcelery.jobs import ratelimit, registry
 from benchcelery.jobs.bulk import envelope, sender
 from benchcelery.jobs.enqueue import _claim, _current_site, _prepare, check_kwargs
 from benchcelery.jobs.model import Job
@@ -59,6 +59,8 @@ def _later(method: str | Callable[..., Any], at: float | None, seconds: float, k
         raise ValidationError("`job_id` parameter is required for deduplication.")
     prepared = _prepare(rt, site, method, kwargs=job_kwargs, **options)
     job = prepared.job
+    if prepared.limit is not None:  # in Redis before the job can be moved to its queue
+        ratelimit.write(rt.redis, rt.keys, {job.method: prepared.limit})
     if deduplicate and not _claim(rt, [job.id], True)[0]:
         return None
     origin, reply_to = sender()

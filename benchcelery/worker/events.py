@@ -21,9 +21,9 @@ from celery.worker.consumer import heart
 
 PER_METHOD_LIMITS = (
     "{what} applies to Celery tasks; every bench job runs as the task benchcelery.execute_job "
-    "(a limit on it applies to all jobs of this worker). For one method: give the job a timeout "
-    "(enqueue(..., timeout=S)), set workers.<queue>.timeout for its queue, or enqueue it on a "
-    "queue of its own served by as many workers as the rate you want."
+    "(a limit on it applies to all jobs of this worker). For one method: a rate with rate_limits "
+    "in common_site_config.json or @benchcelery.rate_limit on the function (bench-wide, all "
+    "workers); a time with the job's timeout (enqueue(..., timeout=S)) or workers.<queue>.timeout."
 )
 
 

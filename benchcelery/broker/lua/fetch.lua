@@ -8,7 +8,10 @@
 --                                 queue, message tag, 1 if counted in running:<queue> else 0]
 --   <p>leases             zset    delivery tag -> lease expiry (epoch s, Redis's clock)
 --   <p>redeliveries       hash    message tag -> times its lease lapsed before
---   <p>rates              hash    <method> / <site>\x1f<method> -> ms between two starts
+--   <p>rates              hash    <method> / <site>\x1f<method> -> ms between two starts (config);
+--                                 \x1e<method> -> <ms> or s<ms>: an app's decorator, whole bench or
+--                                 each site (ignored when <method> is set: the common config wins;
+--                                 its per-site form yields to <site>\x1f<method>)
 --   <p>rate:<name>        string  next free start of a rate limit (GCRA, ms), written here
 --   <p>pending:<queue>    hash    site -> waiting jobs of the queue (decremented here)
 --   <p>wake:<queue>       list    wake tokens of idle workers (cleared here when nothing was taken)
@@ -62,13 +65,25 @@ end
 -- ms until `method` of `site` may start (0: it may, and the start is counted)
 local function rate_wait(site, method)
   local names = {method, site .. '\31' .. method}
-  local intervals = redis.call('HMGET', KEYS[5], names[1], names[2])
+  local f = redis.call('HMGET', KEYS[5], names[1], names[2], '\30' .. method)
+  local intervals = {tonumber(f[1]), tonumber(f[2])}
+  if f[3] and not f[1] then  -- the app's decorator: 'ms' for the whole bench, 's<ms>' per site
+    local whole = tonumber(f[3])
+    if whole then intervals[1] = whole
+    elseif not f[2] then intervals[2] = tonumber(string.sub(f[3], 2)) end
+  end
   local longest, due = 0, {}
   for i = 1, 2 do
-    local interval = tonumber(intervals[i])
+    local interval = intervals[i]
     if interval then
       local key = P .. 'rate:' .. names[i]
       local tat = tonumber(redis.call('GET', key)) or 0
+      -- under a steady limit tat stays within 1.1 intervals of now; further out, it was counted
+      -- under a stricter one (a config edit, a changed decorator): the new limit holds from now
+      if tat - nowms > 1.1 * interval then
+        tat = nowms + interval
+        redis.call('SET', key, string.format('%.3f', tat), 'PX', math.ceil(2 * interval + 1000))
+      end
       -- a start may come a tenth of an interval early (catching up a late poll), no more: over any
       -- span the starts stay within one of span / interval
       if tat - nowms > interval / 10 then

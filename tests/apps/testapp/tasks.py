@@ -131,3 +131,19 @@ def flaky(key: str, fails: int, error: str = "ValueError") -> None:
             raise benchcelery.RetryJob(in_seconds=1)
         raise {"ValueError": ValueError, "KeyError": KeyError}[error](f"attempt {runs} failed")
     _push(f"{key}:done", time.time())
+
+
+@benchcelery.rate_limit("5/s")
+def limited(key: str, value: object = None) -> None:
+    """Rate-limited by its decorator (bench-wide): records when it started."""
+    _push(key, {"value": value, "started": time.time()})
+
+
+@benchcelery.rate_limit("1/h")
+def hourly(key: str, value: object = None) -> None:
+    _push(key, value)
+
+
+@benchcelery.rate_limit("1/h", per_site=True)
+def hourly_per_site(key: str) -> None:
+    _push(key, benchcelery.local.site)
