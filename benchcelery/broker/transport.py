@@ -490,8 +490,15 @@ def _start_keeper(channel: Channel) -> None:
     global _keeper
     _holders.add(channel)
     if _keeper is None or not _keeper.is_alive():
-        _keeper = LeaseKeeper(_holders, channel.job_lease, loop_turn=lambda: _loop_turn, stopping=hooks.shutting_down)
+        _keeper = LeaseKeeper(_holders, channel.job_lease, loop_turn=_last_turn, stopping=hooks.shutting_down)
         _keeper.start()
+
+
+def _last_turn() -> float | None:
+    """The event loop's last turn, for the lease thread; a job running in the loop's own thread
+    (--pool solo) counts as one (hooks.inline_busy)."""
+    busy = hooks.inline_busy()
+    return _loop_turn if busy is None or _loop_turn is None else max(_loop_turn, busy)
 
 
 def _turned() -> None:

@@ -26,7 +26,7 @@ from benchcelery.broker.celery_app import WORKER_LOST_RETRIES
 from benchcelery.broker.hooks import hooks as transport_hooks
 from benchcelery.context import local
 from benchcelery.errors import BenchError
-from benchcelery.jobs import registry, retry
+from benchcelery.jobs import deadline, registry, retry
 from benchcelery.jobs.callbacks import run_callback
 from benchcelery.jobs.failures import RECORD_WAIT, describe_exception, notify_finished, record, record_malformed
 from benchcelery.jobs.hooks import call_hook, job_hooks
@@ -197,6 +197,9 @@ class JobTask(Task):
     takes ``self`` by name, so a message whose kwargs name ``self`` failed before any bookkeeping)."""
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        if deadline.in_process:  # `bench worker --pool solo`: no process outside to enforce the timeout
+            with deadline.alarm(*deadline.limits(self.request.timelimit)):
+                return self.run(*args, **kwargs)
         return self.run(*args, **kwargs)
 
 
