@@ -16,10 +16,9 @@ that catches every exception is not stopped at all: a hard limit needs a process
 
 from __future__ import annotations
 
+import _signal
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -38,30 +37,34 @@ def limits(timelimit: Any) -> tuple[float | None, float | None]:
     return soft_s, hard_s
 
 
-@contextmanager
-def alarm(soft: float | None, hard: float | None) -> Iterator[None]:
-    """Raise SoftTimeLimitExceeded in this (main) thread after ``soft`` seconds and
-    TimeLimitExceeded at ``hard``; nothing outside the main thread, or without limits."""
-    first = soft or hard
-    if not first or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    second = hard - first if hard and soft and hard > soft else None
-    fired = False
+class Alarm:
+    """Raise SoftTimeLimitExceeded in the main thread after ``soft`` seconds and TimeLimitExceeded
+    at ``hard``, from ``arm`` until ``disarm`` (which restores the SIGALRM handler found)."""
 
-    def expired(signum: int, frame: FrameType | None) -> None:
-        nonlocal fired
-        if not fired and soft:
-            fired = True
-            if second:
-                signal.setitimer(signal.ITIMER_REAL, second)
+    def __init__(self, soft: float | None, hard: float | None) -> None:
+        self.soft, self.hard = soft, hard
+        self.first = soft or hard
+        self.fired = False
+        self.previous: Any = None
+
+    def arm(self) -> bool:
+        """Start the timer; False (nothing armed) without limits or outside the main thread."""
+        if not self.first or threading.current_thread() is not threading.main_thread():
+            return False
+        # _signal: the module behind ``signal``, without its enum conversions (run for every job).
+        self.previous = _signal.signal(signal.SIGALRM, self.expired)
+        _signal.setitimer(signal.ITIMER_REAL, self.first)
+        return True
+
+    def disarm(self) -> None:
+        _signal.setitimer(signal.ITIMER_REAL, 0)
+        _signal.signal(signal.SIGALRM, self.previous)
+
+    def expired(self, signum: int, frame: FrameType | None) -> None:
+        soft, hard = self.soft, self.hard
+        if not self.fired and soft:
+            self.fired = True
+            if hard and hard > soft:
+                _signal.setitimer(signal.ITIMER_REAL, hard - soft)
             raise SoftTimeLimitExceeded(soft)
         raise TimeLimitExceeded(hard or soft)
-
-    previous = signal.signal(signal.SIGALRM, expired)
-    signal.setitimer(signal.ITIMER_REAL, first)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
