@@ -60,6 +60,7 @@ from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, Ta
 from benchcelery.broker.hooks import hooks
 from benchcelery.broker.intake import Intake
 from benchcelery.broker.ownership import Ownership
+from benchcelery.broker.pollcycle import register_quietly
 from benchcelery.broker.qos import QoS
 from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options
 from benchcelery.store.durable import execute_push
@@ -513,7 +514,9 @@ class Transport(kombu_redis.Transport):
     brpop_timeout = 1
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        ticks = set(loop.on_tick)
         super().register_with_event_loop(connection, loop)
+        register_quietly(self, loop, ticks)  # no failing epoll_ctl per turn (pollcycle.py)
         # Again after every reconnect: Celery cancelled the entry of the lost connection, and a loop
         # that stamps no more would look stalled to the lease thread 30 s later, which would then
         # stop renewing every job of this worker (they would run again elsewhere).
