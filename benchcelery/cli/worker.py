@@ -51,7 +51,7 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     default="prefork",
     show_default=True,
     help="prefork: each job runs in a pool process, killed at its hard time limit. solo: in the worker's own "
-    "process (faster, one process less); its timeout raises in the job, but a job stuck in C code cannot be "
+    "process (less CPU per job, one process); its timeout raises in the job, but a job stuck in C code cannot be "
     "killed, and jobs cancel --terminate is refused.",
 )
 @click.option(
@@ -67,7 +67,7 @@ def worker_cmd(obj: CliContext, pool: str, **opts: Any) -> None:
 
     \b
     --pool solo runs each job in the worker's own process: no pool process to
-    feed (faster, less memory). A job's timeout still holds (an exception raised
+    feed (less CPU per job, less memory). A job's timeout still holds (an exception raised
     in the job, as rq's SimpleWorker does), but a job stuck inside C code cannot
     be stopped, and a job cannot be terminated (bench jobs cancel --terminate):
     a hard limit needs a process to kill, the default --pool prefork.
