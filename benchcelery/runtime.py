@@ -64,7 +64,6 @@ class Runtime:
 
 
 _current: Runtime | None = None
-_pid = os.getpid()
 
 
 def init(
@@ -75,7 +74,7 @@ def init(
     redis_url: str | None = None,
 ) -> Runtime:
     """Select the bench (and site) this process works with; returns the runtime."""
-    global _current, _pid
+    global _current
     bench = find_bench(bench_path)
     bench.activate()
     settings = Settings.from_bench(bench, username=username, password=password, redis_url=redis_url)
@@ -86,24 +85,27 @@ def init(
         local.user = local.user or "Administrator"
     local.bench_path = str(bench.root)
     _current = Runtime(settings)
-    _pid = os.getpid()
     return _current
 
 
 def set_runtime(rt: Runtime) -> None:
-    global _current, _pid
+    global _current
     rt.bench.activate()
     local.bench_path = str(rt.bench.root)
-    _current, _pid = rt, os.getpid()
+    _current = rt
 
 
 def get_runtime() -> Runtime:
     """The current runtime, initialised from $BENCH_PATH / the cwd on first use."""
-    global _current, _pid
     if _current is None:
         return init(bench_path=local.bench_path)
-    if _pid != os.getpid():
-        # A forked child (a pool process) must not share the parent's sockets: once per process.
+    return _current  # (a forked child dropped the parent's Redis client in _forked: no getpid per call)
+
+
+def _forked() -> None:
+    """In a forked child (a pool process): the parent's sockets are not this process's to use."""
+    if _current is not None:
         _current._redis = None
-        _pid = os.getpid()
-    return _current
+
+
+os.register_at_fork(after_in_child=_forked)

@@ -53,12 +53,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 def targets(data: dict[str, Any]) -> list[Target]:
     dr, idle, enq = data.get("drain", []), data.get("idle", []), data.get("enqueue", [])
     bw, huey, solo = "bench worker", "huey -w1 -k thread", "celery solo"
+    so = "bench worker --pool solo"
 
     def d(cfg: str, key: str) -> float | None:
         return median(dr, key, config=cfg)
 
-    def i(key: str) -> float | None:
-        return median(idle, key, config=bw)
+    def i(key: str, cfg: str = bw) -> float | None:
+        return median(idle, key, config=cfg)
 
     def e(sys_key: str) -> float | None:
         return median(enq, "rate", system=sys_key, kind="single")
@@ -88,6 +89,18 @@ def targets(data: dict[str, Any]) -> list[Target]:
         Target("bench worker --burst: spawn → first job, s", d(bw, "spawn_to_first_s"), "≤ 0.3 s",
                lambda v: v <= 0.3, "drain runs, medians"),
         Target("idle RSS, bench worker (whole tree), MB", i("rss_tree_mb"), "≤ 60 MB",
+               lambda v: v <= 60, "after one job and a settle"),
+        # The same targets for `bench worker --pool solo` (the job in the worker's own process).
+        Target("drain: bench worker --pool solo / huey", _ratio(d(so, "e2e_rate"), d(huey, "e2e_rate")),
+               f"≥ 1.0{TIMES}", lambda v: v >= 1.0, "jobs/s spawn to last job, medians"),
+        Target("worker CPU per job: bench worker --pool solo / huey",
+               _ratio(d(so, "cpu_us_per_job"), d(huey, "cpu_us_per_job")), f"≤ 1.5{TIMES}", lambda v: v <= 1.5,
+               "CPU µs/job of the whole worker tree, medians"),
+        Target("enqueue → start, idle bench worker --pool solo: median ms", i("latency_median_ms", so), "≤ 1.5 ms",
+               lambda v: v <= 1.5, "keyspace notification of the job's INCR"),
+        Target("enqueue → start, idle bench worker --pool solo: p99 ms", i("latency_p99_ms", so), "≤ 5 ms",
+               lambda v: v <= 5, "median over repetitions of each run's p99"),
+        Target("idle RSS, bench worker --pool solo (whole tree), MB", i("rss_tree_mb", so), "≤ 60 MB",
                lambda v: v <= 60, "after one job and a settle"),
     ]
 

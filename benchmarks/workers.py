@@ -35,6 +35,8 @@ class Worker:
 
 WORKERS: tuple[Worker, ...] = (
     Worker("bench worker", "bench", ("bench", "worker", "--quiet"), "--burst", in_bench=True),
+    # The job in the worker's own process: no pool process, no IPC.
+    Worker("bench worker --pool solo", "bench", ("bench", "worker", "--quiet", "--pool", "solo"), "--burst", True),
     # The cost of task events (Flower): the same worker sending task events and event heartbeats.
     Worker("bench worker --events", "bench", ("bench", "worker", "--quiet", "--events"), "--burst", in_bench=True),
     Worker("bench worker-pool 2", "bench", ("bench", "worker-pool", "--num-workers", "2", "--quiet"), "--burst", True),

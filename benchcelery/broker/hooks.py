@@ -30,11 +30,19 @@ def _not_stopping() -> bool:
     return False
 
 
+def _never_busy() -> float | None:
+    return None
+
+
 @dataclass
 class Hooks:
     record_malformed: Callable[[str, bytes, str, str], None] = _log_malformed  # (queue, raw, reason, tag)
     running_tags: Callable[[], set[str]] = _nothing_running  # delivery tags of the jobs running now
     shutting_down: Callable[[], bool] = _not_stopping  # the worker is stopping (warm or cold)
+    # Monotonic time the event loop was last busy running a job in its own thread (`bench worker
+    # --pool solo`: now while one runs), else None. Set by worker/solo.py; the lease thread counts
+    # it as a turn of the loop (a long job there is work, not a stalled loop).
+    inline_busy: Callable[[], float | None] = _never_busy
 
 
 hooks = Hooks()

@@ -136,6 +136,14 @@ INTERNALS: list[Internal] = [
     Internal("celery.concurrency.prefork:TaskPool", "Pool", "worker/pool.py TaskPool"),
     *_names("celery.concurrency.prefork:TaskPool", "_pool on_stop on_terminate", "worker/burst.py _stop_idle_pool"),
     Internal("billiard.pool:Pool", "_pool", "worker/burst.py _stop_idle_pool (pool._pool._pool)", SELF),
+    # broker/pollcycle.py: kombu's per-turn socket registration, replaced (found by its qualified name).
+    *_names("kombu.asynchronous.hub:Hub", "on_tick", "broker/pollcycle.py register_quietly", SELF),
+    Internal("kombu.transport.redis:Transport", "cycle", "broker/pollcycle.py register_quietly"),
+    *_names("kombu.transport.redis:MultiChannelPoller", "on_poll_start fds", "broker/pollcycle.py register_quietly"),
+    # --pool solo (worker/solo.py): the job runs through our on_apply; a terminate is refused.
+    Internal("celery.concurrency.base", "apply_target", "worker/solo.py TaskPool._apply"),
+    Internal("celery.concurrency.solo:TaskPool", "on_apply", "worker/solo.py TaskPool (replaced)", SELF),
+    *_names("celery.concurrency.solo:TaskPool", "terminate_job _get_info", "worker/solo.py TaskPool (override)"),
     # --- Celery: the worker, its consumer and steps (worker/, jobs/execute.py) ---
     *_names(
         "celery.worker.consumer:Consumer",

@@ -63,6 +63,7 @@ from benchcelery.broker.hooks import hooks
 from benchcelery.broker.intake import Intake
 from benchcelery.broker.ownership import Ownership
 from benchcelery.broker.poll import Poll
+from benchcelery.broker.pollcycle import register_quietly
 from benchcelery.broker.qos import QoS
 from benchcelery.broker.sitelists import SiteLists
 from benchcelery.store.connection import SOCKET_TIMEOUT, keepalive_options
@@ -275,8 +276,15 @@ def _start_keeper(channel: Channel) -> None:
     global _keeper
     _holders.add(channel)
     if _keeper is None or not _keeper.is_alive():
-        _keeper = LeaseKeeper(_holders, channel.job_lease, loop_turn=lambda: _loop_turn, stopping=hooks.shutting_down)
+        _keeper = LeaseKeeper(_holders, channel.job_lease, loop_turn=_last_turn, stopping=hooks.shutting_down)
         _keeper.start()
+
+
+def _last_turn() -> float | None:
+    """The event loop's last turn, for the lease thread; a job running in the loop's own thread
+    (--pool solo) counts as one (hooks.inline_busy)."""
+    busy = hooks.inline_busy()
+    return _loop_turn if busy is None or _loop_turn is None else max(_loop_turn, busy)
 
 
 def _turned() -> None:
@@ -291,7 +299,9 @@ class Transport(kombu_redis.Transport):
     brpop_timeout = 1
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        ticks = set(loop.on_tick)
         super().register_with_event_loop(connection, loop)
+        register_quietly(self, loop, ticks)  # no failing epoll_ctl per turn (pollcycle.py)
         # Again after every reconnect: Celery cancelled the entry of the lost connection, and a loop
         # that stamps no more would look stalled to the lease thread 30 s later, which would then
         # stop renewing every job of this worker (they would run again elsewhere).

@@ -174,7 +174,11 @@ HELP: dict[str, tuple[str, list[str]]] = {
     "version": ("Versions of the engine, Redis and apps", ["bench version", "bench version -f json"]),
     "worker": (
         "Run a worker for every site",
-        ["bench worker", "bench worker --queue short,default --burst"],
+        [
+            "bench worker",
+            "bench worker --queue short,default --burst",
+            "bench worker --pool solo  # jobs in this process",
+        ],
     ),
     "worker-pool": ("Run several worker processes", ["bench worker-pool --num-workers 4 --queue long"]),
 }

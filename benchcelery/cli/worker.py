@@ -46,6 +46,15 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.command("worker")
 @_common
 @click.option(
+    "--pool",
+    type=click.Choice(["prefork", "solo"]),
+    default="prefork",
+    show_default=True,
+    help="prefork: each job runs in a pool process, killed at its hard time limit. solo: in the worker's own "
+    "process (less CPU per job, one process); its timeout raises in the job, but a job stuck in C code cannot be "
+    "killed, and jobs cancel --terminate is refused.",
+)
+@click.option(
     "--strategy",
     type=click.Choice(["round_robin", "random"]),
     default="round_robin",
@@ -53,9 +62,19 @@ def _common(f: Callable[..., Any]) -> Callable[..., Any]:
     help="How to pick among several queues.",
 )
 @pass_ctx
-def worker_cmd(obj: CliContext, **opts: Any) -> None:
-    """Start a worker (one job at a time) for every site of the bench."""
-    _run(obj, concurrency=1, **opts)
+def worker_cmd(obj: CliContext, pool: str, **opts: Any) -> None:
+    """Start a worker (one job at a time) for every site of the bench.
+
+    \b
+    --pool solo runs each job in the worker's own process: no pool process to
+    feed (less CPU per job, less memory). A job's timeout still holds (an exception raised
+    in the job, as rq's SimpleWorker does), but a job stuck inside C code cannot
+    be stopped, and a job cannot be terminated (bench jobs cancel --terminate):
+    a hard limit needs a process to kill, the default --pool prefork.
+    """
+    if pool == "solo" and (opts.get("max_jobs_per_child") or opts.get("max_memory_per_child")):
+        raise click.UsageError("--max-jobs-per-child and --max-memory-per-child need --pool prefork (solo: no child)")
+    _run(obj, concurrency=1, pool=pool, **opts)
 
 
 @click.command("worker-pool")
@@ -82,6 +101,7 @@ def _run(
     reload: bool | None,
     rq_username: str | None,
     rq_password: str | None,
+    pool: str = "prefork",
 ) -> None:
     from benchcelery.broker.internals import WORKER, require
     from benchcelery.worker import WorkerOptions, run_worker
@@ -101,6 +121,7 @@ def _run(
         max_memory_per_child_mb=max_memory_per_child,
         events=bool(rt.settings.get("worker_send_task_events")) if events is None else events,
         reload=reloading.default_on() if reload is None else reload,
+        pool=pool,
     )
     rt.redis  # noqa: B018 - an unreachable Redis is the one line shown (exit 69), before any notice
     _root_notice(quiet)

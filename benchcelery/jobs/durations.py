@@ -35,15 +35,32 @@ REFUSED = "[refused]"
 DEFAULT_TTL = 7 * 24 * 3600
 
 
+_labels: dict[str, tuple[float, str]] = {}  # method -> (monotonic time it was decided, label)
+LABEL_EVERY = 1.0  # s: a method's label is decided again this often (apps.txt and the allowlist may change)
+
+
 def label(method: object) -> str:
     """The histogram's label for ``method``: itself when an installed app or the allowlist could
-    run it (by name; nothing is imported), else ``[refused]``."""
+    run it (by name; nothing is imported), else ``[refused]``. Decided at most once a second per
+    method (a worker labels every job it finishes, twice)."""
+    if not isinstance(method, str):
+        return REFUSED
+    now = time.monotonic()
+    hit = _labels.get(method)
+    if hit is not None and now - hit[0] < LABEL_EVERY:
+        return hit[1]
+    if len(_labels) > 1024:
+        _labels.clear()
+    decided = _label(method)
+    _labels[method] = (now, decided)
+    return decided
+
+
+def _label(method: str) -> str:
     from benchcelery.errors import BenchError
     from benchcelery.jobs.methods import check_allowed
     from benchcelery.runtime import get_runtime
 
-    if not isinstance(method, str):
-        return REFUSED
     try:
         rt = get_runtime()
         check_allowed(method, rt.apps(), rt.allowed_methods())

@@ -26,7 +26,7 @@ from benchcelery.broker.celery_app import WORKER_LOST_RETRIES
 from benchcelery.broker.hooks import hooks as transport_hooks
 from benchcelery.context import local
 from benchcelery.errors import BenchError
-from benchcelery.jobs import ratelimit, registry, retry
+from benchcelery.jobs import deadline, ratelimit, registry, retry
 from benchcelery.jobs.callbacks import run_callback
 from benchcelery.jobs.failures import RECORD_WAIT, describe_exception, notify_finished, record, record_malformed
 from benchcelery.jobs.hooks import call_hook, job_hooks
@@ -43,6 +43,45 @@ class JobRefused(Exception):
     """The message may not run (unknown site, forbidden method, worker died too often)."""
 
 
+STAT_EVERY = 1.0  # s: a worker looks at apps.txt and the config files at most this often
+
+
+class _Stamps:
+    """What the file system says about apps.txt, the common config and each site's config, asked
+    at most every STAT_EVERY seconds (a busy worker ran a few stat calls for every job): an edit,
+    a new app or a removed site counts from the next job after that."""
+
+    def __init__(self) -> None:
+        self._apps: tuple[float, list[str]] = (-STAT_EVERY, [])
+        self._common: tuple[float, float] = (-STAT_EVERY, 0.0)
+        self._sites: dict[str, tuple[float, float | None]] = {}
+
+    def apps(self, rt: Any) -> list[str]:
+        now = time.monotonic()
+        if now - self._apps[0] >= STAT_EVERY:
+            self._apps = (now, rt.apps())
+        return self._apps[1]
+
+    def common_mtime(self, sites_dir: str) -> float:
+        now = time.monotonic()
+        if now - self._common[0] >= STAT_EVERY:
+            self._common = (now, _mtime(f"{sites_dir}/{COMMON_CONFIG}"))
+        return self._common[1]
+
+    def site_mtime(self, rt: Any, site: str) -> float | None:
+        """Bench.site_config_mtime (None: no such site)."""
+        now = time.monotonic()
+        hit = self._sites.get(site)
+        if hit is None or now - hit[0] >= STAT_EVERY:
+            if len(self._sites) > 10_000:
+                self._sites.clear()
+            hit = self._sites[site] = (now, rt.bench.site_config_mtime(site))
+        return hit[1]
+
+
+stamps = _Stamps()
+
+
 class _SiteConfigCache:
     """Merged site config, re-read when either JSON file changes."""
 
@@ -52,8 +91,7 @@ class _SiteConfigCache:
     def get(self, site: str, site_mtime: float) -> dict[str, Any]:
         """``site_mtime``: the site_config.json stamp (Bench.site_config_mtime, the stat that found the site)."""
         bench = get_runtime().bench
-        sites = bench.sites_dir  # not pathlib: this runs for every job
-        stamp = (_mtime(f"{sites}/{COMMON_CONFIG}"), site_mtime)
+        stamp = (stamps.common_mtime(bench.sites_dir), site_mtime)
         hit = self._cache.get(site)
         if hit and hit[0] == stamp:
             return hit[1]
@@ -82,7 +120,7 @@ def execute_job(task: Any, /, *args: Any, **kwargs: Any) -> Any:
     meta["worker"] = request.hostname
     meta["started_at"] = time.time()
     rt = get_runtime()
-    apps = rt.apps()
+    apps = stamps.apps(rt)
     try:
         if args:
             raise JobRefused("A job takes keyword arguments only; this message carries positional ones")
@@ -180,7 +218,7 @@ def _admit(rt: Any, meta: dict[str, Any], apps: list[str]) -> tuple[Any, float]:
     """Check the message may run; returns the method and the stamp of its site's config (the stat
     that found the site exists). Raises JobRefused."""
     site = meta["site"]
-    site_mtime = rt.bench.site_config_mtime(site) if site else None
+    site_mtime = stamps.site_mtime(rt, site) if site else None
     if site_mtime is None:
         raise JobRefused(f"Site {site} does not exist!")
     try:
@@ -208,6 +246,13 @@ class JobTask(Task):
     takes ``self`` by name, so a message whose kwargs name ``self`` failed before any bookkeeping)."""
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
+        if deadline.in_process:  # `bench worker --pool solo`: no process outside to enforce the timeout
+            alarm = deadline.Alarm(*deadline.limits(self.request.timelimit))
+            if alarm.arm():
+                try:
+                    return self.run(*args, **kwargs)
+                finally:
+                    alarm.disarm()
         return self.run(*args, **kwargs)
 
 

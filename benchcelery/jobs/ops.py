@@ -240,6 +240,21 @@ def _remove_waiting(rt: Runtime, info: Job) -> bool:
     return removed > 0
 
 
+def _refuse_in_process(rt: Runtime, info: Job) -> None:
+    """A job running in its worker's own process (``bench worker --pool solo``) cannot be killed
+    without killing the worker: refused, rather than reported terminated while it runs on."""
+    worker = info.extra.get("worker")
+    if info.state != registry.STARTED or not worker:
+        return
+    pool = rt.redis.hget(rt.keys.worker(worker), "pool")
+    if pool in (b"solo", "solo"):
+        raise BenchError(
+            f"Job {info.id} runs inside worker {worker}'s own process (bench worker --pool solo) and cannot be "
+            "terminated on its own: it stops at its timeout. To stop it now, stop that worker (TERM waits for "
+            "the job; KILL stops it, and the job goes back to its queue to run again)"
+        )
+
+
 def cancel_job(
     rt: Runtime, site: str, job_id: str, terminate: bool = False, origin: str = "bench jobs cancel --terminate"
 ) -> str:
@@ -255,6 +270,7 @@ def cancel_job(
         return "removed"
     info = find(rt, job_id, site)  # taken meanwhile: it is running now
     if terminate:  # read by the worker that records the job as terminated (request.py)
+        _refuse_in_process(rt, info)
         rt.redis.set(rt.keys.terminated_by(info.id), origin, ex=3600)
     rt.app.control.revoke(info.id, terminate=terminate, signal="SIGTERM")
     # The worker records a terminated job as failed (JobTerminated) in its own process.

@@ -1,4 +1,5 @@
-"""``bench worker`` / ``bench worker-pool``: a Celery prefork worker for every site of the bench."""
+"""``bench worker`` / ``bench worker-pool``: a Celery worker for every site of the bench (prefork
+pool by default; ``bench worker --pool solo`` runs jobs in the worker's own process, worker/solo.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,13 @@ class WorkerOptions:
     name: str | None = None
     events: bool = False  # send task events (Flower, `celery events`) from the start
     reload: bool = False  # restart with the new code when an app's Python file changes (reload.py)
+    pool: str = "prefork"  # or "solo": jobs run in the worker's own main thread (solo.py)
+
+
+POOLS = {
+    "prefork": "benchcelery.worker.pool:TaskPool",  # Celery's prefork pool, a loop turn less per job
+    "solo": "benchcelery.worker.solo:TaskPool",
+}
 
 
 def worker_name(queues: list[str], host: str | None = None) -> str:
@@ -62,7 +70,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     transport.OWNER = hostname  # the jobs it takes name it (doctor, dashboard: who runs what)
     worker = app.Worker(
         hostname=hostname,
-        pool_cls="benchcelery.worker.pool:TaskPool",  # Celery's prefork pool, a loop turn less per job
+        pool_cls=POOLS[opts.pool],
         concurrency=opts.concurrency,
         queues=opts.queues,
         loglevel="WARNING" if opts.quiet else "INFO",
@@ -85,7 +93,10 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
 
     def install_signal_handlers(w: Any) -> None:
         tweaks(w)
-        _second_term_is_cold(w)
+        if opts.pool == "solo":
+            _second_term_waits(w)
+        else:
+            _second_term_is_cold(w)
 
     worker.install_platform_tweaks = install_signal_handlers  # type: ignore[method-assign]
     if opts.reload and not opts.burst:
@@ -125,6 +136,24 @@ def _second_term_is_cold(worker: object) -> None:
         celery_worker.install_worker_term_hard_handler(w, sig="SIGTERM", verbose=False)
         celery_worker.safe_say(
             "worker: a second TERM will stop running jobs (cold shutdown); they go back to their queue", sys.__stdout__
+        )
+
+    celery_worker._shutdown_handler(worker, sig="SIGTERM", how="Warm", callback=first_term)
+
+
+def _second_term_waits(worker: object) -> None:
+    """With --pool solo the running job runs in this very thread: a cold shutdown cannot stop it
+    early, so TERM (any number of them) lets it finish and then stops the worker; KILL stops it at
+    once (the job goes back to its queue when its lease lapses)."""
+    import sys
+
+    from celery.apps import worker as celery_worker
+
+    def first_term(w: object) -> None:
+        celery_worker.safe_say(
+            "worker: the running job finishes first (--pool solo runs it in this process); "
+            "KILL stops it now, and it goes back to its queue",
+            sys.__stdout__,
         )
 
     celery_worker._shutdown_handler(worker, sig="SIGTERM", how="Warm", callback=first_term)

@@ -50,7 +50,8 @@ class Burst(Periodic):
         if self.idle >= IDLE_CHECKS and state.should_stop is None:
             print(f"Worker {c.hostname}: done, quitting", file=sys.stderr, flush=True)
             pool = c.controller.pool
-            pool.on_stop = lambda: _stop_idle_pool(pool)
+            if hasattr(pool, "_pool"):  # prefork (a solo pool has no process to stop)
+                pool.on_stop = lambda: _stop_idle_pool(pool)
             state.should_stop = 0
 
 

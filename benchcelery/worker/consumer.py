@@ -37,7 +37,9 @@ class Consumer(CeleryConsumer):
 
     def __init__(self, *args: Any, initial_prefetch_count: int = 1, **kwargs: Any) -> None:
         # One job per pool process (prefetch multiplier 1), plus those held ahead (worker/lookahead.py).
-        self.ahead = held_ahead(initial_prefetch_count)
+        # None with --pool solo: a job runs in the loop's own thread, so none could be fetched meanwhile.
+        inline = getattr(kwargs.get("pool"), "runs_inline", False)
+        self.ahead = 0 if inline else held_ahead(initial_prefetch_count)
         super().__init__(*args, initial_prefetch_count=initial_prefetch_count + self.ahead, **kwargs)
 
     @property

@@ -55,10 +55,11 @@ class Heartbeat(bootsteps.StartStopStep):
             "pid": os.getpid(),
             "host": worker.hostname.rpartition("@")[2] or socket.gethostname(),  # hosts.host_name()
             "concurrency": worker.concurrency,
+            "pool": "solo" if getattr(worker.pool, "runs_inline", False) else "prefork",  # jobs/ops.py cancel
             "started": self.started,
         }
         hub = getattr(worker, "hub", None)
-        if hub is not None:  # no event loop (a solo pool): loop_turn is the heartbeat's own time
+        if hub is not None:  # no event loop: loop_turn is the heartbeat's own time
             hub.call_repeatedly(TURN_EVERY, self.turned)
         self.beat()
         self.thread = threading.Thread(target=self.run, name="benchcelery-heartbeat", daemon=True)
@@ -105,8 +106,9 @@ class Heartbeat(bootsteps.StartStopStep):
     def beat(self) -> None:
         rt = get_runtime()
         now = time.time()
-        if getattr(self.worker, "hub", None) is None:
-            self.loop_turn = now
+        busy = getattr(self.worker.pool, "busy", None)
+        if getattr(self.worker, "hub", None) is None or (busy is not None and busy()):
+            self.loop_turn = now  # (--pool solo: a job running in the loop's thread is work, not a stuck loop)
         self.facts["queues"] = self.queues()
         key = rt.keys.worker(self.facts["name"])
         pipe = rt.redis.pipeline()

@@ -99,6 +99,7 @@ SYSTEMS: tuple[System, ...] = (
 
 CONFIGS: tuple[Config, ...] = (
     _existing("bench worker"),
+    _existing("bench worker --pool solo"),
     _existing("bench worker-pool 2"),
     Config("huey -w1 -k thread", "huey", ("huey_consumer", _HUEY, "-w", "1", "-k", "thread", "-q")),
     Config("taskiq list -w1", "taskiq-list", (*_TASKIQ, f"{P}.taskiq_app:list_broker", "--workers", "1")),
