@@ -115,6 +115,7 @@ and process names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -138,7 +139,7 @@ class Keys:
 
     bench_id: str
 
-    @property
+    @functools.cached_property
     def prefix(self) -> str:
         return f"bc:{self.bench_id}:"
 

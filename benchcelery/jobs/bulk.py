@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -51,6 +52,37 @@ _STATIC_HEADERS = {"eta": None, "expires": None, "group": None, "group_index": N
 _str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # json.dumps' own
 _NODE = uuid.uuid4().int  # kombu's get_node_id(): random per process
 _local = threading.local()
+
+
+def _plain_encoder() -> Callable[[Any], str] | None:
+    """``json.dumps`` (default arguments) without building its C encoder for every call (a third of
+    a header's encoding); None when the C encoder is missing. Circular data recurses until
+    RecursionError instead of json's ValueError (``_dumps`` then says what is wrong)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encoder = make(None, json.JSONEncoder().default, _str, None, ": ", ", ", False, False, True)
+    except TypeError:  # another signature
+        return None
+
+    def encode(data: Any) -> str:
+        return "".join(encoder(data, 0))
+
+    return encode if encode({"a": [1, 2.5, None, True, "é"]}) == json.dumps({"a": [1, 2.5, None, True, "é"]}) else None
+
+
+_encode_plain = _plain_encoder()
+
+
+def _fast_dumps(data: Any) -> str:
+    """``_dumps`` of data that is almost always plain (headers, job arguments), the common case first."""
+    if _encode_plain is not None:
+        try:
+            return _encode_plain(data)
+        except (TypeError, ValueError, RecursionError):
+            pass  # not plain JSON, not finite, or circular: _dumps says which, or uses kombu's encoder
+    return _dumps(data)
 
 
 def _dumps(data: Any) -> str:
@@ -119,12 +151,12 @@ def envelope(options: dict[str, Any], task_name: str, origin: str, reply_to: str
     Raises ValidationError when the arguments are not JSON-serialisable."""
     job_id = _str(options["task_id"])
     kwargs = options["kwargs"]
-    body = base64.b64encode(_dumps([[], kwargs, _EMBED]).encode()).decode() if kwargs else _EMPTY_BODY
+    body = base64.b64encode(_fast_dumps([[], kwargs, _EMBED]).encode()).decode() if kwargs else _EMPTY_BODY
     ours = dict(options["headers"])
     # A header of ours that Celery also writes replaces Celery's value in place, as apply_async does.
     argsrepr = _str(ours.pop("argsrepr")) if "argsrepr" in ours else '"()"'
     kwargsrepr = _str(ours.pop("kwargsrepr")) if "kwargsrepr" in ours else _str(kwargs_repr(kwargs))
-    rest = _dumps(ours)
+    rest = _fast_dumps(ours)
     return _TEMPLATE % (
         body,
         _str(task_name),
@@ -155,6 +187,11 @@ _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122's
 
 
 def _number(value: Any) -> str:
+    kind = type(value)
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float:
+        return float.__repr__(value)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"expected a number, got {value!r}")
     return float.__repr__(value) if isinstance(value, float) else int.__repr__(value)
@@ -177,13 +214,22 @@ def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str, tracked
     wait = ha.wait_settings(rt.settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
     client = rt.redis
     for start in range(0, len(built), BATCH):
-        commands = _batch(keys, built[start : start + BATCH], status_ttl)
+        commands, count = _batch(keys, built[start : start + BATCH], status_ttl)
         # With Sentinel, a lost master is waited for (enqueue_failover_wait), not an error at once.
-        ha.through_failover(rt.settings, functools.partial(transaction, client, commands, wait))
+        ha.through_failover(rt.settings, functools.partial(transaction, client, commands, wait, count))
 
 
-def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl: int) -> list[bytes]:
-    """The packed commands of one push (``status_ttl``: also SET each job's "queued" status key)."""
+def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl: int) -> tuple[list[bytes], int]:
+    """The packed commands of one push (``status_ttl``: also SET each job's "queued" status key),
+    and how many commands they are (a part may hold several)."""
+    if len(built) == 1:  # a single enqueue: nothing to group
+        key, options, message = built[0]
+        queue, site = options["queue"], options["headers"]["site"]
+        counted, count = _counted(keys, queue, site, 1)
+        commands = [_push_command(key, [message]), counted, _packed("LPUSH", keys.wake(queue), "")]
+        if status_ttl:
+            commands.append(_pack(("SET", keys.job_status(options["task_id"]), QUEUED, "EX", status_ttl)))
+        return commands, count + len(commands) - 1
     messages: dict[str, list[str]] = {}
     counts: dict[tuple[str, str], int] = {}
     commands = []
@@ -194,18 +240,55 @@ def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl:
         if status_ttl:
             commands.append(_pack(("SET", keys.job_status(options["task_id"]), QUEUED, "EX", status_ttl)))
     for key, batch in messages.items():
-        commands.append(_pack(("LPUSH", key, *batch)))  # LPUSH k m1 m2 ...: m1 is taken first, as with one LPUSH each
+        commands.append(_push_command(key, batch))  # LPUSH k m1 m2 ...: m1 is taken first, as with one LPUSH each
     per_queue: dict[str, int] = {}
-    now = time.time()
+    total = len(commands)
     for (queue, site), n in counts.items():
-        commands.append(_packed("HINCRBY", keys.pending_counts(queue), site, n))
-        commands += [_pack(c) for c in history.simple(keys, history.ENQUEUED, site, queue, n, now)]
-        commands.append(_packed("ZADD", keys.sites(queue), "NX", 0, site))  # its turn comes (fetch.lua)
+        counted, count = _counted(keys, queue, site, n)
+        commands.append(counted)
+        total += count
         per_queue[queue] = per_queue.get(queue, 0) + n
     for queue, n in per_queue.items():
         # Enough tokens to wake every idle worker; busy ones keep fetching until it is empty.
         commands.append(_packed("LPUSH", keys.wake(queue), *[""] * min(WAKE_TOKENS, n)))
-    return commands
+    return commands, total + len(per_queue)
+
+
+# (prefix, queue, site, n, minute, history settings) -> the packed counting commands of a push
+_COUNTED: dict[tuple[str, str, str, int, int, int], tuple[bytes, int]] = {}
+
+
+def _counted(keys: Keys, queue: str, site: str, n: int) -> tuple[bytes, int]:
+    """The commands that count ``n`` jobs of ``site`` pushed to ``queue`` now, packed into one part,
+    and how many they are: its pending counter (HINCRBY), the history's enqueued count (history.py),
+    a ZADD NX marking the site as one with waiting jobs (so its turn comes: fetch.lua). The same
+    within a minute, so built once a minute (the history's EXPIREATs, sent once a minute at most,
+    go with the push that built them)."""
+    now = time.time()
+    cache_key = (keys.prefix, queue, site, n, int(now) // 60, history.generation)
+    found = _COUNTED.get(cache_key)
+    if found is not None:
+        return found
+    counting = [
+        ("HINCRBY", keys.pending_counts(queue), site, n),
+        *history.simple(keys, history.ENQUEUED, site, queue, n, now),
+        ("ZADD", keys.sites(queue), "NX", 0, site),
+    ]
+    kept = [c for c in counting if c[0] != "EXPIREAT"]
+    if len(_COUNTED) >= 4096:
+        _COUNTED.clear()
+    _COUNTED[cache_key] = (b"".join(_pack(c) for c in kept), len(kept))
+    return b"".join(_pack(c) for c in counting), len(counting)
+
+
+def _push_command(key: str, messages: list[str]) -> bytes:
+    """``LPUSH key *messages`` packed (``_pack`` for the one command that holds whole messages)."""
+    name = key.encode()
+    parts = [b"*%d\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n" % (len(messages) + 2, len(name), name)]
+    for message in messages:
+        data = message.encode()
+        parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(parts)
 
 
 def _pack(args: tuple[Any, ...]) -> bytes:
@@ -218,15 +301,18 @@ def _pack(args: tuple[Any, ...]) -> bytes:
 
 @functools.lru_cache(maxsize=1024)
 def _packed(*args: Any) -> bytes:
-    """``_pack`` of a command that recurs (a pending counter's HINCRBY, a wake LPUSH)."""
+    """``_pack`` of a command that recurs (a wake LPUSH)."""
     return _pack(args)
 
 
 _MULTI, _EXEC = _pack(("MULTI",)), _pack(("EXEC",))
 
 
-def transaction(client: redis.Redis, commands: list[bytes], wait: tuple[int, float] = (0, 0.0)) -> list[Any]:
-    """Run ``commands`` (each packed by ``_pack``) in one MULTI/EXEC and one write; their replies.
+def transaction(
+    client: redis.Redis, commands: list[bytes], wait: tuple[int, float] = (0, 0.0), count: int | None = None
+) -> list[Any]:
+    """Run ``commands`` (each packed by ``_pack``; ``count`` of them when a part holds several) in
+    one MULTI/EXEC and one write; their replies.
     ``wait`` = (replicas, timeout s): then ``WAIT`` follows EXEC on the same connection (ha.py).
 
     What ``client.pipeline(transaction=True)`` does, at about half its client CPU and wall time
@@ -238,14 +324,15 @@ def transaction(client: redis.Redis, commands: list[bytes], wait: tuple[int, flo
     if replicas:
         parts.append(_pack(("WAIT", replicas, int(timeout * 1000))))
     payload = b"".join(parts)
+    n = len(commands) if count is None else count
     held = _held(client.connection_pool)
     try:
-        replies, acked = _send(held.conn, payload, len(commands), timeout if replicas else None)
+        replies, acked = _send(held.conn, payload, n, timeout if replicas else None)
     except RedisConnectionError:  # not a timeout: the push may have been applied then
         if held.fresh:
             raise
         conn = _held(client.connection_pool, renew=True).conn
-        replies, acked = _send(conn, payload, len(commands), timeout if replicas else None)
+        replies, acked = _send(conn, payload, n, timeout if replicas else None)
     if replies is None:
         raise ResponseError("transaction discarded")
     for reply in replies:
@@ -260,11 +347,11 @@ def _send(conn: Any, payload: bytes, n: int, wait: float | None) -> tuple[Any, A
     """(EXEC's replies, WAIT's reply or None) of a payload sent as one write (``wait``: WAIT's timeout)."""
     try:
         conn.send_packed_command([payload])
-        conn.read_response()  # +OK of MULTI; Redis answers a whole payload in one write
-        # The +QUEUED replies straight from the parser: the connection's wrapper (error text, health
-        # check stamp) costs more than the parsing, once per command.
+        # MULTI's +OK and the +QUEUED replies straight from the parser: the connection's wrapper (error
+        # text, health check stamp) costs more than the parsing, once per command. Redis answers a
+        # whole payload in one write.
         parser = getattr(conn, "_parser", conn)
-        for _ in range(n):
+        for _ in range(n + 1):
             reply = parser.read_response()
             if isinstance(reply, ResponseError):
                 raise reply

@@ -243,15 +243,18 @@ def _prepare(
 ) -> _Prepared:
     """Validate one job and build its ``apply_async`` options; raises ValidationError."""
     spec = rt.settings.validate_queue(queue)
-    check_kwargs(kwargs)
+    if kwargs:
+        check_kwargs(kwargs)
     name = method_name(method)
-    resolve(name, rt.apps(), rt.allowed_methods())
+    apps, allowed = rt.app_names(), rt.allowed_methods()
+    resolve(name, apps, allowed)
     callbacks = {}
-    for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
-        if cb is not None:
-            cb_name = method_name(cb)
-            resolve(cb_name, rt.apps(), rt.allowed_methods())
-            callbacks[label] = cb_name
+    if on_success is not None or on_failure is not None:
+        for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
+            if cb is not None:
+                cb_name = method_name(cb)
+                resolve(cb_name, apps, allowed)
+                callbacks[label] = cb_name
     if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
         raise ValidationError("job_id must be a non-empty string")
     seconds = job_timeout(timeout, spec.timeout)
