@@ -1,5 +1,5 @@
-"""Celery messages built directly, and the one place that pushes them (``enqueue`` and
-``enqueue_many`` both come here).
+"""The one place that pushes Celery messages (``enqueue`` and ``enqueue_many`` both come here);
+message.py builds them.
 
 Going through ``apply_async`` costs far more client CPU per job (router, producer, kombu's
 publish, ``saferepr``, a Redis client per call) than building the same envelope here.
@@ -7,32 +7,26 @@ A push is one MULTI: one LPUSH per list (each site has its own lists in a queue)
 (queue, site) for the pending counters and one for the history's enqueued count (history.py), a
 ZADD NX marking the site as one with waiting jobs (so workers give it its turn, fetch.lua), wake
 tokens for idle workers (as transport.py's ``_put`` does), and the "queued" status key of jobs
-enqueued with an explicit id, so a single ``enqueue`` is one Redis round trip. The envelope is
-Celery's protocol 2 exactly as kombu's Redis transport stores it (tests compare it field by field
-with one made by ``apply_async`` given the same options). Nothing here imports Celery, and kombu
-only when the job's arguments need its JSON encoder, so ``bench enqueue`` stays a light command.
+enqueued with an explicit id, so a single ``enqueue`` is one Redis round trip. Nothing here
+imports Celery, and kombu only when the job's arguments need its JSON encoder, so ``bench
+enqueue`` stays a light command.
 """
-
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import json
 import os
-import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from benchcelery.errors import ValidationError
 from benchcelery.jobs import history
+from benchcelery.jobs.message import envelope, kwargs_repr, sender, uuid4_text
 from benchcelery.jobs.registry import QUEUED
 from benchcelery.store import durable as ha
 
@@ -44,172 +38,29 @@ if TYPE_CHECKING:
 
 BATCH = 1000
 WAKE_TOKENS = 64  # at most this many wake tokens per queue and batch (delivery.py)
-REPR_MAXSIZE = 1024  # Celery's kwargsrepr_maxsize
-# The body's embed part and the envelope's constant parts, as Celery writes them.
-_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
-_EMPTY_BODY = base64.b64encode(json.dumps([[], {}, _EMBED]).encode()).decode()
-_STATIC_HEADERS = {"eta": None, "expires": None, "group": None, "group_index": None, "retries": 0}
-_str = json.encoder.encode_basestring_ascii  # type: ignore[attr-defined]  # json.dumps' own
-_NODE = uuid.uuid4().int  # kombu's get_node_id(): random per process
-_local = threading.local()
+_local = threading.local()  # the connection each thread keeps (_held)
+__all__ = ["envelope", "kwargs_repr", "push", "sender", "transaction", "uuid4_text"]
 
 
-def _plain_encoder() -> Callable[[Any], str] | None:
-    """``json.dumps`` (default arguments) without building its C encoder for every call (a third of
-    a header's encoding); None when the C encoder is missing. Circular data recurses until
-    RecursionError instead of json's ValueError (``_dumps`` then says what is wrong)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:
-        return None
-    try:
-        encoder = make(None, json.JSONEncoder().default, _str, None, ": ", ", ", False, False, True)
-    except TypeError:  # another signature
-        return None
-
-    def encode(data: Any) -> str:
-        return "".join(encoder(data, 0))
-
-    return encode if encode({"a": [1, 2.5, None, True, "é"]}) == json.dumps({"a": [1, 2.5, None, True, "é"]}) else None
-
-
-_encode_plain = _plain_encoder()
-
-
-def _fast_dumps(data: Any) -> str:
-    """``_dumps`` of data that is almost always plain (headers, job arguments), the common case first."""
-    if _encode_plain is not None:
-        try:
-            return _encode_plain(data)
-        except (TypeError, ValueError, RecursionError):
-            pass  # not plain JSON, not finite, or circular: _dumps says which, or uses kombu's encoder
-    return _dumps(data)
-
-
-def _dumps(data: Any) -> str:
-    """kombu's JSON (the same bytes as ``json.dumps`` for plain data; kombu's encoder only for the
-    types it adds: datetime, Decimal, UUID, ...). Raises ValidationError when it cannot encode."""
-    try:
-        return json.dumps(data)
-    except TypeError:
-        pass
-    except ValueError as exc:
-        raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
-    except RecursionError:
-        raise ValidationError("Job arguments are nested too deeply") from None
-    from kombu.utils.json import dumps as kombu_dumps
-
-    try:
-        return kombu_dumps(data)
-    except (TypeError, ValueError) as exc:
-        raise ValidationError(f"Job arguments must be JSON-serialisable: {exc}") from None
-    except RecursionError:
-        raise ValidationError("Job arguments are nested too deeply") from None
-
-
-def kwargs_repr(kwargs: dict[str, Any]) -> str:
-    """The ``kwargsrepr`` header (what Flower and ``celery inspect`` show): ``repr`` cut to Celery's
-    1,024 characters. Job arguments are plain data, so Celery's ``saferepr`` (twenty times slower,
-    a third of a small job's enqueue) has nothing to guard against; enqueue passes this to Celery
-    the way ``apply_async(kwargsrepr=...)`` takes it. Raises ValidationError when ``repr`` fails."""
-    try:
-        text = repr(kwargs)
-    except Exception as exc:  # RecursionError included
-        raise ValidationError(f"Job arguments must be JSON-serialisable: {type(exc).__name__}") from None
-    return text if len(text) <= REPR_MAXSIZE else f"{text[: REPR_MAXSIZE - 3]}..."
-
-
-def sender() -> tuple[str, str]:
-    """(origin, reply_to) of messages sent from this process and thread, as Celery names them:
-    ``gen<pid>@<host>`` and the app's per-thread oid (``kombu.common.oid_from``)."""
-    key = (os.getpid(), threading.get_ident())
-    cached: tuple[tuple[int, int], tuple[str, str]] | None = getattr(_local, "sender", None)
-    if cached is None or cached[0] != key:
-        oid = str(uuid.uuid3(uuid.NAMESPACE_OID, f"{_NODE:x}-{key[0]:x}-{key[1]:x}-{id(_local):x}"))
-        cached = (key, (f"gen{key[0]}@{socket.gethostname()}", oid))
-        _local.sender = cached
-    return cached[1]
-
-
-# kombu's Redis message of a Celery protocol-2 task call, as json.dumps writes it, with the
-# variable parts as %s (each already JSON). Celery's header order; ``headers`` (ours) come last.
-_TEMPLATE = (
-    '{"body": "%s", "content-encoding": "utf-8", "content-type": "application/json", '
-    '"headers": {"lang": "py", "task": %s, "id": %s, "shadow": %s, "eta": null, "expires": null, '
-    '"group": null, "group_index": null, "retries": 0, "timelimit": [%s, %s], "root_id": %s, '
-    '"parent_id": null, "argsrepr": %s, "kwargsrepr": %s, "origin": %s, "ignore_result": true, '
-    '"replaced_task_nesting": 0, "stamped_headers": null, "stamps": {}%s}, '
-    '"properties": {"correlation_id": %s, "reply_to": %s, "delivery_mode": 2, '
-    '"delivery_info": {"exchange": "", "routing_key": %s}, "priority": %s, "body_encoding": "base64", '
-    '"delivery_tag": %s}}'
-)
-
-
-def envelope(options: dict[str, Any], task_name: str, origin: str, reply_to: str) -> str:
-    """The JSON kombu would store for ``apply_async(**options)`` of ``task_name``: the same text
-    ``json.dumps`` gives for Celery's message dict, written from a template (half the time).
-
-    Raises ValidationError when the arguments are not JSON-serialisable."""
-    job_id = _str(options["task_id"])
-    kwargs = options["kwargs"]
-    body = base64.b64encode(_fast_dumps([[], kwargs, _EMBED]).encode()).decode() if kwargs else _EMPTY_BODY
-    ours = dict(options["headers"])
-    # A header of ours that Celery also writes replaces Celery's value in place, as apply_async does.
-    argsrepr = _str(ours.pop("argsrepr")) if "argsrepr" in ours else '"()"'
-    kwargsrepr = _str(ours.pop("kwargsrepr")) if "kwargsrepr" in ours else _str(kwargs_repr(kwargs))
-    rest = _fast_dumps(ours)
-    return _TEMPLATE % (
-        body,
-        _str(task_name),
-        job_id,
-        _str(options["shadow"]),
-        _number(options["time_limit"]),
-        _number(options["soft_time_limit"]),
-        job_id,
-        argsrepr,
-        kwargsrepr,
-        _str(origin),
-        ", " + rest[1:-1] if len(rest) > 2 else "",
-        job_id,
-        _str(reply_to),
-        _str(options["queue"]),
-        _number(options["priority"]),
-        _str(uuid4_text()),
-    )
-
-
-def uuid4_text() -> str:
-    """``str(uuid.uuid4())`` from one ``os.urandom`` call, without the UUID object (a third of the time)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
-
-
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122's variant bits 10xx
-
-
-def _number(value: Any) -> str:
-    kind = type(value)
-    if kind is int:
-        return int.__repr__(value)
-    if kind is float:
-        return float.__repr__(value)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(f"expected a number, got {value!r}")
-    return float.__repr__(value) if isinstance(value, float) else int.__repr__(value)
-
-
-def push(rt: Runtime, all_options: list[dict[str, Any]], task_name: str, tracked: bool = False) -> None:
+def push(
+    rt: Runtime,
+    all_options: list[dict[str, Any]],
+    task_name: str,
+    tracked: bool = False,
+    shapes: list[Hashable | None] | None = None,
+) -> None:
     """Build every envelope (so bad arguments write nothing), then push them in batches of BATCH;
     each batch is one MULTI: the messages, the per-site pending counters, wake tokens and, with
     ``tracked``, each job's "queued" status key (jobs enqueued with an explicit id, not claimed before).
 
     This is the only producer-side write of messages (transport.py's ``_put`` writes the same
-    MULTI for messages Celery itself publishes)."""
+    MULTI for messages Celery itself publishes). ``shapes``: each message's shape (message.py)."""
     origin, reply_to = sender()
     keys = rt.keys
-    built = [
-        (keys.site_list(o["queue"], o["headers"]["site"], o["priority"]), o, envelope(o, task_name, origin, reply_to))
-        for o in all_options
-    ]
+    built = []
+    for options, shape in zip(all_options, shapes or [None] * len(all_options), strict=True):
+        key = keys.site_list(options["queue"], options["headers"]["site"], options["priority"])
+        built.append((key, options, envelope(options, task_name, origin, reply_to, shape)))
     status_ttl = rt.settings.number("rq_job_failure_ttl") if tracked else 0
     wait = ha.wait_settings(rt.settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
     client = rt.redis
