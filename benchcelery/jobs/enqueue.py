@@ -303,14 +303,11 @@ def _prepare(
     }
     shape = None
     user, shown_name = headers["user"], headers["job_name"]
-    if not callbacks and retry_header is None and _plain(event, user, shown_name):
+    plain = type(user) is str and type(shown_name) is str and (event is None or type(event) is str)
+    if plain and not callbacks and retry_header is None:
         # Everything in the message but the id, arguments and time (message.py); types too (1 == 1.0).
         shape = (site, name, queue, priority, seconds, type(seconds), event, user, shown_name, bool(job_id))
     return _Prepared(job, options, shape)
-
-
-def _plain(*values: Any) -> bool:
-    return all(v is None or type(v) is str for v in values)
 
 
 def job_timeout(timeout: Any, default: int) -> int:
