@@ -1,7 +1,7 @@
-"""``bench`` with a hook that reports when the first job starts (benchmarks/ab.py): the wall time
+"""``bench`` with a hook that reports when the first job starts (benchmarks/startup_ab.py): the wall time
 since ``$AB_SPAWN_AT`` and the CPU the worker's processes used until then, then the worker ends.
 
-Run as a script (``python benchmarks/ab_first.py worker --burst``), so the benchcelery it imports
+Run as a script (``python benchmarks/startup_first.py worker --burst``), so the benchcelery it imports
 is the one first on PYTHONPATH.
 """
 

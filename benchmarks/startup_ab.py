@@ -1,6 +1,6 @@
 """Before/after of issue 28 in one run: two checkouts of benchcelery, measured interleaved.
 
-    python -m benchmarks.ab --base /path/to/old/checkout [--reps 9] [--only first,memory,enqueue]
+    python -m benchmarks.startup_ab --base /path/to/old/checkout [--reps 9] [--only first,memory,enqueue]
 
 ``--base`` is a source tree of the old code (``git worktree add /tmp/base main`` or ``git archive
 main | tar -x -C /tmp/base``); "new" is this checkout. Each repetition runs each variant in a fresh
@@ -9,7 +9,7 @@ PYTHONPATH. Medians are printed; on a shared machine the spread is wide, so comp
 as well as wall ones.
 
 - first: ``bench worker --quiet --burst`` with one job waiting, spawn -> the job's start (wall), and
-  the CPU the worker's processes used until then (a hook on Celery's ``task_prerun``, ab_first.py).
+  the CPU the worker's processes used until then (a hook on Celery's ``task_prerun``, startup_first.py).
 - memory: RSS and PSS of ``bench worker --quiet`` (main process and its pool process) after one job
   and a 2 s settle.
 - enqueue: 10,000 single ``benchcelery.enqueue`` calls from one process (client CPU and wall per
@@ -67,7 +67,7 @@ def first(world: env.Env, root: Path) -> dict[str, float]:
     fill_one(world, root)
     e = child_env(world, root)
     e["AB_SPAWN_AT"] = repr(time.time())
-    cmd = [sys.executable, str(Path(__file__).with_name("ab_first.py")), "worker", "--quiet", "--burst"]
+    cmd = [sys.executable, str(Path(__file__).with_name("startup_first.py")), "worker", "--quiet", "--burst"]
     out = subprocess.run(cmd, env=e, cwd=world.bench.root, capture_output=True, text=True, timeout=120)
     found = re.search(r"FIRST wall=(\S+) cpu=(\S+)", out.stderr)
     if not found:
@@ -107,7 +107,7 @@ def enqueue(world: env.Env, root: Path, which: str, n: int = 10_000) -> dict[str
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.ab")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.startup_ab")
     parser.add_argument("--base", required=True, type=Path, help="source tree of the old benchcelery")
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--only", default="first,memory,enqueue")
