@@ -74,19 +74,6 @@ def queues_option(obj: CliContext, value: str | None, param: str = "--queue") ->
         raise click.BadParameter(str(exc), ctx=click.get_current_context(silent=True), param_hint=f"'{param}'")
 
 
-def require_internals() -> None:
-    """The start-up check of ``bench worker`` and ``bench schedule``: the private names of Celery,
-    kombu, billiard, RedBeat and redis-py they rely on (one line, exit 1, when one is gone). The
-    sources it read (``inspect.getsource`` keeps whole files in ``linecache``) are dropped once
-    checked: 1.5 MB less in a long-running process, and in each pool process it forks."""
-    import linecache
-
-    from benchcelery.broker.internals import require
-
-    require()
-    linecache.clearcache()
-
-
 def usage_error(message: str) -> click.UsageError:
     """A usage error (exit 2) for the running command, shown with its usage line."""
     return click.UsageError(message, ctx=click.get_current_context(silent=True))

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, require_internals, table
+from benchcelery.cli.base import CliContext, echo_json, format_option, pass_ctx, table
 from benchcelery.errors import BenchError
 
 
@@ -26,9 +26,10 @@ def schedule_cmd(obj: CliContext) -> None:
     A second `bench schedule` on the same bench waits as a hot standby and takes over within a
     minute when the active one dies.
     """
+    from benchcelery.broker.internals import require
     from benchcelery.scheduler.beat import run_beat
 
-    require_internals()  # the private names of Celery/RedBeat/kombu/redis-py it relies on (one line, exit 1)
+    require()  # the private names of Celery/RedBeat/kombu/redis-py it relies on (one line, exit 1)
     if obj.site_option:
         obj.sites()  # accepted as in the guide; the scheduler serves every site
     sys.exit(run_beat(obj.runtime()))

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from benchcelery.cli.base import CliContext, pass_ctx, queues_option, require_internals
+from benchcelery.cli.base import CliContext, pass_ctx, queues_option
 
 _OPTIONS = [
     click.option("--queue", help="Queue(s) to process, comma-separated (default: all queues)."),
@@ -83,10 +83,11 @@ def _run(
     rq_username: str | None,
     rq_password: str | None,
 ) -> None:
+    from benchcelery.broker.internals import require
     from benchcelery.worker import WorkerOptions, run_worker
     from benchcelery.worker import reload as reloading
 
-    require_internals()  # the private names of Celery/kombu/billiard/redis-py it relies on (one line, exit 1)
+    require()  # the private names of Celery/kombu/billiard/redis-py it relies on (one line, exit 1)
     queues = queues_option(obj, queue)
     if obj.site_option:
         obj.sites()  # accepted as in the guide (a worker serves every site), but the site must exist
