@@ -58,6 +58,10 @@ class Runtime:
     def apps(self) -> list[str]:
         return self.bench.apps()
 
+    def app_names(self) -> tuple[str, ...]:
+        """``apps`` without the copy (enqueue checks every job's method against it)."""
+        return self.settings.bench.app_names()
+
     def allowed_methods(self) -> list[str]:
         extra = self.settings.get("allowed_methods") or []
         return [str(m) for m in extra] if isinstance(extra, list) else []

@@ -515,6 +515,50 @@ def test_enqueue_writes_what_apply_async_writes(bench: BenchHandle) -> None:
     assert len(shown) == 1024 and shown.startswith("{'key': 'long', 'value': 'xxx") and shown.endswith("...")
 
 
+def test_a_message_made_from_its_shape_is_the_one_made_whole(bench: BenchHandle) -> None:
+    """A single enqueue makes its message from a template kept per shape (method, site, queue, user,
+    ...; jobs/message.py): for any arguments, names and options, the same text as the message built
+    whole (but the delivery tag, random per message)."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from benchcelery.bench.keys import EXECUTE_JOB
+    from benchcelery.jobs.enqueue import RESERVED_KWARGS, _prepare
+    from benchcelery.jobs.message import envelope
+
+    rt = bench.rt()
+    text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+    plain = st.none() | st.booleans() | st.integers() | st.floats() | text
+    value = st.recursive(plain, lambda v: st.lists(v, max_size=3))
+    names = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(lambda k: k not in RESERVED_KWARGS)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        kwargs=st.dictionaries(names, value, max_size=3),
+        queue=st.sampled_from(["short", "default", "long"]),
+        timeout=st.sampled_from([None, 0, 5, 7.5, 300]),
+        event=st.none() | text,
+        job_name=st.none() | text,
+        at_front=st.booleans(),
+        job_id=st.none() | text.filter(str.strip),
+        user=st.none() | text,
+    )
+    def check(user: str | None, **options: object) -> None:
+        benchcelery.local.user = user
+        prepared = _prepare(rt, "site1.local", "testapp.tasks.record", **options)  # type: ignore[arg-type]
+        assert prepared.shape is not None
+        for _ in range(2):  # the second one from the kept template
+            shaped = envelope(prepared.options, EXECUTE_JOB, "gen1@host", "reply", prepared.shape)
+            whole = envelope(prepared.options, EXECUTE_JOB, "gen1@host", "reply")
+            assert shaped.split('"delivery_tag": ')[0] == whole.split('"delivery_tag": ')[0]
+            assert json.loads(shaped)["properties"]["delivery_tag"] != json.loads(whole)["properties"]["delivery_tag"]
+
+    try:
+        check()
+    finally:
+        benchcelery.local.user = "Administrator"
+
+
 def test_job_ids_are_uuid4() -> None:
     """enqueue's own uuid4 text (one urandom call): version 4, RFC 4122 variant, canonical form."""
     import uuid

@@ -89,7 +89,10 @@ def test_usage_error_exit_code_of_the_installed_command(bench: BenchHandle) -> N
 
 
 def _commands(group: click.Group, prefix: str = "") -> Iterator[tuple[str, click.Command]]:
-    for name, command in group.commands.items():
+    ctx = click.Context(group)
+    for name in group.list_commands(ctx):  # the root group imports a command's module on lookup
+        command = group.get_command(ctx, name)
+        assert command is not None, name
         path = f"{prefix} {name}".strip()
         yield path, command
         if isinstance(command, click.Group):

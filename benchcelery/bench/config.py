@@ -6,6 +6,7 @@ Precedence: command-line flag > environment variable > site_config.json > common
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -131,9 +132,9 @@ class Settings:
             password=password or None,
         )
 
-    @property
+    @functools.cached_property
     def keys(self) -> Keys:
-        return Keys(self.bench_id)
+        return Keys(self.bench_id)  # once: workers and enqueue name keys for every job
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.conf.get(key, default)

@@ -118,6 +118,7 @@ and process names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -143,7 +144,7 @@ class Keys:
 
     bench_id: str
 
-    @property
+    @functools.cached_property
     def prefix(self) -> str:
         return f"bc:{self.bench_id}:"
 

@@ -30,7 +30,7 @@ COMMON_CONFIG = "common_site_config.json"
 SITE_CONFIG = "site_config.json"
 BENCH_PATH_ENV = "BENCH_PATH"
 SITE_ENVS = ("BENCH_SITE", "FRAPPE_SITE")
-_apps_cache: dict[str, tuple[tuple[int, int, int], list[str]]] = {}
+_apps_cache: dict[str, tuple[tuple[int, int, int], tuple[str, ...]]] = {}
 
 
 def derive_bench_id(root: Path) -> str:
@@ -162,19 +162,27 @@ class Bench:
 
     def apps(self) -> list[str]:
         """Installed apps (sites/apps.txt), re-read only when the file changes."""
-        path = f"{self.sites_dir}/apps.txt"  # not pathlib: this runs for every enqueue and job
+        return list(self.app_names())
+
+    def app_names(self) -> tuple[str, ...]:
+        """``apps`` without the copy, for the checks made for every enqueue and job."""
+        path = self._apps_file  # not pathlib: this runs for every enqueue and job
         try:
             st = os.stat(path)
         except FileNotFoundError:
-            return []
+            return ()
         # Size and inode too: two writes within one tick of the file system's clock share an mtime.
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         cached = _apps_cache.get(path)
         if cached is None or cached[0] != stamp:
             with open(path) as fh:
-                cached = (stamp, [line.strip() for line in fh if line.strip()])
+                cached = (stamp, tuple(line.strip() for line in fh if line.strip()))
             _apps_cache[path] = cached
-        return list(cached[1])
+        return cached[1]
+
+    @functools.cached_property
+    def _apps_file(self) -> str:
+        return f"{self.sites_dir}/apps.txt"
 
     def resolve_sites(self, site: str | None, required: bool = True) -> list[str]:
         """Frappe's site resolution: ``--site NAME|all``, then $BENCH_SITE/$FRAPPE_SITE, then default_site.

@@ -13,20 +13,85 @@ import click
 from benchcelery.cli import help
 from benchcelery.cli.base import BenchGroup, CliContext
 
-FAMILIES = ("site", "worker", "enqueue")
-OPTIONAL_FAMILIES = (
-    "scheduler",
-    "diagnostics",
-    "jobs",
-    "queue",
-    "deploy",
-    "realtime",
-    "dashboard",
-    "monitor",
-    "execute",
-    "version",
-    "production",
-)
+# Each command family registers its commands from its module (``register(cli)``), imported when
+# one of its commands is first looked up: ``bench worker`` imports the worker's family only (a
+# worker's start-up and memory), ``bench --help`` every family.
+FAMILY_COMMANDS: dict[str, tuple[str, ...]] = {
+    "site": (
+        "init",
+        "new-app",
+        "new-site",
+        "set-config",
+        "set-redis-cache-host",
+        "set-redis-queue-host",
+        "show-config",
+        "use",
+    ),
+    "worker": ("worker", "worker-pool"),
+    "enqueue": ("console", "enqueue"),
+    "scheduler": (
+        "disable-scheduler",
+        "enable-scheduler",
+        "schedule",
+        "scheduler",
+        "set-maintenance-mode",
+        "trigger-scheduler-event",
+    ),
+    "diagnostics": ("doctor", "purge-jobs", "ready-for-migration", "show-pending-jobs"),
+    "jobs": ("jobs",),
+    "queue": ("queue",),
+    "deploy": ("create-rq-users", "run-redis", "setup", "start"),
+    "realtime": ("publish-realtime", "realtime"),
+    "dashboard": ("dashboard",),
+    "monitor": ("flower", "metrics"),
+    "execute": ("execute",),
+    "version": ("version",),
+    "production": ("disable-production", "restart", "setup"),  # adds to deploy's `setup` group
+}
+FAMILIES = tuple(FAMILY_COMMANDS)
+_AFTER = {"production": "deploy"}  # a family registered only once this one is
+# command -> the families that register (part of) it
+COMMANDS: dict[str, tuple[str, ...]] = {}
+for _family, _names in FAMILY_COMMANDS.items():
+    for _name in _names:
+        COMMANDS[_name] = (*COMMANDS.get(_name, ()), _family)
+_loaded: set[str] = set()
+
+
+class LazyBenchGroup(BenchGroup):
+    """The root group: a command's family is imported (and registered) when the command is looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        for family in COMMANDS.get(cmd_name, ()):
+            load(family)
+        return super().get_command(ctx, cmd_name)
+
+
+def load(family: str) -> None:
+    """Register the commands of ``benchcelery/cli/<family>.py`` (once); a family whose module is not
+    shipped (a trimmed install) is skipped, so its commands are unknown."""
+    if family in _loaded:
+        return
+    _loaded.add(family)
+    if family in _AFTER:
+        load(_AFTER[family])
+    try:
+        module = importlib.import_module(f"benchcelery.cli.{family}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"benchcelery.cli.{family}":
+            raise
+        return
+    module.register(cli)
+    help.apply(cli)
+
+
+def load_all() -> None:
+    """Every family (``bench --help``, tests that walk every command)."""
+    for family in FAMILIES:
+        load(family)
 
 
 def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -37,7 +102,7 @@ def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
         ctx.exit()
 
 
-@click.group(cls=BenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=LazyBenchGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--version", is_flag=True, expose_value=False, is_eager=True, callback=_version, help="Show the versions and exit."
 )
@@ -92,23 +157,6 @@ def _start_profile(ctx: click.Context) -> None:
 
     ctx.call_on_close(report)
     profiler.enable()
-
-
-def _register() -> None:
-    for name in FAMILIES:
-        importlib.import_module(f"benchcelery.cli.{name}").register(cli)
-    for name in OPTIONAL_FAMILIES:
-        try:
-            module = importlib.import_module(f"benchcelery.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"benchcelery.cli.{name}":
-                raise
-            continue
-        module.register(cli)
-
-
-_register()
-help.apply(cli)
 
 
 _GROUP_VALUE_OPTIONS = ("--site", "--bench")

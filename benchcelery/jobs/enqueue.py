@@ -10,7 +10,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,7 @@ class _Prepared:
     job: Job
     options: dict[str, Any]
     limit: RateLimit | None = None  # the method's rate_limit decorator (jobs/ratelimit.py)
+    shape: Hashable | None = None  # what makes its message the same as others' but for id and arguments
 
 
 def _rates(prepared: Iterable[_Prepared]) -> dict[str, RateLimit | None]:
@@ -121,7 +122,8 @@ def _starved(rt: Runtime, queue: str) -> bool:
 def _publish(rt: Runtime, prepared: _Prepared, job_id: str | None, deduplicate: bool) -> Job | None:
     if not deduplicate:
         # One round trip: the message, its pending counter and (with a job_id) its status key.
-        push(rt, [prepared.options], EXECUTE_JOB, tracked=bool(job_id), rates=_rates([prepared]))
+        shapes, rates = [prepared.shape], _rates([prepared])
+        push(rt, [prepared.options], EXECUTE_JOB, tracked=bool(job_id), shapes=shapes, rates=rates)
         return prepared.job
     if not _claim(rt, [prepared.job.id], deduplicate)[0]:
         logger.info("Not queueing job %s because it is in queue already", prepared.job.id)
@@ -251,15 +253,18 @@ def _prepare(
 ) -> _Prepared:
     """Validate one job and build its ``apply_async`` options; raises ValidationError."""
     spec = rt.settings.validate_queue(queue)
-    check_kwargs(kwargs)
+    if kwargs:
+        check_kwargs(kwargs)
     name = method_name(method)
-    limit = limit_of(resolve(name, rt.apps(), rt.allowed_methods()))
+    apps, allowed = rt.app_names(), rt.allowed_methods()
+    limit = limit_of(resolve(name, apps, allowed))
     callbacks = {}
-    for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
-        if cb is not None:
-            cb_name = method_name(cb)
-            resolve(cb_name, rt.apps(), rt.allowed_methods())
-            callbacks[label] = cb_name
+    if on_success is not None or on_failure is not None:
+        for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
+            if cb is not None:
+                cb_name = method_name(cb)
+                resolve(cb_name, apps, allowed)
+                callbacks[label] = cb_name
     if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
         raise ValidationError("job_id must be a non-empty string")
     seconds = job_timeout(timeout, spec.timeout)
@@ -293,18 +298,25 @@ def _prepare(
         event=event,
         enqueued_at=now,
     )
+    priority = FRONT_PRIORITY if at_front else NORMAL_PRIORITY
     options = {
         "kwargs": kwargs,
         "task_id": full_id,
         "queue": queue,
         "routing_key": queue,
-        "priority": FRONT_PRIORITY if at_front else NORMAL_PRIORITY,
+        "priority": priority,
         "headers": headers,
         "shadow": name,
         "soft_time_limit": seconds,
         "time_limit": seconds + HARD_LIMIT_GRACE,
     }
-    return _Prepared(job, options, limit)
+    shape = None
+    user, shown_name = headers["user"], headers["job_name"]
+    plain = type(user) is str and type(shown_name) is str and (event is None or type(event) is str)
+    if plain and not callbacks and retry_header is None:
+        # Everything in the message but the id, arguments and time (message.py); types too (1 == 1.0).
+        shape = (site, name, queue, priority, seconds, type(seconds), event, user, shown_name, bool(job_id))
+    return _Prepared(job, options, limit, shape)
 
 
 def job_timeout(timeout: Any, default: int) -> int:

@@ -57,6 +57,7 @@ _retention: Retention | None = None
 _expired: dict[str, float] = {}  # key -> when this process last sent its EXPIREAT
 _longest: dict[tuple[str, str], float] = {}  # (zset, series) -> the longest run this process sent there
 _next_roll = 0.0
+generation = 0  # counts configure() calls: commands built under older settings are stale
 
 
 def retention() -> Retention:
@@ -77,8 +78,9 @@ def retention() -> Retention:
 
 def configure(value: Retention | None) -> None:
     """Set (or with None, forget) this process's settings; tests and benchmarks switch history off."""
-    global _retention
+    global _retention, generation
     _retention = value
+    generation += 1
     _expired.clear()
     _longest.clear()
 

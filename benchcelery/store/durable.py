@@ -74,25 +74,39 @@ def failover_wait(settings: Settings) -> float:
 
 def through_failover(settings: Settings, push: Callable[[], T]) -> T:
     """``push()``, tried again while the master is lost (a failover), for up to ``failover_wait``
-    seconds; then RedisUnavailableError naming the URL and the cause."""
-    import redis
+    seconds; then RedisUnavailableError naming the URL and the cause.
 
-    from benchcelery.store.connection import describe
-
+    The settings are read only after a failed push: a single ``enqueue`` comes here every time."""
+    started = time.monotonic()
+    try:
+        return push()
+    except Exception as exc:
+        error = _lost_master(exc)
     wait = failover_wait(settings)
-    deadline = time.monotonic() + wait
-    while True:
+    if not wait:
+        raise error
+    while time.monotonic() + FAILOVER_RETRY <= started + wait:
+        time.sleep(FAILOVER_RETRY)
         try:
             return push()
-        except redis.ConnectionError as exc:  # refused, reset, no master yet (not a timeout)
-            if time.monotonic() + FAILOVER_RETRY > deadline:
-                if not wait:
-                    raise
-                raise RedisUnavailableError(
-                    f"Could not enqueue: no Redis master at {settings.display_url} answered within "
-                    f"{wait:.0f} s ({FAILOVER_WAIT}): {describe(exc)}"
-                ) from None
-            time.sleep(FAILOVER_RETRY)
+        except Exception as exc:
+            error = _lost_master(exc)
+    from benchcelery.store.connection import describe
+
+    raise RedisUnavailableError(
+        f"Could not enqueue: no Redis master at {settings.display_url} answered within "
+        f"{wait:.0f} s ({FAILOVER_WAIT}): {describe(error)}"
+    ) from None
+
+
+def _lost_master(exc: Exception) -> Exception:
+    """``exc`` when it says the master is lost (refused, reset, no master yet; not a timeout), else
+    it is raised again."""
+    import redis
+
+    if not isinstance(exc, redis.ConnectionError):
+        raise exc
+    return exc
 
 
 def execute_push(pipe: Any, options: Mapping[str, Any] | None) -> Any:

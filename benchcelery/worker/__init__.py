@@ -103,8 +103,19 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
         from benchcelery.worker import reload
 
         reload.watch(reload.app_dirs(rt.apps()), reload.request_restart)
+    _freeze_boot_objects()
     worker.start()
     return int(worker.exitcode or 0)
+
+
+def _freeze_boot_objects() -> None:
+    """Move everything the boot allocated (modules, classes, the app) out of the garbage collector's
+    reach (``gc.freeze``): the pool's fork runs a full collection first (Celery), which then has
+    nothing to walk (10-20 ms less before the first job), and pool processes' collections no longer
+    write to the pages they share with the main process."""
+    import gc
+
+    gc.freeze()
 
 
 def _nice_pool_processes(rt: Runtime) -> None:
