@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import statistics
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.peers import SYSTEMS
-
-TIMES = "\u00d7"  # multiplication sign
+from benchmarks.tables import TIMES
+from benchmarks.targets import Target
 
 
 def _ok(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -31,19 +29,6 @@ def fmt(v: float | None, digits: int = 0) -> str:
     if digits == 0 and abs(v) >= 100:
         return f"{v:,.0f}"
     return f"{v:,.{max(digits, 1 if abs(v) < 100 else 0)}f}" if abs(v) >= 10 or digits else f"{v:.2f}"
-
-
-@dataclass
-class Target:
-    name: str
-    value: float | None
-    target: str
-    check: Callable[[float], bool]
-    basis: str
-
-    @property
-    def verdict(self) -> str:
-        return "-" if self.value is None else ("PASS" if self.check(self.value) else "MISS")
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -20,8 +20,12 @@ class Target:
     check: Callable[[float], bool]
     basis: str
 
+    @property
+    def verdict(self) -> str:
+        return "-" if self.value is None else ("PASS" if self.check(self.value) else "MISS")
+
     def row(self) -> list[str]:
-        verdict = DASH if self.value is None else ("**PASS**" if self.check(self.value) else "**MISS**")
+        verdict = DASH if self.value is None else f"**{self.verdict}**"
         return [self.name, num(self.value), self.target, verdict, self.basis]
 
 
