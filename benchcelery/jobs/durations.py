@@ -5,8 +5,9 @@ time fell in bucket ``i`` (not cumulative; ``i = len(BUCKETS)`` is +Inf) and ``<
 seconds they took, ``<method>\x1flast`` when it was last written; ``<method>\x1fw<i>`` and
 ``<method>\x1fwms`` (milliseconds) the same for the time the job waited in its queue (enqueue ->
 start), when its message says when it was enqueued. A job adds these commands to a pipeline its
-worker sends anyway; ``last`` and the hash's EXPIRE (``durations_ttl``) at most once a minute per
-process and method.
+worker sends anyway (a worker first sums those of its succeeded jobs for up to a second:
+tally.py); ``last`` and the hash's EXPIRE (``durations_ttl``) at most once a minute per process
+and method.
 
 Bounded: a method that is not of an installed app or the allowlist (a forged or refused message)
 is counted under the one label ``[refused]``, so forged names cannot add series; a method not

@@ -3,7 +3,8 @@
 What a job adds rides in writes its worker or producer sends anyway (no round trip of its own):
 the enqueue's MULTI (bulk.py) counts it enqueued; the worker's ack write (request.py, sent with
 the next poll by broker/acks.py) counts it started and done, with its run-time and wait-time
-(enqueue -> start) buckets; a failure's record (failures.py) counts it failed. Key names and
+(enqueue -> start) buckets, summed with its other jobs of the last second (tally.py: a SIGKILL
+loses up to that second); a failure's record (failures.py) counts it failed. Key names and
 field layouts are in bench/keys.py (``hist:*``).
 
 Bounded: every key is per epoch hour or day and expires (``EXPIREAT``, sent at most once a

@@ -2,7 +2,8 @@
 
 ``JobRequest`` records the failures that happen outside the job's own process (hard timeout, dead
 pool process, ``bench jobs cancel --terminate``) and counts a job that succeeded in the duration
-histogram, in the same write as its ack. ``running_tags`` and ``shutting_down`` answer the
+histogram and the history, summed with the other jobs of the last second (tally.py) and written
+with a later ack. ``running_tags`` and ``shutting_down`` answer the
 transport's questions about this worker (broker/hooks.py).
 """
 
@@ -17,7 +18,7 @@ from celery.exceptions import TimeLimitExceeded
 from celery.worker import state
 from celery.worker.request import Request
 
-from benchcelery.jobs import durations, history
+from benchcelery.jobs import durations, history, tally
 from benchcelery.jobs.failures import record
 from benchcelery.jobs.retry import attempts_of
 from benchcelery.jobs.retrying import RetryScheduled, schedule_retry
@@ -130,7 +131,8 @@ class JobRequest(Request):
 
     def _observe(self, runtime: float) -> None:
         """Count the job in the duration histogram (bench metrics) and the history (dashboard
-        charts): queued on the transport channel, which sends it with the job's ack
+        charts): summed in this process's tally (tally.py), written at most once a second, then
+        queued on the transport channel, which sends it with the next ack
         (transport.Channel.note), else written now."""
         now = time.time()
         meta = {
@@ -145,7 +147,7 @@ class JobRequest(Request):
             commands = _Commands()
             durations.observe(commands, rt.keys, meta, now=now, waits=history.retention().enabled)
             commands.list += history.finished(rt.keys, meta, failed=False, now=now)
-            self._note(rt, commands.list)
+            tally.count(commands.list, lambda summed: self._note(rt, summed))
             if history.due(now):
                 history.roll_pending(rt.redis, rt.keys, now)
         except Exception:  # metrics must never fail a job

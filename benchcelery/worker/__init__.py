@@ -104,7 +104,12 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
 
         reload.watch(reload.app_dirs(rt.apps()), reload.request_restart)
     _freeze_boot_objects()
-    worker.start()
+    from benchcelery.jobs import tally
+
+    try:
+        worker.start()
+    finally:  # the pool has stopped: no job adds to the metrics summed meanwhile (warm or cold)
+        tally.flush()
     return int(worker.exitcode or 0)
 
 
