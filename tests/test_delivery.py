@@ -366,8 +366,7 @@ def test_the_poll_write_is_packed_as_redis_py_packs_it() -> None:
     commands = [
         ("HINCRBY", "bc:t:durations:default", "app.tasks.run\x1f0", 1),
         ("HINCRBYFLOAT", "bc:t:durations:default", "app.tasks.run\x1fsum", repr(0.004211)),
-        delivery.ack_command("site1.local::abc", "w@h|0123456789abcdef-1"),
-        ["EVALSHA", delivery._fetch.sha, 2, "bc:t:unacked", "bc:t:wake:ü", "w@h|x-2", 30, "default"],
+        ["EVALSHA", delivery._fetch.sha, 2, "bc:t:unacked", "bc:t:wake:ü", "w@h|x-2", 30, 1, 1, "t-1", "w@h|x-1"],
         ["BRPOP", "bc:t:wake:short", "bc:t:wake:default", 0.05],
     ]
     assert b"".join(_packed(commands)) == b"".join(Connection().pack_commands(commands))

@@ -41,7 +41,8 @@ benchcelery's own:
                                             and then take a job with the fetch script
 ``<p>inflight``                     hash    delivery tag -> JSON [owner token, list, taken at,
                                             site, queue, message tag, 1 if counted in
-                                            running:<queue>] of each taken job (delivery.py)
+                                            running:<queue>, 1 if its lease had lapsed before]
+                                            of each taken job (delivery.py)
 ``<p>leases``                       zset    delivery tag -> lease expiry (epoch s); renewed by
                                             the live worker, recovered by anyone once lapsed
 ``<p>redeliveries``                 hash    message tag -> times its lease lapsed (poison guard)

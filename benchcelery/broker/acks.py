@@ -1,14 +1,19 @@
 """Acks that ride with a channel's next poll.
 
 A busy worker's event loop finishes a job and, right away, sends its next poll (the fetch script).
-The finished job's ack (and the job's metrics, commands whose replies do not matter) go in the
-same write, ahead of the poll command: one round trip per job instead of two or three. Their
-replies come back ahead of the poll's reply and are read first.
+The finished job's ack rides in that fetch itself (its tag and token in the script's arguments,
+applied before it takes the next job, the outcomes in its reply), and the job's metrics (commands
+whose replies do not matter) go in the same write, ahead of it: one round trip and one script per
+job. The metrics' replies come back ahead of the poll's reply and are read first.
 
-Until its reply is read an ack is still pending: the job stays in what the channel holds (its
-lease is renewed), and an ack whose write failed, or whose reply never came (the connection was
-lost), is sent again, with the next poll or by ``flush`` (on close, or by the lease thread for a
-channel whose connection was lost).
+Until the fetch's reply is read an ack is still pending: the job stays in what the channel holds
+(its lease is renewed), and an ack whose write failed, or whose fetch reply never came (the
+connection was lost), is sent again, with the next poll or by ``flush`` (on close, or by the lease
+thread for a channel whose connection was lost) - as when acks were commands of their own, whose
+replies came in the same read as the fetch's. A fetch Redis refused (an error reply: its script
+not loaded, out of memory - fetch does not run then, ack does) applied none of them: they are
+applied at once with the ack script. An ack sent again after its first copy was applied finds no
+record and counts in ``lost_acks``, as before.
 """
 
 from __future__ import annotations
@@ -57,40 +62,51 @@ class PendingAcks:
         """Tag -> token of the jobs whose ack has not been applied yet (their leases are renewed)."""
         return {**dict(self.sent), **dict(self.waiting)}
 
-    def ride(self) -> list[Any]:
-        """The commands to send ahead of the poll command; from here on they count as sent."""
+    def ride(self) -> tuple[list[tuple[Any, ...]], list[Ack]]:
+        """The commands to send ahead of the fetch, and the acks to put in it (``fetch_command``);
+        from here on they count as sent."""
         notes, self.notes = self.notes, []
         self.notes_sent = len(notes)
         # Acks sent with a poll whose replies were never read (its connection was dropped without
         # a read, e.g. by kombu's check of an overdue BRPOP) go again: overwritten, their jobs
         # would no longer be renewed and would run again once their leases lapsed.
         self.sent, self.waiting = [*self.sent, *self.waiting], []
-        return [*notes, *[self.delivery().ack_command(tag, token) for tag, token in self.sent]]
+        return notes, list(self.sent)
 
     def not_sent(self) -> None:
         """The write that carried them failed: the acks wait for the next poll (the notes are dropped)."""
         self.waiting[:0], self.sent, self.notes_sent = self.sent, [], 0
 
-    def read_replies(self, client: Any, connection: Any, **options: Any) -> None:
-        """Read the replies of the notes and acks sent with the poll; an ack whose reply was an
-        error is sent again now, one whose reply was lost waits for the next try."""
-        for _ in range(self.notes_sent):
+    def read_notes(self, connection: Any) -> None:
+        """Read the replies of the notes sent ahead of the poll (their errors are only logged)."""
+        while self.notes_sent:
             self.notes_sent -= 1
             try:
                 connection.read_response()
             except redis.exceptions.ResponseError as exc:
                 logger.warning("Could not update job metrics: %s", exc)
+
+    def applied(self, outcomes: list[int]) -> None:
+        """The fetch that carried the acks replied: their outcomes, in order."""
+        sent, self.sent = self.sent, []
+        for (tag, _token), outcome in zip(sent, outcomes, strict=True):
+            report(tag, outcome)
+
+    def refused(self) -> None:
+        """The fetch that carried the acks replied with an error (it did not run): apply them now
+        with the ack script, which also runs out of memory; those not applied wait again."""
         sent, self.sent = self.sent, []
         for i, (tag, token) in enumerate(sent):
             try:
-                reply = client.parse_response(connection, "EVALSHA", **options)
-            except redis.exceptions.ResponseError:  # NoScriptError (Redis restarted), OOM, ...
-                report(tag, self.delivery().ack(tag, token))
+                done = self.delivery().ack(tag, token)
             except BaseException:
                 self.waiting[:0] = sent[i:]
                 raise
-            else:
-                report(tag, Delivery.acked(reply))
+            report(tag, done)
+
+    def unread(self) -> None:
+        """The fetch's reply was lost (the connection failed): the acks it carried go again."""
+        self.waiting[:0], self.sent = self.sent, []
 
     def flush(self, polling: bool) -> None:
         """Send the notes and acks still waiting, now (one round trip each). ``polling``: a poll is

@@ -11,13 +11,17 @@ Redis with ``appendfsync always``) can leave a job in two places or in none:
   against its site's cap), ``leases`` (expiry) and the per-site
   pending counter (and the site's running counter when it has a cap). There is no moment at which a
   popped message is held only by a client. When only rate-limited jobs wait, fetch returns how long
-  until one may start, and the worker fetches again then (the jobs stay where they wait).
+  until one may start, and the worker fetches again then (the jobs stay where they wait). A busy
+  worker's fetch first applies the acks of the jobs it finished since its last one (the ack
+  script's body, their outcomes in its reply: acks.py), and says how many of its queues it found
+  with no job to take (the worker leaves them out of its busy fetches for a moment: poll.py).
 - **adopt** moves messages from kombu's per-queue lists (another tool's pushes, or a bench upgraded
   from the one-list layout) into their sites' lists, one element at a time inside the script.
 - **renew**: the live worker extends the lease of every job it holds, every ``lease / 3`` seconds,
   for as long as it holds it, whatever the job's timeout.
-- **ack** / **restore** (and recover) put a job back in its site's list and its site back in the
-  turns, and stop counting it against its site's cap. They act only while the caller's owner
+- **ack** forgets a finished job (its message, record and lease; its lapses when it had any);
+  **restore** (and recover) put a job back in its site's list and its site back in the turns; both
+  stop counting it against its site's cap. They act only while the caller's owner
   token is still the job's owner. A worker
   that was stalled past its lease (its job recovered and perhaps taken by another worker) cannot
   remove or re-queue the new holder's job: its late finish is counted in ``stale_acks`` and
@@ -32,8 +36,9 @@ Redis with ``appendfsync always``) can leave a job in two places or in none:
   job in ``redeliveries`` (``max_redeliveries`` fails a job whose workers keep dying).
 
 Idle workers do not poll: every push also pushes a token on ``wake:<queue>``, and an idle worker
-blocks on those lists (BRPOP with a timeout) before running fetch; fetch clears the tokens of the
-queues it found empty, so stale tokens cost at most one extra fetch.
+blocks on those lists (BRPOP with a timeout) before running fetch; a fetch that takes nothing clears
+the tokens of the queues it looked at (one that takes a job leaves them: they matter only to a
+worker about to block), so stale tokens cost at most one extra fetch.
 
 Times are Redis's own clock (``TIME``), so workers on hosts with skewed clocks agree on leases.
 
@@ -71,6 +76,16 @@ ADOPT_BATCH = 1000
 
 
 @dataclass(frozen=True)
+class Fetched:
+    """What one fetch did: the acks it carried, the queues it found with nothing to take, the job."""
+
+    taken: Taken | None
+    retry_in: float | None  # nothing taken: s until a rate-limited job may start (None: none waits)
+    passed: int  # leading queues (in the fetch's order) found with no job to take: all when none taken
+    acks: list[int]  # the outcome of each carried ack, in order: ACKED, STALE or UNKNOWN
+
+
+@dataclass(frozen=True)
 class Taken:
     """A job fetch parked in flight for its owner token."""
 
@@ -95,57 +110,72 @@ class Delivery:
         self._adopt = client.register_script(ADOPT)
         self._fixed = [keys.unacked, keys.inflight, keys.leases, keys.redeliveries]
         self._loaded = False
+        self._lmpop: bool | None = None  # the server has LMPOP (Redis >= 7.0); asked once (INFO server)
         self._prefixes = [keys.pending_counts(""), keys.wake("")]
         self._site_prefixes = [keys.sites(""), keys.running("")]
         self._fetch_keys: dict[tuple[str, ...], list[str]] = {}
         self.retry_in: float | None = None  # after a fetch that took nothing: s until a rate-limited job may start
+        self.passed = 0  # after a fetch: how many of its queues it found with no job to take
 
-    def fetch_command(self, queues: Sequence[str], token: str) -> list[Any]:
+    def fetch_command(self, queues: Sequence[str], token: str, acks: Sequence[tuple[str, str]] = ()) -> list[Any]:
         """EVALSHA arguments of a fetch, for a caller that sends it itself (the worker's poll
-        connection) and passes the reply to ``taken``."""
+        connection) and passes the reply to ``fetched``. ``acks`` (delivery tag, owner token) are
+        applied first, as ``ack`` would (their outcomes are in the reply)."""
         if not self._loaded:
             self.r.script_load(FETCH)
             self._loaded = True
         keys = self._fetch_keys.get(tuple(queues))
         if keys is None:  # once per queue order (a worker polls for every job)
-            keys = [*self._fixed, self.keys.rates]
+            keys = [*self._fixed, self.keys.rates, self.keys.stale_acks, self.keys.lost_acks]
             for q in queues:
                 k = self.keys
                 keys += [k.pending_counts(q), k.wake(q), k.sites(q), k.fair(q), k.running(q)]
             keys.append(self.keys.paused)  # bench queue pause: fetch skips the paused queues
             self._fetch_keys[tuple(queues)] = keys
-        return [self._fetch.sha, len(keys), *keys, token, self.lease, self.keys.prefix, *queues]
+        args: list[Any] = [token, self.lease, self.keys.prefix, int(self._has_lmpop()), len(acks)]
+        for tag, owner in acks:
+            args += [tag, owner]
+        return [self._fetch.sha, len(keys), *keys, *args, *queues]
+
+    def _has_lmpop(self) -> bool:
+        """Whether fetch pops a site's four priority buckets with one LMPOP (Redis >= 7.0)."""
+        if self._lmpop is None:
+            version = str(self.r.info("server").get("redis_version", "0"))
+            self._lmpop = int(version.split(".")[0] or 0) >= 7
+        return self._lmpop
 
     def fetch(self, queues: Sequence[str], token: str) -> Taken | None:
         """Take the next job of ``queues`` (in that order; sites in turn) for ``token``."""
         if not queues:
             return None
         _sha, n, *rest = self.fetch_command(queues, token)
-        reply = self._fetch(keys=rest[:n], args=rest[n:])
-        self.retry_in = reply / 1000 if isinstance(reply, int) and reply > 0 else None
-        return self.taken(reply)
+        try:
+            reply = self._fetch(keys=rest[:n], args=rest[n:])
+        except redis_errors().ResponseError as exc:  # a server without LMPOP after all (a failover)
+            if not self._lmpop or "lmpop" not in str(exc).lower():
+                raise
+            self._lmpop = False
+            _sha, n, *rest = self.fetch_command(queues, token)
+            reply = self._fetch(keys=rest[:n], args=rest[n:])
+        fetched = self.fetched(reply)
+        self.retry_in, self.passed = fetched.retry_in, fetched.passed
+        return fetched.taken
 
     @staticmethod
-    def taken(reply: Any) -> Taken | None:
-        if not reply or isinstance(reply, int):  # an int: ms until a rate-limited job may start
-            return None
-        queue, tag, raw, lapses = reply
-        return Taken(_text(queue), _text(tag), raw, int(lapses))
-
-    def ack_command(self, tag: str, token: str) -> list[Any]:
-        """The command of ``ack``, for a caller that sends it itself (with the worker's next poll) and
-        passes the reply to ``acked`` (a NoScriptError reply: call ``ack``, which loads the script)."""
-        keys = [*self._fixed, self.keys.stale_acks, self.keys.lost_acks]
-        return ["EVALSHA", self._ack.sha, len(keys), *keys, tag, token, *self._ack_prefixes]
-
-    @staticmethod
-    def acked(reply: Any) -> int:
-        """ACKED, STALE (the lease had lapsed: counted in stale_acks) or UNKNOWN (Redis had no
-        record of the take: counted in lost_acks)."""
-        return int(reply)
+    def fetched(reply: Any) -> Fetched:
+        """The reply of the fetch script (fetch.lua: {acks, passed, taken or ms or 0})."""
+        outcomes, passed, got = reply
+        acks = [int(a) for a in outcomes]
+        if isinstance(got, list):
+            queue, tag, raw, lapses = got
+            return Fetched(Taken(_text(queue), _text(tag), raw, int(lapses)), None, int(passed), acks)
+        ms = int(got or 0)
+        return Fetched(None, ms / 1000 if ms > 0 else None, int(passed), acks)
 
     def ack(self, tag: str, token: str) -> int:
-        """Forget a finished job: ACKED, STALE or UNKNOWN (see ``acked``)."""
+        """Forget a finished job: ACKED, STALE (the lease had lapsed: counted in stale_acks) or
+        UNKNOWN (Redis had no record of the take: counted in lost_acks). A busy worker's acks ride
+        in its next fetch instead (``fetch_command``)."""
         keys = [*self._fixed, self.keys.stale_acks, self.keys.lost_acks]
         return int(self._ack(keys=keys, args=[tag, token, *self._ack_prefixes]))
 
@@ -194,6 +224,13 @@ class Delivery:
                 if n < ADOPT_BATCH:
                     break
         return moved
+
+
+def redis_errors() -> Any:
+    """redis-py's exceptions module (imported on first use, as the client is)."""
+    import redis.exceptions
+
+    return redis.exceptions
 
 
 def _text(value: Any) -> str:

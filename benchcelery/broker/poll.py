@@ -2,8 +2,15 @@
 worker blocks on the queues' ``wake`` lists (every push adds a token) and fetches when woken (or
 every IDLE_FETCH_EVERY timeouts, for what other tools pushed without a token); once a fetch found
 a job, the next poll is the fetch script itself, sent on the poll connection, until a fetch finds
-nothing. The acks of the jobs that finished meanwhile ride in the same write (acks.py). A taken
-job goes through the intake (intake.py) before kombu sees it. Mixed into ``transport.Channel``."""
+nothing. The acks of the jobs that finished meanwhile ride in that fetch (acks.py). A taken
+job goes through the intake (intake.py) before kombu sees it. Mixed into ``transport.Channel``.
+
+A busy worker leaves out of its fetches, for SKIP_EMPTY seconds, the queues its last fetches
+found with no job to take (each costs the script a scan of its sites per job otherwise): a job
+pushed on such a queue meanwhile waits up to that long (~50 ms) behind the worker's later queues,
+the only departure from the queue order. It is never stranded: a fetch that takes nothing (of
+the queues it was given) leaves the wake tokens of the queues it did not look at, so the worker's
+BRPOP returns at once and fetches all its queues."""
 
 from __future__ import annotations
 
@@ -27,6 +34,7 @@ else:
 logger = logging.getLogger("benchcelery.broker.delivery")
 
 IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
+SKIP_EMPTY = 0.05  # s a busy worker's fetches leave out a queue found with no job to take
 
 
 def _packed(commands: list[Any]) -> list[bytes]:
@@ -43,6 +51,7 @@ class Poll(_Base):
     _expect_work = False
     _idle_timeouts = 0
     _retry_in: float | None = None  # s until a rate-limited job may start (fetch.lua's reply)
+    _empty_until: dict[str, float] | None = None  # queue -> monotonic time until busy fetches skip it
 
     if TYPE_CHECKING:  # the channel's own (transport.Channel) and its other mixins'
         keys: Keys
@@ -69,9 +78,18 @@ class Poll(_Base):
             return
         self._fetch_queues = list(queues)
         connection = self.client.connection
+        riders: list[Any] = []
         if self._expect_work:
+            self._fetch_queues = self._busy_queues(self._fetch_queues)
             self._fetch_token = self._new_token()
-            script = self.delivery.fetch_command(self._fetch_queues, self._fetch_token)
+            acks: list[tuple[str, str]] = []
+            if self._acks.to_send():  # the acks of the jobs that just finished ride in the fetch
+                riders, acks = self._acks.ride()
+            try:
+                script = self.delivery.fetch_command(self._fetch_queues, self._fetch_token, acks)
+            except BaseException:
+                self._acks.not_sent()
+                raise
             self._poll_fetch = True
             command = ["EVALSHA", *script]
         else:
@@ -86,15 +104,32 @@ class Poll(_Base):
             command = ["BRPOP", *(self.keys.wake(q) for q in queues), wait]
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
-        if self._acks.to_send():  # the acks of the jobs that just finished ride with the fetch
-            riders = self._acks.ride()
-            try:
-                connection.send_packed_command(_packed([*riders, command]))
-            except BaseException:  # not sent: the acks wait for the next poll (or the lease thread)
-                self._acks.not_sent()
-                raise
-        else:
-            connection.send_packed_command(_packed([command]))
+        try:
+            connection.send_packed_command(_packed([*riders, command]))
+        except BaseException:  # not sent: the acks wait for the next poll (or the lease thread)
+            self._acks.not_sent()
+            raise
+
+    def _busy_queues(self, queues: list[str]) -> list[str]:
+        """``queues`` without those a fetch found with no job to take less than SKIP_EMPTY ago (all
+        of them if that leaves none)."""
+        until = self._empty_until
+        if not until:
+            return queues
+        now = monotonic()
+        busy = [q for q in queues if until.get(q, 0.0) <= now]
+        return busy or queues
+
+    def _found_empty(self, queues: list[str], passed: int) -> None:
+        """Note the first ``passed`` of ``queues``, found by a fetch with no job to take (the next,
+        if any, is the one it took from: no longer skipped)."""
+        if self._empty_until is None:
+            self._empty_until = {}
+        until = monotonic() + SKIP_EMPTY
+        for q in queues[:passed]:
+            self._empty_until[q] = until
+        if passed < len(queues):
+            self._empty_until.pop(queues[passed], None)
 
     def _brpop_read(self, **options: Any) -> bool:
         if self._poll_plain:
@@ -102,20 +137,28 @@ class Poll(_Base):
         taken: Taken | None = None
         try:
             connection = self.client.connection
-            self._acks.read_replies(self.client, connection, **options)
             try:
+                self._acks.read_notes(connection)
                 reply = self.client.parse_response(connection, "EVALSHA" if self._poll_fetch else "BRPOP", **options)
             except self.connection_errors:
+                self._acks.unread()  # the acks in the fetch go again
                 connection.disconnect()
                 raise
-            except redis.exceptions.NoScriptError:  # Redis restarted and lost its scripts
+            except BaseException as exc:
+                if not isinstance(exc, self.ResponseError):
+                    self._acks.unread()
+                    raise
+                # The fetch did not run (NoScriptError: Redis restarted and lost its scripts; OOM
+                # under noeviction: wait, then try again): its acks go with the ack script now.
+                if not isinstance(exc, redis.exceptions.NoScriptError):
+                    logger.warning("Could not take a job: %s", exc)
                 self._poll_fetch, reply = False, None
-            except self.ResponseError as exc:  # e.g. OOM under noeviction: wait, then try again
-                logger.warning("Could not take a job: %s", exc)
-                self._poll_fetch, reply = False, None
+                self._acks.refused()
             if self._poll_fetch:
-                taken = self.delivery.taken(reply)
-                self._retry_in = _retry_in(reply)
+                fetched = self.delivery.fetched(reply)
+                self._acks.applied(fetched.acks)
+                self._found_empty(self._fetch_queues, fetched.passed)
+                taken, self._retry_in = fetched.taken, fetched.retry_in
                 token = self._fetch_token
                 if taken is not None and self._closing:  # the worker stops: not ours to run
                     self.delivery.restore(taken.tag, token)
@@ -127,6 +170,7 @@ class Poll(_Base):
                 try:
                     taken = self.delivery.fetch(self._fetch_queues, token)
                     self._retry_in = self.delivery.retry_in
+                    self._found_empty(self._fetch_queues, self.delivery.passed)
                     # Nothing in the sites' lists: another tool's pushes (their wake tokens woke us)
                     # or the one-list layout may wait in kombu's lists; move them and fetch again.
                     if taken is None and self._retry_in is None and self._adopt(self._fetch_queues):
@@ -186,8 +230,3 @@ class Poll(_Base):
             # as a lapsed lease would be, so it is failed, not handed out again, past the limit.
             self._count_crash(taken)
             raise
-
-
-def _retry_in(reply: Any) -> float | None:
-    """Seconds until a rate-limited job may start, from a fetch reply (an int of ms), else None."""
-    return reply / 1000 if isinstance(reply, int) and not isinstance(reply, bool) and reply > 0 else None

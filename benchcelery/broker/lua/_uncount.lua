@@ -1,6 +1,6 @@
 -- Snippet: a job counted against its site's cap (meta[7] == 1) stops counting, and an idle worker
 -- is woken (the site may take its next turn). Expects `meta` (the inflight entry), `RUNNING` (the
--- running-counts prefix, <p>running:) and `WAKE` (the wake prefix, <p>wake:). Included by ack,
+-- running-counts prefix, <p>running:) and `WAKE` (the wake prefix, <p>wake:). Included by _ack,
 -- restore and recover.
 
 if meta[7] == 1 then

@@ -9,9 +9,10 @@
 -- Key schema (<p> = the bench prefix; names in bench/keys.py):
 --   <p>unacked        hash    delivery tag -> message
 --   <p>inflight       hash    delivery tag -> JSON [owner token, source list, taken at, site, queue,
---                             message tag, 1 if counted in running:<queue> else 0]
+--                             message tag, 1 if counted in running:<queue> else 0, 1 if the
+--                             message's lease had lapsed before else 0 (absent in old entries)]
 --   <p>leases         zset    delivery tag -> lease expiry
---   <p>redeliveries   hash    message tag -> times its lease lapsed
+--   <p>redeliveries   hash    message tag -> times its lease lapsed (dropped here when it had lapsed)
 --   <p>stale_acks     string  finishes reported by a worker whose lease had lapsed
 --   <p>lost_acks      string  finishes of takes Redis had no record of
 --   <p>running:<queue> hash   site -> running jobs of a capped site (decremented here)
@@ -22,18 +23,10 @@
 -- ARGV[1] delivery tag, ARGV[2] owner token, ARGV[3] running prefix (<p>running:),
 --   ARGV[4] wake prefix (<p>wake:)
 -- Returns 1 when done, -1 when the token no longer owns the job (stale_acks incremented), -2 when
--- Redis has no record of it (lost_acks incremented).
+-- Redis has no record of it (lost_acks incremented). The body is the snippet _ack, which fetch
+-- includes too: a busy worker's acks ride in its next fetch; this script is the path of the acks
+-- that cannot (an idle or closing worker, a fetch Redis refused).
 
-local raw = redis.call('HGET', KEYS[2], ARGV[1])
-if not raw then
-  if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 1 then redis.call('INCR', KEYS[5]) return -1 end
-  redis.call('INCR', KEYS[6])
-  return -2
-end
-local meta = cjson.decode(raw)
-if meta[1] ~= ARGV[2] then redis.call('INCR', KEYS[5]) return -1 end
---#include _forget
-local RUNNING, WAKE = ARGV[3], ARGV[4]
---#include _uncount
-redis.call('HDEL', KEYS[4], meta[6] or ARGV[1])
-return 1
+local STALE_ACKS, LOST_ACKS, RUNNING, WAKE = KEYS[5], KEYS[6], ARGV[3], ARGV[4]
+--#include _ack
+return ack_one(ARGV[1], ARGV[2])

@@ -1,48 +1,69 @@
 #!lua
 -- fetch: take the next job of the given queues and park it in flight, in one step (no moment at
--- which a popped message is held only by a client). The sites of a queue take turns.
+-- which a popped message is held only by a client). The sites of a queue take turns. First it
+-- applies the acks that ride with it (the jobs the worker finished since its last fetch), each as
+-- ack.lua would (snippet _ack): one script per job for a busy worker.
 --
 -- Key schema (<p> = the bench prefix, bc:<bench_id>:; names in bench/keys.py):
 --   <p>unacked            hash    delivery tag -> the message exactly as it waited
 --   <p>inflight           hash    delivery tag -> JSON [owner token, source list, taken at, site,
---                                 queue, message tag, 1 if counted in running:<queue> else 0]
+--                                 queue, message tag, 1 if counted in running:<queue> else 0,
+--                                 1 if the message's lease had lapsed before else 0]
 --   <p>leases             zset    delivery tag -> lease expiry (epoch s, Redis's clock)
 --   <p>redeliveries       hash    message tag -> times its lease lapsed before
+--   <p>stale_acks         string  acks carried here whose token no longer owned the job (ack.lua)
+--   <p>lost_acks          string  acks carried here of takes Redis had no record of (ack.lua)
 --   <p>rates              hash    <method> / <site>\x1f<method> -> ms between two starts (config);
 --                                 \x1e<method> -> <ms> or s<ms>: an app's decorator, whole bench or
 --                                 each site (ignored when <method> is set: the common config wins;
 --                                 its per-site form yields to <site>\x1f<method>)
 --   <p>rate:<name>        string  next free start of a rate limit (GCRA, ms), written here
 --   <p>pending:<queue>    hash    site -> waiting jobs of the queue (decremented here)
---   <p>wake:<queue>       list    wake tokens of idle workers (cleared here when nothing was taken)
+--   <p>wake:<queue>       list    wake tokens of idle workers: cleared here for the queues found
+--                                 without a job to take, only when the fetch took nothing at all
+--                                 (its worker is about to block on them); a carried ack of a
+--                                 capped site's job pushes one (_uncount)
 --   <p>sites:<queue>      zset    site -> virtual time; the sites with waiting jobs
 --   <p>fair:<queue>       hash    clock, w:<site> weight, c:<site> cap, p:<site> paused
---   <p>running:<queue>    hash    site -> running jobs of a capped site (incremented here)
+--   <p>running:<queue>    hash    site -> running jobs of a capped site (incremented here;
+--                                 decremented by a carried ack)
 --   <p>q:<queue>:<site>[\x06\x16<n>]   lists   a site's waiting messages, one per priority bucket
 --   <p>paused             set     paused queue names (bench queue pause)
 --
--- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] rates, then for
---   each queue (in ARGV's order): pending, wake, sites, fair, running; last, <p>paused.
--- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3] the bench prefix, ARGV[4..] queue names.
+-- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] rates,
+--   KEYS[6] stale_acks, KEYS[7] lost_acks, then for each queue (in ARGV's order): pending, wake,
+--   sites, fair, running; last, <p>paused.
+-- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3] the bench prefix, ARGV[4] 1 to pop with
+--   LMPOP (Redis >= 7.0) else 0 (an RPOP per priority bucket), ARGV[5] n, the number of acks
+--   carried, ARGV[6 .. 5 + 2n] their delivery tag / owner token pairs, then the queue names.
 --
 -- Queues in ARGV's order; within a queue, the site with the lowest virtual time that is not paused,
 -- not at its cap and whose next job is not held back by a rate limit; within the site, priority
 -- buckets in order (at_front first). A turn adds 1/weight to the site's virtual time (a site new to
 -- the ring starts at 0 and is served next, then continues from the queue's clock). A paused queue
 -- (bench queue pause: its name is in <p>paused, the last key) is skipped whole: its jobs wait,
--- still counted, and its wake tokens are cleared.
+-- still counted (its wake tokens are cleared with the others when the fetch takes nothing).
 -- The job keeps its message's delivery tag unless that is missing, already in flight, or the job
 -- was put back after its lease lapsed (its first run may still be going on a stalled worker,
 -- perhaps in this very process): then the owner token is its delivery tag, a fresh identity no
 -- other run's ack can match. Lapses are counted under the message's own tag.
 -- Under maxmemory (noeviction) Redis refuses the whole script before it runs (#!lua, no
 -- allow-oom): nothing is taken that could not be parked.
--- Returns {queue, delivery tag, message, earlier lapses}; else the ms until a rate limit lets a
--- waiting job start (an integer), or false.
+-- Returns {acks, passed, taken}: acks, the outcome of each carried ack in order (1, -1 stale,
+-- -2 lost: as ack.lua); passed, how many queues (in ARGV's order) were found without a job to
+-- take before the one taken (all of them when none was); taken, {queue, delivery tag, message,
+-- earlier lapses}, else the ms until a rate limit lets a waiting job start, or 0.
 --#include _now
 
 local P = ARGV[3]
-local nq = #ARGV - 3
+local LMPOP = ARGV[4] == '1'
+local nacks = tonumber(ARGV[5])
+local Q0 = 5 + 2 * nacks  -- ARGV[Q0 + q] is queue q
+local nq = #ARGV - Q0
+local STALE_ACKS, LOST_ACKS, RUNNING, WAKE = KEYS[6], KEYS[7], P .. 'running:', P .. 'wake:'
+--#include _ack
+local outcomes = {}
+for a = 1, nacks do outcomes[a] = ack_one(ARGV[4 + 2 * a], ARGV[5 + 2 * a]) end
 local SEP = '\6\22'
 local STEPS = {'', SEP .. '3', SEP .. '6', SEP .. '9'}
 local SCAN = 16
@@ -55,6 +76,11 @@ for _, name in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do paused[name] = tru
 local take, describe
 
 local function pop(base)
+  if LMPOP then
+    local got = redis.call('LMPOP', 4, base, base .. STEPS[2], base .. STEPS[3], base .. STEPS[4], 'RIGHT')
+    if got then return got[2][1], got[1] end
+    return nil, nil
+  end
   for s = 1, 4 do
     local item = redis.call('RPOP', base .. STEPS[s])
     if item then return item, base .. STEPS[s] end
@@ -136,8 +162,8 @@ function take(site, sbase)
 end
 
 for q = 1, nq do
-  local queue = ARGV[3 + q]
-  local base = 5 + (q - 1) * 5
+  local queue = ARGV[Q0 + q]
+  local base = 7 + (q - 1) * 5
   local pending, ring, fair, running = KEYS[base + 1], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5]
   local offset = 0
   while not paused[queue] do
@@ -160,9 +186,12 @@ for q = 1, nq do
           local lapses = 0
           if tag then lapses = tonumber(redis.call('HGET', KEYS[4], tag) or 0) end
           local own = tag or ARGV[1]
-          if not tag or lapses > 0 or redis.call('HEXISTS', KEYS[1], tag) == 1 then tag = ARGV[1] end
-          redis.call('HSET', KEYS[1], tag, item)
-          redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, queue, own, cap and 1 or 0}))
+          if not tag or lapses > 0 or redis.call('HSETNX', KEYS[1], tag, item) == 0 then
+            tag = ARGV[1]
+            redis.call('HSET', KEYS[1], tag, item)
+          end
+          local lapsed = lapses > 0 and 1 or 0
+          redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, queue, own, cap and 1 or 0, lapsed}))
           redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
           local left = redis.call('HINCRBY', pending, site, -1)
           if cap then redis.call('HINCRBY', running, site, 1) end
@@ -182,14 +211,14 @@ for q = 1, nq do
               redis.call('HSET', pending, site, n)
             end
           end
-          return {queue, tag, item, lapses}
+          return {outcomes, q - 1, {queue, tag, item, lapses}}
         end
       end
     end
     if #batch < 2 * SCAN then break end
     offset = offset + SCAN - removed
   end
-  redis.call('DEL', KEYS[base + 2])
 end
-if wait then return math.max(1, math.ceil(wait)) end
-return false
+-- nothing taken: the worker blocks on the wake lists next, so their tokens are spent
+for q = 1, nq do redis.call('DEL', KEYS[7 + (q - 1) * 5 + 2]) end
+return {outcomes, nq, wait and math.max(1, math.ceil(wait)) or 0}

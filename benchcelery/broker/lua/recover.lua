@@ -5,7 +5,8 @@
 -- Key schema (<p> = the bench prefix; names in bench/keys.py):
 --   <p>unacked              hash    delivery tag -> message (removed here)
 --   <p>inflight             hash    delivery tag -> JSON [owner token, source list, taken at, site, queue,
---                                   message tag, 1 if counted in running:<queue> else 0]
+--                                   message tag, 1 if counted in running:<queue> else 0, 1 if
+--                                   the message's lease had lapsed before else 0]
 --   <p>leases               zset    delivery tag -> lease expiry; the lapsed ones are taken here
 --   <p>redeliveries         hash    message tag -> times its lease lapsed (incremented here;
 --                                   max_redeliveries fails a job whose workers keep dying)

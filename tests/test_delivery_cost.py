@@ -1,0 +1,169 @@
+"""The Redis work of a busy worker's job (issue 28): the acks ride in the next fetch (one script per
+job), the wake tokens stay while jobs are taken, and queues found empty are left out of busy fetches
+for a moment without stranding their jobs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+
+import benchcelery
+from tests.conftest import BenchHandle, pending_total, wait_until
+
+
+def _delivery(bench: BenchHandle) -> Any:
+    from benchcelery.broker.delivery import Delivery
+
+    return Delivery(bench.redis, bench.rt().keys)
+
+
+def _fetch_with_acks(delivery: Any, queues: list[str], token: str, acks: list[tuple[str, str]]) -> Any:
+    """Send the fetch as the worker's poll does (EVALSHA on a connection of its own)."""
+    sha, *rest = delivery.fetch_command(queues, token, acks)
+    return delivery.fetched(delivery.r.execute_command("EVALSHA", sha, *rest))
+
+
+def test_a_fetch_carrying_acks_applies_them_and_reports_each_outcome(bench: BenchHandle) -> None:
+    for _ in range(3):
+        bench.enqueue("testapp.tasks.noop")
+    delivery = _delivery(bench)
+    keys = delivery.keys
+    first = delivery.fetch(["default"], "token-a")
+    second = delivery.fetch(["default"], "token-b")
+    assert first and second
+    # first: finished by its owner; second: by a worker whose token no longer owns it (stale); and a
+    # take Redis never recorded (lost). Then the fetch takes the third job.
+    fetched = _fetch_with_acks(
+        delivery, ["default"], "token-c", [(first.tag, "token-a"), (second.tag, "not-the-owner"), ("gone", "x")]
+    )
+    assert fetched.acks == [1, -1, -2]
+    assert fetched.taken is not None and fetched.passed == 0
+    inflight = {t.decode() for t in bench.redis.hkeys(keys.inflight)}
+    assert inflight == {second.tag, fetched.taken.tag}
+    assert not bench.redis.zscore(keys.leases, first.tag) and not bench.redis.hexists(keys.unacked, first.tag)
+    assert int(bench.redis.get(keys.stale_acks)) == 1 and int(bench.redis.get(keys.lost_acks)) == 1
+    # the same acks with nothing left to take: still applied, and reported
+    nothing = _fetch_with_acks(delivery, ["default"], "token-d", [(second.tag, "token-b")])
+    assert nothing.acks == [1] and nothing.taken is None and nothing.passed == 1
+
+
+def test_a_lapsed_job_keeps_its_lapses_until_its_ack(bench: BenchHandle) -> None:
+    """The inflight record notes a take whose message had lapsed before; its ack forgets the lapses
+    (and only such an ack needs to)."""
+    bench.enqueue("testapp.tasks.noop")
+    delivery = _delivery(bench)
+    keys = delivery.keys
+    taken = delivery.fetch(["default"], "token-a")
+    assert taken is not None and json.loads(bench.redis.hget(keys.inflight, taken.tag))[7] == 0
+    bench.redis.zadd(keys.leases, {taken.tag: 1})  # the lease lapsed
+    assert delivery.recover() == [taken.tag]
+    again = delivery.fetch(["default"], "token-b")
+    assert again is not None and again.lapses == 1 and again.tag == "token-b"
+    assert json.loads(bench.redis.hget(keys.inflight, again.tag))[7] == 1
+    assert delivery.ack(again.tag, "token-b") == 1
+    assert not bench.redis.hexists(keys.redeliveries, taken.tag)
+
+
+def test_wake_tokens_stay_while_jobs_are_taken(bench: BenchHandle) -> None:
+    """An empty queue's wake tokens matter only to a worker about to block: a fetch that takes a job
+    leaves them, one that takes nothing clears them."""
+    bench.enqueue("testapp.tasks.noop")  # on default (and a wake token there)
+    delivery = _delivery(bench)
+    keys = delivery.keys
+    bench.redis.lpush(keys.wake("short"), "")
+    taken = delivery.fetch(["short", "default"], "token-a")
+    assert taken is not None and taken.queue == "default"
+    assert bench.redis.llen(keys.wake("short")) == 1 and delivery.passed == 1
+    assert delivery.fetch(["short", "default"], "token-b") is None and delivery.passed == 2
+    assert bench.redis.llen(keys.wake("short")) == 0 and bench.redis.llen(keys.wake("default")) == 0
+
+
+def _channel(bench: BenchHandle, got: list[Any], queues: tuple[str, ...]) -> Any:
+    conn = bench.rt().app.connection_for_read()
+    channel = conn.default_channel
+    for q in queues:
+        channel.basic_consume(q, False, got.append, f"test-{q}")
+    return conn, channel
+
+
+def _poll(channel: Any) -> None:
+    client = channel.client
+    if client.connection is None:
+        client.connection = client.connection_pool.get_connection()
+    channel._brpop_start()
+    channel._brpop_read()
+
+
+def test_the_ack_rides_in_the_fetch_and_its_outcome_is_reported(
+    bench: BenchHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from benchcelery.broker import poll
+
+    for _ in range(3):
+        bench.enqueue("testapp.tasks.noop")
+    writes: list[list[Any]] = []
+    packed = poll._packed
+    monkeypatch.setattr(poll, "_packed", lambda commands: writes.append(commands) or packed(commands))
+    got: list[Any] = []
+    conn, channel = _channel(bench, got, ("default",))
+    keys = bench.rt().keys
+    try:
+        _poll(channel)
+        first = got.pop().delivery_tag
+        channel.basic_ack(first)  # in the event loop: it waits for the next poll
+        _poll(channel)
+        second = got.pop().delivery_tag
+        scripts = [c for c in writes[-1] if c[0] == "EVALSHA"]
+        assert len(scripts) == 1 and first in scripts[0]  # one script: the fetch, carrying the ack
+        assert not bench.redis.hexists(keys.inflight, first) and set(channel.held()) == {second}
+        # the second's lease lapsed and another worker holds it now: its ack is stale, and said so
+        meta = json.loads(bench.redis.hget(keys.inflight, second))
+        bench.redis.hset(keys.inflight, second, json.dumps(["another|token", *meta[1:]]))
+        channel.basic_ack(second)
+        with caplog.at_level(logging.ERROR, logger="benchcelery.broker.delivery"):
+            _poll(channel)
+        assert "after its lease had lapsed" in caplog.text and int(bench.redis.get(keys.stale_acks)) == 1
+        assert got and set(channel.held()) == {got[0].delivery_tag}
+    finally:
+        conn.release()
+
+
+def test_a_busy_channel_skips_an_empty_queue_for_a_moment_and_still_takes_its_job(bench: BenchHandle) -> None:
+    from benchcelery.broker.poll import SKIP_EMPTY
+
+    bench.rt()
+    benchcelery.enqueue_many([{"method": "testapp.tasks.noop", "queue": "default"} for _ in range(400)])
+    got: list[Any] = []
+    conn, channel = _channel(bench, got, ("short", "default"))
+    try:
+        _poll(channel)  # short found empty
+        assert got.pop().delivery_info["routing_key"] == "default"
+        started = time.monotonic()
+        bench.enqueue("testapp.tasks.noop", queue="short")
+        _poll(channel)
+        if time.monotonic() - started < SKIP_EMPTY:
+            assert channel._fetch_queues == ["default"]  # short is left out of this busy fetch
+        while got[-1].delivery_info["routing_key"] != "short":
+            assert time.monotonic() - started < 1.0, "the job on the skipped queue was not taken within 1 s"
+            _poll(channel)  # (each takes a job of default: the worker stays busy)
+        assert pending_total(bench) > 0  # default was still busy
+    finally:
+        conn.release()
+
+
+def test_a_worker_busy_on_one_queue_starts_a_job_on_another_within_a_second(bench: BenchHandle) -> None:
+    benchcelery.init(site="site1.local", bench_path=str(bench.root))
+    benchcelery.enqueue_many(
+        [{"method": "testapp.tasks.tally", "queue": "default", "run_id": f"d{i}", "seconds": 0.005} for i in range(600)]
+    )
+    bench.start("worker", "--queue", "short,default")
+    wait_until(lambda: bench.redis.exists("test:tally:d20"), timeout=60, what="the worker busy on default")
+    sent = time.monotonic()
+    bench.enqueue("testapp.tasks.tally", queue="short", run_id="s")
+    wait_until(lambda: bench.redis.exists("test:tally:s"), timeout=10, interval=0.01, what="the job on short")
+    assert time.monotonic() - sent < 1.5
+    assert not bench.redis.exists("test:tally:d599")  # default was still busy meanwhile
