@@ -83,6 +83,14 @@ FIGURES: list[Figure] = [
 ]
 
 
+def compile_tree(checkout: Path) -> None:
+    """Write the bytecode of the checkout's sources first: with PYTHONDONTWRITEBYTECODE set (as on
+    some machines) a tree without it compiles every module at every start, and the start-up figures
+    then measure which side happened to have more .pyc files, not the code."""
+    python = str(checkout / ".venv/bin/python")
+    subprocess.run([python, "-m", "compileall", "-q", "benchcelery", "benchmarks"], cwd=checkout, check=True)
+
+
 def run_once(checkout: Path, out: Path, workers: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(checkout / ".venv/bin/python"), "-m", "benchmarks", "run", "--quick", "--reps", "1"]
@@ -113,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/benchcelery-ab"))
     args = p.parse_args(argv)
     results: dict[str, list[dict[str, Any]]] = {"a": [], "b": []}
+    for checkout in (args.other.resolve(), HERE):
+        compile_tree(checkout)
     for rep in range(args.reps):
         for side, checkout in (("a", args.other.resolve()), ("b", HERE)):
             print(f"ab: repetition {rep + 1}/{args.reps}, {side.upper()} = {checkout}", file=sys.stderr, flush=True)

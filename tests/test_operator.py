@@ -248,3 +248,21 @@ def test_unreachable_redis_is_one_common_line_for_every_command(bench: BenchHand
     assert len(lines) == 1
     hint = "(the address comes from $BENCH_REDIS_QUEUE: check it)"
     assert lines.pop().endswith(f"is unreachable: connection refused {hint}")
+
+
+def test_bench_help_lists_every_command_without_importing_their_families() -> None:
+    """`bench --help` reads the summaries from cli/help.py: no command family is imported, and the
+    listing is the one the loaded commands give."""
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from benchcelery.cli import cli, load_all\n"
+        "lazy = CliRunner().invoke(cli, ['--help'], terminal_width=80).output\n"
+        "families = sorted(m for m in sys.modules if m.startswith('benchcelery.cli.') and m not in "
+        "('benchcelery.cli.base', 'benchcelery.cli.help'))\n"
+        "load_all()\n"
+        "loaded = CliRunner().invoke(cli, ['--help'], terminal_width=80).output\n"
+        "print(families, lazy == loaded, len(lazy.splitlines()))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "[]" and out[1] == "True" and int(out[2]) > 30, out

@@ -69,6 +69,20 @@ class LazyBenchGroup(BenchGroup):
             load(family)
         return super().get_command(ctx, cmd_name)
 
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """``bench --help``'s command list, from help.HELP's summaries (the ones ``help.apply`` gives
+        the commands), without importing any family: listing them costs no import
+        (tests/test_cli_help.py checks that the list equals the one the loaded commands give)."""
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                rows.append((name, self.commands[name].get_short_help_str(formatter.width)))
+            elif name in help.HELP:
+                rows.append((name, help.HELP[name][0]))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 def load(family: str) -> None:
     """Register the commands of ``benchcelery/cli/<family>.py`` (once); a family whose module is not

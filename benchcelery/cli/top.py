@@ -13,13 +13,15 @@ import select
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from benchcelery.cli.base import CliContext, pass_ctx
-from benchcelery.diagnostics.top import TopFrame, snapshot
 from benchcelery.util.text import age
+
+if TYPE_CHECKING:  # the view's data is read only when the command runs (bench --help lists it)
+    from benchcelery.diagnostics.top import TopFrame
 
 SPARK = "·▁▂▃▄▅▆▇█"
 MAX_ROWS = 12  # (site, queue) rows shown; the rest are summed in one line
@@ -128,6 +130,8 @@ def run(rt: Any, once: bool, interval: float = 1.0) -> None:
     """Print one frame (``once``), or refresh until q is pressed (or Ctrl-C)."""
     from rich.console import Console
     from rich.live import Live
+
+    from benchcelery.diagnostics.top import snapshot
 
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 80)
     if once:
