@@ -110,7 +110,6 @@ class Delivery:
         self._adopt = client.register_script(ADOPT)
         self._fixed = [keys.unacked, keys.inflight, keys.leases, keys.redeliveries]
         self._loaded = False
-        self._lmpop: bool | None = None  # the server has LMPOP (Redis >= 7.0); asked once (INFO server)
         self._prefixes = [keys.pending_counts(""), keys.wake("")]
         self._site_prefixes = [keys.sites(""), keys.running("")]
         self._fetch_keys: dict[tuple[str, ...], list[str]] = {}
@@ -132,31 +131,17 @@ class Delivery:
                 keys += [k.pending_counts(q), k.wake(q), k.sites(q), k.fair(q), k.running(q)]
             keys.append(self.keys.paused)  # bench queue pause: fetch skips the paused queues
             self._fetch_keys[tuple(queues)] = keys
-        args: list[Any] = [token, self.lease, self.keys.prefix, int(self._has_lmpop()), len(acks)]
+        args: list[Any] = [token, self.lease, self.keys.prefix, len(acks)]
         for tag, owner in acks:
             args += [tag, owner]
         return [self._fetch.sha, len(keys), *keys, *args, *queues]
-
-    def _has_lmpop(self) -> bool:
-        """Whether fetch pops a site's four priority buckets with one LMPOP (Redis >= 7.0)."""
-        if self._lmpop is None:
-            version = str(self.r.info("server").get("redis_version", "0"))
-            self._lmpop = int(version.split(".")[0] or 0) >= 7
-        return self._lmpop
 
     def fetch(self, queues: Sequence[str], token: str) -> Taken | None:
         """Take the next job of ``queues`` (in that order; sites in turn) for ``token``."""
         if not queues:
             return None
         _sha, n, *rest = self.fetch_command(queues, token)
-        try:
-            reply = self._fetch(keys=rest[:n], args=rest[n:])
-        except redis_errors().ResponseError as exc:  # a server without LMPOP after all (a failover)
-            if not self._lmpop or "lmpop" not in str(exc).lower():
-                raise
-            self._lmpop = False
-            _sha, n, *rest = self.fetch_command(queues, token)
-            reply = self._fetch(keys=rest[:n], args=rest[n:])
+        reply = self._fetch(keys=rest[:n], args=rest[n:])
         fetched = self.fetched(reply)
         self.retry_in, self.passed = fetched.retry_in, fetched.passed
         return fetched.taken
@@ -224,13 +209,6 @@ class Delivery:
                 if n < ADOPT_BATCH:
                     break
         return moved
-
-
-def redis_errors() -> Any:
-    """redis-py's exceptions module (imported on first use, as the client is)."""
-    import redis.exceptions
-
-    return redis.exceptions
 
 
 def _text(value: Any) -> str:

@@ -33,9 +33,11 @@
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] rates,
 --   KEYS[6] stale_acks, KEYS[7] lost_acks, then for each queue (in ARGV's order): pending, wake,
 --   sites, fair, running; last, <p>paused.
--- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3] the bench prefix, ARGV[4] 1 to pop with
---   LMPOP (Redis >= 7.0) else 0 (an RPOP per priority bucket), ARGV[5] n, the number of acks
---   carried, ARGV[6 .. 5 + 2n] their delivery tag / owner token pairs, then the queue names.
+-- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3] the bench prefix, ARGV[4] n, the number
+--   of acks carried, ARGV[5 .. 4 + 2n] their delivery tag / owner token pairs, then the queue names.
+-- A site's four priority buckets are popped with one LMPOP on Redis >= 7.0 (whose Lua has
+-- redis.REDIS_VERSION_NUM; the server, not the caller, decides: the bench's ACL user may not run
+-- INFO), with an RPOP per bucket before that.
 --
 -- Queues in ARGV's order; within a queue, the site with the lowest virtual time that is not paused,
 -- not at its cap and whose next job is not held back by a rate limit; within the site, priority
@@ -56,14 +58,14 @@
 --#include _now
 
 local P = ARGV[3]
-local LMPOP = ARGV[4] == '1'
-local nacks = tonumber(ARGV[5])
-local Q0 = 5 + 2 * nacks  -- ARGV[Q0 + q] is queue q
+local LMPOP = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000
+local nacks = tonumber(ARGV[4])
+local Q0 = 4 + 2 * nacks  -- ARGV[Q0 + q] is queue q
 local nq = #ARGV - Q0
 local STALE_ACKS, LOST_ACKS, RUNNING, WAKE = KEYS[6], KEYS[7], P .. 'running:', P .. 'wake:'
 --#include _ack
 local outcomes = {}
-for a = 1, nacks do outcomes[a] = ack_one(ARGV[4 + 2 * a], ARGV[5 + 2 * a]) end
+for a = 1, nacks do outcomes[a] = ack_one(ARGV[3 + 2 * a], ARGV[4 + 2 * a]) end
 local SEP = '\6\22'
 local STEPS = {'', SEP .. '3', SEP .. '6', SEP .. '9'}
 local SCAN = 16
