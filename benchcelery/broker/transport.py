@@ -222,7 +222,7 @@ class Channel(Intake, Ownership, SiteLists, Poll, kombu_redis.Channel):
             # connection kombu dropped as stale, Redis gone) ended close before ``closed`` was set,
             # and a channel not closed never flushed the acks it still held (held()): renewed for
             # good (never settled), or run again once their leases lapsed. Acks whose replies are
-            # not read wait again (read_replies) and are flushed below or by the lease thread.
+            # not read wait again (PendingAcks.unread) and are flushed below or by the lease thread.
             try:
                 self._brpop_read()
             except kombu_redis.Empty:
