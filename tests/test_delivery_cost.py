@@ -64,8 +64,35 @@ def test_a_lapsed_job_keeps_its_lapses_until_its_ack(bench: BenchHandle) -> None
     again = delivery.fetch(["default"], "token-b")
     assert again is not None and again.lapses == 1 and again.tag == "token-b"
     assert json.loads(bench.redis.hget(keys.inflight, again.tag))[7] == 1
+    own = json.loads(taken.raw)["properties"]["delivery_tag"]  # the take's tag is its token
+    assert bench.redis.hget(keys.redeliveries, own) == b"1"
     assert delivery.ack(again.tag, "token-b") == 1
-    assert not bench.redis.hexists(keys.redeliveries, taken.tag)
+    assert not bench.redis.exists(keys.redeliveries)
+
+
+def test_a_busy_fetch_reads_no_message_and_no_unused_feature(bench: BenchHandle) -> None:
+    """With no paused queue, no rate limit and no lapsed job (one EXISTS finds none), a fetch
+    carrying the last job's ack neither decodes the message nor reads the paused set, the rates
+    or the lapses: 14 Redis commands per job, run and completion (the script's call counted)."""
+    n = 20
+    for _ in range(n + 3):  # jobs left over: the last fetch does not find the queue emptied
+        bench.enqueue("testapp.tasks.noop")
+    delivery = _delivery(bench)
+    first = delivery.fetch(["default"], "t-0")
+    assert first is not None
+    bench.redis.config_resetstat()
+    acks = [(first.tag, "t-0")]
+    for i in range(1, n + 1):
+        fetched = _fetch_with_acks(delivery, ["default"], f"t-{i}", acks)
+        assert fetched.acks == [1] and fetched.taken is not None and fetched.taken.tag == f"t-{i}"
+        acks = [(fetched.taken.tag, f"t-{i}")]
+    stats = {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in bench.redis.info("commandstats").items()}
+    stats.pop("info", None)
+    stats.pop("config|resetstat", None)
+    assert stats["evalsha"] == n and stats["exists"] == n
+    assert stats["hmget"] == n  # the site's policy; not the rates
+    assert not {"smembers", "hsetnx"} & stats.keys() and stats["hget"] == n  # hget: the ack's, not the lapses'
+    assert sum(stats.values()) == 14 * n, " ".join(f"{k}={v}" for k, v in sorted(stats.items()))
 
 
 def test_wake_tokens_stay_while_jobs_are_taken(bench: BenchHandle) -> None:

@@ -39,8 +39,9 @@ benchcelery's own:
                                             by our transport with every push/take/restore
 ``<p>wake:<queue>``                 list    one token per push; idle workers block on it (BRPOP)
                                             and then take a job with the fetch script
-``<p>inflight``                     hash    delivery tag -> JSON [owner token, list, taken at,
-                                            site, queue, message tag, 1 if counted in
+``<p>inflight``                     hash    delivery tag (the take's owner token) -> JSON
+                                            [owner token, list, taken at, site, queue, message
+                                            tag or false (not read), 1 if counted in
                                             running:<queue>, 1 if its lease had lapsed before]
                                             of each taken job (delivery.py)
 ``<p>leases``                       zset    delivery tag -> lease expiry (epoch s); renewed by
@@ -48,6 +49,8 @@ benchcelery's own:
 ``<p>redeliveries``                 hash    message tag -> times its lease lapsed (poison guard)
 ``<p>recovered:<queue>``            hash    site -> jobs put back after their worker died
 ``<p>stale_acks``                   string  finishes reported by a worker whose lease had lapsed
+``<p>lapsed_takes``                 zset    delivery tag -> when recover put the take back (its
+                                            late finish is stale, not lost; kept a day)
 ``<p>lost_acks``                    string  finishes of takes Redis had no record of (restarted
                                             without its data, or put back and finished elsewhere)
 ``<p>failed:<queue>``               zset    job id -> failure time (failed-job registry)
@@ -214,6 +217,10 @@ class Keys:
     @property
     def lost_acks(self) -> str:
         return f"{self.prefix}lost_acks"
+
+    @property
+    def lapsed_takes(self) -> str:
+        return f"{self.prefix}lapsed_takes"
 
     def wake(self, queue: str) -> str:
         return f"{self.prefix}wake:{queue}"

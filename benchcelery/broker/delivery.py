@@ -28,9 +28,10 @@ Redis with ``appendfsync always``) can leave a job in two places or in none:
   logged, and the job's message stays with its new holder. A finish of a take Redis has no
   record of (Redis restarted without its data, or the job was put back and finished elsewhere)
   is counted in ``lost_acks``.
-- A job taken again after its lease lapsed gets a fresh delivery tag (its owner token), so the
-  late finish of its first run can never match, and remove, the in-flight record of the second,
-  even in the same process.
+- Every take's delivery tag is its owner token, fresh for each take: the late finish of a job's
+  first run (its lease lapsed, the job was taken again) can never match, and remove, the in-flight
+  record of the second, even in the same process. The message's own delivery tag, under which
+  its lapses are counted, is read only while some job has lapses (by recover otherwise).
 - **recover** puts every job whose lease lapsed back at the front of its queue (any live worker and
   ``bench schedule`` run it every few seconds), counts it per site in ``recovered:<queue>`` and per
   job in ``redeliveries`` (``max_redeliveries`` fails a job whose workers keep dying).
@@ -125,7 +126,7 @@ class Delivery:
             self._loaded = True
         keys = self._fetch_keys.get(tuple(queues))
         if keys is None:  # once per queue order (a worker polls for every job)
-            keys = [*self._fixed, self.keys.rates, self.keys.stale_acks, self.keys.lost_acks]
+            keys = [*self._fixed, self.keys.rates, self.keys.stale_acks, self.keys.lost_acks, self.keys.lapsed_takes]
             for q in queues:
                 k = self.keys
                 keys += [k.pending_counts(q), k.wake(q), k.sites(q), k.fair(q), k.running(q)]
@@ -161,7 +162,7 @@ class Delivery:
         """Forget a finished job: ACKED, STALE (the lease had lapsed: counted in stale_acks) or
         UNKNOWN (Redis had no record of the take: counted in lost_acks). A busy worker's acks ride
         in its next fetch instead (``fetch_command``)."""
-        keys = [*self._fixed, self.keys.stale_acks, self.keys.lost_acks]
+        keys = [*self._fixed, self.keys.stale_acks, self.keys.lost_acks, self.keys.lapsed_takes]
         return int(self._ack(keys=keys, args=[tag, token, *self._ack_prefixes]))
 
     @property
@@ -192,7 +193,7 @@ class Delivery:
         out: list[str] = []
         while True:
             args = [RECOVER_BATCH, *self._prefixes, self.keys.recovered(""), *self._site_prefixes]
-            tags = self._recover(keys=self._fixed, args=args)
+            tags = self._recover(keys=[*self._fixed, self.keys.lapsed_takes], args=args)
             out += [_text(t) for t in tags]
             if len(tags) < RECOVER_BATCH:
                 return out

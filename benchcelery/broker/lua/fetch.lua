@@ -7,12 +7,14 @@
 -- Key schema (<p> = the bench prefix, bc:<bench_id>:; names in bench/keys.py):
 --   <p>unacked            hash    delivery tag -> the message exactly as it waited
 --   <p>inflight           hash    delivery tag -> JSON [owner token, source list, taken at, site,
---                                 queue, message tag, 1 if counted in running:<queue> else 0,
---                                 1 if the message's lease had lapsed before else 0]
+--                                 queue, message tag or false (not read), 1 if counted in
+--                                 running:<queue> else 0, 1 if the message's lease had lapsed
+--                                 before else 0]
 --   <p>leases             zset    delivery tag -> lease expiry (epoch s, Redis's clock)
 --   <p>redeliveries       hash    message tag -> times its lease lapsed before
 --   <p>stale_acks         string  acks carried here whose token no longer owned the job (ack.lua)
 --   <p>lost_acks          string  acks carried here of takes Redis had no record of (ack.lua)
+--   <p>lapsed_takes       zset    takes recover put back (a carried ack of one is stale, not lost)
 --   <p>rates              hash    <method> / <site>\x1f<method> -> ms between two starts (config);
 --                                 \x1e<method> -> <ms> or s<ms>: an app's decorator, whole bench or
 --                                 each site (ignored when <method> is set: the common config wins;
@@ -31,7 +33,7 @@
 --   <p>paused             set     paused queue names (bench queue pause)
 --
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] rates,
---   KEYS[6] stale_acks, KEYS[7] lost_acks, then for each queue (in ARGV's order): pending, wake,
+--   KEYS[6] stale_acks, KEYS[7] lost_acks, KEYS[8] lapsed_takes, then for each queue (in ARGV's order): pending, wake,
 --   sites, fair, running; last, <p>paused.
 -- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3] the bench prefix, ARGV[4] n, the number
 --   of acks carried, ARGV[5 .. 4 + 2n] their delivery tag / owner token pairs, then the queue names.
@@ -45,10 +47,10 @@
 -- the ring starts at 0 and is served next, then continues from the queue's clock). A paused queue
 -- (bench queue pause: its name is in <p>paused, the last key) is skipped whole: its jobs wait,
 -- still counted (its wake tokens are cleared with the others when the fetch takes nothing).
--- The job keeps its message's delivery tag unless that is missing, already in flight, or the job
--- was put back after its lease lapsed (its first run may still be going on a stalled worker,
--- perhaps in this very process): then the owner token is its delivery tag, a fresh identity no
--- other run's ack can match. Lapses are counted under the message's own tag.
+-- A take's delivery tag is its owner token, a fresh identity no other take's ack can match (a job
+-- put back after its lease lapsed may still be running on a stalled worker, perhaps in this very
+-- process). Lapses are counted under the message's own tag (inflight element 6): read here only
+-- when some job has lapses (else false, and recover decodes the message if its lease lapses).
 -- Under maxmemory (noeviction) Redis refuses the whole script before it runs (#!lua, no
 -- allow-oom): nothing is taken that could not be parked.
 -- Returns {acks, passed, taken}: acks, the outcome of each carried ack in order (1, -1 stale,
@@ -62,7 +64,8 @@ local LMPOP = (tonumber(redis.REDIS_VERSION_NUM) or 0) >= 0x070000
 local nacks = tonumber(ARGV[4])
 local Q0 = 4 + 2 * nacks  -- ARGV[Q0 + q] is queue q
 local nq = #ARGV - Q0
-local STALE_ACKS, LOST_ACKS, RUNNING, WAKE = KEYS[6], KEYS[7], P .. 'running:', P .. 'wake:'
+local STALE_ACKS, LOST_ACKS, LAPSED_TAKES = KEYS[6], KEYS[7], KEYS[8]
+local RUNNING, WAKE = P .. 'running:', P .. 'wake:'
 --#include _ack
 local outcomes = {}
 for a = 1, nacks do outcomes[a] = ack_one(ARGV[3 + 2 * a], ARGV[4 + 2 * a]) end
@@ -72,10 +75,17 @@ local SCAN = 16
 local LOOK = 8  -- jobs of one site looked at past those a rate limit holds back
 local nowms = now * 1000
 local wait = nil
--- the last key is <p>paused, the set of paused queue names
-local paused = {}
-for _, name in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do paused[name] = true end
-local take, describe
+-- Three features most benches never use are found with one EXISTS: paused queues (the last key,
+-- <p>paused), rate limits (KEYS[5]) and lapsed jobs (KEYS[4]). Only then are the paused set read
+-- and messages decoded (for their method when rate limits exist, their own tag when lapses do).
+local paused, RATED, LAPSED = {}, false, false
+if redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[#KEYS]) > 0 then
+  for _, name in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do paused[name] = true end
+  RATED = redis.call('EXISTS', KEYS[5]) == 1
+  LAPSED = redis.call('EXISTS', KEYS[4]) == 1
+end
+local take
+--#include _describe
 
 local function pop(base)
   if LMPOP then
@@ -128,22 +138,6 @@ local function rate_wait(site, method)
   return 0
 end
 
-function describe(item)
-  local tag, site, method = nil, nil, nil
-  local ok, msg = pcall(cjson.decode, item)
-  if ok and type(msg) == 'table' then
-    if type(msg['properties']) == 'table' and type(msg['properties']['delivery_tag']) == 'string' then
-      tag = msg['properties']['delivery_tag']
-    end
-    local h = msg['headers']
-    if type(h) == 'table' then
-      if type(h['method']) == 'string' then method = h['method']
-      elseif type(h['shadow']) == 'string' then method = h['shadow'] end
-    end
-  end
-  return tag, method
-end
-
 -- the site's next job that no rate limit holds back (looking at most LOOK deep); the jobs held back
 -- go back where they were, in their order. Returns item, its list, its tag, whether any was held.
 function take(site, sbase)
@@ -152,8 +146,8 @@ function take(site, sbase)
   for _ = 1, LOOK do
     item, list = pop(sbase)
     if not item then break end
-    tag, method = describe(item)
-    local ms = method and rate_wait(site, method) or 0
+    if RATED or LAPSED then tag, method = describe(item) end
+    local ms = RATED and method and rate_wait(site, method) or 0
     if ms == 0 then break end
     wait = math.min(wait or ms, ms)
     table.insert(held, {list, item})
@@ -165,7 +159,7 @@ end
 
 for q = 1, nq do
   local queue = ARGV[Q0 + q]
-  local base = 7 + (q - 1) * 5
+  local base = 8 + (q - 1) * 5
   local pending, ring, fair, running = KEYS[base + 1], KEYS[base + 3], KEYS[base + 4], KEYS[base + 5]
   local offset = 0
   while not paused[queue] do
@@ -186,12 +180,10 @@ for q = 1, nq do
           end
         else
           local lapses = 0
-          if tag then lapses = tonumber(redis.call('HGET', KEYS[4], tag) or 0) end
-          local own = tag or ARGV[1]
-          if not tag or lapses > 0 or redis.call('HSETNX', KEYS[1], tag, item) == 0 then
-            tag = ARGV[1]
-            redis.call('HSET', KEYS[1], tag, item)
-          end
+          if LAPSED and tag then lapses = tonumber(redis.call('HGET', KEYS[4], tag) or 0) end
+          local own = LAPSED and tag or false  -- not read: recover reads it if the lease lapses
+          tag = ARGV[1]
+          redis.call('HSET', KEYS[1], tag, item)
           local lapsed = lapses > 0 and 1 or 0
           redis.call('HSET', KEYS[2], tag, cjson.encode({ARGV[1], list, now, site, queue, own, cap and 1 or 0, lapsed}))
           redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), tag)
@@ -222,5 +214,5 @@ for q = 1, nq do
   end
 end
 -- nothing taken: the worker blocks on the wake lists next, so their tokens are spent
-for q = 1, nq do redis.call('DEL', KEYS[7 + (q - 1) * 5 + 2]) end
+for q = 1, nq do redis.call('DEL', KEYS[8 + (q - 1) * 5 + 2]) end
 return {outcomes, nq, wait and math.max(1, math.ceil(wait)) or 0}

@@ -5,7 +5,7 @@
 -- Key schema (<p> = the bench prefix; names in bench/keys.py):
 --   <p>unacked            hash    delivery tag -> message
 --   <p>inflight           hash    delivery tag -> JSON [owner token, source list, taken at, site, queue,
---                                 message tag, 1 if counted in running:<queue> else 0, 1 if
+--                                 message tag or false, 1 if counted in running:<queue> else 0, 1 if
 --                                 the message's lease had lapsed before else 0]
 --   <p>leases             zset    delivery tag -> lease expiry
 --   <p>pending:<queue>    hash    site -> waiting jobs of the queue (incremented here)
