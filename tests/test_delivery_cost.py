@@ -70,6 +70,26 @@ def test_a_lapsed_job_keeps_its_lapses_until_its_ack(bench: BenchHandle) -> None
     assert not bench.redis.exists(keys.redeliveries)
 
 
+
+def test_lapses_are_read_for_a_day_after_the_last_one(bench: BenchHandle) -> None:
+    """A lapse keeps fetches reading the messages' lapses for a day (lapsed_takes); after that
+    recover forgets it, and a leftover count (a purged job's, say) no longer costs every fetch a
+    decode of its message."""
+    bench.enqueue("testapp.tasks.noop")
+    delivery = _delivery(bench)
+    keys = delivery.keys
+    taken = delivery.fetch(["default"], "token-a")
+    assert taken is not None
+    bench.redis.zadd(keys.leases, {taken.tag: 1})  # the lease lapsed
+    assert delivery.recover() == [taken.tag] and bench.redis.zscore(keys.lapsed_takes, taken.tag)
+    again = delivery.fetch(["default"], "token-b")
+    assert again is not None and again.lapses == 1
+    assert delivery.restore(again.tag, "token-b")  # waits again, its lapse still counted
+    bench.redis.zadd(keys.lapsed_takes, {taken.tag: 1})  # ... a day ago
+    assert delivery.recover() == [] and not bench.redis.exists(keys.lapsed_takes)
+    third = delivery.fetch(["default"], "token-c")
+    assert third is not None and third.lapses == 0 and bench.redis.hlen(keys.redeliveries) == 1
+
 def test_a_busy_fetch_reads_no_message_and_no_unused_feature(bench: BenchHandle) -> None:
     """With no paused queue, no rate limit and no lapsed job (one EXISTS finds none), a fetch
     carrying the last job's ack neither decodes the message nor reads the paused set, the rates

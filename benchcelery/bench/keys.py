@@ -49,8 +49,10 @@ benchcelery's own:
 ``<p>redeliveries``                 hash    message tag -> times its lease lapsed (poison guard)
 ``<p>recovered:<queue>``            hash    site -> jobs put back after their worker died
 ``<p>stale_acks``                   string  finishes reported by a worker whose lease had lapsed
-``<p>lapsed_takes``                 zset    delivery tag -> when recover put the take back (its
-                                            late finish is stale, not lost; kept a day)
+``<p>lapsed_takes``                 zset    delivery tag -> when recover put the take back, or
+                                            its worker failed on it (a late finish is stale, not
+                                            lost; while any is there, fetches read the messages'
+                                            lapses; kept a day)
 ``<p>lost_acks``                    string  finishes of takes Redis had no record of (restarted
                                             without its data, or put back and finished elsewhere)
 ``<p>failed:<queue>``               zset    job id -> failure time (failed-job registry)

@@ -31,7 +31,8 @@ Redis with ``appendfsync always``) can leave a job in two places or in none:
 - Every take's delivery tag is its owner token, fresh for each take: the late finish of a job's
   first run (its lease lapsed, the job was taken again) can never match, and remove, the in-flight
   record of the second, even in the same process. The message's own delivery tag, under which
-  its lapses are counted, is read only while some job has lapses (by recover otherwise).
+  its lapses are counted, is read only while some take lapsed in the last day (``lapsed_takes``;
+  by recover otherwise): a lapse older than that no longer counts.
 - **recover** puts every job whose lease lapsed back at the front of its queue (any live worker and
   ``bench schedule`` run it every few seconds), counts it per site in ``recovered:<queue>`` and per
   job in ``redeliveries`` (``max_redeliveries`` fails a job whose workers keep dying).

@@ -6,7 +6,7 @@ the worker fail counts against the message. Mixed into ``transport.Channel``."""
 from __future__ import annotations
 
 import logging
-from time import monotonic
+from time import monotonic, time
 from typing import TYPE_CHECKING, Any
 
 from kombu.utils.encoding import bytes_to_str
@@ -43,7 +43,10 @@ class Intake:
         except Exception:  # a message that decodes at all had its tag checked by envelope.check
             pass
         try:
-            self.delivery.r.hincrby(self.keys.redeliveries, tag, 1)
+            pipe = self.delivery.r.pipeline(transaction=False)
+            pipe.hincrby(self.keys.redeliveries, tag, 1)
+            pipe.zadd(self.keys.lapsed_takes, {taken.tag: time()})  # fetches read lapses again
+            pipe.execute()
         except Exception as exc:  # the lease lapses instead, and recovery counts it
             logger.warning("Could not count the failed delivery of job %s: %s", tag, exc)
 

@@ -14,7 +14,9 @@
 --   <p>redeliveries       hash    message tag -> times its lease lapsed before
 --   <p>stale_acks         string  acks carried here whose token no longer owned the job (ack.lua)
 --   <p>lost_acks          string  acks carried here of takes Redis had no record of (ack.lua)
---   <p>lapsed_takes       zset    takes recover put back (a carried ack of one is stale, not lost)
+--   <p>lapsed_takes       zset    takes put back by recover or failed on in the last day (a
+--                                 carried ack of one is stale, not lost; while any is there,
+--                                 the messages' lapses are read)
 --   <p>rates              hash    <method> / <site>\x1f<method> -> ms between two starts (config);
 --                                 \x1e<method> -> <ms> or s<ms>: an app's decorator, whole bench or
 --                                 each site (ignored when <method> is set: the common config wins;
@@ -50,7 +52,8 @@
 -- A take's delivery tag is its owner token, a fresh identity no other take's ack can match (a job
 -- put back after its lease lapsed may still be running on a stalled worker, perhaps in this very
 -- process). Lapses are counted under the message's own tag (inflight element 6): read here only
--- when some job has lapses (else false, and recover decodes the message if its lease lapses).
+-- when some take lapsed in the last day (else false, and recover decodes the message if its
+-- lease lapses).
 -- Under maxmemory (noeviction) Redis refuses the whole script before it runs (#!lua, no
 -- allow-oom): nothing is taken that could not be parked.
 -- Returns {acks, passed, taken}: acks, the outcome of each carried ack in order (1, -1 stale,
@@ -76,13 +79,14 @@ local LOOK = 8  -- jobs of one site looked at past those a rate limit holds back
 local nowms = now * 1000
 local wait = nil
 -- Three features most benches never use are found with one EXISTS: paused queues (the last key,
--- <p>paused), rate limits (KEYS[5]) and lapsed jobs (KEYS[4]). Only then are the paused set read
--- and messages decoded (for their method when rate limits exist, their own tag when lapses do).
+-- <p>paused), rate limits (KEYS[5]) and lapses in the last day (KEYS[8], lapsed_takes). Only then
+-- are the paused set read and messages decoded (for their method when rate limits exist, their own
+-- tag when lapses may be counted: a lapse older than a day is not read).
 local paused, RATED, LAPSED = {}, false, false
-if redis.call('EXISTS', KEYS[4], KEYS[5], KEYS[#KEYS]) > 0 then
+if redis.call('EXISTS', KEYS[5], KEYS[8], KEYS[#KEYS]) > 0 then
   for _, name in ipairs(redis.call('SMEMBERS', KEYS[#KEYS])) do paused[name] = true end
   RATED = redis.call('EXISTS', KEYS[5]) == 1
-  LAPSED = redis.call('EXISTS', KEYS[4]) == 1
+  LAPSED = redis.call('EXISTS', KEYS[8]) == 1
 end
 local take
 --#include _describe

@@ -12,7 +12,8 @@
 --                                   the message's own delivery tag, read from it if the take did not;
 --                                   max_redeliveries fails a job whose workers keep dying)
 --   <p>lapsed_takes         zset    delivery tag -> when it was put back here (a late finish of the
---                                   take is stale, not lost; entries older than a day dropped here)
+--                                   take is stale, not lost; while any is there, fetches read the
+--                                   lapses of the messages they take); older than a day: dropped here
 --   <p>pending:<queue>      hash    site -> waiting jobs (incremented here)
 --   <p>wake:<queue>         list    one token pushed per job put back
 --   <p>recovered:<queue>    hash    site -> jobs put back after their worker died (incremented here)
@@ -53,5 +54,5 @@ for _, tag in ipairs(tags) do
   end
   redis.call('ZADD', KEYS[5], now, tag)
 end
-if #tags > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 86400) end
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now - 86400)
 return out
