@@ -179,6 +179,48 @@ def test_the_ack_rides_in_the_fetch_and_its_outcome_is_reported(
         conn.release()
 
 
+
+def test_a_job_finishing_while_a_fetch_is_out_waits_for_the_next_fetch(
+    bench: BenchHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job that finishes while the fetch script's reply is still on its way (a short job held
+    ahead) is not acknowledged with a script of its own: the next fetch carries it; when the
+    queue runs dry it is applied before the worker blocks."""
+    from kombu.transport.redis import Empty
+
+    from benchcelery.broker import delivery, poll
+
+    for _ in range(3):
+        bench.enqueue("testapp.tasks.noop")
+    writes: list[list[Any]] = []
+    packed = poll._packed
+    monkeypatch.setattr(poll, "_packed", lambda commands: writes.append(commands) or packed(commands))
+    acks: list[str] = []
+    ack = delivery.Delivery.ack
+    monkeypatch.setattr(delivery.Delivery, "ack", lambda self, tag, token: acks.append(tag) or ack(self, tag, token))
+    got: list[Any] = []
+    conn, channel = _channel(bench, got, ("default",))
+    keys = bench.rt().keys
+    try:
+        _poll(channel)
+        _poll(channel)  # busy: the second poll is the fetch script
+        first, second = (m.delivery_tag for m in got)
+        channel._brpop_start()  # a third fetch goes out ...
+        channel.basic_ack(first)  # ... and the first job finishes before its reply is read
+        assert acks == [] and bench.redis.hexists(keys.inflight, first) and first in channel.held()
+        channel._brpop_read()
+        assert len(got) == 3
+        with pytest.raises(Empty):  # the fourth fetch carries the ack and finds the queue empty
+            _poll(channel)
+        assert acks == [] and any(first in c for c in writes[-1] if c[0] == "EVALSHA")
+        assert not bench.redis.hexists(keys.inflight, first)
+        channel.basic_ack(second)
+        channel._brpop_start()  # idle from here: the ack is applied before the worker blocks
+        assert acks == [second] and not bench.redis.hexists(keys.inflight, second)
+        assert writes[-1][-1][0] == "BRPOP"
+    finally:
+        conn.release()
+
 def test_a_busy_channel_skips_an_empty_queue_for_a_moment_and_still_takes_its_job(bench: BenchHandle) -> None:
     from benchcelery.broker.poll import SKIP_EMPTY
 

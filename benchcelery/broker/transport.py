@@ -207,8 +207,14 @@ class Channel(Intake, Ownership, SiteLists, Poll, kombu_redis.Channel):
 
     def _can_defer(self) -> bool:
         """Whether a next poll will carry what finishes now: called in the event loop, no poll
-        outstanding, the channel and the worker not stopping."""
-        return self._in_poll is None and not self._closing and not hooks.shutting_down() and _in_main_thread()
+        outstanding but a fetch (after its reply the next poll is a fetch again, which carries it,
+        or a BRPOP, before which it is flushed), the channel and the worker not stopping."""
+        return (
+            (self._in_poll is None or self._poll_fetch)
+            and not self._closing
+            and not hooks.shutting_down()
+            and _in_main_thread()
+        )
 
     def flush_acks(self) -> None:
         """Send the acks (and metrics) still waiting for a poll, now (one round trip each)."""
