@@ -122,10 +122,11 @@ def test_wake_tokens_stay_while_jobs_are_taken(bench: BenchHandle) -> None:
     delivery = _delivery(bench)
     keys = delivery.keys
     bench.redis.lpush(keys.wake("short"), "")
-    taken = delivery.fetch(["short", "default"], "token-a")
-    assert taken is not None and taken.queue == "default"
-    assert bench.redis.llen(keys.wake("short")) == 1 and delivery.passed == 1
-    assert delivery.fetch(["short", "default"], "token-b") is None and delivery.passed == 2
+    fetched = delivery.fetch_result(["short", "default"], "token-a")
+    assert fetched.taken is not None and fetched.taken.queue == "default"
+    assert bench.redis.llen(keys.wake("short")) == 1 and fetched.passed == 1
+    fetched = delivery.fetch_result(["short", "default"], "token-b")
+    assert fetched.taken is None and fetched.passed == 2
     assert bench.redis.llen(keys.wake("short")) == 0 and bench.redis.llen(keys.wake("default")) == 0
 
 

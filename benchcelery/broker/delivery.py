@@ -115,8 +115,6 @@ class Delivery:
         self._prefixes = [keys.pending_counts(""), keys.wake("")]
         self._site_prefixes = [keys.sites(""), keys.running("")]
         self._fetch_keys: dict[tuple[str, ...], list[str]] = {}
-        self.retry_in: float | None = None  # after a fetch that took nothing: s until a rate-limited job may start
-        self.passed = 0  # after a fetch: how many of its queues it found with no job to take
 
     def fetch_command(self, queues: Sequence[str], token: str, acks: Sequence[tuple[str, str]] = ()) -> list[Any]:
         """EVALSHA arguments of a fetch, for a caller that sends it itself (the worker's poll
@@ -140,13 +138,14 @@ class Delivery:
 
     def fetch(self, queues: Sequence[str], token: str) -> Taken | None:
         """Take the next job of ``queues`` (in that order; sites in turn) for ``token``."""
+        return self.fetch_result(queues, token).taken
+
+    def fetch_result(self, queues: Sequence[str], token: str) -> Fetched:
+        """``fetch``, with what else the fetch found (the queues it passed, a rate limit's wait)."""
         if not queues:
-            return None
+            return Fetched(None, None, 0, [])
         _sha, n, *rest = self.fetch_command(queues, token)
-        reply = self._fetch(keys=rest[:n], args=rest[n:])
-        fetched = self.fetched(reply)
-        self.retry_in, self.passed = fetched.retry_in, fetched.passed
-        return fetched.taken
+        return self.fetched(self._fetch(keys=rest[:n], args=rest[n:]))
 
     @staticmethod
     def fetched(reply: Any) -> Fetched:

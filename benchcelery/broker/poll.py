@@ -168,14 +168,13 @@ class Poll(_Base):
             else:  # woken by a push (or every IDLE_FETCH_EVERY timeouts): take a job, if any
                 token = self._new_token()
                 try:
-                    taken = self.delivery.fetch(self._fetch_queues, token)
-                    self._retry_in = self.delivery.retry_in
-                    self._found_empty(self._fetch_queues, self.delivery.passed)
+                    fetched = self.delivery.fetch_result(self._fetch_queues, token)
+                    self._found_empty(self._fetch_queues, fetched.passed)
                     # Nothing in the sites' lists: another tool's pushes (their wake tokens woke us)
                     # or the one-list layout may wait in kombu's lists; move them and fetch again.
-                    if taken is None and self._retry_in is None and self._adopt(self._fetch_queues):
-                        taken = self.delivery.fetch(self._fetch_queues, token)
-                        self._retry_in = self.delivery.retry_in
+                    if fetched.taken is None and fetched.retry_in is None and self._adopt(self._fetch_queues):
+                        fetched = self.delivery.fetch_result(self._fetch_queues, token)
+                    taken, self._retry_in = fetched.taken, fetched.retry_in
                 except self.ResponseError as exc:
                     logger.warning("Could not take a job: %s", exc)
                     taken = None

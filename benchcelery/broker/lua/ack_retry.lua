@@ -29,6 +29,7 @@ if not raw then redis.call('INCR', KEYS[5]) return -1 end
 local meta = cjson.decode(raw)
 if meta[1] ~= ARGV[2] then redis.call('INCR', KEYS[5]) return -1 end
 --#include _forget
+forget(ARGV[1])
 local RUNNING, WAKE = ARGV[12], ARGV[13]
 --#include _uncount
 redis.call('HDEL', KEYS[4], meta[6] or ARGV[1])  -- lapses are counted under the message's tag

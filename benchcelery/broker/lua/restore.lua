@@ -23,6 +23,7 @@
 
 local item = redis.call('HGET', KEYS[1], ARGV[1])
 --#include _forget
+forget(ARGV[1])
 
 if item then
   if ARGV[3] == '1' then redis.call('RPUSH', meta[2], item) else redis.call('LPUSH', meta[2], item) end
