@@ -18,7 +18,7 @@ import functools
 import os
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -61,17 +61,23 @@ def push(
     MULTI for messages Celery itself publishes). ``shapes``: each message's shape (message.py)."""
     origin, reply_to = sender()
     keys = rt.keys
-    built = []
-    for options, shape in zip(all_options, shapes or [None] * len(all_options), strict=True):
-        key = keys.site_list(options["queue"], options["headers"]["site"], options["priority"])
-        built.append((key, options, envelope(options, task_name, origin, reply_to, shape)))
     status_ttl = rt.settings.number("rq_job_failure_ttl") if tracked else 0
+    batches: Iterable[tuple[list[bytes], int]]
+    if len(all_options) == 1:  # a single enqueue
+        options = all_options[0]
+        message = envelope(options, task_name, origin, reply_to, shapes[0] if shapes else None)
+        batches = [_single(keys, options, message, status_ttl)]
+    else:
+        built = []
+        for options, shape in zip(all_options, shapes or [None] * len(all_options), strict=True):
+            key = keys.site_list(options["queue"], options["headers"]["site"], options["priority"])
+            built.append((key, options, envelope(options, task_name, origin, reply_to, shape)))
+        batches = (_batch(keys, built[start : start + BATCH], status_ttl) for start in range(0, len(built), BATCH))
     wait = ha.wait_settings(rt.settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
     client = rt.redis
-    declared = [_pack(command) for command in ratelimit.commands(keys.rates, rates or {})]
-    for start in range(0, len(built), BATCH):
-        commands, count = _batch(keys, built[start : start + BATCH], status_ttl)
-        if start == 0 and declared:
+    declared = [_pack(command) for command in ratelimit.commands(keys.rates, rates or {})] if rates else []
+    for number, (commands, count) in enumerate(batches):
+        if number == 0 and declared:
             commands, count = declared + commands, count + len(declared)
         # With Sentinel, a lost master is waited for (enqueue_failover_wait), not an error at once.
         ha.through_failover(rt.settings, functools.partial(transaction, client, commands, wait, count))
@@ -79,17 +85,33 @@ def push(
         ratelimit.written(keys.rates, rates)
 
 
+# (prefix, queue, site, priority) -> the packed start of the LPUSH of a message of theirs (up to
+# the message) and the wake LPUSH of their queue
+_SINGLE: dict[tuple[str, str, str, int], tuple[bytes, bytes]] = {}
+
+
+def _single(keys: Keys, options: dict[str, Any], message: str, status_ttl: int) -> tuple[list[bytes], int]:
+    """``_batch`` of one message (a single ``enqueue``: nothing to group), from parts kept per list."""
+    queue, site, priority = options["queue"], options["headers"]["site"], options["priority"]
+    cache_key = (keys.prefix, queue, site, priority)
+    parts = _SINGLE.get(cache_key)
+    if parts is None:
+        name = keys.site_list(queue, site, priority).encode()
+        parts = (b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n" % (len(name), name), _packed("LPUSH", keys.wake(queue), ""))
+        if len(_SINGLE) >= 1024:
+            _SINGLE.clear()
+        _SINGLE[cache_key] = parts
+    data = message.encode()
+    counted, count = _counted(keys, queue, site, 1)
+    commands = [parts[0], b"$%d\r\n%b\r\n" % (len(data), data), counted, parts[1]]
+    if status_ttl:
+        commands.append(_pack(("SET", keys.job_status(options["task_id"]), QUEUED, "EX", status_ttl)))
+    return commands, count + len(commands) - 2  # the LPUSH is two parts
+
+
 def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl: int) -> tuple[list[bytes], int]:
     """The packed commands of one push (``status_ttl``: also SET each job's "queued" status key),
     and how many commands they are (a part may hold several)."""
-    if len(built) == 1:  # a single enqueue: nothing to group
-        key, options, message = built[0]
-        queue, site = options["queue"], options["headers"]["site"]
-        counted, count = _counted(keys, queue, site, 1)
-        commands = [_push_command(key, [message]), counted, _packed("LPUSH", keys.wake(queue), "")]
-        if status_ttl:
-            commands.append(_pack(("SET", keys.job_status(options["task_id"]), QUEUED, "EX", status_ttl)))
-        return commands, count + len(commands) - 1
     messages: dict[str, list[str]] = {}
     counts: dict[tuple[str, str], int] = {}
     commands = []
@@ -244,10 +266,18 @@ class _Held:
 
 def _held(pool: Any, renew: bool = False) -> _Held:
     held: _Held | None = getattr(_local, "held", None)
-    if held is None or renew or held.pool is not pool or held.pid != os.getpid():
-        if held is not None and held.pid != os.getpid():
-            held.pid = -1  # a forked child: the parent's pool bookkeeping is not ours to touch
+    if held is None or renew or held.pool is not pool:
         held = _local.held = _Held(pool)  # the previous one goes back to its pool
         return held
     held.fresh = False
     return held
+
+
+def _forked() -> None:
+    """In a forked child: the parent's kept connections are not the child's to use (a getpid per
+    push noticed that before); dropped without going back to the pool (``_Held.__del__``)."""
+    global _local
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_forked)
