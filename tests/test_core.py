@@ -572,6 +572,29 @@ def test_job_ids_are_uuid4() -> None:
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
 
 
+def test_a_forked_child_makes_its_own_job_ids_and_sender() -> None:
+    """uuids are made ahead in batches: a forked child must not hand out the ones its parent made
+    ahead (the parent's next ids), and names itself (gen<pid>) as the sender of its messages."""
+    from benchcelery.jobs.bulk import sender, uuid4_text
+
+    uuid4_text()  # the parent now holds uuids made ahead
+    sender()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids and its origin, then out at once
+        try:
+            os.write(write_end, json.dumps([[uuid4_text() for _ in range(3)], sender()[0]]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child_ids, child_origin = json.loads(pipe.read())
+    os.waitpid(pid, 0)
+    parent_ids = [uuid4_text() for _ in range(3)]
+    assert not set(child_ids) & set(parent_ids), (child_ids, parent_ids)
+    assert child_origin.startswith(f"gen{pid}@") and sender()[0].startswith(f"gen{os.getpid()}@")
+
+
 def test_enqueue_on_a_full_redis_writes_nothing(bench: BenchHandle) -> None:
     """Redis out of memory (noeviction): the push is refused whole, one line from the command, and
     the kept connection works again once there is room."""

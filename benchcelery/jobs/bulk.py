@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import socket
 import threading
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from redis.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -61,35 +63,59 @@ def push(
     MULTI for messages Celery itself publishes). ``shapes``: each message's shape (message.py)."""
     origin, reply_to = sender()
     keys = rt.keys
-    built = []
-    for options, shape in zip(all_options, shapes or [None] * len(all_options), strict=True):
-        key = keys.site_list(options["queue"], options["headers"]["site"], options["priority"])
-        built.append((key, options, envelope(options, task_name, origin, reply_to, shape)))
     status_ttl = rt.settings.number("rq_job_failure_ttl") if tracked else 0
-    wait = ha.wait_settings(rt.settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
+    batches: Iterable[tuple[list[bytes], int]]
+    if len(all_options) == 1:  # a single enqueue
+        options = all_options[0]
+        message = envelope(options, task_name, origin, reply_to, shapes[0] if shapes else None)
+        batches = [_single(keys, options, message, status_ttl)]
+    else:
+        built = []
+        for options, shape in zip(all_options, shapes or [None] * len(all_options), strict=True):
+            key = keys.site_list(options["queue"], options["headers"]["site"], options["priority"])
+            built.append((key, options, envelope(options, task_name, origin, reply_to, shape)))
+        batches = (_batch(keys, built[start : start + BATCH], status_ttl) for start in range(0, len(built), BATCH))
+    settings = rt.settings
+    wait = ha.wait_settings(settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
     client = rt.redis
-    declared = [_pack(command) for command in ratelimit.commands(keys.rates, rates or {})]
-    for start in range(0, len(built), BATCH):
-        commands, count = _batch(keys, built[start : start + BATCH], status_ttl)
-        if start == 0 and declared:
+    rates_key = keys.rates
+    declared = [_pack(command) for command in ratelimit.commands(rates_key, rates)] if rates else []
+    for number, (commands, count) in enumerate(batches):
+        if number == 0 and declared:
             commands, count = declared + commands, count + len(declared)
         # With Sentinel, a lost master is waited for (enqueue_failover_wait), not an error at once.
-        ha.through_failover(rt.settings, functools.partial(transaction, client, commands, wait, count))
-    if rates:
-        ratelimit.written(keys.rates, rates)
+        ha.through_failover(settings, functools.partial(transaction, client, commands, wait, count))
+    if declared:  # (no declaration to write: nothing new to note either)
+        ratelimit.written(rates_key, rates or {})
+
+
+# (prefix, queue, site, priority) -> the packed start of the LPUSH of a message of theirs (up to
+# the message) and the wake LPUSH of their queue
+_SINGLE: dict[tuple[str, str, str, int], tuple[bytes, bytes]] = {}
+
+
+def _single(keys: Keys, options: dict[str, Any], message: str, status_ttl: int) -> tuple[list[bytes], int]:
+    """``_batch`` of one message (a single ``enqueue``: nothing to group), from parts kept per list."""
+    queue, site, priority = options["queue"], options["headers"]["site"], options["priority"]
+    cache_key = (keys.prefix, queue, site, priority)
+    parts = _SINGLE.get(cache_key)
+    if parts is None:
+        name = keys.site_list(queue, site, priority).encode()
+        parts = (b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n" % (len(name), name), _packed("LPUSH", keys.wake(queue), ""))
+        if len(_SINGLE) >= 1024:
+            _SINGLE.clear()
+        _SINGLE[cache_key] = parts
+    data = message.encode()
+    counted, count = _counted(keys, queue, site, 1)
+    commands = [parts[0], b"$%d\r\n%b\r\n" % (len(data), data), counted, parts[1]]
+    if status_ttl:
+        commands.append(_pack(("SET", keys.job_status(options["task_id"]), QUEUED, "EX", status_ttl)))
+    return commands, count + len(commands) - 2  # the LPUSH is two parts
 
 
 def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl: int) -> tuple[list[bytes], int]:
     """The packed commands of one push (``status_ttl``: also SET each job's "queued" status key),
     and how many commands they are (a part may hold several)."""
-    if len(built) == 1:  # a single enqueue: nothing to group
-        key, options, message = built[0]
-        queue, site = options["queue"], options["headers"]["site"]
-        counted, count = _counted(keys, queue, site, 1)
-        commands = [_push_command(key, [message]), counted, _packed("LPUSH", keys.wake(queue), "")]
-        if status_ttl:
-            commands.append(_pack(("SET", keys.job_status(options["task_id"]), QUEUED, "EX", status_ttl)))
-        return commands, count + len(commands) - 1
     messages: dict[str, list[str]] = {}
     counts: dict[tuple[str, str], int] = {}
     commands = []
@@ -206,15 +232,24 @@ def transaction(
 def _send(conn: Any, payload: bytes, n: int, wait: float | None) -> tuple[Any, Any]:
     """(EXEC's replies, WAIT's reply or None) of a payload sent as one write (``wait``: WAIT's timeout)."""
     try:
-        conn.send_packed_command([payload])
+        _write(conn, payload)
         # MULTI's +OK and the +QUEUED replies straight from the parser: the connection's wrapper (error
         # text, health check stamp) costs more than the parsing, once per command. Redis answers a
-        # whole payload in one write.
+        # whole payload in one write: after the first reply the others are in the parser's reader,
+        # taken with its ``gets`` (RESP2: inside MULTI a reply is +QUEUED or an error; anything
+        # else means "not read yet", and the parser reads it).
         parser = getattr(conn, "_parser", conn)
-        for _ in range(n + 1):
-            reply = parser.read_response()
-            if isinstance(reply, ResponseError):
-                raise reply
+        reply = parser.read_response()
+        if isinstance(reply, ResponseError):
+            raise reply
+        gets = _reader_gets(conn, parser)
+        for _ in range(n):
+            reply = gets() if gets is not None else None
+            if type(reply) is not bytes and type(reply) is not str:
+                if not isinstance(reply, ResponseError):
+                    reply = parser.read_response()
+                if isinstance(reply, ResponseError):
+                    raise reply
         replies = conn.read_response()
         return replies, conn.read_response(timeout=ha.wait_deadline(wait)) if wait is not None else None
     except OSError as exc:  # from the parser's own socket read, as the connection would raise it
@@ -224,6 +259,37 @@ def _send(conn: Any, payload: bytes, n: int, wait: float | None) -> tuple[Any, A
     except BaseException:
         conn.disconnect()  # a half-read reply stream must not be reused
         raise
+
+
+def _write(conn: Any, payload: bytes) -> None:
+    """``conn.send_packed_command([payload])``; on a plain TCP or Unix socket (not TLS) one
+    ``write`` on its descriptor: Python's ``sendall`` on a socket with a timeout polls before it
+    sends (a system call per push). The rest, if the kernel took part, goes by ``sendall``."""
+    if type(conn).send_packed_command is not _SEND_PACKED:
+        conn.send_packed_command([payload])
+        return
+    conn.check_health()  # what send_packed_command does first (a PING when one is due; it may reconnect)
+    sock = getattr(conn, "_sock", None)
+    if type(sock) is not socket.socket:  # not connected (send_packed_command connects), or TLS
+        conn.send_packed_command([payload], check_health=False)
+        return
+    try:
+        sent = os.write(sock.fileno(), payload)
+    except BlockingIOError:  # the send buffer is full: sendall waits for room (with the timeout)
+        sent = 0
+    if sent < len(payload):
+        sock.sendall(memoryview(payload)[sent:])
+
+
+_SEND_PACKED = AbstractConnection.send_packed_command
+
+
+def _reader_gets(conn: Any, parser: Any) -> Callable[[], Any] | None:
+    """The ``gets`` of a RESP2 connection's hiredis reader (what its parser's ``read_response``
+    calls, without the rest), or None."""
+    if getattr(conn, "protocol", 2) not in (2, "2", None):
+        return None  # RESP3: push messages may come between replies; only the parser knows them
+    return getattr(getattr(parser, "_reader", None), "gets", None)
 
 
 class _Held:
@@ -244,10 +310,18 @@ class _Held:
 
 def _held(pool: Any, renew: bool = False) -> _Held:
     held: _Held | None = getattr(_local, "held", None)
-    if held is None or renew or held.pool is not pool or held.pid != os.getpid():
-        if held is not None and held.pid != os.getpid():
-            held.pid = -1  # a forked child: the parent's pool bookkeeping is not ours to touch
+    if held is None or renew or held.pool is not pool:
         held = _local.held = _Held(pool)  # the previous one goes back to its pool
         return held
     held.fresh = False
     return held
+
+
+def _forked() -> None:
+    """In a forked child: the parent's kept connections are not the child's to use (a getpid per
+    push noticed that before); dropped without going back to the pool (``_Held.__del__``)."""
+    global _local
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_forked)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from benchcelery.bench.config import HARD_LIMIT_GRACE
+from benchcelery.bench.config import HARD_LIMIT_GRACE, QueueSpec
 from benchcelery.bench.keys import EXECUTE_JOB, FRONT_PRIORITY, NORMAL_PRIORITY
 from benchcelery.bench.names import clip
 from benchcelery.context import local
@@ -122,8 +122,8 @@ def _starved(rt: Runtime, queue: str) -> bool:
 def _publish(rt: Runtime, prepared: _Prepared, job_id: str | None, deduplicate: bool) -> Job | None:
     if not deduplicate:
         # One round trip: the message, its pending counter and (with a job_id) its status key.
-        shapes, rates = [prepared.shape], _rates([prepared])
-        push(rt, [prepared.options], EXECUTE_JOB, tracked=bool(job_id), shapes=shapes, rates=rates)
+        rates = {prepared.job.method: prepared.limit}  # _rates of one
+        push(rt, [prepared.options], EXECUTE_JOB, bool(job_id), [prepared.shape], rates)
         return prepared.job
     if not _claim(rt, [prepared.job.id], deduplicate)[0]:
         logger.info("Not queueing job %s because it is in queue already", prepared.job.id)
@@ -235,6 +235,29 @@ def _current_site() -> str:
     return local.site
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What ``_prepare`` works out for a method, site, queue and options, the same for each of their
+    jobs: the checks' outcome (while apps.txt, the allowlist and the queue's spec are unchanged),
+    and the message's options and headers but for the job's id, arguments and enqueue time."""
+
+    apps: tuple[str, ...]
+    allowed: list[str]
+    spec: QueueSpec
+    name: str
+    seconds: int
+    limit: RateLimit | None
+    priority: int
+    headers: dict[str, Any]  # in the message's order; enqueued_at and kwargsrepr set per job
+    shape: Hashable | None
+
+
+MAX_PLANS = 1024
+# (site, method, queue, timeout, event, job_name, at_front, user) -> its plan, for the common case
+# (a method named by a string; no job_id, callbacks or retry); checked again for every job
+_plans: dict[tuple[Any, ...], _Plan] = {}
+
+
 def _prepare(
     rt: Runtime,
     site: str,
@@ -255,38 +278,39 @@ def _prepare(
     spec = rt.settings.validate_queue(queue)
     if kwargs:
         check_kwargs(kwargs)
-    name = method_name(method)
     apps, allowed = rt.app_names(), rt.allowed_methods()
-    limit = limit_of(resolve(name, apps, allowed))
-    callbacks = {}
-    if on_success is not None or on_failure is not None:
-        for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
-            if cb is not None:
-                cb_name = method_name(cb)
-                resolve(cb_name, apps, allowed)
-                callbacks[label] = cb_name
-    if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
-        raise ValidationError("job_id must be a non-empty string")
-    seconds = job_timeout(timeout, spec.timeout)
+    key: tuple[Any, ...] | None = None
+    plan = None
+    user = local.user
+    if (
+        job_id is None
+        and on_success is None
+        and on_failure is None
+        and retry is None
+        and type(method) is str
+        and type(timeout) in _PLAIN_TIMEOUTS
+        and type(event) in _PLAIN_TEXT
+        and type(job_name) in _PLAIN_TEXT
+        and type(user) in _PLAIN_TEXT
+    ):
+        # Types are part of the key: 1 == 1.0 == True, but they are different arguments.
+        key = (site, method, queue, timeout, type(timeout), event, job_name, bool(at_front), user)
+        plan = _plans.get(key)
+        if plan is not None and (plan.spec is not spec or plan.apps is not apps or plan.allowed != allowed):
+            plan = None  # apps.txt, the allowlist or the queue changed: every check again
+    if plan is None:
+        plan = _plan(spec, site, method, queue, timeout, event, job_name, at_front, job_id,
+                     on_success, on_failure, retry, apps, allowed)  # fmt: skip
+        if key is not None:
+            if len(_plans) >= MAX_PLANS:
+                _plans.clear()
+            _plans[key] = plan
+    name, seconds = plan.name, plan.seconds
     full_id = f"{site}::{job_id or uuid4_text()}"
     now = time.time()
-    headers: dict[str, Any] = {
-        "site": site,
-        "method": name,
-        "event": event,
-        "user": local.user or "Administrator",
-        "job_name": job_name or name,
-        "enqueued_at": now,
-        # Jobs take keyword arguments only; Celery tools (Flower's "args") show site and queue here.
-        "argsrepr": f"(site={site!r}, queue={queue!r})",
-        "kwargsrepr": kwargs_repr(kwargs),
-        **callbacks,
-    }
-    if job_id:
-        headers["tracked"] = True
-    retry_header = retry_policy_header(retry)
-    if retry_header is not None:
-        headers["retry"] = retry_header
+    headers = plan.headers.copy()  # keeps the order
+    headers["enqueued_at"] = now
+    headers["kwargsrepr"] = kwargs_repr(kwargs) if kwargs else "{}"
     job = Job(
         id=full_id,
         site=site,
@@ -298,25 +322,78 @@ def _prepare(
         event=event,
         enqueued_at=now,
     )
-    priority = FRONT_PRIORITY if at_front else NORMAL_PRIORITY
     options = {
         "kwargs": kwargs,
         "task_id": full_id,
         "queue": queue,
         "routing_key": queue,
-        "priority": priority,
+        "priority": plan.priority,
         "headers": headers,
         "shadow": name,
         "soft_time_limit": seconds,
         "time_limit": seconds + HARD_LIMIT_GRACE,
     }
+    return _Prepared(job, options, plan.limit, plan.shape)
+
+
+_PLAIN_TIMEOUTS = frozenset({type(None), int, float})
+_PLAIN_TEXT = frozenset({type(None), str})
+
+
+def _plan(
+    spec: QueueSpec,
+    site: str,
+    method: str | Callable[..., Any],
+    queue: str,
+    timeout: float | None,
+    event: str | None,
+    job_name: str | None,
+    at_front: bool,
+    job_id: str | None,
+    on_success: str | Callable[..., Any] | None,
+    on_failure: str | Callable[..., Any] | None,
+    retry: RetrySpec,
+    apps: tuple[str, ...],
+    allowed: list[str],
+) -> _Plan:
+    """Every check of a job but its arguments' (the method, callbacks, job_id, timeout, retry)."""
+    name = method_name(method)
+    limit = limit_of(resolve(name, apps, allowed))
+    callbacks = {}
+    if on_success is not None or on_failure is not None:
+        for label, cb in (("on_success", on_success), ("on_failure", on_failure)):
+            if cb is not None:
+                cb_name = method_name(cb)
+                resolve(cb_name, apps, allowed)
+                callbacks[label] = cb_name
+    if job_id is not None and (not isinstance(job_id, str) or not job_id.strip()):
+        raise ValidationError("job_id must be a non-empty string")
+    seconds = job_timeout(timeout, spec.timeout)
+    headers: dict[str, Any] = {
+        "site": site,
+        "method": name,
+        "event": event,
+        "user": local.user or "Administrator",
+        "job_name": job_name or name,
+        "enqueued_at": None,  # per job
+        # Jobs take keyword arguments only; Celery tools (Flower's "args") show site and queue here.
+        "argsrepr": f"(site={site!r}, queue={queue!r})",
+        "kwargsrepr": None,  # per job
+        **callbacks,
+    }
+    if job_id:
+        headers["tracked"] = True
+    retry_header = retry_policy_header(retry)
+    if retry_header is not None:
+        headers["retry"] = retry_header
+    priority = FRONT_PRIORITY if at_front else NORMAL_PRIORITY
     shape = None
     user, shown_name = headers["user"], headers["job_name"]
     plain = type(user) is str and type(shown_name) is str and (event is None or type(event) is str)
     if plain and not callbacks and retry_header is None:
         # Everything in the message but the id, arguments and time (message.py); types too (1 == 1.0).
         shape = (site, name, queue, priority, seconds, type(seconds), event, user, shown_name, bool(job_id))
-    return _Prepared(job, options, limit, shape)
+    return _Plan(apps, allowed, spec, name, seconds, limit, priority, headers, shape)
 
 
 def job_timeout(timeout: Any, default: int) -> int:

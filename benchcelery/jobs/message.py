@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from typing import Any
 
 from benchcelery.errors import ValidationError
@@ -96,13 +96,12 @@ def kwargs_repr(kwargs: dict[str, Any]) -> str:
 def sender() -> tuple[str, str]:
     """(origin, reply_to) of messages sent from this process and thread, as Celery names them:
     ``gen<pid>@<host>`` and the app's per-thread oid (``kombu.common.oid_from``)."""
-    key = (os.getpid(), threading.get_ident())
-    cached: tuple[tuple[int, int], tuple[str, str]] | None = getattr(_local, "sender", None)
-    if cached is None or cached[0] != key:
-        oid = str(uuid.uuid3(uuid.NAMESPACE_OID, f"{_NODE:x}-{key[0]:x}-{key[1]:x}-{id(_local):x}"))
-        cached = (key, (f"gen{key[0]}@{socket.gethostname()}", oid))
-        _local.sender = cached
-    return cached[1]
+    cached: tuple[str, str] | None = getattr(_local, "sender", None)
+    if cached is None:  # once per thread (and again in a forked child: _forked makes _local anew)
+        pid, thread = os.getpid(), threading.get_ident()
+        oid = str(uuid.uuid3(uuid.NAMESPACE_OID, f"{_NODE:x}-{pid:x}-{thread:x}-{id(_local):x}"))
+        cached = _local.sender = (f"gen{pid}@{socket.gethostname()}", oid)
+    return cached
 
 
 # kombu's Redis message of a Celery protocol-2 task call, as json.dumps writes it, with the
@@ -210,10 +209,38 @@ def _positions(text: str, part: str) -> list[int]:
     return found
 
 
+class _Random(threading.local):
+    """uuids made ahead, per thread: one ``os.urandom`` (a getrandom system call) per RANDOM_BATCH
+    of them, not two per enqueue (its id and its delivery tag). Taken with one ``next`` (a signal
+    handler that enqueues between two takes cannot get the same one)."""
+
+    texts: Iterator[str] = iter(())
+
+
+RANDOM_BATCH = 64
+_random = _Random()
+
+
+def _forked() -> None:
+    """In a forked child: its own sender names, and what the parent made ahead is the parent's
+    (its next ids), never reused. (No getpid per call to notice a fork.)"""
+    global _local, _random
+    _local, _random = threading.local(), _Random()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def uuid4_text() -> str:
-    """``str(uuid.uuid4())`` from one ``os.urandom`` call, without the UUID object (a third of the time)."""
-    h = os.urandom(16).hex()
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+    """``str(uuid.uuid4())`` from ``os.urandom`` bytes, without the UUID object (a third of the time)."""
+    text = next(_random.texts, None)
+    if text is None:
+        hexes = os.urandom(16 * RANDOM_BATCH).hex()
+        made = [hexes[at : at + 32] for at in range(0, len(hexes), 32)]
+        texts = iter([f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}" for h in made])
+        _random.texts = texts
+        text = next(texts)
+    return text
 
 
 _VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}  # RFC 4122's variant bits 10xx
