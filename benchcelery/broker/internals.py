@@ -207,6 +207,8 @@ INTERNALS: list[Internal] = [
     # --- redis-py: raw pipelines (store/durable.py, jobs/bulk.py, broker/poll.py) ---
     Internal("redis.client:Pipeline", "command_stack", "store/durable.py execute_push", SELF),
     Internal("redis.connection:Connection", "_parser", "jobs/bulk.py _send", SELF),
+    Internal("redis.connection:Connection", "_sock", "jobs/bulk.py _write", SELF),
+    Internal("redis._parsers.hiredis:_HiredisParser", "_reader", "jobs/bulk.py _reader_gets", SELF),
     Internal("redis.connection:DefaultParser", "read_response", "jobs/bulk.py _send (conn._parser)"),
     Internal("redis.client:Redis", "parse_response", f"{_POLL} Poll._brpop_read"),
 ]
