@@ -146,9 +146,8 @@ def _poll(channel: Any) -> None:
     channel._brpop_read()
 
 
-def test_the_ack_rides_in_the_fetch_and_its_outcome_is_reported(
-    bench: BenchHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def _three_jobs_and_the_polls_writes(bench: BenchHandle, monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """Three jobs waiting on default; the list each poll's write will be appended to."""
     from benchcelery.broker import poll
 
     for _ in range(3):
@@ -156,6 +155,13 @@ def test_the_ack_rides_in_the_fetch_and_its_outcome_is_reported(
     writes: list[list[Any]] = []
     packed = poll._packed
     monkeypatch.setattr(poll, "_packed", lambda commands: writes.append(commands) or packed(commands))
+    return writes
+
+
+def test_the_ack_rides_in_the_fetch_and_its_outcome_is_reported(
+    bench: BenchHandle, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    writes = _three_jobs_and_the_polls_writes(bench, monkeypatch)
     got: list[Any] = []
     conn, channel = _channel(bench, got, ("default",))
     keys = bench.rt().keys
@@ -180,7 +186,6 @@ def test_the_ack_rides_in_the_fetch_and_its_outcome_is_reported(
         conn.release()
 
 
-
 def test_a_job_finishing_while_a_fetch_is_out_waits_for_the_next_fetch(
     bench: BenchHandle, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,13 +194,9 @@ def test_a_job_finishing_while_a_fetch_is_out_waits_for_the_next_fetch(
     queue runs dry it is applied before the worker blocks."""
     from kombu.transport.redis import Empty
 
-    from benchcelery.broker import delivery, poll
+    from benchcelery.broker import delivery
 
-    for _ in range(3):
-        bench.enqueue("testapp.tasks.noop")
-    writes: list[list[Any]] = []
-    packed = poll._packed
-    monkeypatch.setattr(poll, "_packed", lambda commands: writes.append(commands) or packed(commands))
+    writes = _three_jobs_and_the_polls_writes(bench, monkeypatch)
     acks: list[str] = []
     ack = delivery.Delivery.ack
     monkeypatch.setattr(delivery.Delivery, "ack", lambda self, tag, token: acks.append(tag) or ack(self, tag, token))
