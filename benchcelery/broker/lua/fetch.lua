@@ -35,8 +35,8 @@
 --   <p>paused             set     paused queue names (bench queue pause)
 --
 -- KEYS[1] unacked, KEYS[2] inflight, KEYS[3] leases, KEYS[4] redeliveries, KEYS[5] rates,
---   KEYS[6] stale_acks, KEYS[7] lost_acks, KEYS[8] lapsed_takes, then for each queue (in ARGV's order): pending, wake,
---   sites, fair, running; last, <p>paused.
+--   KEYS[6] stale_acks, KEYS[7] lost_acks, KEYS[8] lapsed_takes, then for each queue (in ARGV's
+--   order): pending, wake, sites, fair, running; last, <p>paused.
 -- ARGV[1] owner token, ARGV[2] lease (seconds), ARGV[3] the bench prefix, ARGV[4] n, the number
 --   of acks carried, ARGV[5 .. 4 + 2n] their delivery tag / owner token pairs, then the queue names.
 -- A site's four priority buckets are popped with one LMPOP on Redis >= 7.0 (whose Lua has
