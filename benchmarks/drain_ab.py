@@ -22,14 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import apps, env, procs
+from benchmarks.startup_ab import child_env
 
 HERE = Path(__file__).resolve().parent.parent
-
-
-def _child_env(world: env.Env, root: Path) -> dict[str, str]:
-    out = world.child_env()
-    out["PYTHONPATH"] = f"{root}:{out['PYTHONPATH']}"
-    return out
 
 
 def _redis(world: env.Env) -> tuple[float, int]:
@@ -42,12 +37,12 @@ def _redis(world: env.Env) -> tuple[float, int]:
 def drain(world: env.Env, root: Path, n: int, pool: str) -> dict[str, float]:
     world.flush()
     fill = [sys.executable, "-m", "benchmarks.probe", "fill", "bench", "noop", str(n)]
-    subprocess.run(fill, env=_child_env(world, root), cwd=world.bench.root, check=True, capture_output=True)
+    subprocess.run(fill, env=child_env(world, root), cwd=world.bench.root, check=True, capture_output=True)
     world.redis.config_resetstat()
     cpu0, calls0 = _redis(world)
     started = time.monotonic()
     cmd = [str(env.BIN / "bench"), "worker", "--quiet", "--burst", "--pool", pool]
-    proc = procs.spawn(cmd, _child_env(world, root), world.bench.root)
+    proc = procs.spawn(cmd, child_env(world, root), world.bench.root)
     _code, usage = procs.reap(proc, 60 + n / 50)
     seconds = time.monotonic() - started
     cpu1, calls1 = _redis(world)

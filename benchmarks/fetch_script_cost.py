@@ -25,6 +25,7 @@ from typing import Any
 
 from benchmarks import env
 from benchmarks.common import probe
+from benchmarks.startup_ab import child_env
 
 HERE = Path(__file__).resolve().parent.parent
 QUEUES = ["short", "default", "long"]
@@ -61,11 +62,9 @@ def one(world: env.Env, root: Path, n: int) -> dict[str, Any]:
     world.flush()
     probe(world, ["enqueue", "bench_enqueue", str(n)], timeout=120 + n / 100)
     bench_id = world.bench.bench_id
-    child = world.child_env()
-    child["PYTHONPATH"] = f"{root}:{child['PYTHONPATH']}"
     out = subprocess.run(
         [sys.executable, "-c", LOOP, world.url, bench_id, str(n), ",".join(QUEUES)],
-        env=child,
+        env=child_env(world, root),
         cwd=world.workdir,  # not this checkout: "-c" puts the working directory first on sys.path
         capture_output=True,
         text=True,

@@ -19,7 +19,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from redis.connection import AbstractConnection
@@ -63,59 +63,35 @@ def push(
     MULTI for messages Celery itself publishes). ``shapes``: each message's shape (message.py)."""
     origin, reply_to = sender()
     keys = rt.keys
+    built = []
+    for options, shape in zip(all_options, shapes or [None] * len(all_options), strict=True):
+        key = keys.site_list(options["queue"], options["headers"]["site"], options["priority"])
+        built.append((key, options, envelope(options, task_name, origin, reply_to, shape)))
     status_ttl = rt.settings.number("rq_job_failure_ttl") if tracked else 0
-    batches: Iterable[tuple[list[bytes], int]]
-    if len(all_options) == 1:  # a single enqueue
-        options = all_options[0]
-        message = envelope(options, task_name, origin, reply_to, shapes[0] if shapes else None)
-        batches = [_single(keys, options, message, status_ttl)]
-    else:
-        built = []
-        for options, shape in zip(all_options, shapes or [None] * len(all_options), strict=True):
-            key = keys.site_list(options["queue"], options["headers"]["site"], options["priority"])
-            built.append((key, options, envelope(options, task_name, origin, reply_to, shape)))
-        batches = (_batch(keys, built[start : start + BATCH], status_ttl) for start in range(0, len(built), BATCH))
-    settings = rt.settings
-    wait = ha.wait_settings(settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
+    wait = ha.wait_settings(rt.settings.conf)  # durable enqueue: WAIT for replicas (ha.py)
     client = rt.redis
-    rates_key = keys.rates
-    declared = [_pack(command) for command in ratelimit.commands(rates_key, rates)] if rates else []
-    for number, (commands, count) in enumerate(batches):
-        if number == 0 and declared:
+    declared = [_pack(command) for command in ratelimit.commands(keys.rates, rates)] if rates else []
+    for start in range(0, len(built), BATCH):
+        commands, count = _batch(keys, built[start : start + BATCH], status_ttl)
+        if start == 0 and declared:
             commands, count = declared + commands, count + len(declared)
         # With Sentinel, a lost master is waited for (enqueue_failover_wait), not an error at once.
-        ha.through_failover(settings, functools.partial(transaction, client, commands, wait, count))
-    if declared:  # (no declaration to write: nothing new to note either)
-        ratelimit.written(rates_key, rates or {})
-
-
-# (prefix, queue, site, priority) -> the packed start of the LPUSH of a message of theirs (up to
-# the message) and the wake LPUSH of their queue
-_SINGLE: dict[tuple[str, str, str, int], tuple[bytes, bytes]] = {}
-
-
-def _single(keys: Keys, options: dict[str, Any], message: str, status_ttl: int) -> tuple[list[bytes], int]:
-    """``_batch`` of one message (a single ``enqueue``: nothing to group), from parts kept per list."""
-    queue, site, priority = options["queue"], options["headers"]["site"], options["priority"]
-    cache_key = (keys.prefix, queue, site, priority)
-    parts = _SINGLE.get(cache_key)
-    if parts is None:
-        name = keys.site_list(queue, site, priority).encode()
-        parts = (b"*3\r\n$5\r\nLPUSH\r\n$%d\r\n%b\r\n" % (len(name), name), _packed("LPUSH", keys.wake(queue), ""))
-        if len(_SINGLE) >= 1024:
-            _SINGLE.clear()
-        _SINGLE[cache_key] = parts
-    data = message.encode()
-    counted, count = _counted(keys, queue, site, 1)
-    commands = [parts[0], b"$%d\r\n%b\r\n" % (len(data), data), counted, parts[1]]
-    if status_ttl:
-        commands.append(_pack(("SET", keys.job_status(options["task_id"]), QUEUED, "EX", status_ttl)))
-    return commands, count + len(commands) - 2  # the LPUSH is two parts
+        ha.through_failover(rt.settings, functools.partial(transaction, client, commands, wait, count))
+    if rates:
+        ratelimit.written(keys.rates, rates)
 
 
 def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl: int) -> tuple[list[bytes], int]:
     """The packed commands of one push (``status_ttl``: also SET each job's "queued" status key),
     and how many commands they are (a part may hold several)."""
+    if len(built) == 1:  # a single enqueue: nothing to group
+        key, options, message = built[0]
+        queue, site = options["queue"], options["headers"]["site"]
+        counted, count = _counted(keys, queue, site, 1)
+        commands = [_push_command(key, [message]), counted, _packed("LPUSH", keys.wake(queue), "")]
+        if status_ttl:
+            commands.append(_pack(("SET", keys.job_status(options["task_id"]), QUEUED, "EX", status_ttl)))
+        return commands, count + len(commands) - 1
     messages: dict[str, list[str]] = {}
     counts: dict[tuple[str, str], int] = {}
     commands = []

@@ -122,8 +122,8 @@ def _starved(rt: Runtime, queue: str) -> bool:
 def _publish(rt: Runtime, prepared: _Prepared, job_id: str | None, deduplicate: bool) -> Job | None:
     if not deduplicate:
         # One round trip: the message, its pending counter and (with a job_id) its status key.
-        rates = {prepared.job.method: prepared.limit}  # _rates of one
-        push(rt, [prepared.options], EXECUTE_JOB, bool(job_id), [prepared.shape], rates)
+        shapes, rates = [prepared.shape], _rates([prepared])
+        push(rt, [prepared.options], EXECUTE_JOB, tracked=bool(job_id), shapes=shapes, rates=rates)
         return prepared.job
     if not _claim(rt, [prepared.job.id], deduplicate)[0]:
         logger.info("Not queueing job %s because it is in queue already", prepared.job.id)
