@@ -258,3 +258,32 @@ def test_a_worker_busy_on_one_queue_starts_a_job_on_another_within_a_second(benc
     wait_until(lambda: bench.redis.exists("test:tally:s"), timeout=10, interval=0.01, what="the job on short")
     assert time.monotonic() - sent < 1.5
     assert not bench.redis.exists("test:tally:d599")  # default was still busy meanwhile
+
+
+def test_a_taken_jobs_body_is_decoded_once_by_the_transport_for_kombu_and_celery(
+    bench: BenchHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kombu.message
+
+    from benchcelery.bench.keys import EXECUTE_JOB
+    from benchcelery.broker.intake import DECODED
+    from benchcelery.jobs.request import JobRequest
+
+    bench.enqueue("testapp.tasks.record", key="k", value={"nested": [1, {"a": "b"}]})
+    app = bench.rt().app
+    conn = app.connection_for_read()
+    try:
+        message = conn.default_channel.basic_get("default")
+
+        def no_second_decode(*args: Any, **kwargs: Any) -> Any:
+            raise AssertionError("the body was decoded again")
+
+        monkeypatch.setattr(kombu.message, "loads", no_second_decode)
+        args, kwargs, _embed = message.payload
+        assert args == [] and kwargs["value"] == {"nested": [1, {"a": "b"}]}
+        assert DECODED not in message._raw  # the envelope a retry is made from (jobs/retrying.py)
+        request = JobRequest(message, app=app, task=app.tasks[EXECUTE_JOB], hostname="w")
+        assert request.body is message.payload and request.content_type is None  # the trace takes it as it is
+        assert request.kwargs["key"] == "k"
+    finally:
+        conn.release()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterator
+from time import monotonic
 
+import pytest
+from billiard.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import TimeLimitExceeded
+
+from benchcelery.jobs import deadline
 from tests.conftest import BenchHandle, burst, pending_total, wait_until
 
 S1 = ("--site", "site1.local")
@@ -106,3 +113,72 @@ def test_solo_refuses_per_child_limits(bench: BenchHandle) -> None:
         result = bench.run("worker", "--pool", "solo", option, "5")
         assert result.returncode == 2
         assert "need --pool prefork" in result.stderr
+
+
+# --- the alarm of a job run in the worker's own thread (jobs/deadline.py), in this process ---
+
+
+@pytest.fixture()
+def alarms() -> Iterator[None]:
+    previous = signal.getsignal(signal.SIGALRM)
+    yield
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+def _run(alarm: deadline.Alarm, seconds: float) -> float:
+    """A job busy for ``seconds`` under ``alarm``; returns how long it ran (until its limit raised, if one did)."""
+    assert alarm.arm()
+    started = monotonic()
+    try:
+        while monotonic() - started < seconds:
+            pass
+    finally:
+        alarm.disarm()
+    return monotonic() - started
+
+
+def test_alarm_gives_every_job_its_own_limit_after_others_left_the_timer_set(alarms: None) -> None:
+    for _ in range(200):  # short jobs: the timer stays set for the first one's limit
+        assert _run(deadline.Alarm(0.05, None), 0) < 0.05
+    assert _run(deadline.Alarm(0.5, None), 0.2) >= 0.2  # the earlier timer fires inside: not its limit yet
+    with pytest.raises(SoftTimeLimitExceeded):
+        _run(deadline.Alarm(0.3, None), 5)
+    ran = monotonic()
+    with pytest.raises(SoftTimeLimitExceeded):
+        _run(deadline.Alarm(0.2, None), 5)
+    assert 0.19 < monotonic() - ran < 1.0
+
+
+def test_alarm_raises_the_hard_limit_when_the_job_swallows_the_soft_one(alarms: None) -> None:
+    alarm = deadline.Alarm(0.1, 0.3)
+    assert alarm.arm()
+    started = monotonic()
+    with pytest.raises(TimeLimitExceeded):
+        try:
+            while True:
+                try:
+                    while True:
+                        pass
+                except SoftTimeLimitExceeded:
+                    assert 0.09 < monotonic() - started < 0.5
+        finally:
+            alarm.disarm()
+    assert 0.29 < monotonic() - started < 1.0
+
+
+def test_alarm_survives_a_job_that_took_over_sigalrm(alarms: None) -> None:
+    assert _run(deadline.Alarm(10, None), 0) < 1  # the worker's handler, a timer set 10 s away
+    assert deadline.Alarm(5, None).arm()  # a job that stops the timer and installs its own handler
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    deadline.Alarm(5, None).disarm()
+    started = monotonic()
+    with pytest.raises(SoftTimeLimitExceeded):
+        _run(deadline.Alarm(0.2, None), 5)
+    assert 0.19 < monotonic() - started < 1.0
+    assert _run(deadline.Alarm(0.3, None), 0) < 0.3  # a job that ends in time: nothing raised after it
+    assert not deadline.Alarm(None, None).arm()  # nor inside the next job, which has no limits
+    started = monotonic()
+    while monotonic() - started < 0.5:
+        pass

@@ -79,10 +79,11 @@ def site(message: Any) -> str:
     return value if isinstance(value, str) and value else UNKNOWN_SITE
 
 
-def check(message: Any, loads: Callable[[str], Any] = json.loads) -> None:
+def check(message: Any, loads: Callable[[str], Any] = json.loads) -> Any:
     """Raise one of INVALID unless ``message`` is a Celery protocol-2 task message kombu, Celery and
     the job engine can take apart without failing. ``loads`` decodes the body (the transport
-    passes kombu's, the decoder Celery uses)."""
+    passes kombu's, the decoder Celery uses); returns the decoded body (``[args, kwargs, embed]``),
+    which the worker then uses as it is (transport.JobMessage) instead of decoding it again."""
     if not isinstance(message, dict):
         raise ValueError(f"a message is a JSON object, not {type(message).__name__}")
     properties, headers, body = message["properties"], message.get("headers"), message.get("body", "")
@@ -97,7 +98,9 @@ def check(message: Any, loads: Callable[[str], Any] = json.loads) -> None:
         raise ValueError("'content-encoding' must be utf-8")
     check_headers(headers)
     text = base64.b64decode(body, validate=True).decode() if properties.get("body_encoding") else body
-    check_body(loads(text))
+    body = loads(text)
+    check_body(body)
+    return body
 
 
 def _check_properties(properties: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ import logging
 from time import monotonic, time
 from typing import TYPE_CHECKING, Any
 
+from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import loads
 
@@ -20,6 +21,21 @@ if TYPE_CHECKING:
     from benchcelery.broker.delivery import Delivery, Taken
 
 logger = logging.getLogger("benchcelery.broker.delivery")
+
+# The key under which a checked envelope carries its decoded body from the intake to JobMessage
+# (popped there: it is never written anywhere).
+DECODED = "benchcelery.decoded-body"
+
+
+class JobMessage(virtual.Message):
+    """kombu's message of a taken job, holding the body ``envelope.check`` decoded: kombu's
+    ``payload`` and Celery's request (jobs/request.py) use it instead of decoding it again."""
+
+    def __init__(self, payload: dict[str, Any], channel: Any = None, **kwargs: Any) -> None:
+        decoded = payload.pop(DECODED, None)
+        super().__init__(payload, channel=channel, **kwargs)
+        if decoded is not None:
+            self._decoded_cache = decoded
 
 
 class Intake:
@@ -60,7 +76,7 @@ class Intake:
             return None
         try:
             message = loads(bytes_to_str(taken.raw))
-            envelope.check(message, loads)
+            body = envelope.check(message, loads)
         except Exception as exc:  # anything that fails decoding or checking: not a valid message
             _record_malformed(taken, exc)
             self.delivery.ack(taken.tag, token)
@@ -72,6 +88,7 @@ class Intake:
         info["routing_key"] = taken.queue  # where it waited, whatever the element claims
         self._tokens[taken.tag] = token
         self._fresh[taken.tag] = monotonic() + self.job_lease / 2
+        message[DECODED] = body
         return message
 
 

@@ -60,7 +60,7 @@ from benchcelery.broker.acks import report as report_ack
 from benchcelery.broker.delayed import Delayed, Entry
 from benchcelery.broker.delivery import DEFAULT_LEASE, Delivery, LeaseKeeper, new_token
 from benchcelery.broker.hooks import hooks
-from benchcelery.broker.intake import Intake
+from benchcelery.broker.intake import Intake, JobMessage
 from benchcelery.broker.ownership import Ownership
 from benchcelery.broker.poll import Poll
 from benchcelery.broker.pollcycle import register_quietly
@@ -87,6 +87,7 @@ TURN_EVERY = 1.0
 
 class Channel(Intake, Ownership, SiteLists, Poll, kombu_redis.Channel):
     QoS = QoS
+    Message = JobMessage
     job_lease = DEFAULT_LEASE
     max_redeliveries = DEFAULTS["max_redeliveries"]
     from_transport_options = (  # type: ignore[assignment]

@@ -99,6 +99,14 @@ class JobRequest(Request):
     """Records failures that happen outside the job's own process (hard timeout, dead pool
     process, `jobs cancel --terminate`), in the worker's main process."""
 
+    def __init__(self, message: Any, *args: Any, body: Any = None, decoded: bool = False, **kwargs: Any) -> None:
+        # The body the transport decoded and checked (broker/intake.py, JobMessage), as it is:
+        # Celery's own request keeps the raw body, and the trace decodes it once more per job.
+        payload = getattr(message, "_decoded_cache", None)
+        if not decoded and payload is not None:
+            body, decoded = payload, True
+        super().__init__(message, *args, body=body, decoded=decoded, **kwargs)
+
     def revoked(self) -> bool:
         """Celery asks this right before it hands the job to the pool: also refuse a job whose
         lease is no longer this worker's (held ahead by a worker that was stalled or cut off from
