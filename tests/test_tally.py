@@ -59,7 +59,7 @@ def test_summed_commands_leave_redis_as_the_per_job_commands_do(bench: BenchHand
     under one prefix and summed under another, leave the same hashes and sorted sets."""
     from benchcelery.bench.keys import Keys
     from benchcelery.jobs import durations
-    from benchcelery.jobs.request import _Commands
+    from benchcelery.jobs.succeeded import Commands
 
     history.configure(None)
     r = bench.redis
@@ -78,7 +78,7 @@ def test_summed_commands_leave_redis_as_the_per_job_commands_do(bench: BenchHand
                 "started_at": now - 0.01 * i,
                 "enqueued_at": now - 0.5 - 0.01 * i,
             }
-            commands = _Commands()
+            commands = Commands()
             durations.observe(commands, keys, meta, now=now, waits=True)
             commands.list += history.finished(keys, meta, failed=False, now=now)
             if prefix == "bc:one:":

@@ -18,8 +18,11 @@ no job of it ran for that long.
 from __future__ import annotations
 
 import bisect
+import functools
 import time
 from typing import TYPE_CHECKING, Any
+
+from benchcelery.jobs.throttle import Throttle
 
 if TYPE_CHECKING:
     from benchcelery.bench.keys import Keys
@@ -30,7 +33,7 @@ SEP = "\x1f"
 SUM = "sum"
 WAIT = "w"  # prefix of the wait-time fields (``<method>\x1fw<i>``)
 WAIT_MS = "wms"  # total wait of the method's jobs, in milliseconds (an integer: HINCRBY, not HINCRBYFLOAT)
-_touched: dict[tuple[str, str], float] = {}  # (hash, method) -> when this process last wrote LAST
+_touched = Throttle(60, 1024)  # (hash, method) whose LAST this process wrote in the last minute
 LAST = "last"
 REFUSED = "[refused]"
 DEFAULT_TTL = 7 * 24 * 3600
@@ -95,30 +98,50 @@ def observe(pipe: Any, keys: Keys, meta: dict[str, Any], now: float | None = Non
         seconds = max(0.0, at - float(started))
     except (TypeError, ValueError, OverflowError):
         return
-    key = keys.durations(str(meta.get("queue") or "default"))
-    method = label(meta.get("method"))
-    pipe.hincrby(key, f"{method}{SEP}{bisect.bisect_left(BUCKETS, seconds)}", 1)
-    pipe.hincrbyfloat(key, f"{method}{SEP}{SUM}", round(seconds, 6))
-    wait = _wait(meta) if waits else None
-    if wait is not None:  # the wait-time histogram (enqueue -> start): fields w<i> and wms
-        pipe.hincrby(key, f"{method}{SEP}{WAIT}{bisect.bisect_left(BUCKETS, wait)}", 1)
-        pipe.hincrby(key, f"{method}{SEP}{WAIT_MS}", round(wait * 1000))
-    # When it was last written and the hash's expiry: once a minute per process is precise enough.
-    if at - _touched.get((key, method), 0.0) >= 60:
-        if len(_touched) > 1024:
-            _touched.clear()
-        _touched[(key, method)] = at
-        pipe.hset(key, f"{method}{SEP}{LAST}", int(at))
-        pipe.expire(key, ttl())
+    wait = waited(started, meta.get("enqueued_at")) if waits else None
+    wait_ms = 0 if wait is None else round(wait * 1000)
+    key, method = keys.durations(str(meta.get("queue") or "default")), label(meta.get("method"))
+    add(pipe, key, method, 1, bucket(seconds), None if wait is None else bucket(wait), wait_ms)
+    add_seconds(pipe, key, method, round(seconds, 6))
+    touch(pipe, key, method, at)
 
 
-def _wait(meta: dict[str, Any]) -> float | None:
+# The histogram bucket of a duration in seconds (``len(BUCKETS)``: +Inf).
+bucket = functools.partial(bisect.bisect_left, BUCKETS)
+
+
+def waited(started: Any, enqueued: Any) -> float | None:
     """Seconds from the job's enqueue to its start, when both are known."""
     try:
-        enqueued, started = meta.get("enqueued_at"), meta.get("started_at")
-        return max(0.0, float(started) - float(enqueued)) if enqueued and started else None
+        if not (enqueued and started):
+            return None
+        wait = float(started) - float(enqueued)
     except (TypeError, ValueError, OverflowError):
         return None
+    return wait if wait > 0.0 else 0.0  # max(0.0, wait) (NaN too) for a fifth of its cost: once per job
+
+
+def add(pipe: Any, key: str, method: str, n: int, run_bucket: int, wait_bucket: int | None, wait_ms: int) -> None:
+    """Count ``n`` jobs of ``method`` in one run-time bucket and, when their wait is known, one
+    wait-time bucket (``wait_ms``: their waits summed, in milliseconds)."""
+    pipe.hincrby(key, f"{method}{SEP}{run_bucket}", n)
+    if wait_bucket is not None:
+        pipe.hincrby(key, f"{method}{SEP}{WAIT}{wait_bucket}", n)
+        pipe.hincrby(key, f"{method}{SEP}{WAIT_MS}", wait_ms)
+
+
+def add_seconds(pipe: Any, key: str, method: str, seconds: float) -> None:
+    """Add to the run time of ``method``'s jobs (each job's rounded to the microsecond)."""
+    pipe.hincrbyfloat(key, f"{method}{SEP}{SUM}", seconds)
+
+
+def touch(pipe: Any, key: str, method: str, at: float) -> float:
+    """When ``method`` was last written and the hash's expiry: once a minute per process is
+    precise enough. Returns a time before which this writes nothing again (throttle.py)."""
+    if _touched.ready((key, method), at):
+        pipe.hset(key, f"{method}{SEP}{LAST}", int(at))
+        pipe.expire(key, ttl())
+    return _touched.due((key, method))
 
 
 def record(r: Any, keys: Keys, meta: dict[str, Any]) -> None:

@@ -16,12 +16,12 @@ SET NX marker): a worker checks once a minute at most, in its own write path.
 
 from __future__ import annotations
 
-import bisect
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from benchcelery.jobs.durations import BUCKETS, label
+from benchcelery.jobs.durations import bucket, label
+from benchcelery.jobs.throttle import Throttle
 
 if TYPE_CHECKING:
     from benchcelery.bench.keys import Keys
@@ -55,7 +55,7 @@ class Retention:
 
 
 _retention: Retention | None = None
-_expired: dict[str, float] = {}  # key -> when this process last sent its EXPIREAT
+_expired = Throttle(_EXPIRE_EVERY, 256)  # keys whose EXPIREAT this process sent in the last minute
 _longest: dict[tuple[str, str], float] = {}  # (zset, series) -> the longest run this process sent there
 _next_roll = 0.0
 generation = 0  # counts configure() calls: commands built under older settings are stale
@@ -86,16 +86,11 @@ def configure(value: Retention | None) -> None:
     _longest.clear()
 
 
-def bucket(seconds: float) -> int:
-    return bisect.bisect_left(BUCKETS, seconds)
-
-
-def _expire_at(commands: list[tuple[Any, ...]], key: str, at: int, now: float) -> None:
-    if now - _expired.get(key, 0.0) >= _EXPIRE_EVERY:
-        if len(_expired) > 256:
-            _expired.clear()
-        _expired[key] = now
+def _expire_at(commands: list[tuple[Any, ...]], key: str, at: int, now: float) -> float:
+    """``EXPIREAT key at``, at most once a minute per key; a time before which it is not sent again."""
+    if _expired.ready(key, now):
         commands.append(("EXPIREAT", key, at))
+    return _expired.due(key)
 
 
 def count(
@@ -110,17 +105,37 @@ def count(
 ) -> None:
     """Add ``n`` jobs of ``kind`` at time ``at`` to the minute counters (and to the hourly ones
     when that hour was already rolled up: a long job's start)."""
-    ret = retention()
     now = now or time.time()
-    hour, minute = int(at) // 3600, int(at) // 60
-    key = keys.hist_minutes(hour)
-    commands.append(("HINCRBY", key, f"{minute}{SEP}{site}{SEP}{queue}{SEP}{kind}", n))
-    _expire_at(commands, key, (hour + 1) * 3600 + ret.minutes, now)
-    if now >= (hour + 1) * 3600 + ROLL_AFTER:
+    minute = int(at) // 60
+    _count(commands, keys, kind, site, queue, minute, n, int(now) // 60)
+    _expire_count(commands, keys, minute, now)
+
+
+def _count(
+    commands: list[tuple[Any, ...]], keys: Keys, kind: str, site: str, queue: str, minute: int, n: int, now_minute: int
+) -> None:
+    """The counters of ``count`` at ``minute``, written in the minute ``now_minute``."""
+    hour = minute // 60
+    commands.append(("HINCRBY", keys.hist_minutes(hour), f"{minute}{SEP}{site}{SEP}{queue}{SEP}{kind}", n))
+    if _rolled(hour, now_minute):
+        commands.append(("HINCRBY", keys.hist_hours(hour // 24), f"{hour}{SEP}{site}{SEP}{queue}{SEP}{kind}", n))
+
+
+def _expire_count(commands: list[tuple[Any, ...]], keys: Keys, minute: int, now: float) -> float:
+    """The expiries of the keys ``_count`` writes; a time before which none is sent again."""
+    ret = retention()
+    hour = minute // 60
+    due = _expire_at(commands, keys.hist_minutes(hour), (hour + 1) * 3600 + ret.minutes, now)
+    if _rolled(hour, int(now) // 60):
         day = hour // 24
-        daily = keys.hist_hours(day)
-        commands.append(("HINCRBY", daily, f"{hour}{SEP}{site}{SEP}{queue}{SEP}{kind}", n))
-        _expire_at(commands, daily, (day + 1) * 86400 + ret.hours, now)
+        due = min(due, _expire_at(commands, keys.hist_hours(day), (day + 1) * 86400 + ret.hours, now))
+    return due
+
+
+def _rolled(hour: int, now_minute: int) -> bool:
+    """Whether ``hour`` was rolled up by the minute ``now_minute``: ``now >= (hour + 1) * 3600 +
+    ROLL_AFTER`` for any ``now`` in that minute (ROLL_AFTER is whole minutes)."""
+    return now_minute * 60 >= (hour + 1) * 3600 + ROLL_AFTER
 
 
 def finished(keys: Keys, meta: dict[str, Any], failed: bool, now: float | None = None) -> list[tuple[Any, ...]]:
@@ -137,39 +152,71 @@ def finished(keys: Keys, meta: dict[str, Any], failed: bool, now: float | None =
         enqueued = float(meta["enqueued_at"]) if meta.get("enqueued_at") else None
     except (TypeError, ValueError, OverflowError):
         return []
-    commands: list[tuple[Any, ...]] = []
-    if int(started) // 60 == int(at) // 60:
-        count(commands, keys, "y" if failed else "x", site, queue, at, now=at)
-    else:
-        count(commands, keys, STARTED, site, queue, started, now=at)
-        count(commands, keys, FAILED if failed else DONE, site, queue, at, now=at)
-    hour = int(at) // 3600
-    key, top = keys.hist_methods(hour), keys.hist_max(hour)
-    series = f"{queue}{SEP}{method}{SEP}{site}"
     run = max(0.0, at - started)
-    commands.append(("HINCRBY", key, f"{series}{SEP}{RUN}{bucket(run)}", 1))
-    if enqueued is not None:
-        wait = max(0.0, started - enqueued)
-        commands.append(("HINCRBY", key, f"{series}{SEP}{WAIT}{bucket(wait)}", 1))
-        # The minute's wait buckets per (site, queue): the overview's live wait-time chart.
-        commands.append(
-            ("HINCRBY", keys.hist_minutes(int(started) // 3600), _wait_field(started, site, queue, wait), 1)
-        )
-    if failed:
-        commands.append(("HINCRBY", key, f"{series}{SEP}{FAILED}", 1))
-    if run > _longest.get((top, series), -1.0):  # ZADD GT keeps the largest of every process's
-        if len(_longest) > 4096:
-            _longest.clear()
-        _longest[(top, series)] = run
-        commands.append(("ZADD", top, "GT", round(run, 6), series))
-    ret = retention()
-    _expire_at(commands, key, (hour + 1) * 3600 + ret.minutes, at)
-    _expire_at(commands, top, (hour + 1) * 3600 + ret.minutes, at)
+    wait_bucket = None if enqueued is None else bucket(max(0.0, started - enqueued))
+    minute, started_minute = int(at) // 60, int(started) // 60
+    series = (site, queue, method)
+    commands: list[tuple[Any, ...]] = []
+    ran(commands, keys, series, minute, started_minute, 1, bucket(run), wait_bucket, failed)
+    longest(commands, keys, series, minute // 60, run)
+    expire(commands, keys, minute, started_minute, at)
     return commands
 
 
-def _wait_field(started: float, site: str, queue: str, wait: float) -> str:
-    return f"{int(started) // 60}{SEP}{site}{SEP}{queue}{SEP}{WAIT}{bucket(wait)}"
+def ran(
+    commands: list[tuple[Any, ...]],
+    keys: Keys,
+    series: tuple[str, str, str],
+    minute: int,
+    started_minute: int,
+    n: int,
+    run_bucket: int,
+    wait_bucket: int | None,
+    failed: bool = False,
+) -> None:
+    """Count ``n`` jobs of ``series`` (site, queue, method label) that started in ``started_minute``
+    and ended in ``minute``: started, done or failed, and their run-time bucket and, when known,
+    wait-time bucket. Counters only: ``expire`` sends their keys' expiries."""
+    site, queue, method = series
+    if started_minute == minute:
+        _count(commands, keys, "y" if failed else "x", site, queue, minute, n, minute)
+    else:
+        _count(commands, keys, STARTED, site, queue, started_minute, n, minute)
+        _count(commands, keys, FAILED if failed else DONE, site, queue, minute, n, minute)
+    key, name = keys.hist_methods(minute // 60), f"{queue}{SEP}{method}{SEP}{site}"
+    commands.append(("HINCRBY", key, f"{name}{SEP}{RUN}{run_bucket}", n))
+    if wait_bucket is not None:
+        commands.append(("HINCRBY", key, f"{name}{SEP}{WAIT}{wait_bucket}", n))
+        # The minute's wait buckets per (site, queue): the overview's live wait-time chart.
+        field = f"{started_minute}{SEP}{site}{SEP}{queue}{SEP}{WAIT}{wait_bucket}"
+        commands.append(("HINCRBY", keys.hist_minutes(started_minute // 60), field, n))
+    if failed:
+        commands.append(("HINCRBY", key, f"{name}{SEP}{FAILED}", n))
+
+
+def longest(commands: list[tuple[Any, ...]], keys: Keys, series: tuple[str, str, str], hour: int, run: float) -> None:
+    """The hour's longest run of ``series`` (site, queue, method label), when longer than any this
+    process sent there (ZADD GT keeps the largest of every process's)."""
+    site, queue, method = series
+    top, name = keys.hist_max(hour), f"{queue}{SEP}{method}{SEP}{site}"
+    if run > _longest.get((top, name), -1.0):
+        if len(_longest) > 4096:
+            _longest.clear()
+        _longest[(top, name)] = run
+        commands.append(("ZADD", top, "GT", round(run, 6), name))
+
+
+def expire(commands: list[tuple[Any, ...]], keys: Keys, minute: int, started_minute: int, now: float) -> float:
+    """The expiries of the keys ``ran`` and ``longest`` write (each at most once a minute); a
+    time before which none of them is sent again."""
+    due = _expire_count(commands, keys, minute, now)
+    if started_minute != minute:
+        due = min(due, _expire_count(commands, keys, started_minute, now))
+    hour = minute // 60
+    until = (hour + 1) * 3600 + retention().minutes
+    for key in (keys.hist_methods(hour), keys.hist_max(hour)):
+        due = min(due, _expire_at(commands, key, until, now))
+    return due
 
 
 def simple(keys: Keys, kind: str, site: str, queue: str, n: int = 1, now: float | None = None) -> list[tuple[Any, ...]]:

@@ -18,7 +18,7 @@ from celery.exceptions import TimeLimitExceeded
 from celery.worker import state
 from celery.worker.request import Request
 
-from benchcelery.jobs import durations, history, tally
+from benchcelery.jobs import history, tally
 from benchcelery.jobs.failures import record
 from benchcelery.jobs.retry import attempts_of
 from benchcelery.jobs.retrying import RetryScheduled, schedule_retry
@@ -64,25 +64,6 @@ def running_tags() -> set[str]:
 def shutting_down() -> bool:
     """Whether this worker is stopping (warm or cold shutdown)."""
     return state.should_stop is not None or state.should_terminate is not None
-
-
-class _Commands:
-    """Collects the pipeline calls of durations.observe as raw commands."""
-
-    def __init__(self) -> None:
-        self.list: list[tuple[Any, ...]] = []
-
-    def hincrby(self, key: str, field: str, amount: int) -> None:
-        self.list.append(("HINCRBY", key, field, amount))
-
-    def hincrbyfloat(self, key: str, field: str, amount: float) -> None:
-        self.list.append(("HINCRBYFLOAT", key, field, repr(float(amount))))
-
-    def hset(self, key: str, field: str, value: int) -> None:
-        self.list.append(("HSET", key, field, value))
-
-    def expire(self, key: str, seconds: int) -> None:
-        self.list.append(("EXPIRE", key, seconds))
 
 
 def _terminated_by(job_id: str) -> str:
@@ -143,19 +124,19 @@ class JobRequest(Request):
         queued on the transport channel, which sends it with the next ack
         (transport.Channel.note), else written now."""
         now = time.time()
-        meta = {
-            "method": self._request_dict.get("method") or self.task_name,
-            "queue": (self.delivery_info or {}).get("routing_key") or "default",
-            "site": self._request_dict.get("site"),
-            "enqueued_at": self._request_dict.get("enqueued_at"),
-            "started_at": now - (runtime or 0.0),
-        }
+        request = self._request_dict
         try:
             rt = get_runtime()
-            commands = _Commands()
-            durations.observe(commands, rt.keys, meta, now=now, waits=history.retention().enabled)
-            commands.list += history.finished(rt.keys, meta, failed=False, now=now)
-            tally.count(commands.list, lambda summed: self._note(rt, summed))
+            tally.count(
+                rt.keys,
+                (self.delivery_info or {}).get("routing_key"),
+                request.get("method") or self.task_name,
+                request.get("site"),
+                request.get("enqueued_at"),
+                now,
+                runtime or 0.0,
+                lambda summed: self._note(rt, summed),
+            )
             if history.due(now):
                 history.roll_pending(rt.redis, rt.keys, now)
         except Exception:  # metrics must never fail a job

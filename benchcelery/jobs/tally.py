@@ -1,10 +1,12 @@
 """The success-path job metrics of a worker, summed in its main process and written once a second.
 
-Every job that succeeds adds about eight commands (``durations.observe``: its run-time and
-wait-time buckets and sums; ``history.finished``: its minute counter, run-time and wait-time
-buckets, the minute's wait bucket). Written per job, a busy worker sent them all: most of the
-Redis commands a job cost. Summed per (key, field) here they are a few dozen commands a second
-whatever the job rate.
+Every job that succeeds is counted by about eight commands (durations.py: its run-time and
+wait-time buckets and sums; history.py: its minute counter, run-time and wait-time buckets, the
+minute's wait bucket). Written per job, a busy worker sent them all: most of the Redis commands a
+job cost. Summed per (key, field) here they are a few dozen commands a second whatever the job
+rate. Nor is a job turned into its commands: it is counted in its group (succeeded.py: same
+queue, method, site, minutes and buckets), whose commands durations.py and history.py build when
+the tally is drained.
 
 When they are written:
 
@@ -26,9 +28,9 @@ Summing keeps what the commands mean in any order: ``HINCRBY``/``HINCRBYFLOAT`` 
 the largest score per (key, member); ``EXPIRE``/``EXPIREAT`` keep the last per key and go after
 everything else (they only apply to a key that exists); any other command is kept as it is.
 
-Thread safety: ``add`` (the event loop's thread) and ``drain`` (that thread or the flusher
-thread) take one lock. A forked child (a pool process) starts with an empty tally and no thread:
-what the parent summed is the parent's to write.
+Thread safety: ``add_job`` and ``add`` (the event loop's thread) and ``drain`` (that thread or
+the flusher thread) take one lock. A forked child (a pool process) starts with an empty tally and
+no thread: what the parent summed is the parent's to write.
 """
 
 from __future__ import annotations
@@ -39,14 +41,17 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from benchcelery.jobs.succeeded import Command, Succeeded
+
+if TYPE_CHECKING:
+    from benchcelery.bench.keys import Keys
 
 logger = logging.getLogger("benchcelery.job")
 
 EVERY = 1.0  # s: at most one write a second from a finishing job
 STALE = 1.25  # s: the thread writes what no finishing job carried by then (a busy worker's jobs do first)
-
-Command = tuple[Any, ...]
 
 
 class Tally:
@@ -66,11 +71,12 @@ class Tally:
         self.tops: dict[tuple[Any, Any], float] = {}  # ZADD GT (key, member) -> largest score
         self.expiries: dict[Any, Command] = {}  # key -> its last EXPIRE/EXPIREAT
         self.others: list[Command] = []
+        self.jobs = Succeeded()  # succeeded jobs by group: their commands are built when drained
 
     def __len__(self) -> int:
-        """How many commands ``drain`` would return now."""
+        """How many commands ``drain`` would return now (at least: a group of jobs counts one)."""
         summed = len(self.ints) + len(self.floats) + len(self.sets) + len(self.tops)
-        return summed + len(self.expiries) + len(self.others)
+        return summed + len(self.expiries) + len(self.others) + len(self.jobs.groups)
 
     def add(self, commands: list[Command]) -> bool:
         """Fold ``commands`` in; True when the tally was empty before (nothing was waiting)."""
@@ -79,6 +85,18 @@ class Tally:
             for command in commands:
                 self._fold(command)
             return was_empty and bool(len(self))
+
+    def add_job(self, keys: Keys, queue: Any, method: Any, site: Any, enqueued: Any, at: float, runtime: float) -> bool:
+        """Count one succeeded job (succeeded.Succeeded.add: its group, not its commands); True
+        when the tally was empty before."""
+        self.lock.acquire()  # not ``with``: half the cost, once per job
+        try:
+            was_empty = not self.jobs.groups and not len(self)
+            for command in self.jobs.add(keys, queue, method, site, enqueued, at, runtime):
+                self._fold(command)
+            return was_empty
+        finally:
+            self.lock.release()
 
     def _fold(self, command: Command) -> None:
         name = str(command[0]).upper()
@@ -103,7 +121,7 @@ class Tally:
 
     def due(self, now: float | None = None) -> bool:
         """Whether there is something to write and ``every`` has passed since the last write."""
-        return bool(len(self)) and (self.clock() if now is None else now) - self.last >= self.every
+        return (self.clock() if now is None else now) - self.last >= self.every and bool(len(self))
 
     def stale_in(self, after: float, now: float | None = None) -> float | None:
         """Seconds until what waits has waited ``after`` since the last write (0: now); None when empty."""
@@ -114,6 +132,8 @@ class Tally:
     def drain(self, now: float | None = None) -> list[Command]:
         """The summed commands (increments first, expiries last); the tally starts again empty."""
         with self.lock:
+            for command in self.jobs.commands():
+                self._fold(command)
             out: list[Command] = [("HINCRBY", key, field, n) for (key, field), n in self.ints.items()]
             out += [("HINCRBYFLOAT", key, field, repr(round(x, 6))) for (key, field), x in self.floats.items()]
             out += [("HSET", key, field, value) for (key, field), value in self.sets.items()]
@@ -131,11 +151,20 @@ _owner = 0  # pid whose thread and exit hook are started
 _wake = threading.Event()
 
 
-def count(commands: list[Command], write: Callable[[list[Command]], None]) -> None:
-    """Add one finished job's ``commands``; when a write is due, hand the summed commands to
+def count(
+    keys: Keys,
+    queue: Any,
+    method: Any,
+    site: Any,
+    enqueued: Any,
+    at: float,
+    runtime: float,
+    write: Callable[[list[Command]], None],
+) -> None:
+    """Add one succeeded job (Tally.add_job); when a write is due, hand the summed commands to
     ``write`` (the job's channel: they ride with its next poll)."""
     _start()
-    if TALLY.add(commands):
+    if TALLY.add_job(keys, queue, method, site, enqueued, at, runtime):
         _wake.set()
     if TALLY.due():
         summed = TALLY.drain()
@@ -163,12 +192,12 @@ def flush() -> None:
 
 
 def _start() -> None:
-    """Start this process's thread and exit hook (once per process)."""
+    """Start this process's thread and exit hook (once per process: a forked child's ``_owner``
+    is 0 again, ``_forked``; no getpid per job)."""
     global _owner
-    pid = os.getpid()
-    if _owner == pid:
+    if _owner:
         return
-    _owner = pid
+    _owner = os.getpid()
     atexit.register(flush)
     threading.Thread(target=_run, name="benchcelery-tally", daemon=True).start()
 
