@@ -81,9 +81,9 @@ def site(message: Any) -> str:
 
 def check(message: Any, loads: Callable[[str], Any] = json.loads) -> Any:
     """Raise one of INVALID unless ``message`` is a Celery protocol-2 task message kombu, Celery and
-    the job engine can take apart without failing. ``loads`` decodes the body (the transport
-    passes kombu's, the decoder Celery uses); returns the decoded body (``[args, kwargs, embed]``),
-    which the worker then uses as it is (transport.JobMessage) instead of decoding it again."""
+    the job engine can take apart without failing. ``loads`` decodes the body (the worker's intake
+    passes kombu's decoding, what Celery would use); returns the decoded body (``[args, kwargs,
+    embed]``), which the worker then runs as it is (intake.JobMessage) instead of decoding it again."""
     if not isinstance(message, dict):
         raise ValueError(f"a message is a JSON object, not {type(message).__name__}")
     properties, headers, body = message["properties"], message.get("headers"), message.get("body", "")
