@@ -77,8 +77,8 @@ def push(
             commands, count = declared + commands, count + len(declared)
         # With Sentinel, a lost master is waited for (enqueue_failover_wait), not an error at once.
         ha.through_failover(rt.settings, functools.partial(transaction, client, commands, wait, count))
-    if rates:
-        ratelimit.written(keys.rates, rates)
+    if declared:  # (no declaration to write: nothing new to note either)
+        ratelimit.written(keys.rates, rates or {})
 
 
 def _batch(keys: Keys, built: list[tuple[str, dict[str, Any], str]], status_ttl: int) -> tuple[list[bytes], int]:

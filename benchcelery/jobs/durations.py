@@ -142,10 +142,3 @@ def touch(pipe: Any, key: str, method: str, at: float) -> float:
         pipe.hset(key, f"{method}{SEP}{LAST}", int(at))
         pipe.expire(key, ttl())
     return _touched.due((key, method))
-
-
-def record(r: Any, keys: Keys, meta: dict[str, Any]) -> None:
-    """``observe`` in a pipeline of its own (one round trip)."""
-    pipe = r.pipeline(transaction=False)
-    observe(pipe, keys, meta)
-    pipe.execute()

@@ -91,7 +91,7 @@ class Tally:
         when the tally was empty before."""
         self.lock.acquire()  # not ``with``: half the cost, once per job
         try:
-            was_empty = not self.jobs.groups and not len(self)
+            was_empty = not len(self)
             for command in self.jobs.add(keys, queue, method, site, enqueued, at, runtime):
                 self._fold(command)
             return was_empty
