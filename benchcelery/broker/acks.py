@@ -43,6 +43,7 @@ class PendingAcks:
         self.sent: list[Ack] = []  # ... went with the outstanding poll
         self.notes: list[tuple[Any, ...]] = []  # commands without replies that matter (metrics)
         self.notes_sent = 0
+        self.rides = 0  # polls that carried acks so far
 
     def defer(self, tag: str, token: str) -> None:
         self.waiting.append((tag, token))
@@ -71,6 +72,7 @@ class PendingAcks:
         # a read, e.g. by kombu's check of an overdue BRPOP) go again: overwritten, their jobs
         # would no longer be renewed and would run again once their leases lapsed.
         self.sent, self.waiting = [*self.sent, *self.waiting], []
+        self.rides += 1
         return notes, list(self.sent)
 
     def not_sent(self) -> None:

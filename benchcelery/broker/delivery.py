@@ -79,12 +79,17 @@ ADOPT_BATCH = 1000
 
 @dataclass(frozen=True)
 class Fetched:
-    """What one fetch did: the acks it carried, the queues it found with nothing to take, the job."""
+    """What one fetch did: the acks it carried, the queues it found with nothing to take, the jobs."""
 
-    taken: Taken | None
+    taken: Taken | None  # the first job taken
     retry_in: float | None  # nothing taken: s until a rate-limited job may start (None: none waits)
     passed: int  # leading queues (in the fetch's order) found with no job to take: all when none taken
     acks: list[int]  # the outcome of each carried ack, in order: ACKED, STALE or UNKNOWN
+    more: tuple[Taken, ...] = ()  # the jobs taken after the first, in order
+
+    @property
+    def takes(self) -> list[Taken]:
+        return [] if self.taken is None else [self.taken, *self.more]
 
 
 @dataclass(frozen=True)
@@ -116,10 +121,19 @@ class Delivery:
         self._site_prefixes = [keys.sites(""), keys.running("")]
         self._fetch_keys: dict[tuple[str, ...], list[str]] = {}
 
-    def fetch_command(self, queues: Sequence[str], token: str, acks: Sequence[tuple[str, str]] = ()) -> list[Any]:
-        """EVALSHA arguments of a fetch, for a caller that sends it itself (the worker's poll
-        connection) and passes the reply to ``fetched``. ``acks`` (delivery tag, owner token) are
-        applied first, as ``ack`` would (their outcomes are in the reply)."""
+    def fetch_command(
+        self,
+        queues: Sequence[str],
+        token: str,
+        acks: Sequence[tuple[str, str]] = (),
+        want: int = 1,
+        rotate: bool = False,
+    ) -> list[Any]:
+        """EVALSHA arguments of a fetch of up to ``want`` jobs, for a caller that sends it itself
+        (the worker's poll connection) and passes the reply to ``fetched``. ``acks`` (delivery tag,
+        owner token) are applied first, as ``ack`` would (their outcomes are in the reply). The
+        first job taken is owned by ``token``, the k-th by ``<token>.<k>`` (its delivery tag);
+        ``rotate``: a queue a job was taken from goes last for the next (round_robin)."""
         if not self._loaded:
             self.r.script_load(FETCH)
             self._loaded = True
@@ -131,7 +145,7 @@ class Delivery:
                 keys += [k.pending_counts(q), k.wake(q), k.sites(q), k.fair(q), k.running(q)]
             keys.append(self.keys.paused)  # bench queue pause: fetch skips the paused queues
             self._fetch_keys[tuple(queues)] = keys
-        args: list[Any] = [token, self.lease, self.keys.prefix, len(acks)]
+        args: list[Any] = [token, self.lease, self.keys.prefix, want, int(rotate), len(acks)]
         for tag, owner in acks:
             args += [tag, owner]
         return [self._fetch.sha, len(keys), *keys, *args, *queues]
@@ -140,21 +154,24 @@ class Delivery:
         """Take the next job of ``queues`` (in that order; sites in turn) for ``token``."""
         return self.fetch_result(queues, token).taken
 
-    def fetch_result(self, queues: Sequence[str], token: str) -> Fetched:
-        """``fetch``, with what else the fetch found (the queues it passed, a rate limit's wait)."""
+    def fetch_result(self, queues: Sequence[str], token: str, want: int = 1) -> Fetched:
+        """``fetch`` of up to ``want`` jobs, with what else the fetch found (the queues it passed, a
+        rate limit's wait)."""
         if not queues:
             return Fetched(None, None, 0, [])
-        _sha, n, *rest = self.fetch_command(queues, token)
+        _sha, n, *rest = self.fetch_command(queues, token, want=want)
         return self.fetched(self._fetch(keys=rest[:n], args=rest[n:]))
 
     @staticmethod
     def fetched(reply: Any) -> Fetched:
-        """The reply of the fetch script (fetch.lua: {acks, passed, taken or ms or 0})."""
+        """The reply of the fetch script (fetch.lua: {acks, passed, jobs taken or ms or 0})."""
         outcomes, passed, got = reply
         acks = [int(a) for a in outcomes]
         if isinstance(got, list):
-            queue, tag, raw, lapses = got
-            return Fetched(Taken(_text(queue), _text(tag), raw, int(lapses)), None, int(passed), acks)
+            takes = [
+                Taken(_text(got[i]), _text(got[i + 1]), got[i + 2], int(got[i + 3])) for i in range(0, len(got), 4)
+            ]
+            return Fetched(takes[0], None, int(passed), acks, tuple(takes[1:]))
         ms = int(got or 0)
         return Fetched(None, ms / 1000 if ms > 0 else None, int(passed), acks)
 

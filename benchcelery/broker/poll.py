@@ -1,5 +1,5 @@
-"""The transport channel's poll: no polling when idle, one round trip per job when busy. An idle
-worker blocks on the queues' ``wake`` lists (every push adds a token) and fetches when woken (or
+"""The transport channel's poll: no polling when idle, one round trip per job (or batch) when busy.
+An idle worker blocks on the queues' ``wake`` lists (every push adds a token) and fetches when woken (or
 every IDLE_FETCH_EVERY timeouts, for what other tools pushed without a token); once a fetch found
 a job, the next poll is the fetch script itself, sent on the poll connection, until a fetch finds
 nothing. The acks of the jobs that finished meanwhile ride in that fetch (acks.py). A taken
@@ -10,7 +10,16 @@ found with no job to take (each costs the script a scan of its sites per job oth
 pushed on such a queue meanwhile waits up to that long (~50 ms) behind the worker's later queues,
 the only departure from the queue order. It is never stranded: a fetch that takes nothing (of
 the queues it was given) leaves the wake tokens of the queues it did not look at, so the worker's
-BRPOP returns at once and fetches all its queues."""
+BRPOP returns at once and fetches all its queues.
+
+While its jobs are short (less than SHORT seconds each: the time between two fetches per job
+finished meanwhile, whose acks the second carries), a busy
+worker's fetch takes up to ``batch`` jobs (BATCH for ``bench worker``, see ``take_batches``): the
+fetch's own cost (the script call, the round trip, the poll's turn) is shared by them, and their
+acks ride together in the next fetch. Each is leased and parked like a single take. Sites still
+take turns job by job (fetch.lua). With ``--pool solo`` the jobs of a batch run one after the
+other in this thread: what has not started once the worker stops, or BATCH_WAIT after the fetch,
+goes back to the front of its queue."""
 
 from __future__ import annotations
 
@@ -21,6 +30,9 @@ from typing import TYPE_CHECKING, Any
 import redis
 from hiredis import pack_command
 from kombu.transport import redis as kombu_redis
+from kombu.utils.scheduling import round_robin_cycle
+
+from benchcelery.broker.hooks import hooks
 
 if TYPE_CHECKING:
     from benchcelery.bench.keys import Keys
@@ -35,6 +47,15 @@ logger = logging.getLogger("benchcelery.broker.delivery")
 
 IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
 SKIP_EMPTY = 0.05  # s a busy worker's fetches leave out a queue found with no job to take
+BATCH = 4  # most jobs a busy fetch of `bench worker` takes while its jobs are short
+SHORT = 0.005  # s per job (between a busy worker's fetches) under which a fetch takes a batch
+BATCH_WAIT = 0.25  # s after its fetch past which a solo worker gives back the rest of a batch
+
+
+def take_batches(most: int) -> None:
+    """Let a busy worker's fetches take up to ``most`` jobs while its jobs are short (the worker's
+    consumer: BATCH for `bench worker`, 1 for a pool, whose free process takes the next job)."""
+    Poll.batch = max(1, most)
 
 
 def _packed(commands: list[Any]) -> list[bytes]:
@@ -52,6 +73,8 @@ class Poll(_Base):
     _idle_timeouts = 0
     _retry_in: float | None = None  # s until a rate-limited job may start (fetch.lua's reply)
     _empty_until: dict[str, float] | None = None  # queue -> monotonic time until busy fetches skip it
+    batch = 1  # most jobs a busy fetch takes (take_batches)
+    _last_fetch: float | None = None  # monotonic time the last fetch was sent
 
     if TYPE_CHECKING:  # the channel's own (transport.Channel) and its other mixins'
         keys: Keys
@@ -86,7 +109,9 @@ class Poll(_Base):
             if self._acks.to_send():  # the acks of the jobs that just finished ride in the fetch
                 riders, acks = self._acks.ride()
             try:
-                script = self.delivery.fetch_command(self._fetch_queues, self._fetch_token, acks)
+                want = self._want(len(acks))
+                rotate = want > 1 and type(self._queue_cycle).rotate is round_robin_cycle.rotate
+                script = self.delivery.fetch_command(self._fetch_queues, self._fetch_token, acks, want, rotate)
             except BaseException:
                 self._acks.not_sent()
                 raise
@@ -109,6 +134,16 @@ class Poll(_Base):
         except BaseException:  # not sent: the acks wait for the next poll (or the lease thread)
             self._acks.not_sent()
             raise
+
+    def _want(self, finished: int) -> int:
+        """How many jobs the busy fetch sent now takes: ``batch`` while the jobs are short (the time
+        since the last fetch, per job ``finished`` meanwhile (the acks it carries), under SHORT),
+        else one: a fetch that carries no ack has seen no job end."""
+        now, last = monotonic(), self._last_fetch
+        self._last_fetch = now
+        if self.batch == 1 or last is None or not finished:
+            return 1
+        return self.batch if (now - last) / finished < SHORT else 1
 
     def _busy_queues(self, queues: list[str]) -> list[str]:
         """``queues`` without those a fetch found with no job to take less than SKIP_EMPTY ago (all
@@ -134,7 +169,7 @@ class Poll(_Base):
     def _brpop_read(self, **options: Any) -> bool:
         if self._poll_plain:
             return bool(super()._brpop_read(**options))
-        taken: Taken | None = None
+        takes: list[Taken] = []
         try:
             connection = self.client.connection
             try:
@@ -158,15 +193,15 @@ class Poll(_Base):
                 fetched = self.delivery.fetched(reply)
                 self._acks.applied(fetched.acks)
                 self._found_empty(self._fetch_queues, fetched.passed)
-                taken, self._retry_in = fetched.taken, fetched.retry_in
-                token = self._fetch_token
-                if taken is not None and self._closing:  # the worker stops: not ours to run
-                    self.delivery.restore(taken.tag, token)
-                    taken = None
+                takes, self._retry_in = fetched.takes, fetched.retry_in
+                if takes and self._closing:  # the worker stops: not ours to run
+                    self._give_back_takes(takes)
+                    takes = []
             elif self._closing or (reply is None and self._skip_idle_fetch()):
-                taken = None
+                pass
             else:  # woken by a push (or every IDLE_FETCH_EVERY timeouts): take a job, if any
                 token = self._new_token()
+                self._last_fetch = monotonic()
                 try:
                     fetched = self.delivery.fetch_result(self._fetch_queues, token)
                     self._found_empty(self._fetch_queues, fetched.passed)
@@ -174,20 +209,44 @@ class Poll(_Base):
                     # or the one-list layout may wait in kombu's lists; move them and fetch again.
                     if fetched.taken is None and fetched.retry_in is None and self._adopt(self._fetch_queues):
                         fetched = self.delivery.fetch_result(self._fetch_queues, token)
-                    taken, self._retry_in = fetched.taken, fetched.retry_in
+                    takes, self._retry_in = fetched.takes, fetched.retry_in
                 except self.ResponseError as exc:
                     logger.warning("Could not take a job: %s", exc)
-                    taken = None
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._poll_fetch = False
             self._flush_brpop_reauth()
-        self._expect_work = taken is not None
-        if taken is None:
+        self._expect_work = bool(takes)
+        if not takes:
             raise kombu_redis.Empty()
-        self._queue_cycle.rotate(taken.queue)
-        self._deliver_taken(taken, token)
+        for taken in takes:  # as the fetch did between its takes (round_robin)
+            self._queue_cycle.rotate(taken.queue)
+        self._deliver_takes(takes)
         return True
+
+    def _deliver_takes(self, takes: list[Taken]) -> None:
+        """Hand the jobs of one fetch to kombu, in order. A job that runs in this thread (--pool
+        solo) ends before the next is handed over: the rest go back to the front of their queue
+        once the worker stops, or BATCH_WAIT after the fetch, and when handing one over failed."""
+        fetched_at = monotonic()
+        for i, taken in enumerate(takes):
+            if i and (self._closing or hooks.shutting_down() or monotonic() - fetched_at > BATCH_WAIT):
+                self._give_back_takes(takes[i:])
+                return
+            try:
+                self._deliver_taken(taken, taken.tag)
+            except BaseException:
+                self._give_back_takes(takes[i + 1 :])
+                raise
+
+    def _give_back_takes(self, takes: list[Taken]) -> None:
+        """Put taken jobs that will not run here back at the front of their queue, in their order
+        (those that cannot be now come back when their lease lapses: none of them is renewed)."""
+        for taken in reversed(takes):
+            try:
+                self.delivery.restore(taken.tag, taken.tag)
+            except Exception as exc:
+                logger.warning("Could not put job %s back now (%s): it goes back when its lease lapses", taken.tag, exc)
 
     def expects_work(self) -> bool:
         """Whether the last fetch took a job: the next poll is a fetch again (burst.py counts that as

@@ -7,10 +7,11 @@
    message whose lease lapsed is put back by any live worker or ``bench schedule``. This replaces
    kombu's visibility timeout (which re-delivers live jobs once it passes, and recovers jobs of
    dead workers only after it passes).
-2. **No polling when idle, one round trip per job when busy** (poll.py). An idle worker blocks on
-   the queues' ``wake`` lists (every push adds a token); once a fetch found a job, the next poll is
-   the fetch script itself, sent on the poll connection, until a fetch finds nothing; the acks of
-   the jobs that finished meanwhile ride in the same write (acks.py).
+2. **No polling when idle, one round trip per job (or batch of short jobs) when busy** (poll.py).
+   An idle worker blocks on the queues' ``wake`` lists (every push adds a token); once a fetch
+   found a job, the next poll is the fetch script itself, sent on the poll connection, until a
+   fetch finds nothing; the acks of the jobs that finished meanwhile ride in the same write
+   (acks.py).
 3. **One redis-py client per channel** (stock kombu builds one per operation).
 4. **Per-site pending counters**: every push adds one to ``pending:<queue>`` (field = the job's
    site) in the same MULTI, fetch subtracts one, restore and recovery add it back, so
@@ -220,6 +221,20 @@ class Channel(Intake, Ownership, SiteLists, Poll, kombu_redis.Channel):
     def flush_acks(self) -> None:
         """Send the acks (and metrics) still waiting for a poll, now (one round trip each)."""
         self._acks.flush(polling=self._in_poll is not None)
+
+    _acks_seen = -1  # PendingAcks.rides when settle_acks last found acks waiting for a poll
+
+    def settle_acks(self) -> None:
+        """Called every so often in the event loop: acks that already waited for a poll at the last
+        call, with none sent since (the jobs of a batch held behind a long one free no slot for a
+        fetch, poll.py), are applied now."""
+        waiting = bool(self._acks.waiting) and self._in_poll is None and not self._closing
+        if waiting and self._acks_seen == self._acks.rides:
+            try:
+                self.flush_acks()
+            except Exception as exc:  # kept (and renewed); the next poll or call tries again
+                logger.warning("Could not acknowledge %d finished job(s) yet: %s", len(self._acks.waiting), exc)
+        self._acks_seen = self._acks.rides if waiting else -1
 
     def close(self) -> None:
         self._closing = True

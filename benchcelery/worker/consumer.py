@@ -7,6 +7,7 @@ from typing import Any
 from celery.worker.consumer import Consumer as CeleryConsumer
 
 from benchcelery.bench.keys import UNKNOWN_SITE
+from benchcelery.broker import poll
 from benchcelery.jobs.failures import RAW_CAP, record
 from benchcelery.worker.lookahead import held_ahead
 
@@ -40,6 +41,9 @@ class Consumer(CeleryConsumer):
         # None with --pool solo: a job runs in the loop's own thread, so none could be fetched meanwhile.
         inline = getattr(kwargs.get("pool"), "runs_inline", False)
         self.ahead = 0 if inline else held_ahead(initial_prefetch_count)
+        # Batches of short jobs where the next job waits for this one anyway (solo) or is held
+        # ahead (one pool process); a pool's free process takes the next job at once.
+        poll.take_batches(poll.BATCH if inline or self.ahead else 1)
         super().__init__(*args, initial_prefetch_count=initial_prefetch_count + self.ahead, **kwargs)
 
     @property

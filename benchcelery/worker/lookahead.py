@@ -55,6 +55,11 @@ class Lookahead(Periodic):
         super().start(c)
 
     def check(self, c: Any) -> None:
+        # The acks of finished jobs ride in the next fetch, which waits for the jobs a batch holds
+        # here to start (poll.py): one held behind a long job has them applied here instead.
+        settle = getattr(getattr(c.task_consumer, "channel", None), "settle_acks", None)
+        if settle is not None:
+            settle()
         semaphore = getattr(c.controller, "semaphore", None)
         waiting = _waiting(semaphore)
         if not waiting and not self.first_seen and self.on:
