@@ -47,7 +47,7 @@ logger = logging.getLogger("benchcelery.broker.delivery")
 
 IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
 SKIP_EMPTY = 0.05  # s a busy worker's fetches leave out a queue found with no job to take
-BATCH = 4  # most jobs a busy fetch of `bench worker` takes while its jobs are short
+BATCH = 8  # most jobs a busy fetch of `bench worker` takes while its jobs are short
 SHORT = 0.005  # s per job (between a busy worker's fetches) under which a fetch takes a batch
 BATCH_WAIT = 0.25  # s after its fetch past which a solo worker gives back the rest of a batch
 
