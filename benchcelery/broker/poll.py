@@ -1,9 +1,10 @@
 """The transport channel's poll: no polling when idle, one round trip per job (or batch) when busy.
-An idle worker blocks on the queues' ``wake`` lists (every push adds a token) and fetches when woken (or
-every IDLE_FETCH_EVERY timeouts, for what other tools pushed without a token); once a fetch found
-a job, the next poll is the fetch script itself, sent on the poll connection, until a fetch finds
-nothing. The acks of the jobs that finished meanwhile ride in that fetch (acks.py). A taken
-job goes through the intake (intake.py) before kombu sees it. Mixed into ``transport.Channel``.
+An idle worker blocks on the queues' ``wake`` lists (every push adds a token) and fetches when
+woken (or every IDLE_FETCH_EVERY timeouts, for what other tools pushed without a token); once a
+fetch found a job, the next poll is the fetch script itself, sent on the poll connection, until a
+fetch finds nothing. The acks of the jobs that finished meanwhile ride in that fetch (acks.py). A
+taken job goes through the intake (intake.py) before kombu sees it. Mixed into
+``transport.Channel``.
 
 A busy worker leaves out of its fetches, for SKIP_EMPTY seconds, the queues its last fetches
 found with no job to take (each costs the script a scan of its sites per job otherwise): a job
@@ -13,11 +14,11 @@ the queues it was given) leaves the wake tokens of the queues it did not look at
 BRPOP returns at once and fetches all its queues.
 
 While its jobs are short (less than SHORT seconds each: the time between two fetches per job
-finished meanwhile, whose acks the second carries), a busy
-worker's fetch takes up to ``batch`` jobs (BATCH for ``bench worker``, see ``take_batches``): the
-fetch's own cost (the script call, the round trip, the poll's turn) is shared by them, and their
-acks ride together in the next fetch. Each is leased and parked like a single take. Sites still
-take turns job by job (fetch.lua). With ``--pool solo`` the jobs of a batch run one after the
+finished meanwhile, whose acks the second carries), a busy worker's fetch takes up to ``batch``
+jobs (BATCH for ``bench worker``, see ``take_batches``): the fetch's own cost (the script call,
+the round trip, the poll's turn) is shared by them, and their acks ride together in the next
+fetch. Each is leased and parked like a single take; sites and round_robin queues still take
+turns job by job (fetch.lua). With ``--pool solo`` the jobs of a batch run one after the
 other in this thread: what has not started once the worker stops, or BATCH_WAIT after the fetch,
 goes back to the front of its queue."""
 

@@ -25,7 +25,8 @@ hash (``\\x1e<method>``, bench/keys.py) by:
   of a module it imported (jobs/execute.py), the worker's main process at start and every
   POLICY_INTERVAL seconds (worker/fairness.py, when it imported such modules, e.g. ``--pool
   solo``). This covers jobs enqueued by code older than the decorator: they are limited from
-  the first such job's start on (the job that process holds one ahead, if any, was taken already).
+  the first such job's start on (the jobs its worker holds ahead, if any, were taken already: one,
+  or up to 7 of a batch of short jobs).
 
 Config wins: a ``rate_limits`` entry for the method in ``common_site_config.json`` replaces the
 decorator's limit (whole bench and per site); a site's own entry replaces the per-site limit of
