@@ -177,11 +177,18 @@ def beyond(results: list[dict[str, Any]]) -> list[str]:
     ours, celery, rq = rate.get("benchcelery", 0), rate.get("plain Celery", 0), rate.get("rq", 0)
     lines = ["**Reading it.**"]
     if ours and celery and rq:
+        guarantee = "the atomic fetch-and-park script, the lease, the fenced ack and the per-site counters"
+        ours_vs_celery = (
+            f"benchcelery's extra Redis work over plain Celery is the delivery guarantee ({guarantee})"
+            if ours < celery
+            else f"benchcelery does more per job than plain Celery ({guarantee}) at less Redis CPU: a busy "
+            "`bench worker` of short jobs takes them in batches (one script call per batch, their acks "
+            "together in the next); `worker-pool` takes one job per fetch"
+        )
         lines.append(
             f"One Redis core carries about {ours:,.0f} benchcelery jobs/s (enqueued one by one, run by "
-            f"`bench worker`), against {celery:,.0f} for plain Celery and {rq:,.0f} for rq. benchcelery's "
-            "extra Redis work over plain Celery is the delivery guarantee (the atomic fetch-and-park script, "
-            "the lease, the fenced ack and the per-site counters); rq's is its job hashes and registries "
+            f"`bench worker`), against {celery:,.0f} for plain Celery and {rq:,.0f} for rq. {ours_vs_celery}; "
+            "rq's is its job hashes and registries "
             "(HSET/EXPIRE per state change). Redis runs commands on one thread, so this is the ceiling of one "
             "Redis whatever the number of workers or hosts; long jobs cost the same per job, so a bench "
             "reaches it only with many short jobs."

@@ -10,7 +10,9 @@ Redis with ``appendfsync always``) can leave a job in two places or in none:
   (owner token, source list, time taken, site, queue, the message's own tag, whether it counts
   against its site's cap), ``leases`` (expiry) and the per-site
   pending counter (and the site's running counter when it has a cap). There is no moment at which a
-  popped message is held only by a client. When only rate-limited jobs wait, fetch returns how long
+  popped message is held only by a client. A busy worker of short jobs takes a batch (poll.py):
+  each job of it is its own take (tag, lease, record), sites and round_robin queues taking turns
+  job by job as they would fetch by fetch. When only rate-limited jobs wait, fetch returns how long
   until one may start, and the worker fetches again then (the jobs stay where they wait). A busy
   worker's fetch first applies the acks of the jobs it finished since its last one (the ack
   script's body, their outcomes in its reply: acks.py), and says how many of its queues it found
