@@ -216,8 +216,8 @@ end
 -- One turn: the next job of the first queue that has one to take (and, from a site alone in its
 -- queue's turns with nothing that needs a message read or a cap counted, as many more of that
 -- site's as are still wanted, with one LMPOP; under round_robin only once every other queue was
--- found with none). Returns the queue's place in ARGV, and in the
--- turn's order, or nil when none has.
+-- found with none). Returns the queue's place in ARGV and in the turn's order, or nil when none
+-- has.
 local empty, nempty = {}, 0  -- queues this fetch found with no job to take, and how many
 local order = {}  -- the queues' places in ARGV, in the order of the next turn
 for q = 1, nq do order[q] = q end
