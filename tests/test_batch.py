@@ -12,15 +12,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import BenchHandle, burst
-from tests.test_delivery_cost import _channel, _poll, _three_jobs_and_the_polls_writes
+from tests.test_delivery_cost import _channel, _delivery, _poll, _three_jobs_and_the_polls_writes
 
 S1, S2 = "site1.local", "site2.local"
-
-
-def _delivery(bench: BenchHandle) -> Any:
-    from benchcelery.broker.delivery import Delivery
-
-    return Delivery(bench.redis, bench.rt().keys)
 
 
 def _fetch(delivery: Any, queues: list[str], token: str, want: int, acks: Any = (), rotate: bool = False) -> Any:

@@ -83,15 +83,15 @@ ADOPT_BATCH = 1000
 class Fetched:
     """What one fetch did: the acks it carried, the queues it found with nothing to take, the jobs."""
 
-    taken: Taken | None  # the first job taken
+    takes: list[Taken]  # the jobs taken, in order
     retry_in: float | None  # nothing taken: s until a rate-limited job may start (None: none waits)
     passed: int  # leading queues (in the fetch's order) found with no job to take: all when none taken
     acks: list[int]  # the outcome of each carried ack, in order: ACKED, STALE or UNKNOWN
-    more: tuple[Taken, ...] = ()  # the jobs taken after the first, in order
 
     @property
-    def takes(self) -> list[Taken]:
-        return [] if self.taken is None else [self.taken, *self.more]
+    def taken(self) -> Taken | None:
+        """The first job taken, if any."""
+        return self.takes[0] if self.takes else None
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ class Delivery:
         """``fetch`` of up to ``want`` jobs, with what else the fetch found (the queues it passed, a
         rate limit's wait)."""
         if not queues:
-            return Fetched(None, None, 0, [])
+            return Fetched([], None, 0, [])
         _sha, n, *rest = self.fetch_command(queues, token, want=want)
         return self.fetched(self._fetch(keys=rest[:n], args=rest[n:]))
 
@@ -173,9 +173,9 @@ class Delivery:
             takes = [
                 Taken(_text(got[i]), _text(got[i + 1]), got[i + 2], int(got[i + 3])) for i in range(0, len(got), 4)
             ]
-            return Fetched(takes[0], None, int(passed), acks, tuple(takes[1:]))
+            return Fetched(takes, None, int(passed), acks)
         ms = int(got or 0)
-        return Fetched(None, ms / 1000 if ms > 0 else None, int(passed), acks)
+        return Fetched([], ms / 1000 if ms > 0 else None, int(passed), acks)
 
     def ack(self, tag: str, token: str) -> int:
         """Forget a finished job: ACKED, STALE (the lease had lapsed: counted in stale_acks) or

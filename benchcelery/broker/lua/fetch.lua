@@ -89,17 +89,19 @@ if nacks > 0 and nacks <= 1000 then
   for a = 1, nacks do tags[a] = ARGV[5 + 2 * a] end
   local raws = redis.call('HMGET', KEYS[2], unpack(tags))
   for a = 1, nacks do
-    local tag, token, raw = tags[a], ARGV[6 + 2 * a], raws[a]
-    local meta = raw and not seen[tag] and cjson.decode(raw)
+    local tag, token = tags[a], ARGV[6 + 2 * a]
     if seen[tag] then
       later[#later + 1] = a
-    elseif meta and meta[1] == token and meta[7] == 0 and meta[8] == 0 then
-      plain[#plain + 1] = tag
-      outcomes[a] = 1
     else
-      outcomes[a] = ack_one(tag, token)
+      local meta = raws[a] and cjson.decode(raws[a])
+      if meta and meta[1] == token and meta[7] == 0 and meta[8] == 0 then
+        plain[#plain + 1] = tag
+        outcomes[a] = 1
+      else
+        outcomes[a] = ack_one(tag, token)
+      end
+      seen[tag] = true
     end
-    seen[tag] = true
   end
   if #plain > 0 then
     redis.call('HDEL', KEYS[1], unpack(plain))
