@@ -219,7 +219,7 @@ def test_a_job_finishing_while_a_fetch_is_out_waits_for_the_next_fetch(
         channel.basic_ack(second)
         channel._brpop_start()  # idle from here: the ack is applied before the worker blocks
         assert acks == [second] and not bench.redis.hexists(keys.inflight, second)
-        assert writes[-1][-1][0] == "BRPOP"
+        assert [c[0] for c in writes[-1]] == ["BRPOP", "EVALSHA"]  # the fetch waits behind the BRPOP
     finally:
         conn.release()
 

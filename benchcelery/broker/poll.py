@@ -1,10 +1,10 @@
 """The transport channel's poll: no polling when idle, one round trip per job (or batch) when busy.
-An idle worker blocks on the queues' ``wake`` lists (every push adds a token) and fetches when
-woken (or every IDLE_FETCH_EVERY timeouts, for what other tools pushed without a token); once a
-fetch found a job, the next poll is the fetch script itself, sent on the poll connection, until a
-fetch finds nothing. The acks of the jobs that finished meanwhile ride in that fetch (acks.py). A
-taken job goes through the intake (intake.py) before kombu sees it. Mixed into
-``transport.Channel``.
+An idle worker blocks on the queues' ``wake`` lists (every push adds a token), with the fetch
+script sent right behind that BRPOP on the same connection: Redis runs the fetch as soon as the
+BRPOP returns (woken by a push, or at its 1 s timeout), so a woken worker has its job in the same
+round trip. Once a fetch found a job, the next poll is the fetch script itself, until a fetch
+finds nothing. The acks of the jobs that finished meanwhile ride in that fetch (acks.py). A taken
+job goes through the intake (intake.py) before kombu sees it. Mixed into ``transport.Channel``.
 
 A busy worker leaves out of its fetches, for SKIP_EMPTY seconds, the queues its last fetches
 found with no job to take (each costs the script a scan of its sites per job otherwise): a job
@@ -33,6 +33,7 @@ from hiredis import pack_command
 from kombu.transport import redis as kombu_redis
 from kombu.utils.scheduling import round_robin_cycle
 
+from benchcelery.broker.delivery import Fetched
 from benchcelery.broker.hooks import hooks
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ else:
 
 logger = logging.getLogger("benchcelery.broker.delivery")
 
-IDLE_FETCH_EVERY = 5  # BRPOP timeouts (1 s each) between fetches of an idle worker
+IDLE_ADOPT_EVERY = 5  # BRPOP timeouts (1 s each) between an idle worker's looks at kombu's own lists
 SKIP_EMPTY = 0.05  # s a busy worker's fetches leave out a queue found with no job to take
 BATCH = 8  # most jobs a busy fetch of `bench worker` takes while its jobs are short
 SHORT = 0.005  # s per job (between a busy worker's fetches) under which a fetch takes a batch
@@ -70,6 +71,7 @@ def _packed(commands: list[Any]) -> list[bytes]:
 class Poll(_Base):
     _poll_fetch = False  # the outstanding poll command is the fetch script (not BRPOP)
     _poll_plain = False  # ... is kombu's own BRPOP (remote-control replies, which are not jobs)
+    _idle_token: str | None = None  # the owner token of the fetch sent behind the idle BRPOP
     _expect_work = False
     _idle_timeouts = 0
     _retry_in: float | None = None  # s until a rate-limited job may start (fetch.lua's reply)
@@ -102,10 +104,10 @@ class Poll(_Base):
             return
         self._fetch_queues = list(queues)
         connection = self.client.connection
-        riders: list[Any] = []
         if self._expect_work:
             self._fetch_queues = self._busy_queues(self._fetch_queues)
             self._fetch_token = self._new_token()
+            riders: list[Any] = []
             acks: list[tuple[str, str]] = []
             if self._acks.to_send():  # the acks of the jobs that just finished ride in the fetch
                 riders, acks = self._acks.ride()
@@ -117,7 +119,7 @@ class Poll(_Base):
                 self._acks.not_sent()
                 raise
             self._poll_fetch = True
-            command = ["EVALSHA", *script]
+            commands = [*riders, ["EVALSHA", *script]]
         else:
             # Idle from here on: what waits is applied now, not carried by a blocking BRPOP (whose
             # socket would turn readable with the acks' replies, and _brpop_read would then wait in
@@ -127,11 +129,14 @@ class Poll(_Base):
             wait = self.brpop_timeout if timeout is None else timeout
             if self._retry_in is not None:  # a rate-limited job may start then: fetch again
                 wait = max(0.01, min(wait, self._retry_in))
-            command = ["BRPOP", *(self.keys.wake(q) for q in queues), wait]
+            self._idle_token = self._new_token()
+            fetch = self.delivery.fetch_command(self._fetch_queues, self._idle_token, [])
+            # The fetch waits behind the BRPOP in Redis, which runs it as soon as the BRPOP returns.
+            commands = [["BRPOP", *(self.keys.wake(q) for q in queues), wait], ["EVALSHA", *fetch]]
         self._in_poll = connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         try:
-            connection.send_packed_command(_packed([*riders, command]))
+            connection.send_packed_command(_packed(commands))
         except BaseException:  # not sent: the acks wait for the next poll (or the lease thread)
             self._acks.not_sent()
             raise
@@ -171,11 +176,14 @@ class Poll(_Base):
         if self._poll_plain:
             return bool(super()._brpop_read(**options))
         takes: list[Taken] = []
+        idle: Fetched | None = None  # the reply of the fetch sent behind the idle BRPOP
         try:
             connection = self.client.connection
             try:
                 self._acks.read_notes(connection)
                 reply = self.client.parse_response(connection, "EVALSHA" if self._poll_fetch else "BRPOP", **options)
+                if not self._poll_fetch:
+                    idle = self._read_idle_fetch(connection)
             except self.connection_errors:
                 self._acks.unread()  # the acks in the fetch go again
                 connection.disconnect()
@@ -184,10 +192,14 @@ class Poll(_Base):
                 if not isinstance(exc, self.ResponseError):
                     self._acks.unread()
                     raise
-                # The fetch did not run (NoScriptError: Redis restarted and lost its scripts; OOM
-                # under noeviction: wait, then try again): its acks go with the ack script now.
+                if not self._poll_fetch:  # the BRPOP itself was refused: the fetch's reply is not read
+                    connection.disconnect()
+                # The fetch did not run: its acks go with the ack script now. NoScriptError (Redis
+                # restarted and lost its scripts): fetch again at once, the script loaded; else (OOM
+                # under noeviction): log, and try again at the next poll.
                 if not isinstance(exc, redis.exceptions.NoScriptError):
                     logger.warning("Could not take a job: %s", exc)
+                    idle = Fetched([], None, 0, [])
                 self._poll_fetch, reply = False, None
                 self._acks.refused()
             if self._poll_fetch:
@@ -198,21 +210,11 @@ class Poll(_Base):
                 if takes and self._closing:  # the worker stops: not ours to run
                     self._give_back_takes(takes)
                     takes = []
-            elif self._closing or (reply is None and self._skip_idle_fetch()):
-                pass
-            else:  # woken by a push (or every IDLE_FETCH_EVERY timeouts): take a job, if any
-                token = self._new_token()
-                self._last_fetch = monotonic()
-                try:
-                    fetched = self.delivery.fetch_result(self._fetch_queues, token)
-                    self._found_empty(self._fetch_queues, fetched.passed)
-                    # Nothing in the sites' lists: another tool's pushes (their wake tokens woke us)
-                    # or the one-list layout may wait in kombu's lists; move them and fetch again.
-                    if fetched.taken is None and fetched.retry_in is None and self._adopt(self._fetch_queues):
-                        fetched = self.delivery.fetch_result(self._fetch_queues, token)
-                    takes, self._retry_in = fetched.takes, fetched.retry_in
-                except self.ResponseError as exc:
-                    logger.warning("Could not take a job: %s", exc)
+            elif self._closing:
+                if idle is not None and idle.takes:
+                    self._give_back_takes(idle.takes)
+            else:  # the BRPOP returned (a push's wake token, or its timeout) and the fetch behind it ran
+                takes = self._idle_takes(idle, woken=reply is not None)
         finally:
             self._in_poll = None  # type: ignore[assignment]
             self._poll_fetch = False
@@ -224,6 +226,37 @@ class Poll(_Base):
             self._queue_cycle.rotate(taken.queue)
         self._deliver_takes(takes)
         return True
+
+    def _read_idle_fetch(self, connection: Any) -> Fetched | None:
+        """The reply of the fetch sent behind the idle BRPOP; None when it did not run because Redis
+        had lost the script (NoScriptError: a restart, a failover), and no job when it was refused
+        (OOM under noeviction: tried again at the next poll)."""
+        try:
+            return self.delivery.fetched(self.client.parse_response(connection, "EVALSHA"))
+        except redis.exceptions.NoScriptError:
+            return None
+        except self.ResponseError as exc:
+            logger.warning("Could not take a job: %s", exc)
+            return Fetched([], None, 0, [])
+
+    def _idle_takes(self, fetched: Fetched | None, woken: bool) -> list[Taken]:
+        """The jobs an idle poll's fetch took (``fetched``; None: fetch again, the script loaded)."""
+        token = self._idle_token or self._new_token()
+        self._last_fetch = monotonic()
+        try:
+            if fetched is None:
+                fetched = self.delivery.fetch_result(self._fetch_queues, token)
+            self._found_empty(self._fetch_queues, fetched.passed)
+            # Nothing in the sites' lists: another tool's pushes (their wake tokens woke us, or
+            # they left none) or the one-list layout may wait in kombu's lists; move them and fetch again.
+            nothing = fetched.taken is None and fetched.retry_in is None
+            if nothing and (woken or self._adopt_due()) and self._adopt(self._fetch_queues):
+                fetched = self.delivery.fetch_result(self._fetch_queues, token)
+        except self.ResponseError as exc:
+            logger.warning("Could not take a job: %s", exc)
+            return []
+        self._retry_in = fetched.retry_in
+        return fetched.takes
 
     def _deliver_takes(self, takes: list[Taken]) -> None:
         """Hand the jobs of one fetch to kombu, in order. A job that runs in this thread (--pool
@@ -254,15 +287,12 @@ class Poll(_Base):
         not idle). False once a fetch found every queue empty, and on a new channel."""
         return self._expect_work
 
-    def _skip_idle_fetch(self) -> bool:
-        """After a BRPOP that timed out (no wake token), fetch only every IDLE_FETCH_EVERY times:
-        every push of ours leaves a token, so only a message pushed by another tool (by hand, plain
-        kombu) waits that long, and an idle worker mostly waits in BRPOP instead of running the
-        fetch script after every timeout."""
-        if self._retry_in is not None:  # the timeout was the rate limit's wait: fetch now
-            return False
+    def _adopt_due(self) -> bool:
+        """After a BRPOP that timed out (no wake token) and a fetch that found nothing, look at
+        kombu's own lists only every IDLE_ADOPT_EVERY times: every push of ours leaves a token, so
+        only a message pushed by another tool (by hand, plain kombu) waits that long."""
         self._idle_timeouts += 1
-        return self._idle_timeouts % IDLE_FETCH_EVERY != 0
+        return self._idle_timeouts % IDLE_ADOPT_EVERY == 0
 
     def _get(self, queue: str, timeout: Any = None) -> Any:
         """basic_get: the same atomic take as consuming."""

@@ -12,6 +12,7 @@ import click
 
 from benchcelery.cli import help
 from benchcelery.cli.base import BenchGroup, CliContext
+from benchcelery.util import boot
 
 # Each command family registers its commands from its module (``register(cli)``), imported when
 # one of its commands is first looked up: ``bench worker`` imports the worker's family only (a
@@ -146,6 +147,7 @@ def cli(
       bench --site all show-pending-jobs
       bench CMD --help     (each command's options and examples)
     """
+    boot.resume(ctx.invoked_subcommand)  # the command's family is imported: its boot is done
     ctx.obj = CliContext(site_option=site, bench_option=bench_path, verbose=verbose)
     if profile:
         _start_profile(ctx)
@@ -192,4 +194,5 @@ def hoist_site(args: list[str]) -> list[str]:
 
 
 def main() -> None:
+    boot.pause()  # no collections while the command's modules load (util/boot.py)
     cli(args=hoist_site(sys.argv[1:]), prog_name="bench")

@@ -10,6 +10,7 @@ from typing import Any
 
 from benchcelery.bench.hosts import host_name
 from benchcelery.runtime import Runtime, set_runtime
+from benchcelery.util import boot
 from benchcelery.util.proctitle import set_title
 
 
@@ -103,7 +104,7 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
         from benchcelery.worker import reload
 
         reload.watch(reload.app_dirs(rt.apps()), reload.request_restart)
-    _freeze_boot_objects()
+    boot.booted()  # the collector was off since `bench` started (util/boot.py)
     from benchcelery.jobs import tally
 
     try:
@@ -111,16 +112,6 @@ def run_worker(rt: Runtime, opts: WorkerOptions) -> int:
     finally:  # the pool has stopped: no job adds to the metrics summed meanwhile (warm or cold)
         tally.flush()
     return int(worker.exitcode or 0)
-
-
-def _freeze_boot_objects() -> None:
-    """Move everything the boot allocated (modules, classes, the app) out of the garbage collector's
-    reach (``gc.freeze``): the pool's fork runs a full collection first (Celery), which then has
-    nothing to walk (10-20 ms less before the first job), and pool processes' collections no longer
-    write to the pages they share with the main process."""
-    import gc
-
-    gc.freeze()
 
 
 def _nice_pool_processes(rt: Runtime) -> None:
