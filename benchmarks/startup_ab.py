@@ -1,6 +1,6 @@
 """Before/after of issue 28 in one run: two checkouts of benchcelery, measured interleaved.
 
-    python -m benchmarks.startup_ab --base /path/to/old/checkout [--reps 9] [--only first,memory,enqueue]
+    python -m benchmarks.startup_ab --base /path/to/old/checkout [--reps 9] [--only first,memory,enqueue,latency,latency-solo]
 
 ``--base`` is a source tree of the old code (``git worktree add /tmp/base main`` or ``git archive
 main | tar -x -C /tmp/base``); "new" is this checkout. Each repetition runs each variant in a fresh
@@ -14,6 +14,9 @@ as well as wall ones.
   and a 2 s settle.
 - enqueue: 10,000 single ``benchcelery.enqueue`` calls from one process (client CPU and wall per
   job), against huey's single enqueue in the same round (``benchmarks.peers.huey_app:single``).
+- latency, latency-solo: enqueue -> start against an idle ``bench worker`` (``--pool solo``), as the
+  field harness measures it (``benchmarks.peers.probe latency``: 100 jobs one at a time, 10-40 ms
+  apart, each until its INCR shows as a keyspace notification); median and p99.
 """
 
 from __future__ import annotations
@@ -96,6 +99,30 @@ def memory(world: env.Env, root: Path) -> dict[str, float]:
     }
 
 
+def latency(world: env.Env, root: Path, pool: str, n: int = 100) -> dict[str, float]:
+    fill_one(world, root)
+    cmd = [str(env.BIN / "bench"), "worker", "--quiet", "--pool", pool]
+    proc = procs.spawn(cmd, child_env(world, root), world.bench.root)
+    try:
+        deadline = time.monotonic() + 60
+        while int(world.redis.get(apps.COUNTER) or 0) < 1:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the worker ran no job")
+            time.sleep(0.01)
+        time.sleep(1)
+        world.redis.config_set("notify-keyspace-events", "K$")
+        probe = [sys.executable, "-m", "benchmarks.peers.probe", "latency", "bench_enqueue", str(n), "--budget", "30"]
+        out = subprocess.run(
+            probe, env=child_env(world, root), cwd=world.bench.root, check=True, capture_output=True, text=True,
+            timeout=120,
+        )  # fmt: skip
+    finally:
+        world.redis.config_set("notify-keyspace-events", "")
+        procs.stop(proc, 20)
+    row = json.loads(out.stdout)
+    return {"median_ms": row["median_ms"], "p99_ms": row["p99_ms"]}
+
+
 def enqueue(world: env.Env, root: Path, which: str, n: int = 10_000) -> dict[str, float]:
     world.flush()
     args = [which, str(n), env.site_name(0), str(world.bench.root), apps.JOBS["bench"]["noop"]]
@@ -123,6 +150,8 @@ def main(argv: list[str]) -> None:
                         row = first(world, root)
                     elif what == "memory":
                         row = memory(world, root)
+                    elif what.startswith("latency"):
+                        row = latency(world, root, "solo" if what == "latency-solo" else "prefork")
                     else:
                         row = enqueue(world, root, "bench")
                         huey = enqueue(world, root, "huey")
