@@ -1,8 +1,8 @@
 """Before/after of issue 28 in one run: two checkouts of benchcelery, measured interleaved.
 
-    python -m benchmarks.startup_ab --base /path/to/old/checkout [--reps 9] [--only first,memory,enqueue,latency,latency-solo]
+    python -m benchmarks.startup_ab --base OLD_TREE [--reps 9] [--only first,memory,enqueue,latency,latency-solo]
 
-``--base`` is a source tree of the old code (``git worktree add /tmp/base main`` or ``git archive
+``--base`` (OLD_TREE) is a source tree of the old code (``git worktree add /tmp/base main`` or ``git archive
 main | tar -x -C /tmp/base``); "new" is this checkout. Each repetition runs each variant in a fresh
 interpreter on the harness's private Redis and bench (env.py), the variant's tree first on
 PYTHONPATH. Medians are printed; on a shared machine the spread is wide, so compare CPU figures

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from kombu.transport.redis import Empty
 
 import benchcelery
 from tests.conftest import BenchHandle, pending_total, wait_until
@@ -192,8 +193,6 @@ def test_a_job_finishing_while_a_fetch_is_out_waits_for_the_next_fetch(
     """A job that finishes while the fetch script's reply is still on its way (a short job held
     ahead) is not acknowledged with a script of its own: the next fetch carries it; when the
     queue runs dry it is applied before the worker blocks."""
-    from kombu.transport.redis import Empty
-
     from benchcelery.broker import delivery
 
     writes = _three_jobs_and_the_polls_writes(bench, monkeypatch)
@@ -222,6 +221,33 @@ def test_a_job_finishing_while_a_fetch_is_out_waits_for_the_next_fetch(
         assert [c[0] for c in writes[-1]] == ["BRPOP", "EVALSHA"]  # the fetch waits behind the BRPOP
     finally:
         conn.release()
+
+def test_the_acks_of_a_poll_dropped_unread_go_again_with_the_next_fetch(
+    bench: BenchHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kombu drops a poll connection whose reply is overdue (a network that black-holes packets):
+    the acks the dropped fetch carried go again with the next fetch, whose reply is read against
+    the acks it carries (the fault suite's blackhole scenario ended a worker on the mismatch)."""
+    writes = _three_jobs_and_the_polls_writes(bench, monkeypatch)
+    got: list[Any] = []
+    conn, channel = _channel(bench, got, ("default",))
+    keys = bench.rt().keys
+    try:
+        _poll(channel)
+        _poll(channel)  # busy: two jobs taken
+        first = got[0].delivery_tag
+        channel.basic_ack(first)
+        channel._brpop_start()  # the fetch carrying the ack goes out ...
+        assert any(first in c for c in writes[-1] if c[0] == "EVALSHA")
+        channel.client.connection.disconnect()  # ... and kombu drops its connection, the reply unread
+        assert channel._in_poll is None and first in channel.held()
+        with pytest.raises(Empty):  # the next fetch carries it again (and finds the queue empty:
+            _poll(channel)  # the dropped fetch took the third job, which comes back by its lease)
+        assert any(first in c for c in writes[-1] if c[0] == "EVALSHA")
+        assert first not in channel.held() and not bench.redis.hexists(keys.inflight, first)
+    finally:
+        conn.release()
+
 
 def test_a_busy_channel_skips_an_empty_queue_for_a_moment_and_still_takes_its_job(bench: BenchHandle) -> None:
     from benchcelery.broker.poll import SKIP_EMPTY

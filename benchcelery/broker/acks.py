@@ -52,8 +52,8 @@ class PendingAcks:
         self.notes += commands
 
     def to_send(self) -> bool:
-        """Whether the next poll carries acks or notes."""
-        return bool(self.waiting or self.notes)
+        """Whether the next poll carries acks or notes (also those of a poll whose replies never came)."""
+        return bool(self.waiting or self.notes or self.sent or self.notes_sent)
 
     def unapplied(self) -> bool:
         """Whether an ack is still waiting or its reply has not been read."""
@@ -107,14 +107,15 @@ class PendingAcks:
             report(tag, done)
 
     def unread(self) -> None:
-        """The fetch's reply was lost (the connection failed): the acks it carried go again."""
-        self.waiting[:0], self.sent = self.sent, []
+        """The fetch's reply was lost (the connection failed): the acks it carried go again, and the
+        replies of the notes sent with it are not waited for."""
+        self.waiting[:0], self.sent, self.notes_sent = self.sent, [], 0
 
     def flush(self, polling: bool) -> None:
         """Send the notes and acks still waiting, now (one round trip each). ``polling``: a poll is
         outstanding, so the acks sent with it are still to be read, not sent again."""
-        if self.sent and not polling:  # sent with a poll whose replies never came
-            self.waiting[:0], self.sent = self.sent, []
+        if not polling:  # sent with a poll whose replies never came
+            self.unread()
         notes, self.notes = self.notes, []
         self.send_notes(notes)
         while self.waiting:

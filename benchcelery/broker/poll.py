@@ -282,6 +282,15 @@ class Poll(_Base):
             except Exception as exc:
                 logger.warning("Could not put job %s back now (%s): it goes back when its lease lapses", taken.tag, exc)
 
+    def _on_connection_disconnect(self, connection: Any) -> None:
+        """A connection of this channel dropped (kombu's check of an overdue poll, a lost socket):
+        if it carried the outstanding poll, that poll's replies never come, so the acks it carried
+        go again with the next poll (a fetch read against acks it did not carry ended the worker)."""
+        if connection is not None and connection is self._in_poll:
+            self._acks.unread()
+            self._poll_fetch = False
+        super()._on_connection_disconnect(connection)
+
     def expects_work(self) -> bool:
         """Whether the last fetch took a job: the next poll is a fetch again (burst.py counts that as
         not idle). False once a fetch found every queue empty, and on a new channel."""
