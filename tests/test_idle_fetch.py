@@ -98,6 +98,7 @@ def test_an_idle_fetch_redis_could_not_run_is_sent_again_with_its_script(
         with pytest.raises(Empty):  # busy: the fetch alone, refused too, sent again: nothing to take
             _poll(channel)
         assert len(fetches) == 2 and _in_flight(bench) == 2 and pending_total(bench) == 0
+        assert len(set(fetches)) == 2 and not set(fetches) & {m.delivery_tag for m in got[:1]}  # fresh tokens
     finally:
         conn.release()
 

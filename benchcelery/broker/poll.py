@@ -241,7 +241,9 @@ class Poll(_Base):
 
     def _idle_takes(self, fetched: Fetched | None, woken: bool) -> list[Taken]:
         """The jobs an idle poll's fetch took (``fetched``; None: fetch again, the script loaded)."""
-        token = self._idle_token or self._new_token()
+        # The token of the fetch that ran serves again only if it took nothing (adopt, below).
+        token = (self._idle_token if fetched is not None else None) or self._new_token()
+        self._idle_token = None
         self._last_fetch = monotonic()
         try:
             if fetched is None:
