@@ -78,15 +78,20 @@ def first(world: env.Env, root: Path) -> dict[str, float]:
     return {"wall_s": float(found[1]), "cpu_s": float(found[2])}
 
 
+def _first_job(world: env.Env, proc: Any) -> None:
+    """Wait (60 s at most) until the worker ``proc`` ran the job fill_one left."""
+    deadline = time.monotonic() + 60
+    while int(world.redis.get(apps.COUNTER) or 0) < 1:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("the worker ran no job")
+        time.sleep(0.01)
+
+
 def memory(world: env.Env, root: Path) -> dict[str, float]:
     fill_one(world, root)
     proc = procs.spawn([str(env.BIN / "bench"), "worker", "--quiet"], child_env(world, root), world.bench.root)
     try:
-        deadline = time.monotonic() + 60
-        while int(world.redis.get(apps.COUNTER) or 0) < 1:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the worker ran no job")
-            time.sleep(0.01)
+        _first_job(world, proc)
         time.sleep(2)
         mem = procs.memory_of(proc.pid)
     finally:
@@ -104,11 +109,7 @@ def latency(world: env.Env, root: Path, pool: str, n: int = 100) -> dict[str, fl
     cmd = [str(env.BIN / "bench"), "worker", "--quiet", "--pool", pool]
     proc = procs.spawn(cmd, child_env(world, root), world.bench.root)
     try:
-        deadline = time.monotonic() + 60
-        while int(world.redis.get(apps.COUNTER) or 0) < 1:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the worker ran no job")
-            time.sleep(0.01)
+        _first_job(world, proc)
         time.sleep(1)
         world.redis.config_set("notify-keyspace-events", "K$")
         probe = [sys.executable, "-m", "benchmarks.peers.probe", "latency", "bench_enqueue", str(n), "--budget", "30"]
